@@ -1,0 +1,7 @@
+"""cotdistill: distill chain-of-thought reasoning from a vLLM-served teacher into a small student.
+
+Stages (each a module with ``run(config) -> summary``, and a CLI subcommand):
+    generate  problems -> prompt template -> teacher (vLLM offline or OpenAI-compatible server) -> traces
+"""
+
+__version__ = "0.1.0"

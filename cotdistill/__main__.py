@@ -1,0 +1,4 @@
+"""``python -m cotdistill`` = the ``cotdistill`` command."""
+from cotdistill.cli import app
+
+app()

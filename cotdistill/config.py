@@ -1,0 +1,216 @@
+"""Stage configs (pydantic), loaded from YAML with ``key.sub=value`` command-line overrides.
+
+    cfg = load_config(GenerateConfig, "data/configs/generate_arithmetic.yaml", ["sampling.n=8"])
+
+All validation (ranges, exclusive options) lives in these models; a failure is one line that names
+the file and the dotted field. ``save_resolved`` writes the final config next to a stage's output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cotdistill.errors import CotdistillError
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ---------------------------------------------------------------- problem sources
+class FieldMap(StrictModel):
+    question: str = "question"
+    answer: str | None = "answer"  # None: the dataset has no gold answers
+    id: str | None = None  # None: ids are "<row index>" within the selected split
+
+
+class HFSource(StrictModel):
+    """Any Hugging Face dataset: a hub id, or a local jsonl/json/parquet/csv file."""
+
+    kind: Literal["hf"] = "hf"
+    path: str  # hub id ("openai/gsm8k") or a local file path
+    name: str | None = None  # hub subset/config name ("main")
+    split: str = "train"  # supports slicing: "test[:100]"
+    fields: FieldMap = FieldMap()
+    limit: int | None = Field(default=None, ge=1)
+
+
+class ReasoningGymSource(StrictModel):
+    """A procedural task from the reasoning-gym package (offline)."""
+
+    kind: Literal["reasoning_gym"] = "reasoning_gym"
+    task: str
+    size: int = Field(default=100, ge=1)
+    seed: int = 0
+    config: dict[str, Any] = Field(default_factory=dict)  # the task's own options
+
+
+SourceConfig = Annotated[HFSource | ReasoningGymSource, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- teachers
+class VLLMTeacher(StrictModel):
+    """Offline ``vllm.LLM`` engine in this process."""
+
+    backend: Literal["vllm"] = "vllm"
+    model: str  # hub id or local directory
+    tokenizer: str | None = None  # defaults to model
+    revision: str | None = None
+    chat_template: str | None = None  # path to a Jinja file when the tokenizer lacks one
+    dtype: str = "auto"
+    max_model_len: int | None = Field(default=None, ge=16)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    kv_cache_memory_bytes: int | None = Field(default=None, ge=1 << 20)
+    enforce_eager: bool = False
+    trust_remote_code: bool = False
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    extra_engine_args: dict[str, Any] = Field(default_factory=dict)  # passed to vllm.LLM as is
+
+
+class OpenAITeacher(StrictModel):
+    """An OpenAI-compatible endpoint (``vllm serve`` or any compatible server)."""
+
+    backend: Literal["openai"] = "openai"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str  # the served model name
+    api: Literal["chat", "completions"] = "chat"
+    api_key_env: str | None = None  # name of the env var holding the key (never the key itself)
+    max_concurrency: int = Field(default=64, ge=1)
+    timeout_s: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    # for the "completions" api the prompt is rendered locally through this tokenizer's template
+    tokenizer: str | None = None
+
+    @model_validator(mode="after")
+    def _completions_needs_tokenizer(self):
+        if self.api == "completions" and not self.tokenizer:
+            raise ValueError("api 'completions' renders prompts locally: set teacher.tokenizer")
+        return self
+
+
+TeacherConfig = Annotated[VLLMTeacher | OpenAITeacher, Field(discriminator="backend")]
+
+
+class SamplingConfig(StrictModel):
+    n: int = Field(default=4, ge=1)
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=-1, ge=-1)  # -1: disabled
+    max_tokens: int = Field(default=1024, ge=1)
+    seed: int = 0
+    stop: list[str] = Field(default_factory=list)
+    logprobs: int | None = Field(default=None, ge=1, le=100)  # capture top-k logprobs per token
+
+
+class PromptConfig(StrictModel):
+    template: str = "math_boxed_think"  # name in prompts/ or a path to a .yaml template
+    variables: dict[str, Any] = Field(default_factory=dict)  # extra template variables
+
+
+class ShardConfig(StrictModel):
+    index: int = Field(default=0, ge=0)
+    count: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _index_in_range(self):
+        if self.index >= self.count:
+            raise ValueError(f"index {self.index} must be < count {self.count}")
+        return self
+
+
+class GenerateConfig(StrictModel):
+    source: SourceConfig
+    prompt: PromptConfig = PromptConfig()
+    teacher: TeacherConfig
+    sampling: SamplingConfig = SamplingConfig()
+    output_dir: str
+    shard: ShardConfig = ShardConfig()
+    flush_every: int = Field(default=64, ge=1)  # records buffered before an append
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- loading
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse_override(item: str, where: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise CotdistillError(f"{where}: override '{item}' is not of the form key.sub=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "overrides") -> dict:
+    for item in overrides:
+        path, value = _parse_override(item, where)
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}' (check spelling; see the config's documented keys)")
+        elif e["type"] == "missing":
+            parts.append(f"missing required key '{loc}'")
+        else:
+            got = e.get("input")
+            got_s = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            parts.append(f"{loc}: {e['msg']}{got_s}")
+    return f"{where}: " + "; ".join(parts)
+
+
+def load_config(cls: type[M], path: str | os.PathLike | None, overrides: list[str] = ()) -> M:
+    """Read YAML (or start empty), apply overrides, validate. Errors name the file and field."""
+    data: dict[str, Any] = {}
+    where = str(path) if path else "config"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise CotdistillError(f"{where}: config file not found; pass the path of a YAML file")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise CotdistillError(f"{where}:{at}: malformed YAML ({problem}); fix the syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise CotdistillError(f"{where}: top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded
+    data = apply_overrides(data, list(overrides), where)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise CotdistillError(format_validation_error(e, where)) from None
+
+
+def save_resolved(cfg: BaseModel, path: str | os.PathLike) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    os.replace(tmp, p)

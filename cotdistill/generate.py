@@ -1,0 +1,165 @@
+"""Stage 1: the teacher answers problems, n samples each, written as append-only trace records.
+
+    cotdistill generate data/configs/generate_arithmetic.yaml sampling.n=8
+    python -c "from cotdistill.generate import run; ..."   # run(GenerateConfig) -> summary
+
+Output directory (shard files carry a ``-IIIII-of-NNNNN`` suffix when ``shard.count > 1``):
+    config.yaml     the resolved config          problems.jsonl  every problem of the source
+    traces.jsonl    one Trace per line           logprobs.jsonl  TokenLogprobs (when asked)
+    summary.json    counts, tokens, tokens/s, finish reasons
+Re-running the same command resumes: keys (problem id, sample index) already on disk are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from cotdistill.config import GenerateConfig, ShardConfig, save_resolved
+from cotdistill.errors import CotdistillError
+from cotdistill.prompts import load_template
+from cotdistill.records import Problem, SamplingInfo, TokenLogprobs, Trace, trace_key
+from cotdistill.sources import load_problems
+from cotdistill.store import AppendWriter, iter_jsonl, keep_only_keys, read_keys, repair_tail
+from cotdistill.teachers import Job, derive_seed, make_teacher
+
+
+def shard_of(problem_id: str, count: int) -> int:
+    return int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "little") % count
+
+
+def shard_suffix(shard: ShardConfig) -> str:
+    return "" if shard.count == 1 else f"-{shard.index:05d}-of-{shard.count:05d}"
+
+
+def output_paths(out: Path, shard: ShardConfig) -> dict[str, Path]:
+    sfx = shard_suffix(shard)
+    return {"config": out / f"config{sfx}.yaml", "traces": out / f"traces{sfx}.jsonl",
+            "logprobs": out / f"logprobs{sfx}.jsonl", "summary": out / f"summary{sfx}.json",
+            "problems": out / "problems.jsonl"}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _check_same_run(paths: dict[str, Path], cfg: GenerateConfig) -> None:
+    """Resuming into a directory made by a different config would mix two runs' traces."""
+    if not paths["config"].exists() or not paths["traces"].exists():
+        return
+    from cotdistill.config import load_config
+
+    old = load_config(GenerateConfig, paths["config"])
+    keep = lambda c: c.model_dump(exclude={"output_dir", "progress", "flush_every"})  # noqa: E731
+    if keep(old) != keep(cfg):
+        diff = [k for k in keep(cfg) if keep(cfg)[k] != keep(old).get(k)]
+        raise CotdistillError(
+            f"{paths['config']}: output_dir already holds a run with a different config (differs in: "
+            f"{', '.join(diff)}); use a new output_dir or restore the old settings to resume"
+        )
+
+
+def summarize(traces_path: Path, problems: int, expected: int) -> dict:
+    reasons, prompt_toks, compl_toks, n = Counter(), 0, 0, 0
+    if traces_path.exists():
+        for _, obj in iter_jsonl(traces_path):
+            n += 1
+            reasons[obj["finish_reason"]] += 1
+            prompt_toks += obj["prompt_tokens"]
+            compl_toks += obj["completion_tokens"]
+    return {"problems": problems, "traces_expected": expected, "traces": n,
+            "prompt_tokens": prompt_toks, "completion_tokens": compl_toks,
+            "finish_reasons": dict(reasons)}
+
+
+def run(cfg: GenerateConfig) -> dict:
+    t0 = time.perf_counter()
+    out = Path(cfg.output_dir)
+    paths = output_paths(out, cfg.shard)
+    template = load_template(cfg.prompt.template)
+    problems = load_problems(cfg.source)
+    mine = [p for p in problems if shard_of(p.id, cfg.shard.count) == cfg.shard.index]
+    # render everything up front: a template error stops the run before the teacher starts
+    rendered = {p.id: template.render(p, cfg.prompt.variables) for p in mine}
+
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_run(paths, cfg)
+    save_resolved(cfg, paths["config"])
+    write_atomic(paths["problems"], "".join(p.model_dump_json() + "\n" for p in problems))
+
+    repair_tail(paths["traces"])
+    done = read_keys(paths["traces"])
+    if cfg.sampling.logprobs:
+        repair_tail(paths["logprobs"])
+        keep_only_keys(paths["logprobs"], done)  # drop side records whose trace was never written
+    jobs = [Job(p.id, i, rendered[p.id], derive_seed(cfg.sampling.seed, p.id, i))
+            for p in mine for i in range(cfg.sampling.n) if trace_key(p.id, i) not in done]
+    expected = len(mine) * cfg.sampling.n
+    s = cfg.sampling
+    sampling_info = SamplingInfo(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                                 max_tokens=s.max_tokens, stop=list(s.stop), logprobs=s.logprobs)
+
+    new_prompt, new_compl, written = 0, 0, 0
+    t_gen = time.perf_counter()
+    if jobs:
+        teacher = make_teacher(cfg.teacher, seed=s.seed, need_logprobs=bool(s.logprobs))
+        if s.logprobs and not teacher.info.tokenizer_hash:
+            raise CotdistillError("teacher.tokenizer: logprob capture needs the teacher tokenizer's identity")
+        t_gen = time.perf_counter()
+        traces_w = AppendWriter(paths["traces"])
+        lp_w = AppendWriter(paths["logprobs"]) if s.logprobs else None
+        bar = tqdm(total=expected, initial=len(done), desc="generate", unit="trace",
+                   disable=not cfg.progress, dynamic_ncols=True)
+        last_flush = time.monotonic()
+        try:
+            for job, res in teacher.generate(jobs, s):
+                trace = Trace(problem_id=job.problem_id, sample_index=job.sample_index,
+                              messages=job.messages, completion=res.completion,
+                              finish_reason=res.finish_reason, prompt_tokens=res.prompt_tokens,
+                              completion_tokens=res.completion_tokens, teacher=teacher.info,
+                              template=template.info, sampling=sampling_info, seed=job.seed)
+                if lp_w is not None:
+                    lp = TokenLogprobs.from_arrays(job.problem_id, job.sample_index,
+                                                   teacher.info.tokenizer_hash, **res.logprobs)
+                    lp_w.add(lp.model_dump_json())
+                traces_w.add(trace.model_dump_json())
+                written += 1
+                new_prompt += res.prompt_tokens
+                new_compl += res.completion_tokens
+                if len(traces_w) >= cfg.flush_every or time.monotonic() - last_flush > 2.0:
+                    if lp_w is not None:
+                        lp_w.flush()  # side record first: a trace on disk always has its logprobs
+                    traces_w.flush()
+                    last_flush = time.monotonic()
+                bar.update(1)
+                bar.set_postfix_str(f"{new_compl / max(time.perf_counter() - t_gen, 1e-9):,.0f} tok/s", refresh=False)
+        finally:
+            if lp_w is not None:
+                lp_w.close()
+            traces_w.close()
+            bar.close()
+            teacher.close()
+    gen_s = time.perf_counter() - t_gen
+
+    summary = summarize(paths["traces"], len(mine), expected)
+    summary.update({
+        "shard": cfg.shard.model_dump(), "resumed_from": len(done), "written_this_run": written,
+        "this_run_prompt_tokens": new_prompt, "this_run_completion_tokens": new_compl,
+        "generation_s": round(gen_s, 3), "wall_s": round(time.perf_counter() - t0, 3),
+        "completion_tokens_per_s": round(new_compl / gen_s, 1) if written and gen_s > 0 else None,
+        "complete": summary["traces"] == expected,
+    })
+    write_atomic(paths["summary"], json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_problem_file(path: Path) -> list[Problem]:
+    return [Problem.model_validate(obj) for _, obj in iter_jsonl(path)]

@@ -1,0 +1,106 @@
+"""Prompt templates from ``prompts/*.yaml``, rendered strictly into chat messages.
+
+A template file has ``name``, optional ``system``, a Jinja ``user`` template (``{{ question }}``,
+``{{ id }}``, ``{{ metadata.x }}`` and any ``prompt.variables``), ``answer_format`` (how the verify
+stage finds the final answer) and ``think`` (whether traces must carry ``<think>...</think>``).
+A variable that is not provided is an error naming the template, the variable and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cotdistill.config import format_validation_error
+from cotdistill.errors import CotdistillError
+from cotdistill.records import Message, Problem, TemplateInfo
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+class TemplateFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    answer_format: Literal["boxed", "hashes", "final_answer", "answer_is", "choice"] = "boxed"
+    think: bool = False
+    system: str | None = None
+    user: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    spec: TemplateFile
+    path: Path
+    hash: str
+    _system: jinja2.Template | None
+    _user: jinja2.Template
+
+    @property
+    def info(self) -> TemplateInfo:
+        return TemplateInfo(name=self.spec.name, hash=self.hash)
+
+    def render(self, problem: Problem, variables: dict[str, Any] | None = None) -> list[Message]:
+        ctx = {**(variables or {}), "question": problem.question, "id": problem.id,
+               "metadata": problem.metadata}
+        try:
+            msgs = []
+            if self._system is not None:
+                msgs.append(Message(role="system", content=self._system.render(ctx)))
+            msgs.append(Message(role="user", content=self._user.render(ctx)))
+            return msgs
+        except jinja2.UndefinedError as e:
+            m = re.search(r"'([^']+)' is undefined|has no attribute '([^']+)'", str(e))
+            var = (m.group(1) or m.group(2)) if m else str(e)
+            raise CotdistillError(
+                f"template '{self.spec.name}' ({self.path}): variable '{var}' is missing for problem "
+                f"'{problem.id}'; add it to prompt.variables or to the problem's metadata"
+            ) from None
+
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+                          autoescape=False)
+
+
+def resolve_template_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    candidate = PROMPTS_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(q.stem for q in PROMPTS_DIR.glob("*.yaml")))
+    raise CotdistillError(
+        f"prompt.template: '{name_or_path}' is neither a template in {PROMPTS_DIR} ({known}) "
+        f"nor an existing .yaml file"
+    )
+
+
+def load_template(name_or_path: str) -> PromptTemplate:
+    path = resolve_template_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CotdistillError(f"{path}: malformed YAML in prompt template ({e.__class__.__name__}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise CotdistillError(f"{path}: a prompt template must be a mapping with at least 'name' and 'user'")
+    try:
+        spec = TemplateFile.model_validate(raw)
+    except ValidationError as e:
+        raise CotdistillError(format_validation_error(e, str(path))) from None
+    try:
+        system = _ENV.from_string(spec.system) if spec.system else None
+        user = _ENV.from_string(spec.user)
+    except jinja2.TemplateSyntaxError as e:
+        raise CotdistillError(f"{path}: line {e.lineno}: Jinja syntax error in template ({e.message})") from None
+    canonical = json.dumps({"system": spec.system, "user": spec.user}, sort_keys=True)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return PromptTemplate(spec=spec, path=path, hash=digest, _system=system, _user=user)

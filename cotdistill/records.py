@@ -1,0 +1,153 @@
+"""Typed records that flow between pipeline stages, defined in one place.
+
+    Problem --render--> messages --teacher--> Trace (+ TokenLogprobs side record)
+
+Every record is a pydantic model serialised as one JSON line. Traces and their logprob side
+records share the key ``(problem_id, sample_index)`` so any stage can join, resume or dedupe.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+def trace_key(problem_id: str, sample_index: int) -> str:
+    return f"{problem_id}#{sample_index}"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Problem(_Record):
+    """One question, from a dataset row or a reasoning-gym entry."""
+
+    id: str = Field(min_length=1)
+    question: str = Field(min_length=1)
+    answer: str | None = None  # gold answer; None when the source has none
+    source: str  # e.g. "hf:data/arithmetic_test.jsonl[train]" or "reasoning_gym:chain_sum"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(_Record):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class TeacherInfo(_Record):
+    backend: Literal["vllm", "openai"]
+    model: str  # hub id, local path, or served model name
+    revision: str | None = None
+    tokenizer: str | None = None  # tokenizer id/path; None when unknown (remote endpoint)
+    tokenizer_hash: str | None = None  # sha256 over the vocabulary, see teachers.tokenizer_hash
+    engine_version: str | None = None  # vllm version, or the server's reported version
+
+
+class TemplateInfo(_Record):
+    name: str
+    hash: str  # content hash of the template file
+
+
+class SamplingInfo(_Record):
+    n: int
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    stop: list[str]
+    logprobs: int | None
+
+
+class Trace(_Record):
+    """One teacher sample for one problem."""
+
+    schema_version: int = SCHEMA_VERSION
+    problem_id: str
+    sample_index: int = Field(ge=0)
+    messages: list[Message]  # the rendered prompt messages (system?, user)
+    completion: str
+    finish_reason: str  # "stop" | "length" | "abort" | ...
+    prompt_tokens: int
+    completion_tokens: int
+    teacher: TeacherInfo
+    template: TemplateInfo
+    sampling: SamplingInfo
+    seed: int  # per-sample seed, derived from the run seed, problem id and sample index
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    @property
+    def key(self) -> str:
+        return trace_key(self.problem_id, self.sample_index)
+
+
+def _pack(arr: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode("ascii")
+
+
+class TokenLogprobs(_Record):
+    """Top-k teacher logprobs of every generated token, stored compactly (base64 arrays).
+
+    ``token_ids[t]`` is the sampled token at step t with logprob ``sampled_logprobs[t]``;
+    ``top_ids[t, :]``/``top_logprobs[t, :]`` are the teacher's k most likely tokens at that step
+    (id -1 / logprob -inf pad rows with fewer than k entries).
+    """
+
+    problem_id: str
+    sample_index: int = Field(ge=0)
+    tokenizer_hash: str
+    top_k: int = Field(ge=1)
+    num_tokens: int = Field(ge=0)
+    token_ids: str  # int32[T]
+    sampled_logprobs: str  # float32[T]
+    top_ids: str  # int32[T, k]
+    top_logprobs: str  # float32[T, k]
+
+    @property
+    def key(self) -> str:
+        return trace_key(self.problem_id, self.sample_index)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        problem_id: str,
+        sample_index: int,
+        tokenizer_hash: str,
+        token_ids: np.ndarray,
+        sampled_logprobs: np.ndarray,
+        top_ids: np.ndarray,
+        top_logprobs: np.ndarray,
+    ) -> "TokenLogprobs":
+        t, k = top_ids.shape
+        if len(token_ids) != t or len(sampled_logprobs) != t or top_logprobs.shape != (t, k):
+            raise ValueError(f"logprob arrays of {problem_id}#{sample_index} disagree in shape")
+        return cls(
+            problem_id=problem_id,
+            sample_index=sample_index,
+            tokenizer_hash=tokenizer_hash,
+            top_k=k,
+            num_tokens=t,
+            token_ids=_pack(token_ids.astype(np.int32)),
+            sampled_logprobs=_pack(sampled_logprobs.astype(np.float32)),
+            top_ids=_pack(top_ids.astype(np.int32)),
+            top_logprobs=_pack(top_logprobs.astype(np.float32)),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        t, k = self.num_tokens, self.top_k
+
+        def unpack(s: str, dtype, shape):
+            return np.frombuffer(base64.b64decode(s), dtype=dtype).reshape(shape)
+
+        return {
+            "token_ids": unpack(self.token_ids, np.int32, (t,)),
+            "sampled_logprobs": unpack(self.sampled_logprobs, np.float32, (t,)),
+            "top_ids": unpack(self.top_ids, np.int32, (t, k)),
+            "top_logprobs": unpack(self.top_logprobs, np.float32, (t, k)),
+        }

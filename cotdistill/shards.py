@@ -1,0 +1,80 @@
+"""Merge the shard files of a generation run and check that nothing is missing or doubled.
+
+    # N workers (processes, nodes, a Ray job), each:  cotdistill generate cfg.yaml shard.index=$I shard.count=$N
+    cotdistill merge OUTPUT_DIR
+
+Completeness is checked against ``problems.jsonl`` x ``sampling.n`` from the resolved configs;
+the merged ``traces.jsonl``/``logprobs.jsonl`` are written atomically, in problem order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from cotdistill.config import GenerateConfig, ShardConfig, load_config
+from cotdistill.errors import CotdistillError
+from cotdistill.generate import load_problem_file, output_paths, shard_of, summarize, write_atomic
+from cotdistill.store import iter_jsonl
+
+_SHARD_CFG = re.compile(r"config-(\d{5})-of-(\d{5})\.yaml$")
+
+
+def merge(output_dir: str | Path) -> dict:
+    out = Path(output_dir)
+    found = sorted(p for p in out.glob("config-*-of-*.yaml") if _SHARD_CFG.search(p.name))
+    if not found:
+        raise CotdistillError(f"{out}: no shard configs (config-IIIII-of-NNNNN.yaml); nothing to merge")
+    counts = {int(_SHARD_CFG.search(p.name).group(2)) for p in found}
+    if len(counts) != 1:
+        raise CotdistillError(f"{out}: shard files from runs with different shard counts {sorted(counts)}; clean the directory")
+    count = counts.pop()
+    cfgs = {int(_SHARD_CFG.search(p.name).group(1)): load_config(GenerateConfig, p) for p in found}
+    missing_shards = sorted(set(range(count)) - set(cfgs))
+    if missing_shards:
+        raise CotdistillError(f"{out}: shards {missing_shards} of {count} never ran; run them with shard.index=I shard.count={count}")
+    n = {c.sampling.n for c in cfgs.values()}
+    if len(n) != 1:
+        raise CotdistillError(f"{out}: shards disagree on sampling.n ({sorted(n)}); they are not one run")
+    n = n.pop()
+    problems = load_problem_file(out / "problems.jsonl")
+    order = {p.id: i for i, p in enumerate(problems)}
+
+    by_key: dict[tuple[int, int], str] = {}
+    lp_by_key: dict[tuple[int, int], str] = {}
+    dupes, strays = [], []
+    for idx in range(count):
+        paths = output_paths(out, ShardConfig(index=idx, count=count))
+        if not paths["traces"].exists():
+            raise CotdistillError(f"{paths['traces']}: missing; re-run shard {idx}")
+        for lineno, obj in iter_jsonl(paths["traces"]):
+            pid, si = obj["problem_id"], obj["sample_index"]
+            if pid not in order or shard_of(pid, count) != idx or si >= n:
+                strays.append(f"{paths['traces'].name}:{lineno}")
+                continue
+            key = (order[pid], si)
+            if key in by_key:
+                dupes.append(f"{pid}#{si}")
+            by_key[key] = json.dumps(obj, ensure_ascii=False)
+        if cfgs[idx].sampling.logprobs and paths["logprobs"].exists():
+            for _, obj in iter_jsonl(paths["logprobs"]):
+                if obj["problem_id"] in order:
+                    lp_by_key[(order[obj["problem_id"]], obj["sample_index"])] = json.dumps(obj)
+    if strays or dupes:
+        what = (f"{len(dupes)} duplicated keys (e.g. {dupes[:3]})" if dupes else "") + \
+               (f" {len(strays)} records outside their shard or problem set (e.g. {strays[:3]})" if strays else "")
+        raise CotdistillError(f"{out}: shards overlap: {what.strip()}; shards were run with different settings")
+    expected = {(i, s) for i in range(len(problems)) for s in range(n)}
+    missing = sorted(expected - set(by_key))
+    if missing:
+        ex = [f"{problems[i].id}#{s}" for i, s in missing[:3]]
+        raise CotdistillError(f"{out}: {len(missing)} of {len(expected)} traces missing (e.g. {ex}); re-run the shards to resume them")
+
+    write_atomic(out / "traces.jsonl", "".join(by_key[k] + "\n" for k in sorted(by_key)))
+    if lp_by_key:
+        write_atomic(out / "logprobs.jsonl", "".join(lp_by_key[k] + "\n" for k in sorted(lp_by_key)))
+    summary = summarize(out / "traces.jsonl", len(problems), len(expected))
+    summary.update({"merged_shards": count, "complete": True})
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,109 @@
+"""Problem sources: any Hugging Face dataset (hub id or local file) and reasoning-gym tasks.
+
+    problems = load_problems(HFSource(path="data/arithmetic_test.jsonl"))
+    problems = load_problems(ReasoningGymSource(task="chain_sum", size=50, seed=0))
+
+reasoning-gym problems keep the full task entry in ``metadata["rg_entry"]`` and the task name in
+``metadata["rg_task"]``, which is what the task's own scorer needs later.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+from cotdistill.config import HFSource, ReasoningGymSource
+from cotdistill.errors import CotdistillError
+from cotdistill.records import Problem
+
+_LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _json_safe(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _load_hf(src: HFSource):
+    import datasets
+
+    p = Path(src.path)
+    builder = _LOCAL_BUILDERS.get(p.suffix.lower())
+    where = f"source.path '{src.path}'"
+    if builder is not None:
+        if not p.is_file():
+            raise CotdistillError(f"{where}: file not found; give an existing jsonl/json/parquet/csv file or a hub id")
+        try:
+            return datasets.load_dataset(builder, data_files={"train": str(p)}, split=src.split)
+        except ValueError as e:  # bad split expression
+            raise CotdistillError(f"{where}: cannot select split '{src.split}' ({str(e).splitlines()[0]}); local files have one split, 'train'") from None
+        except Exception as e:  # malformed file content
+            cause = e.__cause__ or e
+            raise CotdistillError(f"{where}: cannot parse as {builder} ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})") from None
+    if p.exists():
+        raise CotdistillError(f"{where}: unsupported file type '{p.suffix}'; use .jsonl, .json, .parquet or .csv")
+    try:
+        return datasets.load_dataset(src.path, src.name, split=src.split)
+    except Exception as e:
+        msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise CotdistillError(f"{where}: could not load hub dataset (split '{src.split}'): {msg}") from None
+
+
+def _hf_problems(src: HFSource) -> list[Problem]:
+    ds = _load_hf(src)
+    where = f"source '{src.path}' split '{src.split}'"
+    if len(ds) == 0:
+        raise CotdistillError(f"{where}: the dataset is empty; check the file or the split selection")
+    cols = set(ds.column_names)
+    for field, col in (("question", src.fields.question), ("answer", src.fields.answer), ("id", src.fields.id)):
+        if col is not None and col not in cols:
+            raise CotdistillError(
+                f"{where}: column '{col}' (source.fields.{field}) not found; columns are {sorted(cols)}; "
+                f"set source.fields.{field}"
+            )
+    problems, seen = [], {}
+    origin = f"hf:{src.path}" + (f"/{src.name}" if src.name else "") + f"[{src.split}]"
+    rows = ds if src.limit is None else ds.select(range(min(src.limit, len(ds))))
+    for i, row in enumerate(rows):
+        q = row[src.fields.question]
+        if not isinstance(q, str) or not q.strip():
+            raise CotdistillError(f"{where}: row {i}: field '{src.fields.question}' is empty or not text")
+        pid = str(row[src.fields.id]) if src.fields.id else str(i)
+        if pid in seen:
+            raise CotdistillError(f"{where}: row {i}: id '{pid}' repeats row {seen[pid]}; ids must be unique")
+        seen[pid] = i
+        ans = row[src.fields.answer] if src.fields.answer else None
+        meta = {k: v for k, v in row.items() if k not in {src.fields.question, src.fields.answer, src.fields.id}}
+        problems.append(Problem(id=pid, question=q, answer=None if ans is None else str(ans),
+                                source=origin, metadata=_json_safe(meta)))
+    return problems
+
+
+def _rg_problems(src: ReasoningGymSource) -> list[Problem]:
+    import reasoning_gym
+    from reasoning_gym.factory import DATASETS
+
+    if src.task not in DATASETS:
+        close = difflib.get_close_matches(src.task, list(DATASETS), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"{len(DATASETS)} tasks are registered"
+        raise CotdistillError(f"source.task: unknown reasoning-gym task '{src.task}'; {hint}")
+    try:
+        ds = reasoning_gym.create_dataset(src.task, size=src.size, seed=src.seed, **src.config)
+    except (TypeError, ValueError, AssertionError) as e:
+        raise CotdistillError(f"source.config: invalid option for reasoning-gym task '{src.task}': {e}") from None
+    problems = []
+    for i in range(len(ds)):
+        entry = _json_safe(ds[i])
+        problems.append(Problem(
+            id=f"{src.task}-{src.seed}-{i}",
+            question=entry["question"],
+            answer=None if entry.get("answer") is None else str(entry["answer"]),
+            source=f"reasoning_gym:{src.task}",
+            metadata={"rg_task": src.task, "rg_entry": entry,
+                      "rg_config": {"size": src.size, "seed": src.seed, **_json_safe(src.config)}},
+        ))
+    return problems
+
+
+def load_problems(src: HFSource | ReasoningGymSource) -> list[Problem]:
+    return _hf_problems(src) if isinstance(src, HFSource) else _rg_problems(src)

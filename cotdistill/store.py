@@ -1,0 +1,138 @@
+"""Append-only JSONL files keyed by (problem id, sample index), safe against SIGKILL.
+
+Writes go through ``os.write`` on an ``O_APPEND`` descriptor, one buffer of whole lines at a time,
+so a killed process can leave at most one torn line, at the end of the file. ``open_append``
+truncates that torn tail before appending again; readers skip it. Page-cache writes survive the
+death of the process, so no fsync is needed for SIGKILL safety (only for power loss).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from cotdistill.errors import CotdistillError
+
+
+def repair_tail(path: Path) -> int:
+    """Drop an unterminated last line (a torn write). Returns the number of bytes removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        # scan backwards for the last newline
+        pos, chunk = size, 1 << 16
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            buf = f.read(pos - start)
+            if pos == size and buf.endswith(b"\n"):
+                return 0
+            nl = buf.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                f.truncate(keep)
+                return size - keep
+            pos = start
+        f.truncate(0)
+        return size
+
+
+def iter_jsonl(path: str | os.PathLike, skip_torn_tail: bool = True) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object). A torn last line is skipped; any other bad line is an error."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    torn = lines[-1] != b""  # file does not end with a newline
+    if not torn:
+        lines = lines[:-1]
+    for i, raw in enumerate(lines, start=1):
+        if torn and i == len(lines) and skip_torn_tail:
+            return
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise CotdistillError(f"{p}: line {i}: not valid JSON ({e.msg}); fix or remove that line") from None
+        if not isinstance(obj, dict):
+            raise CotdistillError(f"{p}: line {i}: expected a JSON object, got {type(obj).__name__}")
+        yield i, obj
+
+
+def read_keys(path: Path, key_fields: tuple[str, str] = ("problem_id", "sample_index")) -> set[str]:
+    keys: set[str] = set()
+    if not path.exists():
+        return keys
+    a, b = key_fields
+    for lineno, obj in iter_jsonl(path):
+        if a not in obj or b not in obj:
+            raise CotdistillError(f"{path}: line {lineno}: record lacks '{a}'/'{b}'; not a trace file of ours")
+        keys.add(f"{obj[a]}#{obj[b]}")
+    return keys
+
+
+def keep_only_keys(path: Path, keep: set[str]) -> int:
+    """Atomically rewrite ``path`` keeping records whose key is in ``keep`` (first copy only).
+
+    Used on resume to drop logprob side records whose trace never got written. Returns the
+    number of records removed."""
+    if not path.exists():
+        return 0
+    out, seen, removed = [], set(), 0
+    for _, obj in iter_jsonl(path):
+        k = f"{obj['problem_id']}#{obj['sample_index']}"
+        if k in keep and k not in seen:
+            seen.add(k)
+            out.append(json.dumps(obj, ensure_ascii=False))
+        else:
+            removed += 1
+    if removed:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in out))
+        os.replace(tmp, path)
+    return removed
+
+
+class AppendWriter:
+    """Buffered appender of JSON lines; each flush is a single write of whole lines."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(path)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._buf: list[str] = []
+
+    def add(self, line: str) -> None:
+        self._buf.append(line)
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        data = "".join(s + "\n" for s in self._buf).encode("utf-8")
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._buf.clear()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.flush()
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,152 @@
+"""Offline teacher: a ``vllm.LLM`` engine in this process.
+
+Requests are enqueued with ``LLM.enqueue`` and the engine is stepped here (what ``LLM.generate``
+does internally), so finished samples stream out for incremental, resumable writes while the
+engine keeps continuous batching over the whole run. Prompts are rendered once through the
+teacher tokenizer's chat template and passed as token ids.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from cotdistill.config import SamplingConfig, VLLMTeacher
+from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, prepare_vllm_env
+from cotdistill.errors import CotdistillError
+from cotdistill.records import TeacherInfo
+from cotdistill.teachers.base import (Job, Result, apply_chat_template_override,
+                                      check_model_location, render_prompt_ids, tokenizer_hash)
+
+
+def engine_kwargs(cfg: VLLMTeacher, seed: int = 0) -> dict:
+    kw = dict(
+        model=cfg.model, tokenizer=cfg.tokenizer or cfg.model, revision=cfg.revision,
+        dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
+        pipeline_parallel_size=cfg.pipeline_parallel_size, enforce_eager=cfg.enforce_eager,
+        trust_remote_code=cfg.trust_remote_code, seed=seed,
+    )
+    if cfg.max_model_len is not None:
+        kw["max_model_len"] = cfg.max_model_len
+    if cfg.max_num_seqs is not None:
+        kw["max_num_seqs"] = cfg.max_num_seqs
+    if cfg.kv_cache_memory_bytes is not None:
+        kw["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
+    elif not cuda_available():
+        kw["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
+    else:
+        kw["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    kw.update(cfg.extra_engine_args)
+    return kw
+
+
+def sampling_params(s: SamplingConfig, seed: int):
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=1, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
+        seed=seed, stop=list(s.stop) or None, logprobs=s.logprobs,
+    )
+
+
+def logprob_arrays(token_ids, logprobs, k: int) -> dict[str, np.ndarray]:
+    """vLLM per-token {id: Logprob(rank)} dicts -> dense top-k arrays (sampled token kept apart)."""
+    t = len(token_ids)
+    top_ids = np.full((t, k), -1, dtype=np.int32)
+    top_lp = np.full((t, k), -np.inf, dtype=np.float32)
+    sampled = np.empty(t, dtype=np.float32)
+    for i, (tid, d) in enumerate(zip(token_ids, logprobs)):
+        sampled[i] = d[tid].logprob
+        j = 0
+        for cand, lp in d.items():
+            r = lp.rank
+            if r is not None and 1 <= r <= k:
+                top_ids[i, r - 1] = cand
+                top_lp[i, r - 1] = lp.logprob
+                j += 1
+    return {"token_ids": np.asarray(token_ids, dtype=np.int32), "sampled_logprobs": sampled,
+            "top_ids": top_ids, "top_logprobs": top_lp}
+
+
+class VLLMOfflineTeacher:
+    def __init__(self, cfg: VLLMTeacher, seed: int = 0, window: int = 2048):
+        check_model_location(cfg.model, "teacher.model")
+        if cfg.tokenizer:
+            check_model_location(cfg.tokenizer, "teacher.tokenizer")
+        prepare_vllm_env()
+        import vllm
+        from vllm import LLM
+
+        try:
+            self.llm = LLM(**engine_kwargs(cfg, seed))
+        except Exception as e:  # vLLM raises many types; keep the first line, say which knob
+            first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+            raise CotdistillError(f"teacher.model '{cfg.model}': vLLM engine failed to start: {first}") from e
+        self.tokenizer = self.llm.get_tokenizer()
+        apply_chat_template_override(self.tokenizer, cfg.chat_template)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise CotdistillError(
+                f"teacher.model '{cfg.model}': tokenizer has no chat template; set teacher.chat_template to a Jinja file"
+            )
+        self.window = window
+        self.info = TeacherInfo(
+            backend="vllm", model=cfg.model, revision=cfg.revision,
+            tokenizer=cfg.tokenizer or cfg.model, tokenizer_hash=tokenizer_hash(self.tokenizer),
+            engine_version=vllm.__version__,
+        )
+
+    def prompt_ids(self, job: Job) -> list[int]:
+        return render_prompt_ids(self.tokenizer, job.messages)
+
+    def generate(self, jobs: Iterable[Job], sampling: SamplingConfig) -> Iterator[tuple[Job, Result]]:
+        from vllm.inputs import TokensPrompt
+
+        engine = self.llm.llm_engine
+        pending: dict[str, Job] = {}
+        todo = iter(jobs)
+        queue: deque[Job] = deque()
+
+        def refill():
+            # keep at most `window` requests in the engine: bounded memory, full batches
+            batch = []
+            while len(pending) + len(batch) < self.window:
+                job = next(todo, None)
+                if job is None:
+                    break
+                batch.append(job)
+            if not batch:
+                return
+            prompts = [TokensPrompt(prompt_token_ids=self.prompt_ids(j)) for j in batch]
+            params = [sampling_params(sampling, j.seed) for j in batch]
+            ids = self.llm.enqueue(prompts, params, use_tqdm=False)
+            for rid, job in zip(ids, batch):
+                pending[rid] = job
+
+        refill()
+        while pending:
+            for out in engine.step():
+                if not out.finished:
+                    continue
+                job = pending.pop(out.request_id)
+                c = out.outputs[0]
+                lp = None
+                if sampling.logprobs:
+                    lp = logprob_arrays(c.token_ids, c.logprobs, sampling.logprobs)
+                queue.append((job, Result(completion=c.text, finish_reason=str(c.finish_reason),
+                                          prompt_tokens=len(out.prompt_token_ids or ()),
+                                          completion_tokens=len(c.token_ids), logprobs=lp)))
+            if len(pending) < self.window // 2:
+                refill()
+            while queue:
+                yield queue.popleft()
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:
+                pass
+            self.llm = None

