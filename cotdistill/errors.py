@@ -6,3 +6,11 @@ class CotdistillError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(message.split()))  # force a single line
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message, or its type name."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__

@@ -27,7 +27,7 @@ from cotdistill.prompts import load_template
 from cotdistill.records import Problem, SamplingInfo, TokenLogprobs, Trace, trace_key
 from cotdistill.sources import load_problems
 from cotdistill.store import AppendWriter, iter_jsonl, keep_only_keys, read_keys, repair_tail
-from cotdistill.teachers import Job, derive_seed, make_teacher
+from cotdistill.teachers import Job, Teacher, derive_seed, make_teacher
 
 
 def shard_of(problem_id: str, count: int) -> int:
@@ -80,7 +80,9 @@ def summarize(traces_path: Path, problems: int, expected: int) -> dict:
             "finish_reasons": dict(reasons)}
 
 
-def run(cfg: GenerateConfig) -> dict:
+def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
+    """Generate the missing traces of this shard. ``teacher``: reuse an already built backend
+    (e.g. one vLLM engine across several runs); by default one is built from ``cfg.teacher``."""
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     paths = output_paths(out, cfg.shard)
@@ -110,7 +112,9 @@ def run(cfg: GenerateConfig) -> dict:
     new_prompt, new_compl, written = 0, 0, 0
     t_gen = time.perf_counter()
     if jobs:
-        teacher = make_teacher(cfg.teacher, seed=s.seed, need_logprobs=bool(s.logprobs))
+        owned = teacher is None
+        if owned:
+            teacher = make_teacher(cfg.teacher, seed=s.seed, need_logprobs=bool(s.logprobs))
         if s.logprobs and not teacher.info.tokenizer_hash:
             raise CotdistillError("teacher.tokenizer: logprob capture needs the teacher tokenizer's identity")
         t_gen = time.perf_counter()
@@ -146,7 +150,8 @@ def run(cfg: GenerateConfig) -> dict:
                 lp_w.close()
             traces_w.close()
             bar.close()
-            teacher.close()
+            if owned:
+                teacher.close()
     gen_s = time.perf_counter() - t_gen
 
     summary = summarize(paths["traces"], len(mine), expected)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from cotdistill.config import HFSource, ReasoningGymSource
-from cotdistill.errors import CotdistillError
+from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import Problem
 
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -33,20 +33,21 @@ def _load_hf(src: HFSource):
     if builder is not None:
         if not p.is_file():
             raise CotdistillError(f"{where}: file not found; give an existing jsonl/json/parquet/csv file or a hub id")
+        if p.stat().st_size == 0:
+            raise CotdistillError(f"{where}: the file is empty; it needs at least one problem row")
         try:
             return datasets.load_dataset(builder, data_files={"train": str(p)}, split=src.split)
         except ValueError as e:  # bad split expression
-            raise CotdistillError(f"{where}: cannot select split '{src.split}' ({str(e).splitlines()[0]}); local files have one split, 'train'") from None
+            raise CotdistillError(f"{where}: cannot select split '{src.split}' ({first_line(e)}); local files have one split, 'train'") from None
         except Exception as e:  # malformed file content
             cause = e.__cause__ or e
-            raise CotdistillError(f"{where}: cannot parse as {builder} ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})") from None
+            raise CotdistillError(f"{where}: cannot parse as {builder} ({type(cause).__name__}: {first_line(cause)})") from None
     if p.exists():
         raise CotdistillError(f"{where}: unsupported file type '{p.suffix}'; use .jsonl, .json, .parquet or .csv")
     try:
         return datasets.load_dataset(src.path, src.name, split=src.split)
     except Exception as e:
-        msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-        raise CotdistillError(f"{where}: could not load hub dataset (split '{src.split}'): {msg}") from None
+        raise CotdistillError(f"{where}: could not load hub dataset (split '{src.split}'): {first_line(e)}") from None
 
 
 def _hf_problems(src: HFSource) -> list[Problem]:

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from cotdistill.errors import CotdistillError
+from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import Message, TeacherInfo
 
 
@@ -75,8 +75,7 @@ def load_chat_tokenizer(name: str, revision: str | None, chat_template: str | No
     try:
         tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as e:
-        first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-        raise CotdistillError(f"{field_name}: cannot load tokenizer '{name}': {first}") from None
+        raise CotdistillError(f"{field_name}: cannot load tokenizer '{name}': {first_line(e)}") from None
     apply_chat_template_override(tok, chat_template)
     if not getattr(tok, "chat_template", None):
         raise CotdistillError(

@@ -15,7 +15,7 @@ import numpy as np
 
 from cotdistill.config import SamplingConfig, VLLMTeacher
 from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, prepare_vllm_env
-from cotdistill.errors import CotdistillError
+from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import TeacherInfo
 from cotdistill.teachers.base import (Job, Result, apply_chat_template_override,
                                       check_model_location, render_prompt_ids, tokenizer_hash)
@@ -59,13 +59,11 @@ def logprob_arrays(token_ids, logprobs, k: int) -> dict[str, np.ndarray]:
     sampled = np.empty(t, dtype=np.float32)
     for i, (tid, d) in enumerate(zip(token_ids, logprobs)):
         sampled[i] = d[tid].logprob
-        j = 0
         for cand, lp in d.items():
             r = lp.rank
             if r is not None and 1 <= r <= k:
                 top_ids[i, r - 1] = cand
                 top_lp[i, r - 1] = lp.logprob
-                j += 1
     return {"token_ids": np.asarray(token_ids, dtype=np.int32), "sampled_logprobs": sampled,
             "top_ids": top_ids, "top_logprobs": top_lp}
 
@@ -82,8 +80,7 @@ class VLLMOfflineTeacher:
         try:
             self.llm = LLM(**engine_kwargs(cfg, seed))
         except Exception as e:  # vLLM raises many types; keep the first line, say which knob
-            first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-            raise CotdistillError(f"teacher.model '{cfg.model}': vLLM engine failed to start: {first}") from e
+            raise CotdistillError(f"teacher.model '{cfg.model}': vLLM engine failed to start: {first_line(e)}") from e
         self.tokenizer = self.llm.get_tokenizer()
         apply_chat_template_override(self.tokenizer, cfg.chat_template)
         if not getattr(self.tokenizer, "chat_template", None):
@@ -122,7 +119,8 @@ class VLLMOfflineTeacher:
             params = [sampling_params(sampling, j.seed) for j in batch]
             ids = self.llm.enqueue(prompts, params, use_tqdm=False)
             for rid, job in zip(ids, batch):
-                pending[rid] = job
+                # enqueue returns internal ids "<external>-<random>"; outputs carry the external id
+                pending[rid.split("-", 1)[0]] = job
 
         refill()
         while pending:

@@ -1,0 +1,74 @@
+"""Build tiny causal LMs locally (no hub): a BPE tokenizer trained with ``tokenizers`` plus a
+ChatML-style chat template, and a randomly initialised ``LlamaForCausalLM`` that vLLM can serve.
+
+    python -c "from cotdistill.tiny import build_tiny_model; build_tiny_model('/tmp/tiny')"
+
+Used by the tests and benchmarks; head size is 32 or 64 (vLLM's CPU attention needs one of its
+supported head sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def _corpus(n: int = 3000, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = ("think step answer final the is of and compute first then sum product difference "
+             "question reason boxed solve number total so we get add multiply subtract result").split()
+    lines = []
+    for _ in range(n):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        op = rng.choice("+-*")
+        lines.append(f"<think> {a} {op} {b} = {eval(f'{a}{op}{b}')} </think> \\boxed{{{a}}} #### {b}")
+        lines.append(" ".join(rng.choice(words) for _ in range(12)))
+    return lines
+
+
+def build_tokenizer(out: Path, vocab_size: int = 512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|im_end|>",
+                                   bos_token="<|endoftext|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+    return fast
+
+
+def build_tiny_model(out: str | Path, hidden: int = 128, heads: int = 4, layers: int = 2,
+                     intermediate: int = 256, vocab_size: int = 512, max_len: int = 2048,
+                     seed: int = 0) -> Path:
+    """Write tokenizer + random Llama weights to ``out``; returns the directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out, vocab_size)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                      max_position_embeddings=max_len, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True, dtype="float32")
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out)
+    (out / "cotdistill_tiny.json").write_text(json.dumps({"hidden": hidden, "heads": heads,
+                                                          "layers": layers, "seed": seed}))
+    return out

@@ -1,0 +1,64 @@
+"""Write the small offline problem files shipped in data/ (deterministic; re-run to regenerate).
+
+    python scripts/make_problems.py            # writes data/arithmetic_{train,test}.jsonl, data/chain_sum_test.jsonl
+
+arithmetic_*: multi-step integer arithmetic ("(a + b) * c - d") with a worked solution, one step
+per line, and the gold answer. chain_sum_test: a reasoning-gym snapshot (task chain_sum, seed 7),
+so the reasoning-gym path can be exercised from a plain file too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def arithmetic_problem(rng: random.Random, idx: int, split: str) -> dict:
+    a, b, c, d = (rng.randint(2, 99) for _ in range(4))
+    op1, op2 = rng.choice("+-"), rng.choice("+-")
+    s1 = a + b if op1 == "+" else a - b
+    s2 = s1 * c
+    s3 = s2 + d if op2 == "+" else s2 - d
+    question = f"Compute ({a} {op1} {b}) * {c} {op2} {d}."
+    solution = "\n".join([f"{a} {op1} {b} = {s1}", f"{s1} * {c} = {s2}", f"{s2} {op2} {d} = {s3}"])
+    return {"id": f"arith-{split}-{idx:04d}", "question": question, "answer": str(s3),
+            "solution": solution, "difficulty": 3}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} rows to {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", type=int, default=200)
+    ap.add_argument("--test", type=int, default=100)
+    args = ap.parse_args()
+    DATA.mkdir(exist_ok=True)
+    rng = random.Random(1234)
+    seen: set[str] = set()
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    for split, size in (("train", args.train), ("test", args.test)):
+        while len(rows[split]) < size:
+            p = arithmetic_problem(rng, len(rows[split]), split)
+            if p["question"] in seen:  # keep the test split disjoint from train
+                continue
+            seen.add(p["question"])
+            rows[split].append(p)
+        write_jsonl(DATA / f"arithmetic_{split}.jsonl", rows[split])
+
+    import reasoning_gym
+
+    ds = reasoning_gym.create_dataset("chain_sum", size=50, seed=7)
+    write_jsonl(DATA / "chain_sum_test.jsonl",
+                [{"id": f"chain_sum-7-{i}", "question": e["question"], "answer": e["answer"]}
+                 for i, e in enumerate(ds)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Config loading: YAML + overrides, one-line errors naming the file and field."""
+
+import pytest
+
+from cotdistill.config import GenerateConfig, OpenAITeacher, load_config, save_resolved
+from cotdistill.errors import CotdistillError
+
+BASE = """
+source: {kind: hf, path: data/arithmetic_test.jsonl}
+teacher: {backend: vllm, model: /tmp/m}
+output_dir: /tmp/out
+"""
+
+
+def _write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(GenerateConfig, _write(tmp_path, BASE),
+                      ["sampling.n=8", 'sampling.stop=["\\n\\n"]', "teacher.dtype=float32", "shard.count=3"])
+    assert cfg.sampling.n == 8 and cfg.sampling.stop == ["\n\n"]
+    assert cfg.teacher.dtype == "float32" and cfg.shard.count == 3
+    assert cfg.prompt.template == "math_boxed_think"
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(GenerateConfig, _write(tmp_path, BASE), ["sampling.temperature=0.3"])
+    save_resolved(cfg, tmp_path / "out" / "config.yaml")
+    assert load_config(GenerateConfig, tmp_path / "out" / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("text,overrides,expect", [
+    (BASE + "bogus: 1\n", [], "unknown key 'bogus'"),
+    (BASE, ["sampling.temprature=0.5"], "unknown key 'sampling.temprature'"),
+    (BASE, ["sampling.n=0"], "sampling.n: Input should be greater than or equal to 1"),
+    (BASE, ["sampling.top_p=abc"], "sampling.top_p: Input should be a valid number"),
+    (BASE, ["shard.index=3", "shard.count=2"], "index 3 must be < count 2"),
+    ("source: {kind: hf, path: x.jsonl}\noutput_dir: o\n", [], "missing required key 'teacher'"),
+    (BASE, ["source.kind=nope"], "source"),
+    (BASE, ["teacher.backend=openai", "teacher.api=completions"], "set teacher.tokenizer"),
+    (BASE, ["sampling.n"], "not of the form key.sub=value"),
+])
+def test_bad_config_is_one_line_naming_file_and_field(tmp_path, text, overrides, expect):
+    p = _write(tmp_path, text)
+    with pytest.raises(CotdistillError) as e:
+        load_config(GenerateConfig, p, overrides)
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and expect in msg
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    p = _write(tmp_path, "source: {kind: hf\nteacher: [\n")
+    with pytest.raises(CotdistillError, match=r"c\.yaml: line \d+ column \d+: malformed YAML"):
+        load_config(GenerateConfig, p)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(CotdistillError, match="config file not found"):
+        load_config(GenerateConfig, tmp_path / "nope.yaml")
+    with pytest.raises(CotdistillError, match="top level must be a mapping"):
+        load_config(GenerateConfig, _write(tmp_path, "- a\n- b\n"))
+
+
+def test_openai_teacher_defaults():
+    t = OpenAITeacher(model="m")
+    assert t.api == "chat" and t.max_concurrency == 64 and t.base_url.endswith("/v1")

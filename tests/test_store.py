@@ -1,0 +1,61 @@
+"""Append-only JSONL: torn tails repaired or ignored, never parsed as data."""
+
+import json
+
+import pytest
+
+from cotdistill.errors import CotdistillError
+from cotdistill.store import AppendWriter, iter_jsonl, keep_only_keys, read_keys, repair_tail
+
+
+def rec(pid, i, **kw):
+    return json.dumps({"problem_id": pid, "sample_index": i, **kw})
+
+
+def test_writer_appends_whole_lines_and_repairs_torn_tail(tmp_path):
+    p = tmp_path / "t.jsonl"
+    with AppendWriter(p) as w:
+        w.add(rec("a", 0))
+        w.add(rec("a", 1))
+    with open(p, "ab") as f:
+        f.write(b'{"problem_id": "a", "sample_in')  # a write cut by SIGKILL
+    assert [o["sample_index"] for _, o in iter_jsonl(p)] == [0, 1]
+    assert read_keys(p) == {"a#0", "a#1"}
+    with AppendWriter(p) as w:  # opening for append drops the torn bytes first
+        w.add(rec("a", 2))
+    lines = p.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(x) for x in lines)
+
+
+def test_repair_tail_cases(tmp_path):
+    p = tmp_path / "t.jsonl"
+    assert repair_tail(p) == 0  # missing file
+    p.write_bytes(b"")
+    assert repair_tail(p) == 0
+    p.write_bytes(b'{"x"')  # only a torn line
+    assert repair_tail(p) == 4 and p.read_bytes() == b""
+    p.write_bytes(b'{"a":1}\n{"b"')
+    assert repair_tail(p) == 4 and p.read_bytes() == b'{"a":1}\n'
+    assert repair_tail(p) == 0
+
+
+def test_corrupt_middle_line_is_an_error_naming_the_line(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text(rec("a", 0) + "\nnot json\n" + rec("a", 1) + "\n")
+    with pytest.raises(CotdistillError, match=r"t\.jsonl: line 2: not valid JSON"):
+        list(iter_jsonl(p))
+
+
+def test_keep_only_keys_drops_orphans_and_duplicates(tmp_path):
+    p = tmp_path / "lp.jsonl"
+    p.write_text("\n".join([rec("a", 0), rec("a", 1), rec("a", 0), rec("b", 0)]) + "\n")
+    assert keep_only_keys(p, {"a#0", "b#0"}) == 2
+    assert [(o["problem_id"], o["sample_index"]) for _, o in iter_jsonl(p)] == [("a", 0), ("b", 0)]
+    assert keep_only_keys(p, {"a#0", "b#0"}) == 0
+
+
+def test_read_keys_rejects_foreign_file(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"foo": 1}\n')
+    with pytest.raises(CotdistillError, match="lacks 'problem_id'"):
+        read_keys(p)
