@@ -45,11 +45,13 @@ def _chat_logprobs(content: list[dict], k: int, where: str) -> dict[str, np.ndar
     for i, item in enumerate(content):
         ids[i] = _token_id(item["token"], where)
         sampled[i] = item["logprob"]
-        for j, alt in enumerate(item.get("top_logprobs") or []):
-            if j >= k:
-                break
-            top_ids[i, j] = _token_id(alt["token"], where)
-            top_lp[i, j] = max(alt["logprob"], -1e30)
+        # vLLM lists the sampled token first; rank the alternatives ourselves, unique ids only
+        alts: dict[int, float] = {}
+        for alt in item.get("top_logprobs") or []:
+            alts.setdefault(_token_id(alt["token"], where), max(alt["logprob"], -1e30))
+        for j, (tid, lpv) in enumerate(sorted(alts.items(), key=lambda kv: -kv[1])[:k]):
+            top_ids[i, j] = tid
+            top_lp[i, j] = lpv
     return {"token_ids": ids, "sampled_logprobs": sampled, "top_ids": top_ids, "top_logprobs": top_lp}
 
 

@@ -38,6 +38,13 @@ def engine_kwargs(cfg: VLLMTeacher, seed: int = 0) -> dict:
         kw["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
     else:
         kw["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    if not cuda_available():
+        # vLLM-CPU bug: a seeded request whose prompt is split by chunked prefill makes the model
+        # runner rewind a CPU torch.Generator ("CPU Generator does not use offset") and the engine
+        # dies. Unsplit prefills never rewind; per-sample seeds need that.
+        kw["enable_chunked_prefill"] = False
+        if cfg.max_model_len:
+            kw["max_num_batched_tokens"] = max(4096, cfg.max_model_len)
     kw.update(cfg.extra_engine_args)
     return kw
 

@@ -1,0 +1,111 @@
+"""The cotdistill command: one-line errors for bad input; SIGKILL at any moment, then resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from cotdistill.cli import app
+from conftest import ROOT, read_jsonl, write_jsonl
+
+GOOD = """
+source: {{kind: hf, path: {data}, fields: {{id: id}}, limit: {limit}}}
+prompt: {{template: arithmetic_cot}}
+teacher: {{backend: vllm, model: {model}, max_model_len: 512, kv_cache_memory_bytes: 268435456, enforce_eager: true}}
+sampling: {{n: {n}, temperature: 1.0, max_tokens: {max_tokens}, seed: 1}}
+output_dir: {out}
+"""
+
+
+def config(tmp_path, model, name="c.yaml", limit=4, n=2, max_tokens=16, data=None, extra=""):
+    p = tmp_path / name
+    p.write_text(GOOD.format(data=data or ROOT / "data/arithmetic_test.jsonl", limit=limit, model=model,
+                             n=n, max_tokens=max_tokens, out=tmp_path / "out") + extra)
+    return p
+
+
+def run_cli(*args):
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    return r.exit_code, r.stdout, r.stderr
+
+
+@pytest.fixture
+def bad_cases(tmp_path, tiny_model):
+    nocol = write_jsonl(tmp_path / "nocol.jsonl", [{"id": "a", "text": "hi"}])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    tmpl = tmp_path / "tmpl.yaml"
+    tmpl.write_text("name: needs_style\nuser: '{{ question }} {{ style }}'\n")
+    malformed = tmp_path / "bad.yaml"
+    malformed.write_text("source: {kind: hf\n  teacher: [\n")
+    names = iter(f"c{i}.yaml" for i in range(100))
+    good = lambda **kw: config(tmp_path, tiny_model, name=next(names), **kw)  # noqa: E731
+    return {
+        "malformed yaml": ([malformed], "malformed YAML"),
+        "unknown key": ([good(extra="colour: red\n")], "unknown key 'colour'"),
+        "missing column": ([good(data=nocol)], "column 'question' (source.fields.question) not found"),
+        "empty dataset": ([good(data=empty)], "the file is empty"),
+        "unknown rg task": ([good(), "source={kind: reasoning_gym, task: chain_summ}"], "unknown reasoning-gym task 'chain_summ'"),
+        "template variable": ([good(), f"prompt.template={tmpl}"], "variable 'style' is missing"),
+        "model path": ([good(), "teacher.model=/no/such/dir"], "model path '/no/such/dir' does not exist"),
+        "server down": ([good(), "teacher={backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m}"], "is unreachable"),
+        "missing config": ([tmp_path / "nope.yaml"], "config file not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["malformed yaml", "unknown key", "missing column", "empty dataset",
+                                  "unknown rg task", "template variable", "model path", "server down",
+                                  "missing config"])
+def test_bad_input_is_one_line_and_exit_2(bad_cases, case, tmp_path):
+    args, expect = bad_cases[case]
+    code, out, err = run_cli("generate", *args)
+    assert code == 2, (out, err)
+    lines = [x for x in err.splitlines() if x.strip()]  # progress bars may come before the error
+    errors = [x for x in lines if x.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and expect in errors[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "traces.jsonl").exists() or not (tmp_path / "out" / "traces.jsonl").read_text()
+
+
+def test_merge_without_shards_is_one_line(tmp_path):
+    code, _, err = run_cli("merge", tmp_path)
+    assert code == 2 and "no shard configs" in err
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_every_record_exactly_once(tiny_model, tmp_path):
+    cfg = config(tmp_path, tiny_model, limit=40, n=4, max_tokens=64, extra="flush_every: 1\nprogress: false\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    cmd = [sys.executable, "-m", "cotdistill", "generate", str(cfg), "sampling.logprobs=2"]
+    kills = 0
+    for threshold in (5, 60):  # kill twice, at different points
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        traces = out / "traces.jsonl"
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if traces.exists() and traces.read_bytes().count(b"\n") >= threshold:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.02)
+        proc.wait()
+    assert kills >= 1, "the run finished before it could be killed; enlarge it"
+    partial = len(traces.read_bytes().split(b"\n")) - 1
+    assert partial < 160
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["resumed_from"] == partial
+    raw = traces.read_bytes()
+    assert raw.endswith(b"\n")
+    recs = read_jsonl(traces)  # every line parses
+    keys = [(r["problem_id"], r["sample_index"]) for r in recs]
+    assert len(keys) == len(set(keys)) == 160
+    lp_keys = [(r["problem_id"], r["sample_index"]) for r in read_jsonl(out / "logprobs.jsonl")]
+    assert sorted(lp_keys) == sorted(keys)

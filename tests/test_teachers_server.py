@@ -1,0 +1,148 @@
+"""OpenAI-compatible teacher against a real vLLM server subprocess on 127.0.0.1."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from cotdistill import generate
+from cotdistill.config import GenerateConfig, OpenAITeacher
+from cotdistill.errors import CotdistillError
+from cotdistill.records import TokenLogprobs
+from cotdistill.teachers.openai_server import OpenAIServerTeacher
+from conftest import KV_BYTES, ROOT, read_jsonl
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
+           "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
+           "--max-model-len", "512", "--enforce-eager", "--kv-cache-memory-bytes", str(KV_BYTES)]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("vLLM server did not become healthy in 180 s")
+    yield base + "/v1"
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def cfg_for(tiny_model, out, teacher: dict, **sampling) -> GenerateConfig:
+    return GenerateConfig.model_validate({
+        "source": {"kind": "reasoning_gym", "task": "chain_sum", "size": 6, "seed": 1},
+        "prompt": {"template": "reasoning_gym"},
+        "teacher": teacher,
+        "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 16, "seed": 5, **sampling},
+        "output_dir": str(out), "progress": False,
+    })
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_server_generation_with_logprobs(server, tiny_model, tmp_path, api):
+    teacher = {"backend": "openai", "base_url": server, "model": "tiny", "api": api,
+               "tokenizer": str(tiny_model), "max_concurrency": 4}
+    summary = generate.run(cfg_for(tiny_model, tmp_path, teacher, logprobs=3))
+    assert summary["traces"] == 12 and summary["complete"]
+    traces = read_jsonl(tmp_path / "traces.jsonl")
+    lps = {(r["problem_id"], r["sample_index"]): TokenLogprobs.model_validate(r) for r in read_jsonl(tmp_path / "logprobs.jsonl")}
+    assert len({(t["problem_id"], t["sample_index"]) for t in traces}) == 12 and len(lps) == 12
+    for t in traces:
+        assert t["teacher"]["backend"] == "openai" and t["teacher"]["tokenizer_hash"]
+        assert t["prompt_tokens"] > 10 and t["finish_reason"] in {"stop", "length"}
+        lp = lps[(t["problem_id"], t["sample_index"])]
+        a = lp.arrays()
+        assert lp.num_tokens == t["completion_tokens"] and a["top_ids"].shape[1] == 3
+        assert (a["top_ids"] >= 0).all() and np.all(np.diff(a["top_logprobs"], axis=1) <= 1e-6)
+
+
+@pytest.mark.slow
+def test_server_and_offline_agree_on_prompt_rendering(server, tiny_model, vllm_teacher, tmp_path):
+    """Same template, same chat template: the server's prompt token count equals the offline one."""
+    cfg = cfg_for(tiny_model, tmp_path / "srv", {"backend": "openai", "base_url": server, "model": "tiny"})
+    generate.run(cfg)
+    off = cfg_for(tiny_model, tmp_path / "off", {"backend": "vllm", "model": str(tiny_model),
+                                                 "max_model_len": 512, "kv_cache_memory_bytes": KV_BYTES,
+                                                 "enforce_eager": True})
+    generate.run(off, teacher=vllm_teacher)
+    srv = {(r["problem_id"], r["sample_index"]): r["prompt_tokens"] for r in read_jsonl(tmp_path / "srv/traces.jsonl")}
+    loc = {(r["problem_id"], r["sample_index"]): r["prompt_tokens"] for r in read_jsonl(tmp_path / "off/traces.jsonl")}
+    assert srv == loc
+
+
+@pytest.mark.slow
+def test_unknown_served_model_and_server_down(server, tiny_model, tmp_path):
+    with pytest.raises(CotdistillError, match=r"'other' is not served .* served: \['tiny'\]"):
+        OpenAIServerTeacher(OpenAITeacher(base_url=server, model="other"))
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(CotdistillError) as e:
+        generate.run(cfg_for(tiny_model, tmp_path, {"backend": "openai", "base_url": dead, "model": "tiny"}))
+    assert "is unreachable" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_retries_then_one_line_error_when_server_dies_mid_run(tmp_path):
+    """A server that accepts /models and then fails every request: bounded retries, clear error."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls = {"post": 0}
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = json.dumps({"data": [{"id": "m"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            calls["post"] += 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        cfg = GenerateConfig.model_validate({
+            "source": {"kind": "hf", "path": str(ROOT / "data/arithmetic_test.jsonl"), "limit": 1},
+            "teacher": {"backend": "openai", "base_url": f"http://127.0.0.1:{srv.server_port}/v1",
+                        "model": "m", "max_retries": 2, "backoff_s": 0.01},
+            "sampling": {"n": 1}, "output_dir": str(tmp_path), "progress": False})
+        with pytest.raises(CotdistillError, match=r"failed after 3 attempts \(HTTP 503"):
+            generate.run(cfg)
+        assert calls["post"] == 3
+    finally:
+        srv.shutdown()
