@@ -111,6 +111,7 @@ class VLLMOfflineTeacher:
         pending: dict[str, Job] = {}
         todo = iter(jobs)
         queue: deque[Job] = deque()
+        rendered: dict[str, list[int]] = {}
 
         def refill():
             # keep at most `window` requests in the engine: bounded memory, full batches
@@ -122,7 +123,12 @@ class VLLMOfflineTeacher:
                 batch.append(job)
             if not batch:
                 return
-            prompts = [TokensPrompt(prompt_token_ids=self.prompt_ids(j)) for j in batch]
+            prompts = []
+            for j in batch:  # n samples of a problem share one rendering
+                ids = rendered.get(j.problem_id)
+                if ids is None:
+                    ids = rendered[j.problem_id] = self.prompt_ids(j)
+                prompts.append(TokensPrompt(prompt_token_ids=ids))
             params = [sampling_params(sampling, j.seed) for j in batch]
             ids = self.llm.enqueue(prompts, params, use_tqdm=False)
             for rid, job in zip(ids, batch):
