@@ -3,13 +3,18 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-fast bench-generate clean-venv
+.PHONY: venv demo test test-fast bench-generate clean-venv
 
 $(BIN)/.installed: pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV) cpu
 	touch $@
 
 venv: $(BIN)/.installed
+
+# the main job on the embedded default: a locally built tiny teacher generates traces offline
+demo: venv
+	$(BIN)/python -m cotdistill.tiny runs/tiny-teacher
+	$(BIN)/cotdistill generate data/configs/generate_demo.yaml
 
 # fast tests first, then the slow (server / subprocess) ones
 test: venv

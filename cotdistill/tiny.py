@@ -72,3 +72,13 @@ def build_tiny_model(out: str | Path, hidden: int = 128, heads: int = 4, layers:
     (out / "cotdistill_tiny.json").write_text(json.dumps({"hidden": hidden, "heads": heads,
                                                           "layers": layers, "seed": seed}))
     return out
+
+
+if __name__ == "__main__":  # python -m cotdistill.tiny OUT_DIR
+    import sys
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/tiny-teacher")
+    if (target / "config.json").exists():
+        print(f"{target} already holds a model; leaving it")
+    else:
+        print(f"built {build_tiny_model(target)}")
