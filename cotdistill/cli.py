@@ -2,6 +2,7 @@
 
     cotdistill generate CONFIG.yaml [key.sub=value ...]
     cotdistill merge OUTPUT_DIR
+    cotdistill verify INPUT.jsonl --output OUTPUT.jsonl
 """
 
 from __future__ import annotations
@@ -46,6 +47,23 @@ def merge(output_dir: str = typer.Argument(..., help="directory holding the shar
 
     try:
         summary = do_merge(output_dir)
+    except CotdistillError as e:
+        _fail(e)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def verify(
+    input: str = typer.Argument(..., help="JSONL with at least 'completion' and 'gold' per line"),
+    output: str = typer.Option(..., "--output", "-o", help="where to write the annotated JSONL"),
+    workers: int = typer.Option(0, help="worker processes (0: one per core)"),
+    timeout: float = typer.Option(10.0, help="hard time limit per item, seconds"),
+):
+    """Audit any dataset: add 'extracted' and 'correct' (true/false/null) to every line."""
+    from cotdistill.verify_pool import audit_file
+
+    try:
+        summary = audit_file(input, output, workers=workers, timeout_s=timeout)
     except CotdistillError as e:
         _fail(e)
     typer.echo(json.dumps(summary, indent=2))

@@ -87,6 +87,14 @@ class Trace(_Record):
         return trace_key(self.problem_id, self.sample_index)
 
 
+class Verdict(_Record):
+    """What verification concluded about one completion. ``correct is None`` means cannot tell."""
+
+    extracted: str | None  # the final answer as marked in the completion, cleaned
+    correct: bool | None
+    reason: Literal["match", "mismatch", "no_answer", "gold_unparseable", "scorer", "timeout", "error"]
+
+
 def _pack(arr: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode("ascii")
 

@@ -1,0 +1,144 @@
+"""Run verification in worker processes with a hard per-item time limit, and audit JSONL files.
+
+    cotdistill verify INPUT.jsonl --output OUTPUT.jsonl [--workers 2] [--timeout 10]
+
+Each input line needs ``completion`` and ``gold`` (optional ``rg_task``/``rg_entry`` select the
+reasoning-gym scorer); every other field is kept. Output lines add ``extracted``, ``correct``
+(true/false/null) and ``verify_reason``. Workers run math-verify in their main thread (its
+timeouts use signals); a worker that overruns the hard limit is killed and replaced, and that item
+gets ``correct: null, verify_reason: "timeout"``. The output file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from collections import Counter, deque
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from cotdistill.errors import CotdistillError
+from cotdistill.records import Verdict
+
+
+def _worker(conn) -> None:
+    from cotdistill.verify import verify_completion
+
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        idx, item = msg
+        t = time.perf_counter()
+        try:
+            v = verify_completion(item["completion"], item.get("gold"), item.get("rg_task"), item.get("rg_entry"))
+        except Exception:  # a verifier crash on one item is "cannot tell", not a dead run
+            v = Verdict(extracted=None, correct=None, reason="error")
+        conn.send((idx, v.model_dump(), time.perf_counter() - t))
+
+
+class VerifyPool:
+    """``workers`` processes; ``imap`` yields (index, Verdict, seconds) as items finish."""
+
+    def __init__(self, workers: int = 0, timeout_s: float = 10.0):
+        self.n = workers or max(1, os.cpu_count() or 1)
+        self.timeout_s = timeout_s
+        self._ctx = mp.get_context("fork")
+        self._procs: list[list] = [self._spawn() for _ in range(self.n)]
+
+    def _spawn(self) -> list:
+        parent, child = self._ctx.Pipe()
+        p = self._ctx.Process(target=_worker, args=(child,), daemon=True)
+        p.start()
+        child.close()
+        return [p, parent, None, 0.0]  # process, pipe, current index, start time
+
+    def imap(self, items: Iterable[dict]) -> Iterator[tuple[int, Verdict, float]]:
+        todo = deque(enumerate(items))
+        busy = 0
+        while todo or busy:
+            for slot in self._procs:
+                if slot[2] is None and todo:
+                    idx, item = todo.popleft()
+                    slot[1].send((idx, item))
+                    slot[2], slot[3] = idx, time.monotonic()
+                    busy += 1
+            ready = wait([s[1] for s in self._procs if s[2] is not None], timeout=0.05)
+            for slot in self._procs:
+                if slot[2] is not None and slot[1] in ready:
+                    idx, v, dt = slot[1].recv()
+                    slot[2] = None
+                    busy -= 1
+                    yield idx, Verdict(**v), dt
+            now = time.monotonic()
+            for i, slot in enumerate(self._procs):
+                if slot[2] is not None and now - slot[3] > self.timeout_s:
+                    idx, dt = slot[2], now - slot[3]
+                    slot[0].kill()
+                    slot[0].join()
+                    self._procs[i] = self._spawn()
+                    busy -= 1
+                    yield idx, Verdict(extracted=None, correct=None, reason="timeout"), dt
+
+    def close(self) -> None:
+        for p, conn, _, _ in self._procs:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            p.join(timeout=2)
+            if p.is_alive():
+                p.kill()
+        self._procs = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def audit_file(input_path: str | Path, output_path: str | Path, workers: int = 0,
+               timeout_s: float = 10.0, progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from cotdistill.store import iter_jsonl
+
+    src, dst = Path(input_path), Path(output_path)
+    if not src.is_file():
+        raise CotdistillError(f"{src}: input file not found")
+    rows = []
+    for lineno, obj in iter_jsonl(src, skip_torn_tail=False):
+        for field in ("completion", "gold"):
+            if field not in obj:
+                raise CotdistillError(f"{src}: line {lineno}: missing field '{field}'; each line needs 'completion' and 'gold'")
+        if not isinstance(obj["completion"], str):
+            raise CotdistillError(f"{src}: line {lineno}: field 'completion' must be a string")
+        if obj["gold"] is not None and not isinstance(obj["gold"], str | int | float):
+            raise CotdistillError(f"{src}: line {lineno}: field 'gold' must be a string, a number or null")
+        if obj["gold"] is not None:
+            obj["gold"] = str(obj["gold"])
+        rows.append(obj)
+    if not rows:
+        raise CotdistillError(f"{src}: no records to verify")
+    verdicts: list[Verdict | None] = [None] * len(rows)
+    worst, t0 = 0.0, time.perf_counter()
+    with VerifyPool(workers, timeout_s) as pool, tqdm(total=len(rows), desc="verify", disable=not progress) as bar:
+        for idx, v, dt in pool.imap(rows):
+            verdicts[idx] = v
+            worst = max(worst, dt)
+            bar.update(1)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with open(tmp, "w") as f:
+        for row, v in zip(rows, verdicts):
+            f.write(json.dumps({**row, "extracted": v.extracted, "correct": v.correct,
+                                "verify_reason": v.reason}, ensure_ascii=False) + "\n")
+    os.replace(tmp, dst)
+    counts = Counter("correct" if v.correct else "cannot_tell" if v.correct is None else "incorrect" for v in verdicts)
+    return {"records": len(rows), **{k: counts.get(k, 0) for k in ("correct", "incorrect", "cannot_tell")},
+            "reasons": dict(Counter(v.reason for v in verdicts)), "wall_s": round(time.perf_counter() - t0, 3),
+            "worst_item_s": round(worst, 3), "output": str(dst)}

@@ -1,0 +1,126 @@
+"""Table-driven tests of answer extraction and comparison (pure functions)."""
+
+import pytest
+
+from cotdistill.verify import compare, extract_answer, verify_completion
+
+EXTRACT = [
+    # boxed
+    ("So we get \\boxed{42}.", "42"),
+    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+    ("nested \\boxed{\\sqrt{\\frac{a}{b}}} done", "\\sqrt{\\frac{a}{b}}"),
+    ("first \\boxed{1} then corrected \\boxed{2}", "2"),
+    ("$\\boxed{x^2+1}$", "x^2+1"),
+    ("\\fbox{7}", "7"),
+    ("\\boxed {12}", "12"),
+    ("The final answer is $\\boxed{3}$. I hope it is correct.", "3"),
+    ("\\boxed{(1, 2)}", "(1, 2)"),
+    ("\\boxed{\\{1,2,3\\}}", "\\{1,2,3\\}"),
+    ("unclosed \\boxed{12", None),
+    # ####
+    ("work\n#### 72", "72"),
+    ("#### 1,234", "1,234"),
+    ("#### 18 dollars", "18"),
+    ("#### $18.50", "18.50"),
+    ("#### 5\nsome trailing chatter\n#### 6", "6"),
+    # the answer is
+    ("Therefore, the answer is 17.", "17"),
+    ("So the answer is 3.5. Next question", "3.5"),
+    ("The answer is: **73**", "73"),
+    ("the final answer is $-4$.", "-4"),
+    ("Thus the answer is 12 apples.", "12"),
+    ("The answer is (B) because it fits.", "B"),
+    ("The answer is Paris.", "Paris"),
+    ("the answer is 50%", "50"),
+    # Final answer:
+    ("Final answer: 9", "9"),
+    ("**Final Answer:** 144", "144"),
+    ("Final answer: **B**", "B"),
+    ("reasoning...\nAnswer: (C)", "C"),
+    ("Final answer: 12 cm.", "12"),
+    ("Final answer: \\(\\frac{3}{4}\\)", "\\frac{3}{4}"),
+    ("Final answer: 2\\sqrt{2}", "2\\sqrt{2}"),
+    ("Final answer: $x = 5$", "x = 5"),
+    ("Final answer: 90^\\circ", "90"),
+    ("Final answer: 10\\text{ cm}", "10"),
+    # last marked answer wins across formats
+    ("\\boxed{3}\nActually, Final answer: 4", "4"),
+    ("Final answer: 4\nwait no \\boxed{5}", "5"),
+    # unmarked numbers are not answers
+    ("Let me compute 12 + 30 = 42", None),
+    ("<think>the sum is 42 so", None),
+    ("We have 5 apples and 3 pears, total 8", None),
+    ("", None),
+    # think blocks
+    ("<think>maybe \\boxed{1}</think>The result is \\boxed{2}", "2"),
+    ("<think>the answer is 1</think>no marked answer here", None),
+    ("<think>reasoning</think>\nFinal answer: 7", "7"),
+]
+
+
+@pytest.mark.parametrize("text,expected", EXTRACT)
+def test_extract(text, expected):
+    assert extract_answer(text) == expected
+
+
+COMPARE = [
+    ("42", "42", True),
+    ("42", "42.0", True),
+    ("1234", "1,234", True),
+    ("0.5", "\\frac{1}{2}", True),
+    ("\\frac{1}{2}", "1/2", True),
+    ("\\frac{1}{2}", "0.5", True),
+    ("3", "4", False),
+    ("-4", "4", False),
+    ("2\\sqrt{2}", "\\sqrt{8}", True),
+    ("x^2+2x+1", "(x+1)^2", True),
+    ("x^2+2x+1", "(x+2)^2", False),
+    ("(1, 2)", "(1,2)", True),
+    ("\\{1,2\\}", "\\{2,1\\}", True),
+    ("\\pi", "3.14", False),
+    ("\\frac{\\pi}{2}", "\\frac{\\pi}{2}", True),
+    ("B", "B", True),
+    ("B", "C", False),
+    ("(B)", "B", True),
+    ("Paris", "paris", True),
+    ("Paris", "London", False),
+    ("yes", "Yes.", True),
+    ("#### 72", "72", True),
+    ("Natalia sold 48/2 = 24 clips.\n#### 72", "72", True),
+    ("18", "eighteen dollars", False),
+    ("$18", "18", True),
+    ("1e3", "1000", True),
+]
+
+
+@pytest.mark.parametrize("gold,pred,expected", COMPARE)
+def test_compare(gold, pred, expected):
+    assert compare(gold, pred) is expected
+
+
+VERDICTS = [
+    ("so \\boxed{8}", "8", True, "match"),
+    ("so \\boxed{9}", "8", False, "mismatch"),
+    ("I computed 3 + 5 = 8", "8", False, "no_answer"),  # truncated: last number matches, not marked
+    ("\\boxed{8}", None, None, "gold_unparseable"),
+    ("\\boxed{8}", "", None, "gold_unparseable"),
+]
+
+
+@pytest.mark.parametrize("completion,gold,correct,reason", VERDICTS)
+def test_verdicts(completion, gold, correct, reason):
+    v = verify_completion(completion, gold)
+    assert v.correct is correct and v.reason == reason
+
+
+def test_reasoning_gym_scorer_is_used():
+    import reasoning_gym
+
+    entry = dict(reasoning_gym.create_dataset("chain_sum", size=1, seed=2)[0])
+    good = verify_completion(f"Final answer: {entry['answer']}", None, "chain_sum", entry)
+    bad = verify_completion("Final answer: 123456789", None, "chain_sum", entry)
+    assert good.correct is True and good.reason == "scorer" and bad.correct is False
+
+
+def test_case_count():
+    assert len(EXTRACT) + len(COMPARE) + len(VERDICTS) >= 60
