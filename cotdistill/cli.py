@@ -2,6 +2,7 @@
 
     cotdistill generate CONFIG.yaml [key.sub=value ...]
     cotdistill merge OUTPUT_DIR
+    cotdistill filter CONFIG.yaml [key.sub=value ...]
     cotdistill verify INPUT.jsonl --output OUTPUT.jsonl
 """
 
@@ -35,6 +36,22 @@ def generate(
 
     try:
         summary = stage.run(load_config(GenerateConfig, config, overrides or []))
+    except CotdistillError as e:
+        _fail(e)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("filter")
+def filter_(
+    config: str = typer.Argument(..., help="YAML config of the filter stage"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+):
+    """Verify and filter traces into a TRL training set with a dataset card."""
+    from cotdistill import filter as stage
+    from cotdistill.config import FilterConfig, load_config
+
+    try:
+        summary = stage.run(load_config(FilterConfig, config, overrides or []))
     except CotdistillError as e:
         _fail(e)
     typer.echo(json.dumps(summary, indent=2))

@@ -189,3 +189,32 @@ def verify_completion(completion: str, gold: str | None, rg_task: str | None = N
     if ok is None:
         return Verdict(extracted=extracted, correct=None, reason="gold_unparseable")
     return Verdict(extracted=extracted, correct=ok, reason="match" if ok else "mismatch")
+
+
+_ANY_MARKER = re.compile(r"\\(?:boxed|fbox)\s*\{|^[ \t]*####|\bfinal\s+answer\s*(?:\*\*|__)?\s*[:：]|^[ \t>#*_]*answer\s*(?:\*\*|__)?\s*[:：]|\banswer\s+is\b",
+                         re.I | re.M)
+
+
+def check_format(completion: str, think: bool) -> str | None:
+    """Why a completion is malformed for its template, or None when it is well-formed.
+
+    ``think``: the template asks for exactly one ``<think>...</think>`` block before the answer.
+    Every template asks for exactly one final-answer section (a line carrying an answer marker)
+    after the reasoning."""
+    if think:
+        opens, closes = completion.count("<think>"), completion.count("</think>")
+        if opens != 1 or closes != 1 or completion.index("<think>") > completion.index("</think>"):
+            return "unbalanced <think> tags"
+    tail = completion.rsplit("</think>", 1)[1] if "</think>" in completion else completion
+    sections = {tail.count("\n", 0, m.start()) for m in _ANY_MARKER.finditer(tail)}
+    if not sections:
+        return "no final answer section"
+    if len(sections) > 1:
+        return "several final answer sections"
+    return None
+
+
+def answer_key(extracted: str) -> str:
+    """Grouping key for majority votes: numbers by value, text normalised."""
+    n = _as_number(extracted)
+    return f"num:{n}" if n is not None else f"txt:{normalize_text(extracted)}"

@@ -124,3 +124,30 @@ def test_reasoning_gym_scorer_is_used():
 
 def test_case_count():
     assert len(EXTRACT) + len(COMPARE) + len(VERDICTS) >= 60
+
+
+FORMAT = [
+    ("<think>a</think>\\boxed{1}", True, None),
+    ("<think>a\\boxed{1}", True, "unbalanced <think> tags"),
+    ("<think>a</think><think>b</think>\\boxed{1}", True, "unbalanced <think> tags"),
+    ("</think>x<think>\\boxed{1}", True, "unbalanced <think> tags"),
+    ("<think>a</think>no answer", True, "no final answer section"),
+    ("<think>a</think>\\boxed{1}\nFinal answer: 2", True, "several final answer sections"),
+    ("<think>a</think>The final answer is $\\boxed{3}$.", True, None),  # two markers, one section
+    ("work\n#### 5", False, None),
+    ("work only", False, "no final answer section"),
+]
+
+
+@pytest.mark.parametrize("completion,think,expected", FORMAT)
+def test_check_format(completion, think, expected):
+    from cotdistill.verify import check_format
+
+    assert check_format(completion, think) == expected
+
+
+def test_answer_key_groups_equal_values():
+    from cotdistill.verify import answer_key
+
+    assert answer_key("1,000") == answer_key("1000.0") != answer_key("1001")
+    assert answer_key("Paris.") == answer_key("paris")

@@ -1,0 +1,296 @@
+"""Stage 2: verify the teacher's traces, drop the bad ones (saying why), write a training set.
+
+    cotdistill filter data/configs/filter_demo.yaml [key=value ...]
+
+Reads a generation directory (``traces.jsonl``, ``problems.jsonl``). Every trace gets a verdict
+and at most one drop reason, checked in funnel order: truncated, length, format, contaminated,
+cannot_tell, incorrect, duplicate_exact, near_duplicate, over_per_problem_cap. Problems without a
+gold answer get a voted pseudo-label when enough samples agree. Output directory:
+    sft/ + sft.jsonl          TRL conversational rows ("messages") with lineage and verdict
+    prompts/ + prompts.jsonl  prompt-only view ("prompt") of every clean problem, for on-policy trainers
+    verdicts.jsonl            every trace: verdict and drop reason
+    filter_report.json, README.md (dataset card: funnel, pass rates, lengths, decontamination hits)
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from cotdistill.config import FilterConfig, save_resolved
+from cotdistill.decontam import NgramIndex
+from cotdistill.errors import CotdistillError
+from cotdistill.generate import write_atomic
+from cotdistill.prompts import load_template
+from cotdistill.records import Problem, Trace, Verdict
+from cotdistill.sources import load_problems
+from cotdistill.store import iter_jsonl
+from cotdistill.verify import answer_key, check_format, compare
+from cotdistill.verify_pool import VerifyPool
+
+FUNNEL = ["truncated", "length", "format", "contaminated", "cannot_tell", "incorrect",
+          "duplicate_exact", "near_duplicate", "over_per_problem_cap"]
+
+
+def _read(path: Path, cls, what: str) -> list:
+    if not path.exists():
+        hint = " (shard files? run `cotdistill merge` first)" if list(path.parent.glob("traces-*-of-*.jsonl")) else ""
+        raise CotdistillError(f"{path}: {what} file not found{hint}; point generate_dir at a generation output")
+    out = []
+    for lineno, obj in iter_jsonl(path):
+        try:
+            out.append(cls.model_validate(obj))
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise CotdistillError(f"{path}: line {lineno}: field '{field}': {err['msg']}; not a {what} record of this version") from None
+    return out
+
+
+def _shingles(text: str) -> set[bytes]:
+    w = text.split()
+    return {" ".join(w[i: i + 3]).encode() for i in range(max(1, len(w) - 2))}
+
+
+def _minhash(text: str, perm: int):
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=perm, seed=1)
+    m.update_batch(list(_shingles(text)))
+    return m
+
+
+def _decontam_index(cfg: FilterConfig) -> NgramIndex | None:
+    if not cfg.decontam.eval_sets:
+        return None
+    index = NgramIndex(cfg.decontam.ngram)
+    for src in cfg.decontam.eval_sets:
+        for p in load_problems(src):
+            index.add(src.path, p.id, p.question)
+    return index
+
+
+def _vote(traces: list[Trace], verdicts: dict[str, Verdict], threshold: float) -> str | None:
+    keys = [answer_key(verdicts[t.key].extracted) for t in traces if verdicts[t.key].extracted]
+    if not keys:
+        return None
+    top, count = Counter(keys).most_common(1)[0]
+    if count / len(traces) < threshold:
+        return None
+    return next(verdicts[t.key].extracted for t in traces
+                if verdicts[t.key].extracted and answer_key(verdicts[t.key].extracted) == top)
+
+
+def run(cfg: FilterConfig) -> dict:
+    gen, out = Path(cfg.generate_dir), Path(cfg.output_dir)
+    problems: dict[str, Problem] = {p.id: p for p in _read(gen / "problems.jsonl", Problem, "problem")}
+    traces: list[Trace] = _read(gen / "traces.jsonl", Trace, "trace")
+    if not traces:
+        raise CotdistillError(f"{gen / 'traces.jsonl'}: no traces to filter")
+    for i, t in enumerate(traces, start=1):
+        if t.problem_id not in problems:
+            raise CotdistillError(f"{gen / 'traces.jsonl'}: line {i}: problem '{t.problem_id}' is not in problems.jsonl; "
+                                  f"traces and problems come from different runs")
+    templates = {t.template.name: load_template(t.template.name) for t in traces}
+    index = _decontam_index(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out / "config.yaml")
+
+    # 1. verify every trace (pool, hard per-item limit)
+    items = []
+    for t in traces:
+        p = problems[t.problem_id]
+        rg = p.metadata.get("rg_task")
+        items.append({"completion": t.completion, "gold": p.answer, "rg_task": rg,
+                      "rg_entry": p.metadata.get("rg_entry") if rg else None})
+    verdicts: dict[str, Verdict] = {}
+    from tqdm.auto import tqdm
+
+    with VerifyPool(cfg.verify_workers, cfg.verify_timeout_s) as pool:
+        for idx, v, _ in tqdm(pool.imap(items), total=len(items), desc="verify", disable=not cfg.progress):
+            verdicts[traces[idx].key] = v
+
+    # 2. pseudo-labels by majority vote where there is no gold
+    by_problem: dict[str, list[Trace]] = defaultdict(list)
+    for t in traces:
+        by_problem[t.problem_id].append(t)
+    labels: dict[str, tuple[str | None, str | None]] = {}  # problem -> (label, source)
+    for pid, ts in by_problem.items():
+        p = problems[pid]
+        if p.answer is not None or p.metadata.get("rg_task"):
+            labels[pid] = (p.answer, "gold")
+            continue
+        label = _vote(ts, verdicts, cfg.vote_threshold)
+        labels[pid] = (label, "voted" if label else None)
+        if label:
+            for t in ts:
+                v = verdicts[t.key]
+                ok = compare(label, v.extracted) if v.extracted else False
+                verdicts[t.key] = Verdict(extracted=v.extracted, correct=ok,
+                                          reason="no_answer" if not v.extracted else "match" if ok else "mismatch")
+
+    # 3. funnel
+    drop: dict[str, str] = {}
+    contam_hits: list[dict] = []
+    problem_hit: dict[str, list] = {}
+    if index is not None:
+        for pid, p in problems.items():
+            hits = index.hits(p.question)
+            if hits:
+                problem_hit[pid] = hits
+                contam_hits += [{"problem_id": pid, "where": "problem", "eval_set": s, "eval_id": i, "ngram": g}
+                                for s, i, g in hits]
+    for t in traces:
+        v, tmpl = verdicts[t.key], templates[t.template.name]
+        reason = None
+        if cfg.require_stop and t.finish_reason != "stop":
+            reason = "truncated"
+        elif t.completion_tokens < cfg.min_completion_tokens or (
+                cfg.max_completion_tokens is not None and t.completion_tokens > cfg.max_completion_tokens):
+            reason = "length"
+        elif cfg.format_check and check_format(t.completion, tmpl.spec.think):
+            reason = "format"
+        elif t.problem_id in problem_hit:
+            reason = "contaminated"
+        elif index is not None and cfg.decontam.check_traces and (hits := index.hits(t.completion)):
+            reason = "contaminated"
+            contam_hits += [{"problem_id": t.problem_id, "sample_index": t.sample_index, "where": "trace",
+                             "eval_set": s, "eval_id": i, "ngram": g} for s, i, g in hits]
+        elif cfg.require_correct and v.correct is None:
+            reason = "cannot_tell"
+        elif cfg.require_correct and v.correct is False:
+            reason = "incorrect"
+        if reason:
+            drop[t.key] = reason
+
+    for pid, ts in by_problem.items():
+        alive = sorted((t for t in ts if t.key not in drop), key=lambda t: (t.completion_tokens, t.sample_index))
+        seen_text, kept, sigs = set(), [], []
+        lsh = None
+        if cfg.near_dup_threshold is not None:
+            from datasketch import MinHashLSH
+
+            lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.minhash_perm)
+        for t in alive:
+            norm = " ".join(t.completion.split())
+            if cfg.dedup_exact and norm in seen_text:
+                drop[t.key] = "duplicate_exact"
+                continue
+            seen_text.add(norm)
+            if lsh is not None or cfg.select == "diverse":
+                m = _minhash(norm, cfg.minhash_perm)
+                if lsh is not None:
+                    if lsh.query(m):
+                        drop[t.key] = "near_duplicate"
+                        continue
+                    lsh.insert(t.key, m)
+                sigs.append(m)
+            kept.append(t)
+        k = cfg.max_per_problem
+        if k is not None and len(kept) > k:
+            chosen = kept[:k]
+            if cfg.select == "diverse":  # greedy: shortest first, then the least similar to those chosen
+                sig = {t.key: s for t, s in zip(kept, sigs)}
+                chosen = [kept[0]]
+                while len(chosen) < k:
+                    rest = [t for t in kept if t not in chosen]
+                    chosen.append(min(rest, key=lambda t: max(sig[t.key].jaccard(sig[c.key]) for c in chosen)))
+            for t in kept:
+                if t not in chosen:
+                    drop[t.key] = "over_per_problem_cap"
+
+    return _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, problem_hit)
+
+
+def _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, problem_hit) -> dict:
+    import datasets
+
+    rows, kept_tokens = [], []
+    verdict_lines = []
+    for t in traces:
+        v = verdicts[t.key]
+        label, source = labels[t.problem_id]
+        verdict_lines.append(json.dumps({"problem_id": t.problem_id, "sample_index": t.sample_index,
+                                         **v.model_dump(), "label": label, "label_source": source,
+                                         "dropped": drop.get(t.key)}))
+        if t.key in drop:
+            continue
+        msgs = [m.model_dump() for m in t.messages] + [{"role": "assistant", "content": t.completion}]
+        rows.append({"messages": msgs, "problem_id": t.problem_id, "sample_index": t.sample_index,
+                     "teacher": t.teacher.model, "tokenizer_hash": t.teacher.tokenizer_hash,
+                     "template": t.template.name, "template_hash": t.template.hash, "gold": label,
+                     "label_source": source, "extracted": v.extracted, "correct": v.correct,
+                     "verify_reason": v.reason, "completion_tokens": t.completion_tokens})
+        kept_tokens.append(t.completion_tokens)
+    first = {}
+    for t in traces:
+        first.setdefault(t.problem_id, t)
+    prompts = [{"prompt": [m.model_dump() for m in t.messages], "problem_id": pid, "gold": labels[pid][0],
+                "label_source": labels[pid][1]}
+               for pid, t in first.items() if pid not in problem_hit and labels[pid][0] is not None]
+    for name, data in (("sft", rows), ("prompts", prompts)):
+        write_atomic(out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data))
+        ds = datasets.Dataset.from_list(data) if data else datasets.Dataset.from_dict({})
+        ds.save_to_disk(str(out / name))
+    write_atomic(out / "verdicts.jsonl", "".join(x + "\n" for x in verdict_lines))
+
+    counts = Counter(drop.values())
+    n_samples = Counter(t.problem_id for t in traces)
+    n_correct = Counter(t.problem_id for t in traces if verdicts[t.key].correct)
+    pass_rates = [n_correct[pid] / n_samples[pid] for pid in n_samples]
+    bins = [("0", lambda r: r == 0), ("(0, 0.25]", lambda r: 0 < r <= 0.25), ("(0.25, 0.5]", lambda r: 0.25 < r <= 0.5),
+            ("(0.5, 0.75]", lambda r: 0.5 < r <= 0.75), ("(0.75, 1)", lambda r: 0.75 < r < 1), ("1", lambda r: r == 1)]
+    report = {
+        "traces": len(traces), "kept": len(rows), "acceptance": round(len(rows) / len(traces), 4),
+        "funnel": [{"stage": s, "dropped": counts.get(s, 0)} for s in FUNNEL],
+        "verdicts": dict(Counter("correct" if v.correct else "cannot_tell" if v.correct is None else "incorrect"
+                                 for v in verdicts.values())),
+        "problems": len(n_samples), "problems_with_kept_traces": len({r["problem_id"] for r in rows}),
+        "voted_labels": sum(1 for lab, src in labels.values() if src == "voted"),
+        "pass_rate_histogram": {name: sum(1 for r in pass_rates if f(r)) for name, f in bins},
+        "mean_pass_rate": round(statistics.fmean(pass_rates), 4) if pass_rates else None,
+        "kept_completion_tokens": ({"min": min(kept_tokens), "median": statistics.median(kept_tokens),
+                                    "mean": round(statistics.fmean(kept_tokens), 1), "max": max(kept_tokens)}
+                                   if kept_tokens else None),
+        "decontamination_hits": contam_hits, "prompts": len(prompts),
+    }
+    write_atomic(out / "filter_report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "README.md", dataset_card(cfg, report))
+    return {k: v for k, v in report.items() if k != "decontamination_hits"} | {"decontamination_hits": len(contam_hits)}
+
+
+def dataset_card(cfg: FilterConfig, r: dict) -> str:
+    lines = ["# cotdistill filtered traces", "",
+             f"Source generation: `{cfg.generate_dir}`. {r['kept']} of {r['traces']} traces kept "
+             f"(acceptance {r['acceptance']:.1%}) over {r['problems_with_kept_traces']} of {r['problems']} problems.",
+             "Files: `sft/` + `sft.jsonl` (TRL conversational `messages`), `prompts/` + `prompts.jsonl` "
+             "(prompt-only), `verdicts.jsonl` (every trace's verdict and drop reason).", "",
+             "## Funnel", "", "| stage | dropped | remaining |", "|---|---:|---:|"]
+    left = r["traces"]
+    lines.append(f"| generated | | {left} |")
+    for s in r["funnel"]:
+        left -= s["dropped"]
+        lines.append(f"| {s['stage']} | {s['dropped']} | {left} |")
+    lines += ["", "## Teacher pass rate per problem", "", f"Mean pass rate: {r['mean_pass_rate']}. "
+              f"Pseudo-labels by vote: {r['voted_labels']}.", "", "| pass rate | problems | |", "|---|---:|---|"]
+    most = max(r["pass_rate_histogram"].values()) or 1
+    for name, c in r["pass_rate_histogram"].items():
+        lines.append(f"| {name} | {c} | {'#' * round(30 * c / most)} |")
+    lines += ["", "## Kept completion length (tokens)", ""]
+    k = r["kept_completion_tokens"]
+    lines.append("No trace kept." if k is None else f"min {k['min']}, median {k['median']}, mean {k['mean']}, max {k['max']}")
+    lines += ["", "## Decontamination", ""]
+    if not cfg.decontam.eval_sets:
+        lines.append("No evaluation sets configured: not checked.")
+    else:
+        sets = ", ".join(f"`{s.path}`" for s in cfg.decontam.eval_sets)
+        lines.append(f"Checked against {sets} with {cfg.decontam.ngram}-word n-grams: {len(r['decontamination_hits'])} hits.")
+        if r["decontamination_hits"]:
+            lines += ["", "| problem | where | eval set | eval id | shared n-gram |", "|---|---|---|---|---|"]
+            lines += [f"| {h['problem_id']} | {h['where']} | {h['eval_set']} | {h['eval_id']} | {h['ngram']} |"
+                      for h in r["decontamination_hits"][:200]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,103 @@
+"""Benchmark: verification throughput on realistic traces, single process and with the pool.
+
+    python scripts/bench_verify.py [--traces 1500 --workers 2 --timeout 10]
+
+Traces are 2k-20k characters of step-by-step reasoning (equations, numbers, prose) ending in one
+of the supported answer formats (\\boxed{}, ####, "Final answer:", "the answer is", choice
+letters, LaTeX fractions/roots/polynomials, text), with golds that match, mismatch or are
+equivalent in another form; a few are pathological (\\(10^{10^{10}}\\) towers). The last line is JSON
+with ``traces_per_s_per_core`` (single process; target >= 300), the pool's rate, and
+``worst_item_s`` (bounded by the per-item limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ANSWERS = [  # (answer in the trace, gold)
+    ("{n}", "{n}"), ("{n}", "{m}"), ("{n}.0", "{n}"), ("\\frac{{{n}}}{{2}}", "{h}"), ("2\\sqrt{{2}}", "\\sqrt{{8}}"),
+    ("x^2+2x+1", "(x+1)^2"), ("(1, {n})", "(1,{n})"), ("B", "B"), ("C", "(B)"), ("Paris", "paris"),
+    ("{n} apples", "{n}"), ("\\$1,{n:03d}", "1{n:03d}"),
+]
+FORMATS = ["So the final result is \\boxed{{{a}}}.", "#### {a}", "Final answer: {a}", "Therefore, the answer is {a}.",
+           "**Final Answer:** ${a}$"]
+
+
+def make_trace(rng: random.Random) -> dict:
+    target = rng.randint(2_000, 20_000)
+    lines = []
+    while sum(map(len, lines)) < target:
+        a, b = rng.randint(1, 999), rng.randint(1, 999)
+        lines.append(rng.choice([
+            f"Step: {a} + {b} = {a + b}, so we carry the result forward.",
+            f"Next, multiply: ${a} \\times {b} = {a * b}$.",
+            f"We know that \\frac{{{a}}}{{{b}}} is less than {a + 1}, which bounds the remainder.",
+            "Let me double-check the previous reasoning and consider the edge cases carefully.",
+            f"Substituting x = {a} gives x^2 - {b} = {a * a - b}.",
+        ]))
+    n = rng.randint(3, 999)
+    ans, gold = rng.choice(ANSWERS)
+    fmt = dict(n=n, m=n + 1, h=n / 2)
+    text = "<think>" + "\n".join(lines) + "</think>\n" + rng.choice(FORMATS).format(a=ans.format(**fmt))
+    return {"completion": text, "gold": gold.format(**fmt)}
+
+
+def pathological() -> dict:
+    return {"completion": "Final answer: \\boxed{10^{10^{10^{10}}}}", "gold": "10^{10^{10^{10}}}+1"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--traces", type=int, default=1500)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=10.0)
+    args = ap.parse_args()
+    from cotdistill.verify import verify_completion
+    from cotdistill.verify_pool import VerifyPool
+
+    rng = random.Random(0)
+    items = [make_trace(rng) for _ in range(args.traces)] + [pathological() for _ in range(3)]
+    rng.shuffle(items)
+    chars = [len(i["completion"]) for i in items]
+    verify_completion("\\boxed{1}", "1")  # first math-verify call imports sympy (~1 s); not a trace's cost
+
+    t = time.perf_counter()
+    single = []
+    worst_single = 0.0
+    for it in items:
+        t1 = time.perf_counter()
+        single.append(verify_completion(it["completion"], it["gold"]))
+        worst_single = max(worst_single, time.perf_counter() - t1)
+    single_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    worst = 0.0
+    pooled = [None] * len(items)
+    with VerifyPool(args.workers, args.timeout) as pool:
+        for idx, v, dt in pool.imap(items):
+            pooled[idx] = v
+            worst = max(worst, dt)
+    pool_s = time.perf_counter() - t
+    agree = sum(a == b for a, b in zip(single, pooled)) / len(items)
+    counts = {k: sum(1 for v in pooled if v.reason == k) for k in {v.reason for v in pooled}}
+    print(f"{len(items)} traces, {min(chars)}-{max(chars)} chars (mean {sum(chars) // len(chars)}); "
+          f"single process {len(items) / single_s:,.0f}/s; pool x{args.workers} {len(items) / pool_s:,.0f}/s; "
+          f"reasons {counts}")
+    print(json.dumps({
+        "traces_per_s_per_core": round(len(items) / single_s, 1),
+        "pool_traces_per_s": round(len(items) / pool_s, 1), "pool_workers": args.workers,
+        "pool_traces_per_s_per_core": round(len(items) / pool_s / args.workers, 1),
+        "worst_item_s": round(worst, 3), "worst_item_single_process_s": round(worst_single, 3),
+        "item_limit_s": args.timeout, "single_vs_pool_agreement": round(agree, 4), "traces": len(items),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Filter stage on trace records written to disk: every funnel stage, votes, decontamination,
+selection, outputs (HF datasets + card) and bad input."""
+
+import json
+
+import pytest
+
+from cotdistill import filter as stage
+from cotdistill.config import FilterConfig
+from cotdistill.errors import CotdistillError
+from cotdistill.records import Message, Problem, SamplingInfo, TeacherInfo, TemplateInfo, Trace
+from conftest import read_jsonl, write_jsonl
+
+TEACHER = TeacherInfo(backend="vllm", model="t", tokenizer_hash="abc")
+SAMPLING = SamplingInfo(n=4, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=64, stop=[], logprobs=None)
+
+
+def trace(pid, i, completion, finish="stop", tokens=None, template="math_boxed_think"):
+    from cotdistill.prompts import load_template
+
+    t = load_template(template)
+    return Trace(problem_id=pid, sample_index=i, messages=[Message(role="user", content=f"q {pid}")],
+                 completion=completion, finish_reason=finish, prompt_tokens=5,
+                 completion_tokens=tokens if tokens is not None else len(completion.split()),
+                 teacher=TEACHER, template=t.info, sampling=SAMPLING, seed=i)
+
+
+def write_run(d, problems, traces):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "problems.jsonl").write_text("".join(p.model_dump_json() + "\n" for p in problems))
+    (d / "traces.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in traces))
+    return d
+
+
+LONG = "<think>" + " ".join(f"step {i} we add numbers carefully" for i in range(30)) + "</think>\\boxed{7}"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    probs = [Problem(id="p1", question="What is three plus four exactly in whole numbers please", answer="7", source="t"),
+             Problem(id="p2", question="Unknown gold problem", answer=None, source="t"),
+             Problem(id="p3", question="Leaked benchmark question about the number of apples in the basket", answer="5", source="t")]
+    traces = [
+        trace("p1", 0, "<think>3+4</think>\\boxed{7}"),                    # kept
+        trace("p1", 1, "<think>3+4</think>\\boxed{8}"),                    # incorrect
+        trace("p1", 2, "<think>3+4 is", finish="length"),                  # truncated
+        trace("p1", 3, "<think>3+4</think>\\boxed{7}"),                    # exact duplicate of 0
+        trace("p1", 4, "3+4 = 7 \\boxed{7}"),                              # format: no think
+        trace("p1", 5, LONG, tokens=500),                                   # length
+        trace("p1", 6, "<think>3+4</think>\\boxed{7}\nFinal answer: 7"),  # format: two answers
+        trace("p1", 7, "<think>I reckon 3+4</think>\\boxed{7}"),           # kept (different text)
+        trace("p2", 0, "<think>a</think>\\boxed{10}"), trace("p2", 1, "<think>b</think>\\boxed{10}"),
+        trace("p2", 2, "<think>c</think>\\boxed{10.0}"), trace("p2", 3, "<think>d</think>\\boxed{11}"),
+        trace("p3", 0, "<think>count</think>\\boxed{5}"),                 # contaminated problem
+    ]
+    return write_run(tmp_path / "gen", probs, traces)
+
+
+def cfg(run_dir, tmp_path, **kw):
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", [
+        {"question": "A leaked benchmark question about the number of apples in the basket today", "answer": "5"}])
+    d = {"generate_dir": str(run_dir), "output_dir": str(tmp_path / "out"), "max_completion_tokens": 100,
+         "verify_workers": 1, "progress": False,
+         "decontam": {"eval_sets": [{"kind": "hf", "path": str(eval_file)}], "ngram": 8}}
+    d.update(kw)
+    return FilterConfig.model_validate(d)
+
+
+def test_funnel_votes_and_outputs(run_dir, tmp_path):
+    summary = stage.run(cfg(run_dir, tmp_path))
+    out = tmp_path / "out"
+    verdicts = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(out / "verdicts.jsonl")}
+    expect = {("p1", 0): None, ("p1", 1): "incorrect", ("p1", 2): "truncated", ("p1", 3): "duplicate_exact",
+              ("p1", 4): "format", ("p1", 5): "length", ("p1", 6): "format", ("p1", 7): None,
+              ("p2", 0): None, ("p2", 1): None, ("p2", 2): None, ("p2", 3): "incorrect", ("p3", 0): "contaminated"}
+    assert {k: v["dropped"] for k, v in verdicts.items()} == expect
+    assert verdicts[("p2", 0)]["label"] == "10" and verdicts[("p2", 0)]["label_source"] == "voted"
+    funnel = {s["stage"]: s["dropped"] for s in summary["funnel"]}
+    assert funnel["format"] == 2 and funnel["incorrect"] == 2 and funnel["contaminated"] == 1
+    assert summary["kept"] == 5 and summary["voted_labels"] == 1 and summary["decontamination_hits"] == 1
+
+    import datasets
+
+    sft = datasets.load_from_disk(str(out / "sft"))
+    assert len(sft) == 5 and sft[0]["messages"][-1]["role"] == "assistant"
+    assert {"problem_id", "sample_index", "teacher", "template_hash", "correct"} <= set(sft.column_names)
+    prompts = datasets.load_from_disk(str(out / "prompts"))
+    assert sorted(prompts["problem_id"]) == ["p1", "p2"] and prompts[0]["prompt"][-1]["role"] == "user"
+    card = (out / "README.md").read_text()
+    assert "| contaminated | 1 |" in card and "p3" in card and "## Teacher pass rate per problem" in card
+    report = json.loads((out / "filter_report.json").read_text())
+    assert report["decontamination_hits"][0]["eval_set"].endswith("eval.jsonl")
+
+
+def test_near_duplicates_and_per_problem_cap(tmp_path):
+    base = "<think>" + " ".join(f"we compute part {i} of the sum" for i in range(20))
+    probs = [Problem(id="p", question="q", answer="7", source="t")]
+    traces = [trace("p", 0, base + "</think>\\boxed{7}"),
+              trace("p", 1, base + " again</think>\\boxed{7}"),  # near duplicate of 0
+              trace("p", 2, "<think>totally different words here</think>\\boxed{7}"),
+              trace("p", 3, "<think>another distinct path to it</think>\\boxed{7}")]
+    d = write_run(tmp_path / "g", probs, traces)
+    s = stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o"), verify_workers=1,
+                               progress=False, near_dup_threshold=0.8, max_per_problem=2))
+    dropped = {r["sample_index"]: r["dropped"] for r in read_jsonl(tmp_path / "o/verdicts.jsonl")}
+    assert dropped[1] == "near_duplicate" and list(dropped.values()).count("over_per_problem_cap") == 1
+    assert s["kept"] == 2
+
+
+def test_bad_input(tmp_path, run_dir):
+    with pytest.raises(CotdistillError, match="problems.jsonl: problem file not found"):
+        stage.run(FilterConfig(generate_dir=str(tmp_path), output_dir=str(tmp_path / "o")))
+    (tmp_path / "problems.jsonl").write_text((run_dir / "problems.jsonl").read_text())
+    (tmp_path / "traces-00000-of-00002.jsonl").write_text("")
+    with pytest.raises(CotdistillError, match=r"traces.jsonl: trace file not found \(shard files\? run `cotdistill merge`"):
+        stage.run(FilterConfig(generate_dir=str(tmp_path), output_dir=str(tmp_path / "o")))
+    (tmp_path / "x").mkdir()
+    write_run(tmp_path / "x", [Problem(id="a", question="q", answer="1", source="t")], [trace("zz", 0, "\\boxed{1}")])
+    with pytest.raises(CotdistillError, match=r"line 1: problem 'zz' is not in problems.jsonl"):
+        stage.run(FilterConfig(generate_dir=str(tmp_path / "x"), output_dir=str(tmp_path / "o")))
+    bad = tmp_path / "x" / "traces.jsonl"
+    row = json.loads(bad.read_text())
+    del row["completion"]
+    bad.write_text(json.dumps(row) + "\n")
+    with pytest.raises(CotdistillError, match=r"line 1: field 'completion': Field required"):
+        stage.run(FilterConfig(generate_dir=str(tmp_path / "x"), output_dir=str(tmp_path / "o")))
