@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-fast bench-generate clean-venv
+.PHONY: venv demo test test-fast bench-generate bench-verify clean-venv
 
 $(BIN)/.installed: pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV) cpu
@@ -15,6 +15,7 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/python -m cotdistill.tiny runs/tiny-teacher
 	$(BIN)/cotdistill generate data/configs/generate_demo.yaml
+	$(BIN)/cotdistill filter data/configs/filter_demo.yaml
 
 # fast tests first, then the slow (server / subprocess) ones
 test: venv
@@ -26,6 +27,9 @@ test-fast: venv
 
 bench-generate: venv
 	$(BIN)/python scripts/bench_generate.py
+
+bench-verify: venv
+	$(BIN)/python scripts/bench_verify.py
 
 clean-venv:
 	rm -rf $(VENV)

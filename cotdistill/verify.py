@@ -117,6 +117,23 @@ def _as_number(s: str) -> Fraction | None:
     return None
 
 
+_SEQ = re.compile(r"^(\(|\[|\\\{)(.*)(\)|\]|\\\})$")
+
+
+def _as_numbers(s: str) -> tuple[str, list[Fraction]] | None:
+    """'(1, 2)' -> ('()', [1, 2]); '\\{3,1\\}' -> ('{}', [1, 3]) (sets sorted); else None."""
+    m = _SEQ.match(s.replace(" ", ""))
+    if not m:
+        return None
+    kind = {"(": "()", "[": "[]", "\\{": "{}"}[m.group(1)]
+    if kind[1] != m.group(3)[-1]:
+        return None
+    parts = [_as_number(x) for x in m.group(2).split(",")]
+    if len(parts) < 2 or any(x is None for x in parts):
+        return None
+    return kind, sorted(parts) if kind == "{}" else parts
+
+
 def normalize_text(s: str) -> str:
     s = _strip_wrappers(s).lower()
     s = re.sub(r"\\text\{([^}]*)\}", r"\1", s)
@@ -158,6 +175,10 @@ def compare(gold: str, pred: str) -> bool | None:
     gn, pn = _as_number(g), _as_number(pred)
     if gn is not None and pn is not None:
         return abs(gn - pn) <= Fraction(1, 10**6) * max(1, abs(gn))
+    gs, ps = _as_numbers(g), _as_numbers(pred)
+    if gs is not None and ps is not None and gs[0] == ps[0]:  # numeric tuples/sets: no LaTeX parser needed
+        return len(gs[1]) == len(ps[1]) and all(abs(a - b) <= Fraction(1, 10**6) * max(1, abs(a))
+                                                for a, b in zip(gs[1], ps[1]))
     if normalize_text(g) == normalize_text(pred):
         return True
     if _texty(g) and _texty(pred):

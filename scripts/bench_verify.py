@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ANSWERS = [  # (answer in the trace, gold)
-    ("{n}", "{n}"), ("{n}", "{m}"), ("{n}.0", "{n}"), ("\\frac{{{n}}}{{2}}", "{h}"), ("2\\sqrt{{2}}", "\\sqrt{{8}}"),
-    ("x^2+2x+1", "(x+1)^2"), ("(1, {n})", "(1,{n})"), ("B", "B"), ("C", "(B)"), ("Paris", "paris"),
+    ("{n}", "{n}"), ("{n}", "{m}"), ("{n}.0", "{n}"), ("\\frac{{{n}}}{{2}}", "{h}"), ("{n}\\sqrt{{2}}", "\\sqrt{{{sq}}}"),
+    ("x^2+{n}x", "x(x+{n})"), ("\\frac{{{n}\\pi}}{{3}}", "\\frac{{{n}}}{{3}}\\pi"), ("(1, {n})", "(1,{n})"), ("B", "B"), ("C", "(B)"), ("Paris", "paris"),
     ("{n} apples", "{n}"), ("\\$1,{n:03d}", "1{n:03d}"),
 ]
 FORMATS = ["So the final result is \\boxed{{{a}}}.", "#### {a}", "Final answer: {a}", "Therefore, the answer is {a}.",
@@ -44,7 +44,7 @@ def make_trace(rng: random.Random) -> dict:
         ]))
     n = rng.randint(3, 999)
     ans, gold = rng.choice(ANSWERS)
-    fmt = dict(n=n, m=n + 1, h=n / 2)
+    fmt = dict(n=n, m=n + 1, h=n / 2, sq=2 * n * n)  # LaTeX answers vary: no parser cache hits
     text = "<think>" + "\n".join(lines) + "</think>\n" + rng.choice(FORMATS).format(a=ans.format(**fmt))
     return {"completion": text, "gold": gold.format(**fmt)}
 

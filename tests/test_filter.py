@@ -124,3 +124,50 @@ def test_bad_input(tmp_path, run_dir):
     bad.write_text(json.dumps(row) + "\n")
     with pytest.raises(CotdistillError, match=r"line 1: field 'completion': Field required"):
         stage.run(FilterConfig(generate_dir=str(tmp_path / "x"), output_dir=str(tmp_path / "o")))
+
+
+def test_filter_cli_on_real_generation_output(tiny_model, vllm_teacher, tmp_path):
+    """generate (real vLLM) -> `cotdistill filter`: the stages connect through files on disk."""
+    from typer.testing import CliRunner
+
+    from cotdistill import generate
+    from cotdistill.cli import app
+    from test_generate import make_cfg
+
+    generate.run(make_cfg(tiny_model, tmp_path / "gen", **{"source.limit": 4}), teacher=vllm_teacher)
+    c = tmp_path / "filter.yaml"
+    c.write_text(f"generate_dir: {tmp_path / 'gen'}\noutput_dir: {tmp_path / 'out'}\nprogress: false\n")
+    r = CliRunner().invoke(app, ["filter", str(c), "require_correct=false", "require_stop=false",
+                                 "format_check=false", "verify_workers=1"])
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["traces"] == 12 and summary["kept"] + sum(s["dropped"] for s in summary["funnel"]) == 12
+    assert len(read_jsonl(tmp_path / "out/verdicts.jsonl")) == 12
+
+
+def test_diverse_selection_prefers_unlike_traces(tmp_path):
+    probs = [Problem(id="p", question="q", answer="7", source="t")]
+    a = "<think>" + " ".join(f"add the first pair then the second pair {i}" for i in range(8))
+    traces = [trace("p", 0, a + "</think>\\boxed{7}", tokens=10),
+              trace("p", 1, a + " and check</think>\\boxed{7}", tokens=11),  # close to 0
+              trace("p", 2, "<think>" + " ".join(f"subtract backwards from ten {i}" for i in range(8)) + "</think>\\boxed{7}", tokens=30)]
+    d = write_run(tmp_path / "g", probs, traces)
+    common = dict(generate_dir=str(d), verify_workers=1, progress=False, near_dup_threshold=None, max_per_problem=2)
+    stage.run(FilterConfig(output_dir=str(tmp_path / "short"), select="shortest", **common))
+    stage.run(FilterConfig(output_dir=str(tmp_path / "div"), select="diverse", **common))
+    kept = lambda o: sorted(r["sample_index"] for r in read_jsonl(tmp_path / o / "sft.jsonl"))  # noqa: E731
+    assert kept("short") == [0, 1] and kept("div") == [0, 2]
+
+
+def test_vote_below_threshold_gives_no_label(tmp_path):
+    probs = [Problem(id="p", question="q", answer=None, source="t")]
+    traces = [trace("p", i, f"<think>x</think>\\boxed{{{v}}}") for i, v in enumerate([1, 2, 3, 1])]
+    d = write_run(tmp_path / "g", probs, traces)
+    s = stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o"), verify_workers=1,
+                               progress=False, vote_threshold=0.6))
+    assert s["voted_labels"] == 0 and s["kept"] == 0
+    assert {s_["stage"]: s_["dropped"] for s_ in s["funnel"]}["cannot_tell"] == 4
+    s = stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o2"), verify_workers=1,
+                               progress=False, vote_threshold=0.5))
+    assert s["voted_labels"] == 1 and s["kept"] == 1  # the two agreeing traces are identical text
+    assert {s_["stage"]: s_["dropped"] for s_ in s["funnel"]}["duplicate_exact"] == 1
