@@ -2,6 +2,7 @@
 
 Stages (each a module with ``run(config) -> summary``, and a CLI subcommand):
     generate  problems -> prompt template -> teacher (vLLM offline or OpenAI-compatible server) -> traces
+    filter    traces -> verify (pure, pooled) -> funnel of filters -> TRL dataset + dataset card
 """
 
 __version__ = "0.1.0"
