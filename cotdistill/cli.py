@@ -25,20 +25,27 @@ def _fail(e: CotdistillError) -> None:
     raise typer.Exit(code=2)
 
 
+def _run_stage(stage: str, config_cls: str, config: str, overrides: list[str] | None) -> None:
+    """Load the stage's config (YAML + overrides), run it, print its summary as JSON."""
+    import importlib
+
+    from cotdistill import config as cfgmod
+
+    try:
+        cfg = cfgmod.load_config(getattr(cfgmod, config_cls), config, overrides or [])
+        summary = importlib.import_module(f"cotdistill.{stage}").run(cfg)
+    except CotdistillError as e:
+        _fail(e)
+    typer.echo(json.dumps(summary, indent=2))
+
+
 @app.command()
 def generate(
     config: str = typer.Argument(..., help="YAML config of the generation stage"),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
 ):
     """Teacher generation: problems -> prompt template -> vLLM teacher -> traces.jsonl."""
-    from cotdistill import generate as stage
-    from cotdistill.config import GenerateConfig, load_config
-
-    try:
-        summary = stage.run(load_config(GenerateConfig, config, overrides or []))
-    except CotdistillError as e:
-        _fail(e)
-    typer.echo(json.dumps(summary, indent=2))
+    _run_stage("generate", "GenerateConfig", config, overrides)
 
 
 @app.command("filter")
@@ -47,14 +54,7 @@ def filter_(
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
 ):
     """Verify and filter traces into a TRL training set with a dataset card."""
-    from cotdistill import filter as stage
-    from cotdistill.config import FilterConfig, load_config
-
-    try:
-        summary = stage.run(load_config(FilterConfig, config, overrides or []))
-    except CotdistillError as e:
-        _fail(e)
-    typer.echo(json.dumps(summary, indent=2))
+    _run_stage("filter", "FilterConfig", config, overrides)
 
 
 @app.command()
