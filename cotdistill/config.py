@@ -247,3 +247,68 @@ class FilterConfig(StrictModel):
         if self.max_completion_tokens is not None and self.max_completion_tokens < self.min_completion_tokens:
             raise ValueError("max_completion_tokens must be >= min_completion_tokens")
         return self
+
+
+# ---------------------------------------------------------------- distill stage
+class LoraConfig(StrictModel):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class GKDOptions(StrictModel):
+    lmbda: float = Field(default=0.5, ge=0, le=1)  # share of on-policy (student-generated) batches
+    beta: float = Field(default=0.5, ge=0, le=1)  # generalized JSD: 0 = forward KL, 1 = reverse KL
+    temperature: float = Field(default=0.9, gt=0)  # sampling temperature of on-policy rollouts
+    seq_kd: bool = False  # also train on teacher-generated sequences
+    max_new_tokens: int = Field(default=1024, ge=1)  # long enough for chain of thought (TRL's default is 128)
+
+
+class KDOptions(StrictModel):
+    alpha: float = Field(default=0.5, ge=0, le=1)  # weight of the KL term; 1 - alpha on cross-entropy
+    temperature: float = Field(default=1.0, gt=0)
+
+
+class TrainConfig(StrictModel):
+    method: Literal["sft", "gkd", "distill", "logit_kd"] = "sft"
+    student: str  # hub id or local directory (an SFT checkpoint for a warm start)
+    teacher: str | None = None  # gkd / distill: hub id or local directory
+    dataset_dir: str  # a filter output directory (sft/, prompts/)
+    logprobs: str | None = None  # logit_kd: the generation stage's logprobs.jsonl
+    output_dir: str
+    max_length: int = Field(default=2048, ge=16)
+    max_truncated_share: float = Field(default=0.05, ge=0, le=1)  # refuse when more examples are too long
+    per_device_train_batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    num_train_epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    lr_scheduler_type: str = "linear"
+    logging_steps: int = Field(default=10, ge=1)
+    save_steps: int = Field(default=500, ge=1)
+    save_total_limit: int | None = 2
+    seed: int = 0
+    length_grouped: bool = True  # batch examples of similar length (less padding)
+    packing: bool = False  # only where attention honours sequence boundaries (flash-attention varlen)
+    attn_implementation: str | None = None  # e.g. "flash_attention_2" on GPUs
+    bf16: bool | None = None  # None: bf16 where the GPU supports it, fp32 on CPU
+    gradient_checkpointing: bool | None = None  # None: on for GPUs, off on CPU
+    lora: LoraConfig | None = None
+    gkd: GKDOptions = GKDOptions()
+    kd: KDOptions = KDOptions()
+    report_to: list[str] = Field(default_factory=lambda: ["none"])  # tensorboard, wandb, trackio
+    resume: bool = True  # continue from the last checkpoint in output_dir
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _method_inputs(self):
+        if self.method in ("gkd", "distill") and not self.teacher:
+            raise ValueError(f"method '{self.method}' needs a teacher model (set teacher)")
+        if self.method == "logit_kd" and not self.logprobs:
+            raise ValueError("method 'logit_kd' needs the cached teacher logprobs (set logprobs)")
+        if self.packing and self.attn_implementation not in ("flash_attention_2", "flash_attention_3"):
+            raise ValueError("packing lets packed examples attend to each other unless attention honours "
+                             "sequence boundaries: set attn_implementation=flash_attention_2 (GPU) or packing=false")
+        return self

@@ -1,0 +1,1 @@
+"""Stage 3: distill the student (SFT, GKD, on-policy distillation, cached-logit KD)."""

@@ -1,0 +1,183 @@
+"""What every trainer shares: device defaults, data loading, and the preflight checks that
+refuse to start a run that would silently train the wrong thing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cotdistill.config import TrainConfig
+from cotdistill.errors import CotdistillError, first_line
+
+
+def device_defaults(cfg: TrainConfig) -> dict:
+    """TRL defaults to bf16 + gradient checkpointing; both only pay off on GPUs."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    gc = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else cuda
+    return {"bf16": bf16, "fp16": False, "gradient_checkpointing": gc, "use_cpu": not cuda}
+
+
+def trainer_kwargs(cfg: TrainConfig) -> dict:
+    """Arguments shared by every TRL/transformers config class we build."""
+    return dict(
+        output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
+        lr_scheduler_type=cfg.lr_scheduler_type, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, report_to=cfg.report_to,
+        disable_tqdm=not cfg.progress, **device_defaults(cfg),
+    )
+
+
+def load_tokenizer(name: str, field: str):
+    from transformers import AutoTokenizer
+
+    from cotdistill.teachers.base import check_model_location
+
+    check_model_location(name, field)
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        raise CotdistillError(f"{field}: cannot load tokenizer '{name}': {first_line(e)}") from None
+    if tok.pad_token is None:
+        raise CotdistillError(f"{field}: tokenizer '{name}' has no pad token; set one (e.g. tokenizer.pad_token = "
+                              f"'<|endoftext|>' or a reserved token) and save it, then re-run")
+    if not getattr(tok, "chat_template", None):
+        raise CotdistillError(f"{field}: tokenizer '{name}' has no chat template; save one with the tokenizer")
+    return tok
+
+
+def load_split(cfg: TrainConfig, name: str):
+    import datasets
+
+    path = Path(cfg.dataset_dir) / name
+    if not path.exists():
+        raise CotdistillError(f"dataset_dir: {path} not found; point dataset_dir at a `cotdistill filter` output")
+    ds = datasets.load_from_disk(str(path))
+    if len(ds) == 0:
+        raise CotdistillError(f"{path}: the dataset is empty (the filter kept nothing); check its README.md funnel")
+    return ds
+
+
+def example_name(ds, i: int) -> str:
+    cols = ds.column_names
+    if "problem_id" in cols:
+        row = ds[i]
+        return f"example {i} (problem '{row['problem_id']}'" + (f", sample {row['sample_index']})" if "sample_index" in cols else ")")
+    return f"example {i}"
+
+
+def end_of_turn_ids(tok) -> set[int]:
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    for t in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        i = tok.convert_tokens_to_ids(t)
+        if isinstance(i, int) and i >= 0 and i != tok.unk_token_id:
+            ids.add(i)
+    return ids
+
+
+def drop_too_long(ds, tok, max_length: int, max_share: float, column: str = "messages"):
+    """Drop examples longer than max_length (their end-of-turn would be cut off: students that
+    never stop), refusing when more than ``max_share`` of them are too long."""
+    lengths = [len(tok.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"]) for m in ds[column]]
+    too_long = [i for i, n in enumerate(lengths) if n > max_length]
+    share = len(too_long) / len(ds)
+    if share > max_share:
+        raise CotdistillError(
+            f"{len(too_long)} of {len(ds)} examples ({share:.1%}) exceed max_length {max_length} tokens (longest "
+            f"{max(lengths)}, e.g. {example_name(ds, too_long[0])}); raise max_length or max_truncated_share, or filter "
+            f"with max_completion_tokens")
+    keep = [i for i in range(len(ds)) if i not in set(too_long)]
+    return (ds.select(keep) if too_long else ds), len(too_long)
+
+
+def _row_key(row) -> tuple:
+    return (row.get("problem_id"), row.get("sample_index"))
+
+
+def check_loss_masks(ds, tok, source_ds=None) -> dict:
+    """Token-level checks of a TRL-processed dataset (``labels``: -100 = not trained, or an
+    ``assistant_masks``/``completion_mask`` column): every example trains on something, and on an
+    end-of-turn token (otherwise the student never learns to stop). TRL silently drops examples
+    whose mask is empty; those are named here instead."""
+    source_ds = source_ds if source_ds is not None else ds
+    if len(ds) != len(source_ds):
+        have = {_row_key(r) for r in ds}
+        lost = [i for i, r in enumerate(source_ds) if _row_key(r) not in have]
+        name = example_name(source_ds, lost[0]) if lost else f"{len(source_ds) - len(ds)} examples"
+        raise CotdistillError(f"preflight: {name} has an empty loss mask (no assistant tokens to learn) and would be "
+                              f"dropped silently; remove it or fix its messages")
+    if "labels" in ds.column_names:
+        trained_of = lambda r: [t for t, lab in zip(r["input_ids"], r["labels"]) if lab != -100]  # noqa: E731
+    else:
+        col = next((c for c in ("assistant_masks", "completion_mask") if c in ds.column_names), None)
+        if col is None:
+            raise CotdistillError("preflight: the processed dataset has no loss mask; the loss would cover the prompt")
+        trained_of = lambda r: [t for t, m in zip(r["input_ids"], r[col]) if m]  # noqa: E731
+    eot = end_of_turn_ids(tok)
+    trained_tokens = 0
+    for i, row in enumerate(ds):
+        trained = trained_of(row)
+        name = example_name(source_ds, i)
+        if not trained:
+            raise CotdistillError(f"preflight: {name} has an empty loss mask (no assistant tokens to learn); "
+                                  f"remove it or fix its messages")
+        if not eot & set(trained):
+            raise CotdistillError(
+                f"preflight: {name}: the end-of-turn token is not trained (the student would never stop); the chat "
+                f"template must put {tok.convert_ids_to_tokens(sorted(eot))} inside the assistant turn")
+        trained_tokens += len(trained)
+    return {"examples": len(ds), "trained_tokens": trained_tokens}
+
+
+def check_same_vocab(student_tok, teacher_tok, what: str) -> None:
+    """Logit-level methods compare distributions token by token: the vocabularies must be the same
+    (extra rows in a model's embedding, e.g. 151936 vs 152064, are padding and are sliced off)."""
+    sv, tv = student_tok.get_vocab(), teacher_tok.get_vocab()
+    if sv != tv:
+        diff = len(set(sv.items()) ^ set(tv.items()))
+        raise CotdistillError(
+            f"preflight: {what}: student and teacher tokenizers differ ({len(sv)} vs {len(tv)} tokens, {diff} entries "
+            f"differ); logit-level distillation needs the same tokenizer: use sft, or a teacher of the student's family")
+
+
+def peft_config(cfg: TrainConfig):
+    if cfg.lora is None:
+        return None
+    from peft import LoraConfig as PeftLora
+
+    return PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                    target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
+    """Resume from the last checkpoint when asked, train, save final/ (merged when LoRA), log."""
+    import json
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from cotdistill.config import save_resolved
+    from cotdistill.generate import write_atomic
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out / "config.yaml")
+    last = get_last_checkpoint(str(out)) if cfg.resume and out.exists() else None
+    result = trainer.train(resume_from_checkpoint=last)
+    model = trainer.model
+    if cfg.lora is not None and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    final = out / "final"
+    model.save_pretrained(str(final))
+    tok.save_pretrained(str(final))
+    history = trainer.state.log_history
+    write_atomic(out / "trainer_log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    losses = [h["loss"] for h in history if "loss" in h]
+    summary = {"method": cfg.method, "final_model": str(final), "resumed_from": last,
+               "steps": trainer.state.global_step, "train_loss": result.training_loss,
+               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
+               "train_runtime_s": result.metrics.get("train_runtime"), "preflight": preflight}
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,43 @@
+"""Sequence-level KD: TRL ``SFTTrainer`` on the filtered teacher traces, loss on the assistant turn.
+
+Chat templates with ``{% generation %}`` markers train with TRL's ``assistant_only_loss``; the
+many real templates without them (TRL refuses those) are fed as prompt/completion pairs, where TRL
+masks the prompt, so any chat model works. Preflight then checks the processed examples token by
+token before the first step.
+"""
+
+from __future__ import annotations
+
+from cotdistill.config import TrainConfig
+from cotdistill.train.common import (check_loss_masks, drop_too_long, load_split, load_tokenizer,
+                                     peft_config, train_and_save, trainer_kwargs)
+
+
+def to_prompt_completion(ds):
+    return ds.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
+                  remove_columns=["messages"])
+
+
+def build(cfg: TrainConfig):
+    from trl import SFTConfig, SFTTrainer
+
+    tok = load_tokenizer(cfg.student, "student")
+    ds, dropped = drop_too_long(load_split(cfg, "sft"), tok, cfg.max_length, cfg.max_truncated_share)
+    markers = "{% generation %}" in tok.chat_template or "{%- generation %}" in tok.chat_template
+    train_ds = ds if markers else to_prompt_completion(ds)
+    args = SFTConfig(
+        **trainer_kwargs(cfg), max_length=cfg.max_length, packing=cfg.packing,
+        assistant_only_loss=markers, completion_only_loss=None if markers else True,
+        train_sampling_strategy="group_by_length" if cfg.length_grouped else "random",
+        model_init_kwargs={"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else None,
+    )
+    trainer = SFTTrainer(model=cfg.student, args=args, train_dataset=train_ds, processing_class=tok,
+                         peft_config=peft_config(cfg))
+    preflight = check_loss_masks(trainer.train_dataset, tok, source_ds=ds)
+    preflight.update({"dropped_too_long": dropped, "format": "messages" if markers else "prompt_completion"})
+    return trainer, tok, preflight
+
+
+def run(cfg: TrainConfig) -> dict:
+    trainer, tok, preflight = build(cfg)
+    return train_and_save(trainer, cfg, tok, preflight)
