@@ -3,6 +3,7 @@
     cotdistill generate CONFIG.yaml [key.sub=value ...]
     cotdistill merge OUTPUT_DIR
     cotdistill filter CONFIG.yaml [key.sub=value ...]
+    cotdistill train CONFIG.yaml [key.sub=value ...]
     cotdistill verify INPUT.jsonl --output OUTPUT.jsonl
 """
 
@@ -55,6 +56,15 @@ def filter_(
 ):
     """Verify and filter traces into a TRL training set with a dataset card."""
     _run_stage("filter", "FilterConfig", config, overrides)
+
+
+@app.command()
+def train(
+    config: str = typer.Argument(..., help="YAML config of the distill stage"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+):
+    """Distill the student: method sft | gkd | distill | logit_kd."""
+    _run_stage("train", "TrainConfig", config, overrides)
 
 
 @app.command()

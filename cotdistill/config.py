@@ -263,6 +263,7 @@ class GKDOptions(StrictModel):
     temperature: float = Field(default=0.9, gt=0)  # sampling temperature of on-policy rollouts
     seq_kd: bool = False  # also train on teacher-generated sequences
     max_new_tokens: int = Field(default=1024, ge=1)  # long enough for chain of thought (TRL's default is 128)
+    use_vllm: bool | None = None  # distill: vLLM rollouts (colocated); None = on GPUs only
 
 
 class KDOptions(StrictModel):

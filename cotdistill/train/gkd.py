@@ -1,0 +1,78 @@
+"""Logit-level distillation with a live teacher, through TRL:
+
+- ``gkd``: ``trl.experimental.gkd.GKDTrainer`` on the filtered conversations. Each step is
+  on-policy (student rollouts) with probability ``lmbda``; loss is the generalized JSD with
+  ``beta`` (0 = forward KL, 1 = reverse KL); ``seq_kd`` adds teacher-generated sequences.
+- ``distill``: TRL's stable ``DistillationTrainer``, fully on-policy, on the prompt-only view;
+  student rollouts through vLLM where it runs (``gkd.use_vllm``; GPUs by default).
+
+Warm start: point ``student`` at an SFT checkpoint (``.../final``); JSD from a random student
+learns very slowly. Teacher and student must share the tokenizer (checked before loading models).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cotdistill.config import TrainConfig
+from cotdistill.errors import CotdistillError
+from cotdistill.train.common import (check_loss_masks, check_same_vocab, device_defaults, drop_too_long,
+                                     load_split, load_tokenizer, peft_config, train_and_save, trainer_kwargs)
+
+
+def _teacher_kwargs(cfg: TrainConfig) -> dict:
+    # TRL needs a "dtype" key here, given by name (it does getattr(torch, name))
+    return {"dtype": "bfloat16" if device_defaults(cfg)["bf16"] else "float32"}
+
+
+def _collated_view(trainer, ds):
+    """GKD tokenizes in its collator: collate each example alone to see its labels."""
+    import datasets
+
+    rows = []
+    for i in range(len(ds)):
+        batch = trainer.data_collator([ds[i]])
+        ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+        keep = [j for j, m in enumerate(batch["attention_mask"][0].tolist()) if m]
+        rows.append({"input_ids": [ids[j] for j in keep], "labels": [labels[j] for j in keep]})
+    return datasets.Dataset.from_list(rows)
+
+
+def build(cfg: TrainConfig):
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    tok = load_tokenizer(cfg.student, "student")
+    check_same_vocab(tok, load_tokenizer(cfg.teacher, "teacher"), f"method {cfg.method}")
+    g = cfg.gkd
+    if cfg.method == "gkd":
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+        ds, dropped = drop_too_long(load_split(cfg, "sft"), tok, cfg.max_length, cfg.max_truncated_share)
+        args = GKDConfig(**trainer_kwargs(cfg), max_length=cfg.max_length, lmbda=g.lmbda, beta=g.beta,
+                         temperature=g.temperature, seq_kd=g.seq_kd, max_new_tokens=g.max_new_tokens,
+                         teacher_model_init_kwargs=_teacher_kwargs(cfg))
+        trainer = GKDTrainer(model=cfg.student, teacher_model=cfg.teacher, args=args, train_dataset=ds,
+                             processing_class=tok, peft_config=peft_config(cfg))
+        preflight = check_loss_masks(_collated_view(trainer, ds), tok, source_ds=ds)
+        preflight["dropped_too_long"] = dropped
+        return trainer, tok, preflight
+
+    import torch
+    from trl import DistillationConfig, DistillationTrainer
+
+    ds = load_split(cfg, "prompts")
+    if "prompt" not in ds.column_names:
+        raise CotdistillError(f"dataset_dir: {cfg.dataset_dir}/prompts has no 'prompt' column; re-run `cotdistill filter`")
+    ds, dropped = drop_too_long(ds, tok, cfg.max_length - g.max_new_tokens if cfg.max_length > g.max_new_tokens
+                                else cfg.max_length, cfg.max_truncated_share, column="prompt")
+    use_vllm = g.use_vllm if g.use_vllm is not None else torch.cuda.is_available()
+    args = DistillationConfig(**trainer_kwargs(cfg), beta=g.beta, temperature=g.temperature,
+                              max_completion_length=g.max_new_tokens, use_vllm=use_vllm,
+                              vllm_mode="colocate", teacher_model_init_kwargs=_teacher_kwargs(cfg))
+    trainer = DistillationTrainer(model=cfg.student, teacher_model=cfg.teacher, args=args, train_dataset=ds,
+                                  processing_class=tok, peft_config=peft_config(cfg))
+    return trainer, tok, {"examples": len(ds), "dropped_too_long": dropped, "on_policy": True, "use_vllm": use_vllm}
+
+
+def run(cfg: TrainConfig) -> dict:
+    trainer, tok, preflight = build(cfg)
+    return train_and_save(trainer, cfg, tok, preflight)
