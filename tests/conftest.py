@@ -52,3 +52,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory) -> Path:
+    """A smaller student sharing the tiny teacher's tokenizer (the tokenizer build is deterministic)."""
+    from cotdistill.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("student") / "model", hidden=64, heads=2, layers=1,
+                            intermediate=128, seed=1)
