@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-fast bench-generate bench-verify clean-venv
+.PHONY: venv demo test test-fast bench-generate bench-verify bench-train clean-venv
 
 $(BIN)/.installed: pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV) cpu
@@ -30,6 +30,9 @@ bench-generate: venv
 
 bench-verify: venv
 	$(BIN)/python scripts/bench_verify.py
+
+bench-train: venv
+	$(BIN)/python scripts/bench_train.py
 
 clean-venv:
 	rm -rf $(VENV)

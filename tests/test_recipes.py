@@ -2,7 +2,7 @@
 
 import pytest
 
-from cotdistill.config import FilterConfig, GenerateConfig, load_config
+from cotdistill.config import FilterConfig, GenerateConfig, TrainConfig, load_config
 from cotdistill.prompts import load_template
 from conftest import ROOT
 
@@ -23,3 +23,16 @@ def test_recipe_validates(path):
 @pytest.mark.parametrize("path", sorted((ROOT / "data/configs").glob("filter_*.yaml")), ids=lambda p: p.name)
 def test_filter_recipe_validates(path):
     assert load_config(FilterConfig, path).output_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "data/configs").glob("train_*.yaml")), ids=lambda p: p.name)
+def test_train_recipe_validates(path):
+    assert load_config(TrainConfig, path).output_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "data/configs/accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_parse(path):
+    import yaml
+
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["distributed_type"] in {"MULTI_GPU", "DEEPSPEED", "FSDP"} and cfg["num_processes"] >= 1
