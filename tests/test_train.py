@@ -164,3 +164,28 @@ def test_logit_kd_from_real_generation(tiny_model, tiny_student, vllm_teacher, t
     if rows[0]["token_ids"] != rows[1]["token_ids"]:
         with pytest.raises(CotdistillError, match="do not decode to the trace's completion"):
             train.run(TrainConfig.model_validate({**base, "logprobs": str(bad)}))
+
+
+def test_padding_only_vocab_difference_is_handled(tiny_student, tiny_model, tmp_path):
+    """Same tokenizer, embedding of 576 rows vs the teacher's 512 (like 151936 vs 152064)."""
+    from transformers import AutoModelForCausalLM
+
+    padded = with_template(tiny_student, tmp_path)
+    m = AutoModelForCausalLM.from_pretrained(padded)
+    m.resize_token_embeddings(576)
+    m.save_pretrained(padded)
+    s = train.run(cfg(padded, tmp_path, method="gkd", teacher=str(tiny_model), max_steps=2,
+                      gkd={"max_new_tokens": 8, "lmbda": 0.0}))
+    assert s["steps"] == 2 and s["preflight"]["teacher_embedding_resized"] == {"teacher_vocab_size": 512, "resized_to": 576}
+
+
+def test_lora_sft_merges_into_final(tiny_student, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    s = train.run(cfg(tiny_student, tmp_path, lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                      learning_rate=1e-2))
+    final = AutoModelForCausalLM.from_pretrained(s["final_model"])
+    base = AutoModelForCausalLM.from_pretrained(tiny_student)
+    assert not any("lora" in n for n, _ in final.named_parameters())
+    changed = [n for (n, a), (_, b) in zip(final.named_parameters(), base.named_parameters()) if not torch.equal(a, b)]
+    assert changed and all("q_proj" in n or "v_proj" in n for n in changed)

@@ -25,6 +25,27 @@ def _teacher_kwargs(cfg: TrainConfig) -> dict:
     return {"dtype": "bfloat16" if device_defaults(cfg)["bf16"] else "float32"}
 
 
+def teacher_for(cfg: TrainConfig, tok):
+    """The teacher as TRL should get it: its path, or, when its embedding has a different number of
+    rows than the student's while the tokenizers agree (padding rows, e.g. 152064 vs 151936), the
+    loaded model with its embedding resized to the student's: rows past the tokenizer are never
+    produced, so dropping or adding them changes nothing the student learns from."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sv = AutoConfig.from_pretrained(cfg.student).get_text_config().vocab_size
+    tv = AutoConfig.from_pretrained(cfg.teacher).get_text_config().vocab_size
+    if sv == tv:
+        return cfg.teacher, None
+    if min(sv, tv) < len(tok):
+        raise CotdistillError(f"preflight: student vocab_size {sv} / teacher {tv} is smaller than the tokenizer "
+                              f"({len(tok)} tokens); the models do not match their tokenizer")
+    import torch
+
+    teacher = AutoModelForCausalLM.from_pretrained(cfg.teacher, dtype=getattr(torch, _teacher_kwargs(cfg)["dtype"]))
+    teacher.resize_token_embeddings(sv, mean_resizing=False)
+    return teacher, {"teacher_vocab_size": tv, "resized_to": sv}
+
+
 def _collated_view(trainer, ds):
     """GKD tokenizes in its collator: collate each example alone to see its labels."""
     import datasets
@@ -42,6 +63,7 @@ def build(cfg: TrainConfig):
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     tok = load_tokenizer(cfg.student, "student")
     check_same_vocab(tok, load_tokenizer(cfg.teacher, "teacher"), f"method {cfg.method}")
+    teacher, resized = teacher_for(cfg, tok)
     g = cfg.gkd
     if cfg.method == "gkd":
         from trl.experimental.gkd import GKDConfig, GKDTrainer
@@ -49,11 +71,11 @@ def build(cfg: TrainConfig):
         ds, dropped = drop_too_long(load_split(cfg, "sft"), tok, cfg.max_length, cfg.max_truncated_share)
         args = GKDConfig(**trainer_kwargs(cfg), max_length=cfg.max_length, lmbda=g.lmbda, beta=g.beta,
                          temperature=g.temperature, seq_kd=g.seq_kd, max_new_tokens=g.max_new_tokens,
-                         teacher_model_init_kwargs=_teacher_kwargs(cfg))
-        trainer = GKDTrainer(model=cfg.student, teacher_model=cfg.teacher, args=args, train_dataset=ds,
+                         teacher_model_init_kwargs=None if resized else _teacher_kwargs(cfg))
+        trainer = GKDTrainer(model=cfg.student, teacher_model=teacher, args=args, train_dataset=ds,
                              processing_class=tok, peft_config=peft_config(cfg))
         preflight = check_loss_masks(_collated_view(trainer, ds), tok, source_ds=ds)
-        preflight["dropped_too_long"] = dropped
+        preflight.update({"dropped_too_long": dropped, "teacher_embedding_resized": resized})
         return trainer, tok, preflight
 
     import torch
@@ -67,10 +89,12 @@ def build(cfg: TrainConfig):
     use_vllm = g.use_vllm if g.use_vllm is not None else torch.cuda.is_available()
     args = DistillationConfig(**trainer_kwargs(cfg), beta=g.beta, temperature=g.temperature,
                               max_completion_length=g.max_new_tokens, use_vllm=use_vllm,
-                              vllm_mode="colocate", teacher_model_init_kwargs=_teacher_kwargs(cfg))
-    trainer = DistillationTrainer(model=cfg.student, teacher_model=cfg.teacher, args=args, train_dataset=ds,
+                              vllm_mode="colocate",
+                              teacher_model_init_kwargs=None if resized else _teacher_kwargs(cfg))
+    trainer = DistillationTrainer(model=cfg.student, teacher_model=teacher, args=args, train_dataset=ds,
                                   processing_class=tok, peft_config=peft_config(cfg))
-    return trainer, tok, {"examples": len(ds), "dropped_too_long": dropped, "on_policy": True, "use_vllm": use_vllm}
+    return trainer, tok, {"examples": len(ds), "dropped_too_long": dropped, "on_policy": True, "use_vllm": use_vllm,
+                          "teacher_embedding_resized": resized}
 
 
 def run(cfg: TrainConfig) -> dict:
