@@ -4,6 +4,8 @@
     cotdistill merge OUTPUT_DIR
     cotdistill filter CONFIG.yaml [key.sub=value ...]
     cotdistill train CONFIG.yaml [key.sub=value ...]
+    cotdistill eval CONFIG.yaml [key.sub=value ...]
+    cotdistill report RUN_DIR
     cotdistill verify INPUT.jsonl --output OUTPUT.jsonl
 """
 
@@ -65,6 +67,27 @@ def train(
 ):
     """Distill the student: method sft | gkd | distill | logit_kd."""
     _run_stage("train", "TrainConfig", config, overrides)
+
+
+@app.command("eval")
+def eval_(
+    config: str = typer.Argument(..., help="YAML config of the eval stage"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+):
+    """Evaluate models on benchmarks: pass@1, pass@k, maj@k with 95% intervals -> results.json."""
+    _run_stage("evaluate", "EvalConfig", config, overrides)
+
+
+@app.command()
+def report(run_dir: str = typer.Argument(..., help="a run directory holding eval/filter/train outputs")):
+    """Write RUN_DIR/report/report.md with PNG plots from everything found under RUN_DIR."""
+    from cotdistill.report import write_report
+
+    try:
+        path = write_report(run_dir)
+    except CotdistillError as e:
+        _fail(e)
+    typer.echo(str(path))
 
 
 @app.command()

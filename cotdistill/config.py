@@ -313,3 +313,37 @@ class TrainConfig(StrictModel):
             raise ValueError("packing lets packed examples attend to each other unless attention honours "
                              "sequence boundaries: set attn_implementation=flash_attention_2 (GPU) or packing=false")
         return self
+
+
+# ---------------------------------------------------------------- eval stage
+class EvalModel(StrictModel):
+    name: str  # label in results and plots
+    role: Literal["teacher", "student", "baseline"] = "student"
+    teacher: TeacherConfig  # how to serve it: vLLM offline engine or an OpenAI-compatible server
+
+
+class EvalBenchmark(StrictModel):
+    name: str
+    source: SourceConfig
+    template: str = "math_boxed_think"  # prompt template (prompts/)
+
+
+class EvalConfig(StrictModel):
+    models: list[EvalModel] = Field(min_length=1)
+    benchmarks: list[EvalBenchmark] = Field(min_length=1)
+    sampling: SamplingConfig = SamplingConfig(n=4, temperature=0.6, max_tokens=1024)  # temperature 0 = greedy
+    ks: list[int] = Field(default_factory=lambda: [1, 4])  # pass@k and maj@k for each k <= n
+    ci: Literal["bootstrap", "wilson"] = "bootstrap"
+    train_data: list[str] = Field(default_factory=list)  # filter outputs / jsonl files to check for overlap
+    ngram: int = Field(default=8, ge=3)
+    verify_workers: int = Field(default=0, ge=0)
+    verify_timeout_s: float = Field(default=10.0, gt=0)
+    output_dir: str
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        for what, names in (("models", [m.name for m in self.models]), ("benchmarks", [b.name for b in self.benchmarks])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what} names must be unique, got {names}")
+        return self

