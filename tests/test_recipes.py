@@ -2,7 +2,7 @@
 
 import pytest
 
-from cotdistill.config import FilterConfig, GenerateConfig, TrainConfig, load_config
+from cotdistill.config import EvalConfig, FilterConfig, GenerateConfig, TrainConfig, load_config
 from cotdistill.prompts import load_template
 from conftest import ROOT
 
@@ -36,3 +36,11 @@ def test_accelerate_configs_parse(path):
 
     cfg = yaml.safe_load(path.read_text())
     assert cfg["distributed_type"] in {"MULTI_GPU", "DEEPSPEED", "FSDP"} and cfg["num_processes"] >= 1
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "data/configs").glob("eval_*.yaml")), ids=lambda p: p.name)
+def test_eval_recipe_validates(path):
+    cfg = load_config(EvalConfig, path)
+    assert cfg.output_dir.startswith("runs/") and {m.role for m in cfg.models} >= {"teacher", "student"}
+    for b in cfg.benchmarks:
+        load_template(b.template)
