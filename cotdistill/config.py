@@ -209,11 +209,9 @@ def load_config(cls: type[M], path: str | os.PathLike | None, overrides: list[st
 
 
 def save_resolved(cfg: BaseModel, path: str | os.PathLike) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, p)
+    from cotdistill.store import write_atomic
+
+    write_atomic(Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 # ---------------------------------------------------------------- filter stage

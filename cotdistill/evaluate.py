@@ -19,11 +19,11 @@ from pathlib import Path
 
 from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig, save_resolved
 from cotdistill.decontam import NgramIndex
-from cotdistill.generate import load_problem_file, write_atomic
+from cotdistill.generate import load_problem_file
 from cotdistill.metrics import summarize
-from cotdistill.store import iter_jsonl
+from cotdistill.store import iter_jsonl, write_atomic
 from cotdistill.verify import answer_key
-from cotdistill.verify_pool import VerifyPool
+from cotdistill.verify_pool import verify_pairs
 
 
 def fingerprint(model: str) -> dict:
@@ -127,16 +127,9 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
                         results["warnings"].append(msg)
                         print(f"warning: {msg}", file=sys.stderr)
                 traces = [obj for _, obj in iter_jsonl(gdir / "traces.jsonl")]
-                items = []
-                for t in traces:
-                    p = problems[t["problem_id"]]
-                    rg = p.metadata.get("rg_task")
-                    items.append({"completion": t["completion"], "gold": p.answer, "rg_task": rg,
-                                  "rg_entry": p.metadata.get("rg_entry") if rg else None})
-                verdicts = {}
-                with VerifyPool(cfg.verify_workers, cfg.verify_timeout_s) as pool:
-                    for idx, v, _ in pool.imap(items):
-                        verdicts[(traces[idx]["problem_id"], traces[idx]["sample_index"])] = v
+                found = verify_pairs([(t["completion"], problems[t["problem_id"]]) for t in traces],
+                                     cfg.verify_workers, cfg.verify_timeout_s, cfg.progress)
+                verdicts = {(t["problem_id"], t["sample_index"]): v for t, v in zip(traces, found)}
                 write_atomic(out / m.name / b.name / "verdicts.jsonl", "".join(
                     json.dumps({"problem_id": t["problem_id"], "sample_index": t["sample_index"],
                                 "completion_tokens": t["completion_tokens"], "finish_reason": t["finish_reason"],

@@ -24,13 +24,12 @@ from pydantic import ValidationError
 from cotdistill.config import FilterConfig, save_resolved
 from cotdistill.decontam import NgramIndex
 from cotdistill.errors import CotdistillError
-from cotdistill.generate import write_atomic
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, Trace, Verdict
 from cotdistill.sources import load_problems
-from cotdistill.store import iter_jsonl
+from cotdistill.store import iter_jsonl, write_atomic
 from cotdistill.verify import answer_key, check_format, compare
-from cotdistill.verify_pool import VerifyPool
+from cotdistill.verify_pool import verify_pairs
 
 FUNNEL = ["truncated", "length", "format", "contaminated", "cannot_tell", "incorrect",
           "duplicate_exact", "near_duplicate", "over_per_problem_cap"]
@@ -101,18 +100,9 @@ def run(cfg: FilterConfig) -> dict:
     save_resolved(cfg, out / "config.yaml")
 
     # 1. verify every trace (pool, hard per-item limit)
-    items = []
-    for t in traces:
-        p = problems[t.problem_id]
-        rg = p.metadata.get("rg_task")
-        items.append({"completion": t.completion, "gold": p.answer, "rg_task": rg,
-                      "rg_entry": p.metadata.get("rg_entry") if rg else None})
-    verdicts: dict[str, Verdict] = {}
-    from tqdm.auto import tqdm
-
-    with VerifyPool(cfg.verify_workers, cfg.verify_timeout_s) as pool:
-        for idx, v, _ in tqdm(pool.imap(items), total=len(items), desc="verify", disable=not cfg.progress):
-            verdicts[traces[idx].key] = v
+    found = verify_pairs([(t.completion, problems[t.problem_id]) for t in traces], cfg.verify_workers,
+                         cfg.verify_timeout_s, cfg.progress)
+    verdicts: dict[str, Verdict] = {t.key: v for t, v in zip(traces, found)}
 
     # 2. pseudo-labels by majority vote where there is no gold
     by_problem: dict[str, list[Trace]] = defaultdict(list)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +25,7 @@ from cotdistill.errors import CotdistillError
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, SamplingInfo, TokenLogprobs, Trace, trace_key
 from cotdistill.sources import load_problems
-from cotdistill.store import AppendWriter, iter_jsonl, keep_only_keys, read_keys, repair_tail
+from cotdistill.store import AppendWriter, iter_jsonl, keep_only_keys, read_keys, repair_tail, write_atomic
 from cotdistill.teachers import Job, Teacher, derive_seed, make_teacher
 
 
@@ -43,12 +42,6 @@ def output_paths(out: Path, shard: ShardConfig) -> dict[str, Path]:
     return {"config": out / f"config{sfx}.yaml", "traces": out / f"traces{sfx}.jsonl",
             "logprobs": out / f"logprobs{sfx}.jsonl", "summary": out / f"summary{sfx}.json",
             "problems": out / "problems.jsonl"}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _check_same_run(paths: dict[str, Path], cfg: GenerateConfig) -> None:

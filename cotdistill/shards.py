@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cotdistill.config import GenerateConfig, ShardConfig, load_config
 from cotdistill.errors import CotdistillError
-from cotdistill.generate import load_problem_file, output_paths, shard_of, summarize, write_atomic
-from cotdistill.store import iter_jsonl
+from cotdistill.generate import load_problem_file, output_paths, shard_of, summarize
+from cotdistill.store import iter_jsonl, write_atomic
 
 _SHARD_CFG = re.compile(r"config-(\d{5})-of-(\d{5})\.yaml$")
 

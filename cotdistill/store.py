@@ -16,6 +16,15 @@ from typing import Iterator
 from cotdistill.errors import CotdistillError
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step (temp file + rename): readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def repair_tail(path: Path) -> int:
     """Drop an unterminated last line (a torn write). Returns the number of bytes removed."""
     if not path.exists():

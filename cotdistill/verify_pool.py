@@ -18,10 +18,13 @@ import time
 from collections import Counter, deque
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from cotdistill.errors import CotdistillError
 from cotdistill.records import Verdict
+
+if TYPE_CHECKING:
+    from cotdistill.records import Problem
 
 
 def _worker(conn) -> None:
@@ -99,6 +102,23 @@ class VerifyPool:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def verify_pairs(pairs: list[tuple[str, "Problem"]], workers: int = 0, timeout_s: float = 10.0,
+                 progress: bool = False, desc: str = "verify") -> list[Verdict]:
+    """Verdicts for (completion, problem) pairs, in order; reasoning-gym problems use their scorer."""
+    from tqdm.auto import tqdm
+
+    items = []
+    for completion, p in pairs:
+        rg = p.metadata.get("rg_task")
+        items.append({"completion": completion, "gold": p.answer, "rg_task": rg,
+                      "rg_entry": p.metadata.get("rg_entry") if rg else None})
+    out: list[Verdict | None] = [None] * len(items)
+    with VerifyPool(workers, timeout_s) as pool:
+        for idx, v, _ in tqdm(pool.imap(items), total=len(items), desc=desc, disable=not progress):
+            out[idx] = v
+    return out
 
 
 def audit_file(input_path: str | Path, output_path: str | Path, workers: int = 0,

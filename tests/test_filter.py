@@ -8,7 +8,7 @@ import pytest
 from cotdistill import filter as stage
 from cotdistill.config import FilterConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.records import Message, Problem, SamplingInfo, TeacherInfo, TemplateInfo, Trace
+from cotdistill.records import Message, Problem, SamplingInfo, TeacherInfo, Trace
 from conftest import read_jsonl, write_jsonl
 
 TEACHER = TeacherInfo(backend="vllm", model="t", tokenizer_hash="abc")

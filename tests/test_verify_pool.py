@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cotdistill.cli import app
-from cotdistill.verify_pool import VerifyPool, audit_file
+from cotdistill.verify_pool import VerifyPool
 from conftest import read_jsonl, write_jsonl
 
 
