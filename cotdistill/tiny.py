@@ -33,16 +33,19 @@ def _corpus(n: int = 3000, seed: int = 0) -> list[str]:
     return lines
 
 
-def build_tokenizer(out: Path, vocab_size: int = 512):
+def build_tokenizer(out: Path, vocab_size: int = 512, individual_digits: bool = False, corpus=None):
+    """BPE over bytes; ``individual_digits`` keeps every digit its own token (arithmetic models)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if individual_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(), trainer)
+    tok.train_from_iterator(corpus or _corpus(), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|im_end|>",
                                    bos_token="<|endoftext|>")
     fast.chat_template = CHAT_TEMPLATE
@@ -52,14 +55,14 @@ def build_tokenizer(out: Path, vocab_size: int = 512):
 
 def build_tiny_model(out: str | Path, hidden: int = 128, heads: int = 4, layers: int = 2,
                      intermediate: int = 256, vocab_size: int = 512, max_len: int = 2048,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, individual_digits: bool = False, corpus=None) -> Path:
     """Write tokenizer + random Llama weights to ``out``; returns the directory."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out, vocab_size)
+    tok = build_tokenizer(out, vocab_size, individual_digits, corpus)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                       max_position_embeddings=max_len, bos_token_id=tok.bos_token_id,
