@@ -222,10 +222,15 @@ def _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, prob
     prompts = [{"prompt": [m.model_dump() for m in t.messages], "problem_id": pid, "gold": labels[pid][0],
                 "label_source": labels[pid][1]}
                for pid, t in first.items() if pid not in problem_hit and labels[pid][0] is not None]
+    empty_cols = {"sft": ["messages", "problem_id", "sample_index", "teacher", "tokenizer_hash", "template",
+                          "template_hash", "gold", "label_source", "extracted", "correct", "verify_reason",
+                          "completion_tokens"],
+                  "prompts": ["prompt", "problem_id", "gold", "label_source"]}
     for name, data in (("sft", rows), ("prompts", prompts)):
         write_atomic(out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data))
-        ds = datasets.Dataset.from_list(data) if data else datasets.Dataset.from_dict({})
-        ds.save_to_disk(str(out / name))
+        # an empty selection still gets a loadable dataset (no rows, the usual columns)
+        ds = datasets.Dataset.from_list(data) if data else datasets.Dataset.from_dict({c: [] for c in empty_cols[name]})
+        ds.save_to_disk(str(out / name), num_shards=1 if not data else None)  # datasets fails on 0 rows otherwise
     write_atomic(out / "verdicts.jsonl", "".join(x + "\n" for x in verdict_lines))
 
     counts = Counter(drop.values())

@@ -166,6 +166,10 @@ def test_vote_below_threshold_gives_no_label(tmp_path):
     s = stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o"), verify_workers=1,
                                progress=False, vote_threshold=0.6))
     assert s["voted_labels"] == 0 and s["kept"] == 0
+    import datasets
+
+    empty = datasets.load_from_disk(str(tmp_path / "o/sft"))  # nothing kept: still a loadable dataset
+    assert len(empty) == 0 and "messages" in empty.column_names
     assert {s_["stage"]: s_["dropped"] for s_ in s["funnel"]}["cannot_tell"] == 4
     s = stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o2"), verify_workers=1,
                                progress=False, vote_threshold=0.5))
