@@ -16,6 +16,7 @@ demo: venv
 	$(BIN)/python -m cotdistill.tiny runs/tiny-teacher
 	$(BIN)/cotdistill generate data/configs/generate_demo.yaml
 	$(BIN)/cotdistill filter data/configs/filter_demo.yaml
+	$(BIN)/cotdistill report runs/demo
 
 # fast tests first, then the slow (server / subprocess) ones
 test: venv
