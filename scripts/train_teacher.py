@@ -26,7 +26,7 @@ def messages(p: dict) -> list[dict]:
             {"role": "assistant", "content": f"{p['solution']}\n\\boxed{{{p['answer']}}}"}]
 
 
-def greedy_accuracy(model_dir: Path, problems: list[dict], max_new_tokens: int = 48) -> float:
+def greedy_accuracy(model_dir: Path, problems: list[dict], max_new_tokens: int = 96) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
