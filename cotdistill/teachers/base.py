@@ -56,7 +56,9 @@ def tokenizer_hash(tokenizer) -> str:
 
 
 def looks_like_local_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or Path(name).suffix != "" or Path(name).exists()
+    """Hub ids are "name" or "org/name" (dots allowed: "Qwen/Qwen2.5-0.5B-Instruct"); anything
+    rooted, relative with ./ or ~, deeper than one slash, or present on disk is a path."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 def check_model_location(name: str, field_name: str) -> None:

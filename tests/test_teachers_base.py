@@ -1,0 +1,28 @@
+"""Model-location checks: hub ids pass through to the loaders, missing local paths fail early."""
+
+import pytest
+
+from cotdistill.errors import CotdistillError
+from cotdistill.teachers.base import check_model_location, derive_seed
+
+
+@pytest.mark.parametrize("name", ["Qwen/Qwen2.5-0.5B-Instruct", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "gpt2",
+                                  "HuggingFaceTB/SmolLM2-135M-Instruct"])
+def test_hub_ids_are_not_taken_for_paths(name):
+    check_model_location(name, "teacher.model")  # no error: the loader will resolve it
+
+
+@pytest.mark.parametrize("name", ["/no/such/model", "./missing", "../missing", "runs/a/missing", "~/nope"])
+def test_missing_local_paths_fail_in_one_line(name):
+    with pytest.raises(CotdistillError, match=f"teacher.model: model path '{name}' does not exist"):
+        check_model_location(name, "teacher.model")
+
+
+def test_existing_directory_is_accepted(tmp_path):
+    check_model_location(str(tmp_path), "teacher.model")
+
+
+def test_derive_seed_is_stable_and_distinct():
+    assert derive_seed(0, "p1", 0) == derive_seed(0, "p1", 0)
+    assert len({derive_seed(0, "p1", i) for i in range(100)}) == 100
+    assert derive_seed(1, "p1", 0) != derive_seed(0, "p1", 0)
