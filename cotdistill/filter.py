@@ -19,15 +19,13 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from cotdistill.config import FilterConfig, save_resolved
 from cotdistill.decontam import NgramIndex
 from cotdistill.errors import CotdistillError
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, Trace, Verdict
 from cotdistill.sources import load_problems
-from cotdistill.store import iter_jsonl, write_atomic
+from cotdistill.store import read_records, write_atomic
 from cotdistill.verify import answer_key, check_format, compare
 from cotdistill.verify_pool import verify_pairs
 
@@ -39,15 +37,7 @@ def _read(path: Path, cls, what: str) -> list:
     if not path.exists():
         hint = " (shard files? run `cotdistill merge` first)" if list(path.parent.glob("traces-*-of-*.jsonl")) else ""
         raise CotdistillError(f"{path}: {what} file not found{hint}; point generate_dir at a generation output")
-    out = []
-    for lineno, obj in iter_jsonl(path):
-        try:
-            out.append(cls.model_validate(obj))
-        except ValidationError as e:
-            err = e.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            raise CotdistillError(f"{path}: line {lineno}: field '{field}': {err['msg']}; not a {what} record of this version") from None
-    return out
+    return read_records(path, cls, what)
 
 
 def _shingles(text: str) -> set[bytes]:

@@ -25,7 +25,8 @@ from cotdistill.errors import CotdistillError
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, SamplingInfo, TokenLogprobs, Trace, trace_key
 from cotdistill.sources import load_problems
-from cotdistill.store import AppendWriter, iter_jsonl, keep_only_keys, read_keys, repair_tail, write_atomic
+from cotdistill.store import (AppendWriter, iter_jsonl, keep_only_keys, read_keys, read_records, repair_tail,
+                              write_atomic)
 from cotdistill.teachers import Job, Teacher, derive_seed, make_teacher
 
 
@@ -160,4 +161,4 @@ def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
 
 
 def load_problem_file(path: Path) -> list[Problem]:
-    return [Problem.model_validate(obj) for _, obj in iter_jsonl(path)]
+    return read_records(path, Problem, "problem")

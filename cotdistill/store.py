@@ -74,6 +74,23 @@ def iter_jsonl(path: str | os.PathLike, skip_torn_tail: bool = True) -> Iterator
         yield i, obj
 
 
+def read_records(path: str | os.PathLike, cls, what: str) -> list:
+    """Every line of a JSONL file validated as the pydantic model ``cls``; the first bad line is a
+    one-line error naming the file, line and field."""
+    from pydantic import ValidationError
+
+    out = []
+    for lineno, obj in iter_jsonl(path):
+        try:
+            out.append(cls.model_validate(obj))
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise CotdistillError(f"{path}: line {lineno}: field '{field}': {err['msg']}; "
+                                  f"not a {what} record of this version") from None
+    return out
+
+
 def read_keys(path: Path, key_fields: tuple[str, str] = ("problem_id", "sample_index")) -> set[str]:
     keys: set[str] = set()
     if not path.exists():

@@ -89,7 +89,8 @@ def drop_too_long(ds, tok, max_length: int, max_share: float, column: str = "mes
             f"{len(too_long)} of {len(ds)} examples ({share:.1%}) exceed max_length {max_length} tokens (longest "
             f"{max(lengths)}, e.g. {example_name(ds, too_long[0])}); raise max_length or max_truncated_share, or filter "
             f"with max_completion_tokens")
-    keep = [i for i in range(len(ds)) if i not in set(too_long)]
+    skip = set(too_long)
+    keep = [i for i in range(len(ds)) if i not in skip]
     return (ds.select(keep) if too_long else ds), len(too_long)
 
 
