@@ -24,12 +24,39 @@ def arithmetic_problem(rng: random.Random, pid: str) -> dict:
     return {"id": pid, "question": question, "answer": str(s3), "solution": solution, "steps": 3}
 
 
-def arithmetic_set(size: int, seed: int, prefix: str, exclude: set[str] | None = None) -> list[dict]:
-    """``size`` distinct problems; questions in ``exclude`` (another split) are never produced."""
+def arithmetic_set(size: int, seed: int, prefix: str, exclude: set[str] | None = None, task: str = "arithmetic",
+                   **task_args) -> list[dict]:
+    """``size`` distinct problems of ``task`` (see TASKS); questions in ``exclude`` (another split)
+    are never produced."""
+    make = TASKS[task]
     rng, seen, rows = random.Random(seed), set(exclude or ()), []
     while len(rows) < size:
-        p = arithmetic_problem(rng, f"{prefix}-{len(rows):05d}")
+        p = make(rng, f"{prefix}-{len(rows):05d}", **task_args)
         if p["question"] not in seen:
             seen.add(p["question"])
             rows.append(p)
     return rows
+
+
+CHAIN_OPS = {"+": lambda x, y: (x + y) % 10, "-": lambda x, y: (x - y) % 10, "*": lambda x, y: (x * y) % 10}
+
+
+def chain_problem(rng: random.Random, pid: str, steps: int = 5) -> dict:
+    """"Last digit of 7+5*3-8+9, left to right." -> one line per operation ("7+5=2").
+
+    Every intermediate is kept mod 10, so each written step is a lookup in a 10x10 table; the
+    answer at once needs ``steps`` lookups composed in a single forward pass, which small models
+    fail at (the default embedded run measures both)."""
+    x = rng.randint(0, 9)
+    expr, lines = [str(x)], []
+    for _ in range(steps):
+        op, y = rng.choice("+-*"), rng.randint(0, 9)
+        r = CHAIN_OPS[op](x, y)
+        expr += [op, str(y)]
+        lines.append(f"{x}{op}{y}={r}")
+        x = r
+    question = f"Last digit of {''.join(expr)}, left to right."
+    return {"id": pid, "question": question, "answer": str(x), "solution": "\n".join(lines), "steps": steps}
+
+
+TASKS = {"arithmetic": arithmetic_problem, "chain": chain_problem}
