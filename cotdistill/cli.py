@@ -1,5 +1,6 @@
 """The ``cotdistill`` command: one subcommand per stage; it only parses and dispatches.
 
+    cotdistill run CONFIG.yaml [--from STAGE] [--skip STAGE] [key.sub=value ...]
     cotdistill generate CONFIG.yaml [key.sub=value ...]
     cotdistill merge OUTPUT_DIR
     cotdistill filter CONFIG.yaml [key.sub=value ...]
@@ -76,6 +77,25 @@ def eval_(
 ):
     """Evaluate models on benchmarks: pass@1, pass@k, maj@k with 95% intervals -> results.json."""
     _run_stage("evaluate", "EvalConfig", config, overrides)
+
+
+@app.command("run")
+def run_(
+    config: str = typer.Argument(..., help="YAML config of the whole pipeline (see data/configs/run_demo.yaml)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+    from_stage: Optional[str] = typer.Option(None, "--from", help="re-run this stage and everything after it"),
+    skip: Optional[List[str]] = typer.Option(None, "--skip", help="leave this stage out (repeatable; 'train' = all students)"),
+):
+    """The whole pipeline: generate -> filter -> train the students -> eval -> report, with retention."""
+    from cotdistill import config as cfgmod
+    from cotdistill import run as runmod
+
+    try:
+        cfg = cfgmod.load_config(cfgmod.RunConfig, config, overrides or [])
+        summary = runmod.run(cfg, from_stage=from_stage, skip=skip or [])
+    except CotdistillError as e:
+        _fail(e)
+    typer.echo(json.dumps(summary, indent=2))
 
 
 @app.command()

@@ -152,33 +152,59 @@ def _parse_override(item: str, where: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _unshare(x):
+    """Plain copy of YAML data: anchors/aliases (``train: *sft``) would otherwise share one dict, so
+    an override of one student's field would change every student that aliases it."""
+    if isinstance(x, dict):
+        return {k: _unshare(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_unshare(v) for v in x]
+    return x
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "overrides") -> dict:
+    """``a.b=1`` sets a nested key; a number indexes a list (``students.0.train.max_steps=10``)."""
+    data = _unshare(data)
     for item in overrides:
         path, value = _parse_override(item, where)
         node = data
-        for part in path[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[part] = nxt
-            node = nxt
-        node[path[-1]] = value
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise CotdistillError(f"{where}: override '{item}': '{part}' is not an index of the "
+                                          f"{len(node)}-item list at '{'.'.join(path[:i])}'")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+                continue
+            if last:
+                node[part] = value
+            elif not isinstance(node.get(part), dict | list):
+                node[part] = {}
+                node = node[part]
+            else:
+                node = node[part]
     return data
 
 
-def format_validation_error(err: ValidationError, where: str) -> str:
+def format_validation_error(err: ValidationError, where: str | None, loc_prefix: str = "") -> str:
+    """One line; ``loc_prefix`` places a nested config's fields (``students[1].train``) in the file."""
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        loc = ".".join([loc_prefix] * bool(loc_prefix) + [str(p) for p in e["loc"] if not str(p).startswith("function-after")])
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}' (check spelling; see the config's documented keys)")
         elif e["type"] == "missing":
             parts.append(f"missing required key '{loc}'")
+        elif not loc:  # a whole-model check (model_validator): its message names the fields
+            parts.append(e["msg"].removeprefix("Value error, "))
         else:
             got = e.get("input")
             got_s = f" (got {got!r})" if not isinstance(got, dict | list) else ""
             parts.append(f"{loc}: {e['msg']}{got_s}")
-    return f"{where}: " + "; ".join(parts)
+    return (f"{where}: " if where else "") + "; ".join(parts)
 
 
 def load_config(cls: type[M], path: str | os.PathLike | None, overrides: list[str] = ()) -> M:
@@ -344,4 +370,73 @@ class EvalConfig(StrictModel):
         for what, names in (("models", [m.name for m in self.models]), ("benchmarks", [b.name for b in self.benchmarks])):
             if len(set(names)) != len(names):
                 raise ValueError(f"{what} names must be unique, got {names}")
+        return self
+
+
+# ---------------------------------------------------------------- the whole pipeline (cotdistill run)
+class StudentInit(StrictModel):
+    """A fresh, randomly initialised Llama that shares the teacher's tokenizer (the embedded run)."""
+
+    hidden: int = Field(default=128, ge=32)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=4, ge=1)  # hidden / heads must be a head size vLLM supports (32, 64, ...)
+    intermediate: int | None = Field(default=None, ge=1)  # None: 2 * hidden
+    seed: int = 0
+
+
+class RunStudent(StrictModel):
+    name: str  # label in results, also the stage name (train:<name>) and output folder
+    data: Literal["filtered", "unfiltered", "answers_only"] = "filtered"
+    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig fields; paths are filled in by the run
+
+
+class RunEval(StrictModel):
+    benchmarks: list[EvalBenchmark] = Field(min_length=1)
+    sampling: SamplingConfig = SamplingConfig(n=1, temperature=0.0, max_tokens=1024)  # greedy
+    ks: list[int] = Field(default_factory=lambda: [1])
+    ci: Literal["bootstrap", "wilson"] = "wilson"
+    teacher: bool = True  # evaluate the teacher too (retention needs it)
+
+
+class RunTargets(StrictModel):
+    """What the run checks and reports (it does not fail on a missed target unless strict)."""
+
+    min_retention: float = Field(default=0.95, ge=0)  # best distilled student / teacher
+    min_gain_over_answers_only: float = Field(default=0.10, ge=0)  # accuracy points (0.10 = 10 points)
+    filtered_at_least_unfiltered: bool = True
+    strict: bool = False  # exit non-zero when a target is missed
+
+
+class RunConfig(StrictModel):
+    output_dir: str
+    teacher: TeacherConfig  # generates the traces and is evaluated as the reference
+    student: str | StudentInit  # hub id / directory, or a fresh model built on the teacher's tokenizer
+    generate: dict[str, Any]  # GenerateConfig fields except teacher and output_dir
+    filter: dict[str, Any] = Field(default_factory=dict)  # FilterConfig fields except the directories
+    students: list[RunStudent] = Field(min_length=1)
+    eval: RunEval
+    benchmark: str | None = None  # which eval benchmark the targets are judged on (default: the first)
+    targets: RunTargets = RunTargets()
+
+    @model_validator(mode="after")
+    def _check_parts(self):
+        names = [s.name for s in self.students]
+        if len(set(names)) != len(names):
+            raise ValueError(f"student names must be unique, got {names}")
+        if "teacher" in names:
+            raise ValueError("'teacher' names the teacher in results; call the student something else")
+        bench = [b.name for b in self.eval.benchmarks]
+        if self.benchmark is not None and self.benchmark not in bench:
+            raise ValueError(f"benchmark '{self.benchmark}' is not one of the eval benchmarks {bench}")
+        # validate the embedded stage configs now, not an hour into the run
+        parts = [("generate", GenerateConfig, {**self.generate, "teacher": self.teacher.model_dump(), "output_dir": "-"}),
+                 ("filter", FilterConfig, {**self.filter, "generate_dir": "-", "output_dir": "-"})]
+        parts += [(f"students[{i}].train", TrainConfig,
+                   {"student": "-", "dataset_dir": "-", "output_dir": "-", "logprobs": "-", **s.train})
+                  for i, s in enumerate(self.students)]
+        for where, cls, data in parts:
+            try:
+                cls.model_validate(data)
+            except ValidationError as e:
+                raise ValueError(format_validation_error(e, None, where)) from None
         return self

@@ -151,6 +151,8 @@ def write_report(run_dir: str | Path) -> Path:
                 extra = ", ".join(f"{k} {v['value']:.3f}" for k, v in s.items() if "@" in k and k != "pass@1")
                 md.append(f"| {name} | {b} | {extra or '-'} | {s['mean_completion_tokens']:.1f} | "
                           f"{s['truncation_rate']:.1%} | {s['cannot_tell_rate']:.1%} |")
+        if "distillation" in results:
+            md += _distillation_md(results["distillation"])
         for w in results["warnings"]:
             md.append(f"\n> warning: {w}")
         _accuracy_plot(results, out / f"accuracy_{tag}.png")
@@ -181,6 +183,33 @@ def write_report(run_dir: str | Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
     return path
+
+
+def _distillation_md(d: dict) -> list[str]:
+    """The run's summary table: what each student's training data bought, relative to the teacher."""
+    what = {"filtered": "verified teacher traces", "unfiltered": "all teacher traces (unfiltered)",
+            "answers_only": "final answers only, no chain of thought"}
+    md = ["", f"### Distillation on `{d['benchmark']}`", "",
+          "| model | trained on | method | accuracy [95% CI] | retention (÷ teacher) |", "|---|---|---|---|---:|"]
+    for name, r in sorted(d["models"].items(), key=lambda x: -x[1]["accuracy"]):
+        ret = f"{r['retention']:.3f}" if r["retention"] is not None else "-"
+        md.append(f"| {name}{' (best distilled)' if name == d['best_distilled'] else ''} | "
+                  f"{what.get(r['data'], 'teacher' if r['role'] == 'teacher' else '-')} | {r['method'] or '-'} | "
+                  f"{r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {ret} |")
+    md += ["", "| target | measured | goal | |", "|---|---:|---:|---|"]
+    t = d["targets"]
+    if "retention" in t:
+        md.append(f"| best distilled student / teacher | {t['retention']['value']:.3f} | >= {t['retention']['target']:.2f} "
+                  f"| {'met' if t['retention']['met'] else 'MISSED'} |")
+    if "gain_over_answers_only" in t:
+        g = t["gain_over_answers_only"]
+        md.append(f"| best distilled - answers-only (points) | {100 * g['value']:+.1f} | >= {100 * g['target']:+.1f} "
+                  f"| {'met' if g['met'] else 'MISSED'} |")
+    if "filtered_vs_unfiltered" in t:
+        f = t["filtered_vs_unfiltered"]
+        md.append(f"| filtered - unfiltered, same method (points) | {100 * f['value']:+.1f} | >= +0.0 "
+                  f"| {'met' if f['met'] else 'MISSED'} |")
+    return md + [""]
 
 
 def _accepted_per_k(gen_dir: Path, filter_reports: list[Path], summary: dict) -> str:

@@ -57,12 +57,32 @@ def build_tiny_model(out: str | Path, hidden: int = 128, heads: int = 4, layers:
                      intermediate: int = 256, vocab_size: int = 512, max_len: int = 2048,
                      seed: int = 0, individual_digits: bool = False, corpus=None) -> Path:
     """Write tokenizer + random Llama weights to ``out``; returns the directory."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out, vocab_size, individual_digits, corpus)
+    return _random_llama(tok, out, hidden, heads, layers, intermediate, max_len, seed)
+
+
+def build_student(tokenizer_from: str | Path, out: str | Path, hidden: int = 128, heads: int = 4, layers: int = 2,
+                  intermediate: int | None = None, seed: int = 0, max_len: int = 2048) -> Path:
+    """A fresh random Llama on another model's tokenizer (a student that can be distilled from it)."""
+    from transformers import AutoTokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_from))
+    tok.save_pretrained(out)
+    return _random_llama(tok, out, hidden, heads, layers, intermediate or 2 * hidden, max_len, seed)
+
+
+def _random_llama(tok, out: Path, hidden: int, heads: int, layers: int, intermediate: int, max_len: int,
+                  seed: int) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if hidden % heads or hidden // heads not in (32, 64, 80, 96, 112, 128, 256):
+        raise ValueError(f"hidden {hidden} / heads {heads}: head size must be 32, 64, 80, 96, 112, 128 or 256 "
+                         f"(vLLM's attention kernels); change hidden or heads")
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                       max_position_embeddings=max_len, bos_token_id=tok.bos_token_id,

@@ -1,10 +1,14 @@
 """Write the small offline problem files shipped in data/ (deterministic; re-run to regenerate).
 
-    python scripts/make_problems.py            # writes data/arithmetic_{train,test}.jsonl, data/chain_sum_test.jsonl
+    python scripts/make_problems.py            # writes data/arithmetic_{train,test}.jsonl, data/chain_sum_test.jsonl,
+                                               # data/digit_chain_{train,test}.jsonl
 
 arithmetic_*: multi-step integer arithmetic ("(a + b) * c - d") with a worked solution, one step
 per line, and the gold answer. chain_sum_test: a reasoning-gym snapshot (task chain_sum, seed 7),
-so the reasoning-gym path can be exercised from a plain file too.
+so the reasoning-gym path can be exercised from a plain file too. digit_chain_*: the embedded
+run's task (cotdistill/tasks.py chain_problem: "Last digit of 7+5*3-8+9, left to right."), five
+steps; train is what the teacher answers for distillation, test is held out from it and from the
+teacher's own training set (scripts/train_teacher.py).
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+sys.path.insert(0, str(ROOT))
 
 
 def arithmetic_problem(rng: random.Random, idx: int, split: str) -> dict:
@@ -38,6 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=int, default=200)
     ap.add_argument("--test", type=int, default=100)
+    ap.add_argument("--chain-train", type=int, default=4000)
+    ap.add_argument("--chain-test", type=int, default=500)
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
     rng = random.Random(1234)
@@ -51,6 +60,13 @@ def main() -> None:
             seen.add(p["question"])
             rows[split].append(p)
         write_jsonl(DATA / f"arithmetic_{split}.jsonl", rows[split])
+
+    from cotdistill.tasks import arithmetic_set
+
+    test = arithmetic_set(args.chain_test, seed=7001, prefix="chain-test", task="chain")
+    write_jsonl(DATA / "digit_chain_test.jsonl", test)
+    write_jsonl(DATA / "digit_chain_train.jsonl", arithmetic_set(
+        args.chain_train, seed=7002, prefix="chain-train", task="chain", exclude={p["question"] for p in test}))
 
     import reasoning_gym
 

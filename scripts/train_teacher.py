@@ -1,17 +1,23 @@
-"""Train the embedded default teacher: a small Llama that solves the project's multi-step
-arithmetic task (cotdistill/tasks.py) by writing its steps, trained from scratch on worked
-solutions with cotdistill's own SFT stage. CPU, no hub.
+"""Train the embedded default teacher shipped in data/teacher/: a small Llama, trained from scratch
+with cotdistill's own SFT stage on worked solutions of the project's digit-chain task
+(cotdistill/tasks.py: "Last digit of 7+5*3-8+9, left to right." -> one line per step), with a
+digit-level BPE tokenizer trained here too. CPU, no hub; about 10 minutes on 2 cores.
 
-    python scripts/train_teacher.py --out runs/teacher [--train 20000 --steps 3000]
+    python scripts/train_teacher.py                         # -> data/teacher/ (+ teacher_card.json)
+    python scripts/train_teacher.py --out runs/teacher2 --steps 3000
 
-Prints greedy accuracy on held-out problems (HF generate) at the end.
+The held-out problems in data/digit_chain_test.jsonl (scripts/make_problems.py) are excluded from
+its training set; the script ends by measuring greedy accuracy on them with HF generate and
+writes that, the config and the timing to teacher_card.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+SHIP = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "chat_template.jinja", "special_tokens_map.json")
 
 
 def messages(p: dict) -> list[dict]:
@@ -26,7 +34,7 @@ def messages(p: dict) -> list[dict]:
             {"role": "assistant", "content": f"{p['solution']}\n\\boxed{{{p['answer']}}}"}]
 
 
-def greedy_accuracy(model_dir: Path, problems: list[dict], max_new_tokens: int = 96) -> float:
+def greedy_accuracy(model_dir: Path, problems: list[dict], max_new_tokens: int = 64) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -36,13 +44,13 @@ def greedy_accuracy(model_dir: Path, problems: list[dict], max_new_tokens: int =
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     right = 0
-    for i in range(0, len(problems), 64):
-        batch = problems[i: i + 64]
+    for i in range(0, len(problems), 128):
+        batch = problems[i: i + 128]
         prompts = [tok.apply_chat_template(messages(p)[:1], add_generation_prompt=True, tokenize=False) for p in batch]
-        enc = tok(prompts, return_tensors="pt", padding=True)
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+                                 eos_token_id=tok.eos_token_id)
         for p, ids in zip(batch, out[:, enc["input_ids"].shape[1]:]):
             right += bool(verify_completion(tok.decode(ids, skip_special_tokens=True), p["answer"]).correct)
     return right / len(problems)
@@ -50,40 +58,60 @@ def greedy_accuracy(model_dir: Path, problems: list[dict], max_new_tokens: int =
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/teacher")
-    ap.add_argument("--train", type=int, default=20000)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--out", default=str(ROOT / "data" / "teacher"))
+    ap.add_argument("--work", default="runs/teacher-train", help="checkpoints and the training set")
+    ap.add_argument("--train", type=int, default=50000, help="distinct training problems")
+    ap.add_argument("--chain", type=int, default=5, help="operations per problem")
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--eval", type=int, default=200)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--vocab", type=int, default=300)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     import datasets
 
     from cotdistill.config import TrainConfig
+    from cotdistill.generate import load_problem_file
     from cotdistill.tasks import arithmetic_set
     from cotdistill.tiny import build_tiny_model
     from cotdistill.train import sft
 
-    out = Path(args.out)
-    train = arithmetic_set(args.train, seed=101, prefix="tt")
-    held = arithmetic_set(args.eval, seed=202, prefix="th", exclude={p["question"] for p in train})
-    corpus = [f"{p['question']} {p['solution']} \\boxed{{{p['answer']}}}" for p in train[:3000]]
-    init = build_tiny_model(out / "init", hidden=args.hidden, heads=args.hidden // 64, layers=args.layers,
-                            intermediate=2 * args.hidden, vocab_size=384, individual_digits=True, corpus=corpus)
-    data = out / "data"
+    held = [p.model_dump() | {"answer": p.answer} for p in load_problem_file(ROOT / "data" / "digit_chain_test.jsonl")]
+    train = arithmetic_set(args.train, seed=101, prefix="teacher-train", task="chain",
+                           exclude={p["question"] for p in held}, steps=args.chain)
+    work, out = Path(args.work), Path(args.out)
+    corpus = [f"user assistant {p['question']} {p['solution']} \\boxed{{{p['answer']}}}" for p in train[:3000]]
+    init = build_tiny_model(work / "init", hidden=args.hidden, heads=args.heads, layers=args.layers,
+                            intermediate=2 * args.hidden, vocab_size=args.vocab, individual_digits=True,
+                            corpus=corpus, seed=args.seed)
     datasets.Dataset.from_list([{"messages": messages(p), "problem_id": p["id"], "sample_index": 0}
-                                for p in train]).save_to_disk(str(data / "sft"))
-    cfg = TrainConfig(student=str(init), dataset_dir=str(data), output_dir=str(out / "train"), max_steps=args.steps,
-                      per_device_train_batch_size=args.batch, learning_rate=args.lr, lr_scheduler_type="cosine",
-                      warmup_ratio=0.05, logging_steps=100, save_steps=10_000, max_length=128, resume=False)
+                                for p in train]).save_to_disk(str(work / "data" / "sft"))
+    cfg = TrainConfig(student=str(init), dataset_dir=str(work / "data"), output_dir=str(work / "train"),
+                      max_steps=args.steps, per_device_train_batch_size=args.batch, learning_rate=args.lr,
+                      lr_scheduler_type="cosine", warmup_ratio=0.03, logging_steps=50, save_steps=500,
+                      max_length=128, seed=args.seed, length_grouped=False, resume=False)
     t = time.perf_counter()
     summary = sft.run(cfg)
     minutes = (time.perf_counter() - t) / 60
-    acc = greedy_accuracy(Path(summary["final_model"]), held)
-    print(json.dumps({"teacher": summary["final_model"], "train_minutes": round(minutes, 2),
-                      "heldout_greedy_accuracy": acc, "last_loss": summary["last_logged_loss"]}))
+    final = Path(summary["final_model"])
+    acc = greedy_accuracy(final, held)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SHIP:
+        if (final / name).exists():
+            shutil.copy2(final / name, out / name)
+    card = {"task": "digit_chain", "chain_steps": args.chain, "train_problems": args.train,
+            "heldout": "data/digit_chain_test.jsonl", "heldout_greedy_accuracy_hf": acc,
+            "train_minutes": round(minutes, 2), "last_logged_loss": summary["last_logged_loss"],
+            "command": "python scripts/train_teacher.py " + " ".join(sys.argv[1:]), "args": vars(args)}
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        card["parameters"] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    (out / "teacher_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(card))
 
 
 if __name__ == "__main__":
