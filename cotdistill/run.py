@@ -107,6 +107,7 @@ def _answers_only(plan: Plan) -> dict:
 
     from cotdistill.generate import load_problem_file
     from cotdistill.prompts import load_template
+    from cotdistill.verify import final_gold
 
     gen, out = plan.dirs["generate"], plan.dirs["answers_only"]
     prompt = plan.configs["answers_only"]
@@ -117,7 +118,7 @@ def _answers_only(plan: Plan) -> dict:
     for p in load_problem_file(gen / "problems.jsonl"):
         if p.answer is None:
             continue
-        answer = fmt.format(p.answer)
+        answer = fmt.format(final_gold(p.answer))
         if tmpl.spec.think:
             answer = "<think>\n</think>\n\n" + answer
         msgs = [m.model_dump() for m in tmpl.render(p, prompt.variables)] + [{"role": "assistant", "content": answer}]

@@ -163,10 +163,15 @@ def _math_verify(gold: str, pred: str) -> bool | None:
     return bool(verify(g, p, timeout_seconds=t))
 
 
+def final_gold(gold: str) -> str:
+    """The final answer of a gold field that holds a whole solution: GSM8K's ``... #### 72`` or
+    MATH's worked solution ending in ``\\boxed{...}``."""
+    return (extract_answer(gold) or gold) if "####" in gold or "\\boxed" in gold else gold
+
+
 def compare(gold: str, pred: str) -> bool | None:
     """Is ``pred`` (an extracted answer) equal to ``gold``? None when the gold cannot be read."""
-    if "####" in gold:
-        gold = extract_answer(gold) or gold
+    gold = final_gold(gold)
     g = clean_answer(gold)
     if g is None:
         return None

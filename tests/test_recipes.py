@@ -44,3 +44,19 @@ def test_eval_recipe_validates(path):
     assert cfg.output_dir.startswith("runs/") and {m.role for m in cfg.models} >= {"teacher", "student"}
     for b in cfg.benchmarks:
         load_template(b.template)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "data/configs").glob("run_*.yaml")), ids=lambda p: p.name)
+def test_run_recipe_validates(path):
+    from cotdistill.config import RunConfig
+    from cotdistill.run import Plan
+
+    cfg = load_config(RunConfig, path)
+    plan = Plan(cfg)  # every embedded stage config resolves
+    assert cfg.output_dir.startswith("runs/") and plan.order[-2:] == ["eval", "report"]
+    load_template(plan.configs["generate"].prompt.template)
+    for b in cfg.eval.benchmarks:
+        load_template(b.template)
+    if path.name.endswith("_gpu.yaml"):  # real users' recipes: hub ids and the GPU memory each stage needs
+        text = path.read_text()
+        assert "GPU memory" in text and "/" in cfg.teacher.model and not (ROOT / cfg.teacher.model).exists()

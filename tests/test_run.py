@@ -70,7 +70,7 @@ def test_skip_reenter_and_changed_config(tmp_path, capsys):
     cfg = demo(tmp_path)
     root = tmp_path / "run"
     _fake_generation(root, [{"id": "p1", "question": "Last digit of 1+2, left to right.", "answer": "3"},
-                            {"id": "p2", "question": "Last digit of 2*3, left to right.", "answer": "6"},
+                            {"id": "p2", "question": "Twice 3?", "answer": "Double 3.\n#### 6"},  # GSM8K-style gold
                             {"id": "p3", "question": "no gold here", "answer": None}])
     only = ["student_init", "generate", "filter", "unfiltered", "train", "eval", "report"]
     out = run(cfg, skip=only)
@@ -93,6 +93,7 @@ def test_skip_reenter_and_changed_config(tmp_path, capsys):
     run(changed, from_stage="answers_only", skip=only)  # re-entered: rebuilt with the new template
     rows = read_jsonl(root / "answers_only" / "sft.jsonl")
     assert rows[0]["messages"][-1]["content"] == "#### 3" and len(rows[0]["messages"]) == 3  # gsm8k has a system turn
+    assert rows[1]["messages"][-1]["content"] == "#### 6"  # the final answer only, not the gold's worked solution
     import datasets
 
     assert datasets.load_from_disk(str(root / "answers_only" / "sft")).num_rows == 2

@@ -156,3 +156,15 @@ def test_answer_key_groups_equal_values():
 
     assert answer_key("1,000") == answer_key("1000.0") != answer_key("1001")
     assert answer_key("Paris.") == answer_key("paris")
+
+
+@pytest.mark.parametrize("gold, final", [
+    ("Natalia sold 48 clips.\n#### 72", "72"),                     # GSM8K
+    ("So $x = 2$, hence \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),   # a MATH worked solution
+    ("\\frac{1}{2}", "\\frac{1}{2}"),                              # already final
+    ("7", "7"),
+])
+def test_final_gold(gold, final):
+    from cotdistill.verify import final_gold
+
+    assert final_gold(gold) == final
