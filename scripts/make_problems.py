@@ -1,7 +1,7 @@
 """Write the small offline problem files shipped in data/ (deterministic; re-run to regenerate).
 
     python scripts/make_problems.py            # writes data/arithmetic_{train,test}.jsonl, data/chain_sum_test.jsonl,
-                                               # data/digit_chain_{train,test}.jsonl
+                                               # data/digit_chain_{train,test}.jsonl, data/easy_arithmetic.jsonl
 
 arithmetic_*: multi-step integer arithmetic ("(a + b) * c - d") with a worked solution, one step
 per line, and the gold answer. chain_sum_test: a reasoning-gym snapshot (task chain_sum, seed 7),
@@ -67,6 +67,13 @@ def main() -> None:
     write_jsonl(DATA / "digit_chain_test.jsonl", test)
     write_jsonl(DATA / "digit_chain_train.jsonl", arithmetic_set(
         args.chain_train, seed=7002, prefix="chain-train", task="chain", exclude={p["question"] for p in test}))
+
+    rng, easy = random.Random(11), {}
+    while len(easy) < 40:  # one-digit sums for small pretrained chat models (SmolLM2 run)
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        easy.setdefault(f"What is {a} + {b}?", str(a + b))
+    write_jsonl(DATA / "easy_arithmetic.jsonl", [{"id": f"easy-{i:02d}", "question": q, "answer": ans}
+                                                 for i, (q, ans) in enumerate(easy.items())])
 
     import reasoning_gym
 

