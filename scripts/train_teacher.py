@@ -104,7 +104,7 @@ def main() -> None:
     card = {"task": "digit_chain", "chain_steps": args.chain, "train_problems": args.train,
             "heldout": "data/digit_chain_test.jsonl", "heldout_greedy_accuracy_hf": acc,
             "train_minutes": round(minutes, 2), "last_logged_loss": summary["last_logged_loss"],
-            "command": "python scripts/train_teacher.py " + " ".join(sys.argv[1:]), "args": vars(args)}
+            "command": "python scripts/train_teacher.py " + " ".join(sys.argv[1:]), "args": vars(args) | {"out": os.path.relpath(out, ROOT)}}
     from safetensors import safe_open
 
     with safe_open(str(out / "model.safetensors"), "pt") as f:
