@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-_WORD = re.compile(r"[a-z0-9]+")
+# words and numbers, plus arithmetic operators: without them "1+5*5" and "1*5*5" read the same and
+# symbol-heavy problems that share only their digits are reported as leaks
+_WORD = re.compile(r"[a-z0-9]+|[-+*/=^<>×÷]")
 
 
 def words(text: str) -> list[str]:

@@ -111,3 +111,13 @@ def test_sigkill_then_resume_gives_every_record_exactly_once(tiny_model, tmp_pat
     assert len(keys) == len(set(keys)) == 160
     lp_keys = [(r["problem_id"], r["sample_index"]) for r in read_jsonl(out / "logprobs.jsonl")]
     assert sorted(lp_keys) == sorted(keys)
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--skip", "trian"], "unknown stage 'trian'"),
+    (["students.0.train.max_steps=zero"], "students[0].train.max_steps: Input should be a valid integer"),
+    (["students.9.name=x"], "'9' is not an index of the 4-item list at 'students'"),
+])
+def test_run_bad_input_is_one_line(tmp_path, args, expect):
+    code, out, err = run_cli("run", ROOT / "data/configs/run_demo.yaml", f"output_dir={tmp_path / 'r'}", *args)
+    assert code == 2 and err.startswith("error: ") and expect in err and len(err.strip().splitlines()) == 1, err

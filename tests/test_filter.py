@@ -175,3 +175,12 @@ def test_vote_below_threshold_gives_no_label(tmp_path):
                                progress=False, vote_threshold=0.5))
     assert s["voted_labels"] == 1 and s["kept"] == 1  # the two agreeing traces are identical text
     assert {s_["stage"]: s_["dropped"] for s_ in s["funnel"]}["duplicate_exact"] == 1
+
+
+def test_decontam_ngrams_keep_operators():
+    from cotdistill.decontam import NgramIndex
+
+    index = NgramIndex(n=8)
+    index.add("eval", "t0", "Last digit of 1*5*5*2*5*1, left to right.")
+    assert index.hits("Last digit of 1+5*5*2-5-2, left to right.") == []  # same digits, other operators
+    assert index.hits("Q: last digit of 1 * 5 * 5 * 2 * 5 * 1, left to right?")  # same problem, other spacing
