@@ -44,10 +44,10 @@ def test_smollm2_teacher_verify_and_lora(smollm2, tmp_path):
     assert "You are a helpful AI assistant named SmolLM" in prompt and traces[0]["prompt_tokens"] == len(tok(prompt)["input_ids"])
     rep = json.loads((root / "filter" / "filter_report.json").read_text())
     print("teacher traces:", rep["verdicts"], "kept", rep["kept"], "of", rep["traces"])
-    assert rep["verdicts"].get("correct", 0) >= 12  # measured 2026-11: most one-digit sums are right
+    assert rep["verdicts"].get("correct", 0) >= 12  # measured 2026-11-23: 33 of 48 right
     train = json.loads((root / "students" / "lora_sft" / "summary.json").read_text())
     assert train["preflight"]["format"] == "prompt_completion" and train["steps"] == 8
     assert (root / "students" / "lora_sft" / "final" / "model.safetensors").exists()  # LoRA merged
     d = out["distillation"]
     print("eval accuracy:", {n: m["accuracy"] for n, m in d["models"].items()})
-    assert set(d["models"]) == {"teacher", "lora_sft"} and d["models"]["teacher"]["accuracy"] >= 0.5
+    assert set(d["models"]) == {"teacher", "lora_sft"} and d["models"]["teacher"]["accuracy"] >= 0.5  # measured 14/16
