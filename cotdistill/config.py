@@ -396,6 +396,7 @@ class RunEval(StrictModel):
     ks: list[int] = Field(default_factory=lambda: [1])
     ci: Literal["bootstrap", "wilson"] = "wilson"
     teacher: bool = True  # evaluate the teacher too (retention needs it)
+    ngram: int = Field(default=8, ge=3)  # overlap check of benchmark questions against the filtered training set
 
 
 class RunTargets(StrictModel):

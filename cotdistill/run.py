@@ -146,7 +146,8 @@ def _eval_config(plan: Plan) -> EvalConfig:
         models.append(EvalModel(name=name, role=role, teacher=VLLMTeacher.model_validate(
             {**engine, "model": str(final), "tokenizer": None, "revision": None, "chat_template": None})))
     return EvalConfig(models=models, benchmarks=cfg.eval.benchmarks, sampling=cfg.eval.sampling, ks=cfg.eval.ks,
-                      ci=cfg.eval.ci, train_data=[str(plan.dirs["filter"])], output_dir=str(plan.dirs["eval"]))
+                      ci=cfg.eval.ci, train_data=[str(plan.dirs["filter"])], ngram=cfg.eval.ngram,
+                      output_dir=str(plan.dirs["eval"]))
 
 
 def distillation_table(plan: Plan, results: dict) -> dict:

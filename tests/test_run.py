@@ -166,3 +166,17 @@ def test_report_renders_the_distillation_table(tmp_path):
 def test_demo_config_yaml_is_plain(tmp_path):
     """The README points newcomers at this file: it must stay loadable by any YAML reader."""
     assert yaml.safe_load(DEMO.read_text())["students"][1]["train"]["method"] == "logit_kd"
+
+
+def test_eval_config_covers_teacher_trained_students_and_overlap_ngram(tmp_path, capsys):
+    from cotdistill.run import _eval_config
+
+    plan = Plan(demo(tmp_path))
+    final = tmp_path / "run" / "students" / "sft_filtered" / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    e = _eval_config(plan)
+    assert [m.name for m in e.models] == ["teacher", "sft_filtered"]  # untrained students are left out, and said so
+    assert "student 'logit_kd' has no trained model" in capsys.readouterr().err
+    assert e.models[1].teacher.model == str(final) and e.models[1].teacher.kv_cache_memory_bytes == 268435456
+    assert e.ngram == 17 and e.train_data == [str(tmp_path / "run" / "filter")]
