@@ -189,3 +189,16 @@ def test_lora_sft_merges_into_final(tiny_student, tmp_path):
     assert not any("lora" in n for n, _ in final.named_parameters())
     changed = [n for (n, a), (_, b) in zip(final.named_parameters(), base.named_parameters()) if not torch.equal(a, b)]
     assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
+
+
+def test_assistant_end_token_comes_from_the_chat_template(tiny_model):
+    from transformers import AutoTokenizer
+
+    from cotdistill.train.common import assistant_end_token
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert assistant_end_token(tok) == tok.convert_tokens_to_ids("<|im_end|>")  # ChatML
+    tok.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}<|endoftext|>{% endfor %}"
+    assert assistant_end_token(tok) == tok.convert_tokens_to_ids("<|endoftext|>")  # another template's closer
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    assert assistant_end_token(tok) is None  # plain text after the turn: no special token to learn

@@ -78,6 +78,21 @@ def end_of_turn_ids(tok) -> set[int]:
     return ids
 
 
+def assistant_end_token(tok) -> int | None:
+    """The special token the chat template writes right after an assistant turn's content
+    (ChatML's ``<|im_end|>``, Llama 3's ``<|eot_id|>``, ...); None when it writes none there."""
+    mark = "\u2063cotdistill\u2063"
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": mark}],
+                                       tokenize=False)
+    except Exception:  # templates that refuse a closing assistant turn
+        return None
+    if mark not in text:
+        return None
+    ids = tok(text.split(mark, 1)[1], add_special_tokens=False)["input_ids"]
+    return ids[0] if ids and ids[0] in set(tok.all_special_ids) | end_of_turn_ids(tok) else None
+
+
 def drop_too_long(ds, tok, max_length: int, max_share: float, column: str = "messages"):
     """Drop examples longer than max_length (their end-of-turn would be cut off: students that
     never stop), refusing when more than ``max_share`` of them are too long."""

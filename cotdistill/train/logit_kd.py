@@ -21,8 +21,8 @@ from cotdistill.errors import CotdistillError
 from cotdistill.records import TokenLogprobs, trace_key
 from cotdistill.store import iter_jsonl
 from cotdistill.teachers.base import tokenizer_hash
-from cotdistill.train.common import (end_of_turn_ids, example_name, load_split, load_tokenizer, peft_config,
-                                     train_and_save, trainer_kwargs)
+from cotdistill.train.common import (assistant_end_token, end_of_turn_ids, example_name, load_split, load_tokenizer,
+                                     peft_config, train_and_save, trainer_kwargs)
 
 
 def kd_loss(logits, labels, top_ids, top_lp, alpha: float, temperature: float):
@@ -99,6 +99,8 @@ def build_examples(cfg: TrainConfig, tok, ds) -> tuple[list[dict], int, int]:
         if key in want:
             recs[key] = TokenLogprobs.model_validate(obj)
     student_hash, eot = tokenizer_hash(tok), end_of_turn_ids(tok)
+    closing = assistant_end_token(tok)
+    closing = tok.eos_token_id if closing is None else closing
     examples, too_long, k = [], 0, None
     for key, i in want.items():
         row, name = ds[i], example_name(ds, i)
@@ -117,7 +119,7 @@ def build_examples(cfg: TrainConfig, tok, ds) -> tuple[list[dict], int, int]:
                                   f"the cache belongs to another sequence")
         top_ids, top_lp = a["top_ids"].tolist(), a["top_logprobs"].tolist()
         if not comp or comp[-1] not in eot:  # the student must learn to stop; no teacher entry there
-            comp = comp + [tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else tok.eos_token_id]
+            comp = comp + [closing]
             top_ids.append([-1] * rec.top_k)
             top_lp.append([0.0] * rec.top_k)
         prompt = tok.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True,
