@@ -192,7 +192,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "ov
 def format_validation_error(err: ValidationError, where: str | None, loc_prefix: str = "") -> str:
     """One line; ``loc_prefix`` places a nested config's fields (``students[1].train``) in the file."""
     parts = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors:
+        if _rejected_union_branch(e, errors):
+            continue
         loc = ".".join([loc_prefix] * bool(loc_prefix) + [str(p) for p in e["loc"] if not str(p).startswith("function-after")])
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}' (check spelling; see the config's documented keys)")
@@ -203,8 +206,18 @@ def format_validation_error(err: ValidationError, where: str | None, loc_prefix:
         else:
             got = e.get("input")
             got_s = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            parts.append(f"{loc}: {e['msg']}{got_s}")
+            parts.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}{got_s}")
     return (f"{where}: " if where else "") + "; ".join(parts)
+
+
+def _rejected_union_branch(e: dict, errors: list[dict]) -> bool:
+    """``student: str | StudentInit`` given a mapping also reports "student.str: Input should be a
+    valid string"; drop that branch's error when the mapping's branch has an error of its own."""
+    loc = e["loc"]
+    if not (e["type"].endswith("_type") and loc and loc[-1] in ("str", "int", "float", "bool")
+            and isinstance(e.get("input"), dict | list)):  # a mapping was given: the scalar branch was not meant
+        return False
+    return any(o is not e and o["loc"][:len(loc) - 1] == loc[:-1] and o["loc"] != loc for o in errors)
 
 
 def load_config(cls: type[M], path: str | os.PathLike | None, overrides: list[str] = ()) -> M:
@@ -382,6 +395,15 @@ class StudentInit(StrictModel):
     heads: int = Field(default=4, ge=1)  # hidden / heads must be a head size vLLM supports (32, 64, ...)
     intermediate: int | None = Field(default=None, ge=1)  # None: 2 * hidden
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _servable(self):
+        from cotdistill.tiny import head_size_problem
+
+        problem = head_size_problem(self.hidden, self.heads)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class RunStudent(StrictModel):

@@ -35,8 +35,10 @@ def smollm2_gguf() -> Path:
 
 def to_transformers(gguf_file: str | Path, out: str | Path, dtype: str = "float32") -> Path:
     """Write ``out`` (config, safetensors, tokenizer, chat template) from ``gguf_file``; kept if done."""
+    import copy
+
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_file, out = Path(gguf_file), Path(out)
     if (out / "model.safetensors").exists() and (out / "cotdistill_gguf.json").exists():
@@ -46,7 +48,7 @@ def to_transformers(gguf_file: str | Path, out: str | Path, dtype: str = "float3
     kw = {"gguf_file": gguf_file.name}
     tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), **kw)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), **kw)
-    cfg = AutoConfig.from_pretrained(str(gguf_file.parent), **kw)
+    cfg = copy.deepcopy(loaded.config)  # not a second parse of the GGUF file
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config
     cfg.dtype = dtype

@@ -214,19 +214,24 @@ def _run_stage(plan: Plan, name: str) -> dict:
     raise AssertionError(name)
 
 
+def _selects(given: str, stage: str) -> bool:
+    """A stage named on the command line: its own name, or "train" for every train:<name>."""
+    return given == stage or (given == "train" and stage.startswith("train:"))
+
+
 def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple = ()) -> dict:
     plan = Plan(cfg)
     names = plan.order
     for s in [from_stage, *skip]:
-        if s is not None and s not in names and s != "train":
+        if s is not None and not any(_selects(s, n) for n in names):
             raise CotdistillError(f"unknown stage '{s}'; this config's stages are: {', '.join(names)} (or 'train')")
-    skip = {n for n in names for s in skip if n == s or (s == "train" and n.startswith("train:"))}
+    skip = {n for n in names for s in skip if _selects(s, n)}
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, root / "config.yaml")
     redo = set()
     if from_stage is not None:
-        first = min(i for i, n in enumerate(names) if n == from_stage or (from_stage == "train" and n.startswith("train:")))
+        first = min(i for i, n in enumerate(names) if _selects(from_stage, n))
         redo = set(names[first:]) - skip
     timings, summaries = {}, {}
     for name in names:

@@ -18,6 +18,15 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIAL = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 256)  # what vLLM's CPU attention kernels accept
+
+
+def head_size_problem(hidden: int, heads: int) -> str | None:
+    """Why ``hidden`` / ``heads`` cannot be served by vLLM, or None when it can."""
+    if hidden % heads or hidden // heads not in VLLM_HEAD_SIZES:
+        return (f"hidden {hidden} / heads {heads}: head size must be one of {', '.join(map(str, VLLM_HEAD_SIZES))} "
+                f"(vLLM's attention kernels); change hidden or heads")
+    return None
 
 
 def _corpus(n: int = 3000, seed: int = 0) -> list[str]:
@@ -80,9 +89,9 @@ def _random_llama(tok, out: Path, hidden: int, heads: int, layers: int, intermed
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if hidden % heads or hidden // heads not in (32, 64, 80, 96, 112, 128, 256):
-        raise ValueError(f"hidden {hidden} / heads {heads}: head size must be 32, 64, 80, 96, 112, 128 or 256 "
-                         f"(vLLM's attention kernels); change hidden or heads")
+    problem = head_size_problem(hidden, heads)
+    if problem:
+        raise ValueError(problem)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                       max_position_embeddings=max_len, bos_token_id=tok.bos_token_id,

@@ -180,3 +180,8 @@ def test_eval_config_covers_teacher_trained_students_and_overlap_ngram(tmp_path,
     assert "student 'logit_kd' has no trained model" in capsys.readouterr().err
     assert e.models[1].teacher.model == str(final) and e.models[1].teacher.kv_cache_memory_bytes == 268435456
     assert e.ngram == 17 and e.train_data == [str(tmp_path / "run" / "filter")]
+
+
+def test_student_spec_with_a_head_size_vllm_cannot_serve_is_refused_at_load(tmp_path):
+    with pytest.raises(CotdistillError, match=r"run_demo.yaml: student: hidden 128 / heads 3: head size must be one of 32"):
+        demo(tmp_path, "student.heads=3")
