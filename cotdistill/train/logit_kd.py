@@ -1,10 +1,10 @@
 """KD from the teacher's cached top-k logprobs (captured by ``generate`` with sampling.logprobs):
 no teacher model in memory during training.
 
-    loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE(trace tokens)
+    loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(trace tokens)
 
-The KL is taken over k + 1 buckets: the teacher's top-k tokens (renormalised at temperature T)
-and one tail bucket holding the remaining mass, for teacher and student alike. Each training
+The KL is taken over k + 1 buckets, the teacher's top-k tokens and one tail bucket holding the
+remaining mass, for teacher and student alike, each bucket tempered as one token (train/losses.py). Each training
 example is the prompt rendered by the student's chat template followed by the exact token ids
 the teacher generated; the cache must come from the same tokenizer (hash) and decode to the
 trace's text, or the run is refused naming the example.
@@ -13,7 +13,6 @@ trace's text, or the run is refused naming the example.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 
 from cotdistill.config import TrainConfig
@@ -21,35 +20,9 @@ from cotdistill.errors import CotdistillError
 from cotdistill.records import TokenLogprobs, trace_key
 from cotdistill.store import iter_jsonl
 from cotdistill.teachers.base import tokenizer_hash
+from cotdistill.train.losses import kd_loss
 from cotdistill.train.common import (assistant_end_token, end_of_turn_ids, example_name, load_split, load_tokenizer,
                                      peft_config, train_and_save, trainer_kwargs)
-
-
-def kd_loss(logits, labels, top_ids, top_lp, alpha: float, temperature: float):
-    """logits [B,L,V]; labels [B,L] (-100 = no loss); top_ids/top_lp [B,L,k] aligned with labels
-    (id -1 = no teacher entry). Position t of the targets is predicted by logits at t-1."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    tids, tlp = top_ids[:, 1:], top_lp[:, 1:]
-    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
-    valid = tids >= 0
-    pos = (labels != -100) & valid[..., 0]
-    if alpha == 0 or not pos.any():
-        return (1 - alpha) * ce, ce.detach(), torch.zeros((), device=ce.device)
-    t = temperature
-    neg = torch.finfo(torch.float32).min
-    # teacher buckets: top-k at temperature T plus the tail mass, renormalised
-    tlp = tlp.float()
-    tail_t = torch.log1p(-torch.exp(torch.logsumexp(tlp.masked_fill(~valid, neg), -1)).clamp(max=1 - 1e-6))
-    log_q = torch.log_softmax(torch.cat([tlp.masked_fill(~valid, neg) / t, (tail_t / t).unsqueeze(-1)], -1), -1)
-    # student buckets: the same top-k ids plus everything else
-    ls = torch.log_softmax(logits / t, -1)
-    s_top = ls.gather(-1, tids.clamp(min=0)).masked_fill(~valid, neg)
-    tail_s = torch.log1p(-torch.exp(torch.logsumexp(s_top, -1)).clamp(max=1 - 1e-6))
-    log_s = torch.cat([s_top, tail_s.unsqueeze(-1)], -1)
-    q = log_q.exp()
-    kl = (q * (log_q - log_s)).masked_fill(q == 0, 0).sum(-1)
-    kd = (kl * pos).sum() / pos.sum()
-    return alpha * t * t * kd + (1 - alpha) * ce, ce.detach(), kd.detach()
 
 
 class CachedKDTrainer(Trainer):
@@ -58,9 +31,13 @@ class CachedKDTrainer(Trainer):
         self.alpha, self.temperature = alpha, temperature
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # num_items_in_batch: trained tokens of the whole accumulated step (transformers counts them
+        # because the model accepts loss kwargs, and then does not divide by the accumulation steps)
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         loss, _, _ = kd_loss(out.logits, inputs["labels"], inputs["top_ids"], inputs["top_lp"],
-                             self.alpha, self.temperature)
+                             self.alpha, self.temperature, num_items=num_items_in_batch)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
         return (loss, out) if return_outputs else loss
 
 
