@@ -407,9 +407,21 @@ class StudentInit(StrictModel):
 
 
 class RunStudent(StrictModel):
-    name: str  # label in results, also the stage name (train:<name>) and output folder
-    data: Literal["filtered", "unfiltered", "answers_only"] = "filtered"
-    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig fields; paths are filled in by the run
+    name: str = Field(description="label in results, the stage name train:<name>@<seed> and the output folder")
+    data: Literal["filtered", "unfiltered", "answers_only"] = Field(
+        default="filtered", description="training set: verified traces, every trace, or gold answers only")
+    train: dict[str, Any] = Field(default_factory=dict,
+                                  description="TrainConfig fields; student, dataset and output paths are filled in by the run")
+    seeds: list[int] | None = Field(default=None, min_length=1,
+                                    description="one trained student per seed (weights init + data order); default: the run's seeds")
+    init_from: str | None = Field(default=None, description="start from this (earlier) student's trained model of the "
+                                                            "same seed instead of the run's student, e.g. GKD after SFT")
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self):
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"students '{self.name}': seeds must be distinct, got {self.seeds}")
+        return self
 
 
 class RunEval(StrictModel):
@@ -432,6 +444,8 @@ class RunTargets(StrictModel):
 
 class RunConfig(StrictModel):
     output_dir: str
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                             description="student seeds: every student is trained once per seed unless it lists its own")
     teacher: TeacherConfig  # generates the traces and is evaluated as the reference
     student: str | StudentInit  # hub id / directory, or a fresh model built on the teacher's tokenizer
     generate: dict[str, Any]  # GenerateConfig fields except teacher and output_dir
@@ -448,14 +462,35 @@ class RunConfig(StrictModel):
             raise ValueError(f"student names must be unique, got {names}")
         if "teacher" in names:
             raise ValueError("'teacher' names the teacher in results; call the student something else")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        for i, s in enumerate(self.students):
+            if s.init_from is None:
+                continue
+            if s.init_from not in names[:i]:
+                raise ValueError(f"students[{i}].init_from: '{s.init_from}' is not a student listed before '{s.name}' "
+                                 f"(students: {names[:i]}); list the student it starts from first")
+            src = self.students[names.index(s.init_from)]
+            missing = set(s.seeds or self.seeds) - set(src.seeds or self.seeds)
+            if missing:
+                raise ValueError(f"students[{i}].init_from: '{s.init_from}' is not trained with seed(s) "
+                                 f"{sorted(missing)}; give both students the same seeds")
         bench = [b.name for b in self.eval.benchmarks]
         if self.benchmark is not None and self.benchmark not in bench:
             raise ValueError(f"benchmark '{self.benchmark}' is not one of the eval benchmarks {bench}")
         # validate the embedded stage configs now, not an hour into the run
         parts = [("generate", GenerateConfig, {**self.generate, "teacher": self.teacher.model_dump(), "output_dir": "-"}),
                  ("filter", FilterConfig, {**self.filter, "generate_dir": "-", "output_dir": "-"})]
+        live = isinstance(self.teacher, VLLMTeacher)  # its model path can be the live teacher of gkd / distill
+        for i, s in enumerate(self.students):
+            if "seed" in s.train:
+                raise ValueError(f"students[{i}].train.seed: a run sets seeds with 'seeds' (run-wide or per student), "
+                                 f"not train.seed")
+            if s.train.get("method") in ("gkd", "distill") and not live and not s.train.get("teacher"):
+                raise ValueError(f"students[{i}].train.teacher: the run's teacher is a server; give method "
+                                 f"'{s.train['method']}' the teacher's model (hub id or directory) to load")
         parts += [(f"students[{i}].train", TrainConfig,
-                   {"student": "-", "dataset_dir": "-", "output_dir": "-", "logprobs": "-", **s.train})
+                   {"student": "-", "dataset_dir": "-", "output_dir": "-", "logprobs": "-", "teacher": "-", **s.train})
                   for i, s in enumerate(self.students)]
         for where, cls, data in parts:
             try:

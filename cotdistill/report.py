@@ -153,6 +153,8 @@ def write_report(run_dir: str | Path) -> Path:
                           f"{s['truncation_rate']:.1%} | {s['cannot_tell_rate']:.1%} |")
         if "distillation" in results:
             md += _distillation_md(results["distillation"])
+            _distillation_plot(results["distillation"], out / f"distillation_{tag}.png")
+            md += ["", f"![distillation](distillation_{tag}.png)", ""]
         for w in results["warnings"]:
             md.append(f"\n> warning: {w}")
         _accuracy_plot(results, out / f"accuracy_{tag}.png")
@@ -186,30 +188,74 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def _distillation_md(d: dict) -> list[str]:
-    """The run's summary table: what each student's training data bought, relative to the teacher."""
+    """The run's summary table: what each student's training data bought, over its seeds."""
     what = {"filtered": "verified teacher traces", "unfiltered": "all teacher traces (unfiltered)",
             "answers_only": "final answers only, no chain of thought"}
+    ci = lambda c: f"[{c[0]:.3f}, {c[1]:.3f}]" if c else "-"  # noqa: E731
     md = ["", f"### Distillation on `{d['benchmark']}`", "",
-          "| model | trained on | method | accuracy [95% CI] | retention (÷ teacher) |", "|---|---|---|---|---:|"]
+          f"Accuracy is the mean over seeds; interval: {d.get('interval', '95%')}. Every seed is listed.", "",
+          "| model | trained on | method | accuracy [95% CI] | per seed | retention (mean / worst seed) |",
+          "|---|---|---|---|---|---:|"]
     for name, r in sorted(d["models"].items(), key=lambda x: -x[1]["accuracy"]):
-        ret = f"{r['retention']:.3f}" if r["retention"] is not None else "-"
+        ret = f"{r['retention']:.3f} / {r['worst_seed_retention']:.3f}" if r["retention"] is not None else "-"
+        seeds = ", ".join(f"{s['accuracy']:.3f}" + (f" (s{s['seed']})" if s["seed"] is not None else "")
+                          for s in r["per_seed"])
         md.append(f"| {name}{' (best distilled)' if name == d['best_distilled'] else ''} | "
                   f"{what.get(r['data'], 'teacher' if r['role'] == 'teacher' else '-')} | {r['method'] or '-'} | "
-                  f"{r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {ret} |")
-    md += ["", "| target | measured | goal | |", "|---|---:|---:|---|"]
+                  f"{r['accuracy']:.3f} {ci(r['ci95'])} | {seeds} | {ret} |")
+    best = d["best_distilled"]
+    vs = [c for c in d.get("comparisons", []) if best in (c["a"], c["b"])]
+    if vs:
+        md += ["", f"`{best}` (best distilled) minus each other model (points, 95% CI; an interval that "
+                   f"contains 0 is no significant difference):", "", "| vs | difference | 95% CI | verdict |",
+               "|---|---:|---|---|"]
+        for c in vs:
+            sign, other = (1, c["b"]) if c["a"] == best else (-1, c["a"])
+            lo, hi = sorted((sign * c["ci95"][0], sign * c["ci95"][1]))
+            verdict = c["verdict"] if sign == 1 else {"better": "worse", "worse": "better"}.get(c["verdict"], c["verdict"])
+            verdict = {"better": f"{best} better", "worse": f"{other} better"}.get(verdict, verdict)
+            md.append(f"| {other} | {100 * sign * c['difference']:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] | {verdict} |")
+    md += ["", "| target | mean | goal | on the mean | worst seed | on the worst seed | significance |",
+           "|---|---:|---:|---|---:|---|---|"]
     t = d["targets"]
+    ok = lambda x: "met" if x else "MISSED"  # noqa: E731
+    sig = lambda c: "-" if not c else f"{c['verdict']} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]"  # noqa: E731
     if "retention" in t:
-        md.append(f"| best distilled student / teacher | {t['retention']['value']:.3f} | >= {t['retention']['target']:.2f} "
-                  f"| {'met' if t['retention']['met'] else 'MISSED'} |")
+        r = t["retention"]
+        md.append(f"| best distilled student / teacher | {r['value']:.3f} | >= {r['target']:.2f} | {ok(r['met'])} | "
+                  f"{r['worst_seed']:.3f} | {ok(r['met_on_worst_seed'])} | - |")
     if "gain_over_answers_only" in t:
         g = t["gain_over_answers_only"]
-        md.append(f"| best distilled - answers-only (points) | {100 * g['value']:+.1f} | >= {100 * g['target']:+.1f} "
-                  f"| {'met' if g['met'] else 'MISSED'} |")
+        md.append(f"| best distilled - answers-only (points) | {100 * g['value']:+.1f} | >= {100 * g['target']:+.1f} | "
+                  f"{ok(g['met'])} | {100 * g['worst_seed']:+.1f} | {ok(g['met_on_worst_seed'])} | {sig(g.get('comparison'))} |")
     if "filtered_vs_unfiltered" in t:
         f = t["filtered_vs_unfiltered"]
-        md.append(f"| filtered - unfiltered, same method (points) | {100 * f['value']:+.1f} | >= +0.0 "
-                  f"| {'met' if f['met'] else 'MISSED'} |")
+        md.append(f"| filtered - unfiltered, same method (points) | {100 * f['value']:+.1f} | >= +0.0 | {ok(f['met'])} | "
+                  f"{100 * f['worst_seed']:+.1f} | {ok(f['met_on_worst_seed'])} | {sig(f.get('comparison'))} |")
+    md.append("\nWorst seed: the lowest seed of the better side against the highest seed of the other.")
     return md + [""]
+
+
+def _distillation_plot(d: dict, path: Path) -> None:
+    """One bar per model (mean over seeds, 95% CI), a dot per seed."""
+    plt = _plt()
+    names = sorted(d["models"], key=lambda n: -d["models"][n]["accuracy"])
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 1), 4))
+    for i, n in enumerate(names):
+        r = d["models"][n]
+        lo, hi = r["ci95"] or (r["accuracy"], r["accuracy"])
+        ax.bar(i, r["accuracy"], 0.7, yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]], capsize=4,
+               color=ROLE_COLOURS.get(r["role"]), alpha=0.6)
+        accs = [s["accuracy"] for s in r["per_seed"]]
+        offs = [(j - (len(accs) - 1) / 2) * 0.12 for j in range(len(accs))]
+        ax.scatter([i + o for o in offs], accs, color="black", s=14, zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel(f"accuracy on {d['benchmark']} (bar: mean, dots: seeds)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Distillation: every seed")
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _accepted_per_k(gen_dir: Path, filter_reports: list[Path], summary: dict) -> str:

@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, RunConfig, StudentInit,
                                TrainConfig, VLLMTeacher, save_resolved)
@@ -47,8 +48,20 @@ def _fp(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class StudentRun(NamedTuple):
+    student: str  # the run config's student name
+    seed: int
+    data: str  # filtered | unfiltered | answers_only
+    train: TrainConfig
+
+
+def seeds_of(cfg: RunConfig, s) -> list[int]:
+    return list(s.seeds or cfg.seeds)
+
+
 class Plan:
-    """Stage names, folders, configs and fingerprints, derived from the run config alone."""
+    """Stage names, folders, configs and fingerprints, derived from the run config alone. Every
+    student is one stage per seed, ``train:<name>@<seed>``, trained into students/<name>/seed<seed>."""
 
     def __init__(self, cfg: RunConfig):
         self.cfg, root = cfg, Path(cfg.output_dir)
@@ -57,8 +70,11 @@ class Plan:
         self.fps: dict[str, str] = {}
         used = {s.data for s in cfg.students}
         teacher = cfg.teacher.model_dump()
-        if isinstance(cfg.student, StudentInit):
-            self._add("student_init", root / "student_init", cfg.student, [], teacher.get("tokenizer") or teacher["model"])
+        if isinstance(cfg.student, StudentInit):  # fresh weights per seed: init is part of a seed's variance
+            for seed in sorted({x for s in cfg.students if s.init_from is None for x in seeds_of(cfg, s)}):
+                spec = cfg.student.model_copy(update={"seed": cfg.student.seed + seed})
+                self._add(f"student_init@{seed}", root / "student_init" / f"seed{seed}", spec, [],
+                          teacher.get("tokenizer") or teacher["model"])
         gen = GenerateConfig.model_validate({**cfg.generate, "teacher": teacher, "output_dir": str(root / "generate")})
         self._add("generate", root / "generate", gen, [])
         datasets = {"filtered": "filter", "unfiltered": "unfiltered", "answers_only": "answers_only"}
@@ -70,18 +86,29 @@ class Plan:
                 ["generate"])
         if "answers_only" in used:
             self._add("answers_only", root / "answers_only", gen.prompt, ["generate"])
-        self.students: dict[str, tuple[str, TrainConfig]] = {}
+        self.students: dict[str, StudentRun] = {}  # by model name "<student>@<seed>"
         for s in cfg.students:
-            init = "student_init" if "student_init" in self.dirs else None
-            student = str(self.dirs[init] / "model") if init else cfg.student
-            data = datasets[s.data]
-            tc = TrainConfig.model_validate({
-                "student": student, "dataset_dir": str(self.dirs[data]), "output_dir": str(root / "students" / s.name),
-                **({"logprobs": str(self.dirs["generate"] / "logprobs.jsonl")} if s.train.get("method") == "logit_kd" else {}),
-                **s.train})
-            deps = [data] + ([init] if init else []) + (["generate"] if tc.method == "logit_kd" else [])
-            self._add(f"train:{s.name}", Path(tc.output_dir), tc, deps)
-            self.students[s.name] = (s.data, tc)
+            for seed in seeds_of(cfg, s):
+                if s.init_from is not None:
+                    start = f"train:{s.init_from}@{seed}"
+                    student = str(Path(self.students[f"{s.init_from}@{seed}"].train.output_dir) / "final")
+                elif isinstance(cfg.student, StudentInit):
+                    start = f"student_init@{seed}"
+                    student = str(self.dirs[start] / "model")
+                else:
+                    start, student = None, cfg.student
+                data = datasets[s.data]
+                method = s.train.get("method", "sft")
+                tc = TrainConfig.model_validate({
+                    "student": student, "dataset_dir": str(self.dirs[data]),
+                    "output_dir": str(root / "students" / s.name / f"seed{seed}"),
+                    **({"logprobs": str(self.dirs["generate"] / "logprobs.jsonl")} if method == "logit_kd" else {}),
+                    **({"teacher": cfg.teacher.model} if method in ("gkd", "distill") and isinstance(cfg.teacher, VLLMTeacher)
+                       else {}),
+                    **s.train, "seed": seed})
+                deps = [data] + ([start] if start else []) + (["generate"] if tc.method == "logit_kd" else [])
+                self._add(f"train:{s.name}@{seed}", Path(tc.output_dir), tc, deps)
+                self.students[f"{s.name}@{seed}"] = StudentRun(s.name, seed, s.data, tc)
         self._add("eval", root / "eval", cfg.eval, [n for n in self.dirs if n.startswith("train:")] + ["generate"])
         self._add("report", root / "report", None, ["eval"])
 
@@ -137,12 +164,12 @@ def _eval_config(plan: Plan) -> EvalConfig:
     models = [EvalModel(name="teacher", role="teacher", teacher=cfg.teacher)] if cfg.eval.teacher else []
     engine = cfg.teacher.model_dump() if isinstance(cfg.teacher, VLLMTeacher) else {
         "backend": "vllm", "max_model_len": 4096, "enforce_eager": True}
-    for name, (data, tc) in plan.students.items():
-        final = Path(tc.output_dir) / "final"
+    for name, sr in plan.students.items():
+        final = Path(sr.train.output_dir) / "final"
         if not (final / "config.json").exists():
             _log(f"eval: student '{name}' has no trained model at {final} (stage skipped?); left out")
             continue
-        role = "baseline" if data != "filtered" else "student"
+        role = "baseline" if sr.data != "filtered" else "student"
         models.append(EvalModel(name=name, role=role, teacher=VLLMTeacher.model_validate(
             {**engine, "model": str(final), "tokenizer": None, "revision": None, "chat_template": None})))
     return EvalConfig(models=models, benchmarks=cfg.eval.benchmarks, sampling=cfg.eval.sampling, ks=cfg.eval.ks,
@@ -150,38 +177,15 @@ def _eval_config(plan: Plan) -> EvalConfig:
                       output_dir=str(plan.dirs["eval"]))
 
 
-def distillation_table(plan: Plan, results: dict) -> dict:
-    """Accuracy, interval and retention per model on the target benchmark, and the targets checked."""
-    cfg, models = plan.cfg, results["models"]
-    bench = cfg.benchmark or cfg.eval.benchmarks[0].name
-    acc = {n: m["scores"][bench]["pass@1"] for n, m in models.items()}
-    teacher = acc["teacher"]["value"] if "teacher" in acc else None
-    rows = {}
-    for n, m in models.items():
-        data, tc = plan.students.get(n, (None, None))
-        rows[n] = {"role": m["role"], "data": data, "method": tc.method if tc else None,
-                   "accuracy": acc[n]["value"], "ci95": acc[n]["ci95"],
-                   "retention": round(acc[n]["value"] / teacher, 4) if teacher else None}
-    distilled = {n: r for n, r in rows.items() if r["data"] == "filtered"}
-    answers = [r["accuracy"] for r in rows.values() if r["data"] == "answers_only"]
-    best = max(distilled, key=lambda n: distilled[n]["accuracy"]) if distilled else None
-    t = cfg.targets
-    targets = {}
-    if best and teacher:
-        targets["retention"] = {"best": best, "value": rows[best]["retention"], "target": t.min_retention,
-                                "met": rows[best]["retention"] >= t.min_retention}
-    if best and answers:
-        gain = round(rows[best]["accuracy"] - max(answers), 4)
-        targets["gain_over_answers_only"] = {"value": gain, "target": t.min_gain_over_answers_only,
-                                             "met": gain >= t.min_gain_over_answers_only - 1e-9}
-    unf = {r["method"]: r["accuracy"] for r in rows.values() if r["data"] == "unfiltered"}
-    same = [(n, r) for n, r in distilled.items() if r["method"] in unf]
-    if same and t.filtered_at_least_unfiltered:
-        n, r = max(same, key=lambda x: x[1]["accuracy"])
-        targets["filtered_vs_unfiltered"] = {"filtered": n, "value": round(r["accuracy"] - unf[r["method"]], 4),
-                                             "met": r["accuracy"] >= unf[r["method"]]}
-    return {"benchmark": bench, "teacher_accuracy": teacher, "models": rows, "best_distilled": best,
-            "targets": targets, "all_targets_met": all(x["met"] for x in targets.values()) if targets else None}
+def distillation_table(plan: Plan, results: dict, outcomes: dict | None = None) -> dict:
+    """Accuracy over seeds with intervals, retention, comparisons and targets on the target benchmark."""
+    from cotdistill.compare import distillation_table as table, load_outcomes
+
+    bench = plan.cfg.benchmark or plan.cfg.eval.benchmarks[0].name
+    if outcomes is None:
+        outcomes = load_outcomes(plan.dirs["eval"], list(results["models"]), bench)
+    students = {n: (sr.student, sr.seed, sr.data, sr.train.method) for n, sr in plan.students.items()}
+    return table(students, results, outcomes, plan.cfg.targets, bench)
 
 
 def _run_stage(plan: Plan, name: str) -> dict:
@@ -189,7 +193,7 @@ def _run_stage(plan: Plan, name: str) -> dict:
     from cotdistill.tiny import build_student
 
     c = plan.configs[name]
-    if name == "student_init":
+    if name.startswith("student_init@"):
         tok = plan.cfg.teacher.tokenizer or plan.cfg.teacher.model
         path = build_student(tok, plan.dirs[name] / "model", c.hidden, c.heads, c.layers, c.intermediate, c.seed)
         return {"model": str(path)}
@@ -214,9 +218,41 @@ def _run_stage(plan: Plan, name: str) -> dict:
     raise AssertionError(name)
 
 
+class _Clock:
+    """Progress of the run: stages done of those to run, elapsed time, and an ETA from the measured
+    seconds of stages of the same kind (train:*@*, student_init@*, ...)."""
+
+    def __init__(self, todo: list[str]):
+        self.todo, self.t0, self.seen = list(todo), time.perf_counter(), {}
+
+    @staticmethod
+    def kind(name: str) -> str:
+        return name.split(":")[0].split("@")[0]
+
+    def done(self, name: str, seconds: float) -> str:
+        self.seen.setdefault(self.kind(name), []).append(seconds)
+        if name in self.todo:
+            self.todo.remove(name)
+        eta = sum(sum(self.seen[k]) / len(self.seen[k]) for k in map(self.kind, self.todo) if k in self.seen)
+        unknown = sorted({k for k in map(self.kind, self.todo) if k not in self.seen})
+        fmt = lambda x: f"{int(x // 60)}m{int(x % 60):02d}s"  # noqa: E731
+        left = f"ETA {fmt(eta)}" + (f" + {', '.join(unknown)}" if unknown else "") if self.todo else "last stage"
+        return f"{len(self.todo)} stage(s) left, elapsed {fmt(time.perf_counter() - self.t0)}, {left}"
+
+
+def _listing(names: list[str]) -> str:
+    """Stage names with their seeds folded: ``train:sft@0, train:sft@1`` -> ``train:sft@{0,1}``."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        base, _, seed = n.partition("@")
+        groups.setdefault(base, []).append(seed)
+    return ", ".join(b if s == [""] else f"{b}@{{{','.join(s)}}}" for b, s in groups.items())
+
+
 def _selects(given: str, stage: str) -> bool:
-    """A stage named on the command line: its own name, or "train" for every train:<name>."""
-    return given == stage or (given == "train" and stage.startswith("train:"))
+    """A stage named on the command line: its own name, a student's name without the seed
+    (train:<name> = every seed), student_init (every seed), or "train" for every student."""
+    return given == stage or stage.startswith(given + "@") or (given == "train" and stage.startswith("train:"))
 
 
 def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple = ()) -> dict:
@@ -224,7 +260,7 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
     names = plan.order
     for s in [from_stage, *skip]:
         if s is not None and not any(_selects(s, n) for n in names):
-            raise CotdistillError(f"unknown stage '{s}'; this config's stages are: {', '.join(names)} (or 'train')")
+            raise CotdistillError(f"unknown stage '{s}'; this config's stages are: {_listing(names)} (or 'train')")
     skip = {n for n in names for s in skip if _selects(s, n)}
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -234,6 +270,7 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
         first = min(i for i, n in enumerate(names) if _selects(from_stage, n))
         redo = set(names[first:]) - skip
     timings, summaries = {}, {}
+    clock = _Clock([n for n in names if n not in skip and (n in redo or plan.done(n) is None)])
     for name in names:
         folder = plan.dirs[name]
         if name in skip:
@@ -251,6 +288,13 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
             _log(f"{name}: done earlier ({done['seconds']:.1f} s), skipped")
             timings[name], summaries[name] = done["seconds"], done["summary"]
             continue
+        started = folder / "stage.started.json"  # a killed stage resumes only into the same config
+        if started.exists() and json.loads(started.read_text())["fingerprint"] != plan.fps[name]:
+            raise CotdistillError(
+                f"{folder}: stage '{name}' was started (and not finished) with a different config (or different "
+                f"inputs); re-run it and what follows with --from {name}, or set another output_dir")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(started, json.dumps({"stage": name, "fingerprint": plan.fps[name]}) + "\n")
         _log(f"{name}: running -> {folder}")
         t0 = time.perf_counter()
         summary = _run_stage(plan, name)
@@ -258,7 +302,8 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / "stage.json", json.dumps({"stage": name, "fingerprint": plan.fps[name],
                                                         "seconds": seconds, "summary": summary}, indent=2, default=str) + "\n")
-        _log(f"{name}: done in {seconds:.1f} s")
+        started.unlink(missing_ok=True)
+        _log(f"{name}: done in {seconds:.1f} s; {clock.done(name, seconds)}")
         timings[name], summaries[name] = seconds, summary
     dist = (summaries.get("eval") or {}).get("distillation")
     out = {"output_dir": str(root), "stage_seconds": timings, "total_seconds": round(sum(timings.values()), 2),

@@ -4,7 +4,9 @@ set, the distillation table and its targets. The full pipeline runs in test_run_
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -22,24 +24,46 @@ def demo(tmp_path, *overrides) -> RunConfig:
 
 def test_demo_config_plans_every_stage_in_order(tmp_path):
     plan = Plan(demo(tmp_path))
-    assert plan.order == ["student_init", "generate", "filter", "unfiltered", "answers_only", "train:sft_filtered",
-                          "train:logit_kd", "train:sft_unfiltered", "train:answers_only", "eval", "report"]
-    data, kd = plan.students["logit_kd"]
-    assert data == "filtered" and kd.method == "logit_kd" and kd.logprobs.endswith("generate/logprobs.jsonl")
-    assert kd.student.endswith("student_init/model") and kd.max_steps == 1200  # the YAML merge key carried over
-    assert plan.students["answers_only"][1].dataset_dir.endswith("answers_only")
+    seeds = plan.cfg.seeds
+    assert len(seeds) >= 3
+    students = ["sft_filtered", "logit_kd", "gkd", "sft_unfiltered", "answers_only"]
+    assert plan.order == ([f"student_init@{s}" for s in seeds] + ["generate", "filter", "unfiltered", "answers_only"]
+                          + [f"train:{n}@{s}" for n in students for s in seeds] + ["eval", "report"])
+    kd = plan.students[f"logit_kd@{seeds[1]}"]
+    assert kd.data == "filtered" and kd.train.method == "logit_kd" and kd.train.logprobs.endswith("generate/logprobs.jsonl")
+    assert kd.train.student.endswith(f"student_init/seed{seeds[1]}/model") and kd.train.seed == seeds[1]
+    assert kd.train.output_dir.endswith(f"students/logit_kd/seed{seeds[1]}")
+    assert kd.train.max_steps == plan.students[f"sft_filtered@{seeds[1]}"].train.max_steps  # the YAML merge key carried over
+    gkd = plan.students[f"gkd@{seeds[2]}"].train
+    assert gkd.method == "gkd" and gkd.teacher == "data/teacher" and gkd.gkd.lmbda > 0
+    assert gkd.student == str(Path(plan.students[f"sft_filtered@{seeds[2]}"].train.output_dir) / "final")
+    assert plan.students[f"answers_only@{seeds[0]}"].train.dataset_dir.endswith("answers_only")
     assert plan.configs["unfiltered"].require_correct is False and plan.configs["filter"].require_correct is True
+    assert len({plan.fps[f"train:sft_filtered@{s}"] for s in seeds}) == len(seeds)
 
 
 def test_fingerprints_follow_inputs(tmp_path):
     a = Plan(demo(tmp_path))
     b = Plan(demo(tmp_path, "generate.sampling.temperature=0.7"))
-    assert a.fps["student_init"] == b.fps["student_init"]
-    for stage in ("generate", "filter", "train:sft_filtered", "eval", "report"):  # downstream of generate
+    assert a.fps["student_init@0"] == b.fps["student_init@0"]
+    for stage in ("generate", "filter", "train:sft_filtered@0", "train:gkd@1", "eval", "report"):  # downstream of generate
         assert a.fps[stage] != b.fps[stage], stage
     c = Plan(demo(tmp_path, "students.0.train.learning_rate=0.001"))
-    assert c.fps["train:sft_filtered"] != a.fps["train:sft_filtered"]
-    assert c.fps["train:logit_kd"] == a.fps["train:logit_kd"] and c.fps["filter"] == a.fps["filter"]
+    assert c.fps["train:sft_filtered@0"] != a.fps["train:sft_filtered@0"]
+    assert c.fps["train:gkd@0"] != a.fps["train:gkd@0"]  # starts from sft_filtered's model: a dependency
+    assert c.fps["train:logit_kd@0"] == a.fps["train:logit_kd@0"] and c.fps["filter"] == a.fps["filter"]
+
+
+def test_seeds_per_student_and_init_from_are_checked(tmp_path):
+    p = Plan(demo(tmp_path, "seeds=[5]", "students.4.seeds=[5,6]"))
+    assert [n for n in p.order if n.startswith("train:answers_only")] == ["train:answers_only@5", "train:answers_only@6"]
+    assert "student_init@6" in p.order and p.students["answers_only@6"].train.seed == 6
+    with pytest.raises(CotdistillError, match=r"students\[2\].init_from: 'sft_filtered' is not trained with seed\(s\) \[9\]"):
+        demo(tmp_path, "students.2.seeds=[0,9]")
+    with pytest.raises(CotdistillError, match=r"students\[0\].init_from: 'gkd' is not a student listed before"):
+        demo(tmp_path, "students.0.init_from=gkd")
+    with pytest.raises(CotdistillError, match="seeds must be distinct"):
+        demo(tmp_path, "seeds=[1,1]")
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -54,7 +78,7 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def test_unknown_stage_is_refused(tmp_path):
-    with pytest.raises(CotdistillError, match="unknown stage 'trian'.*student_init, generate"):
+    with pytest.raises(CotdistillError, match=r"unknown stage 'trian'.*student_init@\{0,1,2\}, generate, .*train:gkd@\{0,1,2\}"):
         run(demo(tmp_path), skip=["trian"])
 
 
@@ -107,38 +131,71 @@ def test_answers_only_needs_gold(tmp_path):
     assert not (root / "answers_only" / "stage.json").exists()
 
 
-def _results(accs: dict[str, float]) -> dict:
+N = 400  # problems
+
+
+def _results(accs: dict[str, float | list[float]]) -> tuple[dict, dict]:
+    """results.json and per-problem outcomes: a student given a list gets one model per seed 0, 1, ..."""
     roles = {"teacher": "teacher", "answers_only": "baseline", "sft_unfiltered": "baseline"}
-    return {"models": {n: {"role": roles.get(n, "student"),
-                           "scores": {"digit_chain": {"pass@1": {"value": a, "ci95": [a - 0.02, a + 0.02]}}}}
-                       for n, a in accs.items()}}
+    models, outcomes = {}, {}
+    rng = np.random.default_rng(0)
+    for n, a in accs.items():
+        for seed, acc in ([(None, a)] if n == "teacher" else enumerate(a if isinstance(a, list) else [a])):
+            name = n if seed is None else f"{n}@{seed}"
+            o = np.zeros(N)
+            o[rng.choice(N, int(round(acc * N)), replace=False)] = 1
+            outcomes[name] = o
+            models[name] = {"role": roles.get(n, "student"),
+                            "scores": {"digit_chain": {"pass@1": {"value": acc, "ci95": [acc - 0.02, acc + 0.02]}}}}
+    return {"models": models}, outcomes
 
 
-def test_distillation_table_and_targets(tmp_path):
+def test_distillation_table_seeds_intervals_and_targets(tmp_path):
     plan = Plan(demo(tmp_path))
-    d = distillation_table(plan, _results({"teacher": 0.9, "sft_filtered": 0.88, "logit_kd": 0.86,
-                                           "sft_unfiltered": 0.8, "answers_only": 0.2}))
+    res, out = _results({"teacher": 0.9, "sft_filtered": [0.88, 0.86, 0.87], "logit_kd": [0.86, 0.89, 0.85],
+                         "gkd": [0.87, 0.8, 0.9], "sft_unfiltered": [0.7, 0.72, 0.69], "answers_only": [0.2, 0.22, 0.25]})
+    d = distillation_table(plan, res, out)
     assert d["best_distilled"] == "sft_filtered" and d["teacher_accuracy"] == 0.9
-    assert d["models"]["sft_filtered"]["retention"] == pytest.approx(0.9778, abs=1e-4)
+    m = d["models"]["sft_filtered"]
+    assert [s["seed"] for s in m["per_seed"]] == [0, 1, 2] and [s["accuracy"] for s in m["per_seed"]] == [0.88, 0.86, 0.87]
+    assert m["accuracy"] == pytest.approx(0.87) and m["range"] == [0.86, 0.88]
+    assert m["ci95"][0] < 0.86 and m["ci95"][1] > 0.88  # problem sampling widens it beyond the seeds' range
+    assert m["retention"] == pytest.approx(0.9667, abs=1e-4) and m["worst_seed_retention"] == pytest.approx(0.9556, abs=1e-4)
     assert d["models"]["answers_only"]["data"] == "answers_only" and d["models"]["teacher"]["method"] is None
     t = d["targets"]
-    assert t["retention"]["met"] and t["gain_over_answers_only"]["value"] == pytest.approx(0.68)
-    assert t["filtered_vs_unfiltered"] == {"filtered": "sft_filtered", "value": pytest.approx(0.08), "met": True}
-    assert d["all_targets_met"] is True
+    assert t["retention"]["met"] and t["retention"]["met_on_worst_seed"] is True
+    assert t["gain_over_answers_only"]["value"] == pytest.approx(0.6467, abs=1e-4)
+    assert t["gain_over_answers_only"]["worst_seed"] == pytest.approx(0.61) and t["gain_over_answers_only"]["comparison"]["verdict"] == "better"
+    f = t["filtered_vs_unfiltered"]
+    assert f["filtered"] == "sft_filtered" and f["value"] == pytest.approx(0.1667, abs=1e-4) and f["met"]
+    assert f["comparison"]["verdict"] == "better" and d["all_targets_met"] is True
+    near = {(c["a"], c["b"]): c for c in d["comparisons"]}[("sft_filtered", "logit_kd")]
+    assert near["verdict"] == "no significant difference" and near["ci95"][0] < 0 < near["ci95"][1]
 
-    d = distillation_table(plan, _results({"teacher": 0.9, "sft_filtered": 0.5, "logit_kd": 0.4,
-                                           "sft_unfiltered": 0.6, "answers_only": 0.45}))
+    res, out = _results({"teacher": 0.9, "sft_filtered": [0.5, 0.1, 0.9], "logit_kd": [0.4, 0.4, 0.4],
+                         "sft_unfiltered": [0.6, 0.6, 0.6], "answers_only": [0.45, 0.45, 0.45]})
+    d = distillation_table(plan, res, out)
     t = d["targets"]
+    assert d["best_distilled"] == "sft_filtered" and d["models"]["sft_filtered"]["range"] == [0.1, 0.9]
     assert not t["retention"]["met"] and not t["gain_over_answers_only"]["met"] and not t["filtered_vs_unfiltered"]["met"]
+    assert t["filtered_vs_unfiltered"]["comparison"]["verdict"] == "no significant difference"  # one seed at 0.1: noise
     assert d["all_targets_met"] is False
+
+
+def test_mean_passes_but_worst_seed_does_not(tmp_path):
+    plan = Plan(demo(tmp_path))
+    res, out = _results({"teacher": 1.0, "sft_filtered": [1.0, 1.0, 0.9], "answers_only": [0.2, 0.2, 0.2]})
+    t = distillation_table(plan, res, out)["targets"]["retention"]
+    assert t["met"] and t["value"] == pytest.approx(0.9667, abs=1e-4) and not t["met_on_worst_seed"]
 
 
 def test_strict_targets_fail_the_run(tmp_path, monkeypatch):
     import cotdistill.run as runmod
 
     cfg = demo(tmp_path, "targets.strict=true")
+    res, out = _results({"teacher": 0.9, "sft_filtered": [0.3, 0.3, 0.3], "answers_only": [0.25, 0.25, 0.25]})
     monkeypatch.setattr(runmod, "_run_stage", lambda plan, name: {"distillation": distillation_table(
-        plan, _results({"teacher": 0.9, "sft_filtered": 0.3, "answers_only": 0.25}))} if name == "eval" else {})
+        plan, res, out)} if name == "eval" else {})
     with pytest.raises(CotdistillError, match="targets missed: retention, gain_over_answers_only"):
         run(cfg)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["distillation"]["all_targets_met"] is False
@@ -148,19 +205,23 @@ def test_report_renders_the_distillation_table(tmp_path):
     from cotdistill.report import write_report
 
     plan = Plan(demo(tmp_path))
-    res = _results({"teacher": 0.9, "sft_filtered": 0.88, "answers_only": 0.2})
+    res, out = _results({"teacher": 0.9, "sft_filtered": [0.88, 0.9, 0.86], "answers_only": [0.2, 0.2, 0.2]})
     for m in res["models"].values():
         s = m["scores"]["digit_chain"]
         s.update(mean_completion_tokens=30.0, truncation_rate=0.0, cannot_tell_rate=0.0)
     res.update(benchmarks={"digit_chain": {}}, warnings=[], versions={"vllm": "x"}, ci="wilson",
                sampling={"n": 1, "temperature": 0.0, "max_tokens": 64, "seed": 0},
-               distillation=distillation_table(plan, res))
+               distillation=distillation_table(plan, res, out))
     (tmp_path / "run" / "eval").mkdir(parents=True)
     (tmp_path / "run" / "eval" / "results.json").write_text(json.dumps(res))
     md = write_report(tmp_path / "run").read_text()
     assert "### Distillation on `digit_chain`" in md
-    assert "| sft_filtered (best distilled) | verified teacher traces | sft | 0.880 [0.860, 0.900] | 0.978 |" in md
-    assert "| best distilled - answers-only (points) | +68.0 | >= +10.0 | met |" in md
+    ci = res["distillation"]["models"]["sft_filtered"]["ci95"]
+    assert (f"| sft_filtered (best distilled) | verified teacher traces | sft | 0.880 [{ci[0]:.3f}, {ci[1]:.3f}] | "
+            f"0.880 (s0), 0.900 (s1), 0.860 (s2) | 0.978 / 0.956 |") in md
+    assert "| best distilled - answers-only (points) | +68.0 | >= +10.0 | met | +66.0 | met | better [" in md
+    assert "| answers_only | +68.0 |" in md and "sft_filtered better |" in md
+    assert (tmp_path / "run" / "report" / "distillation_eval.png").stat().st_size > 1000
 
 
 def test_demo_config_yaml_is_plain(tmp_path):
@@ -172,12 +233,12 @@ def test_eval_config_covers_teacher_trained_students_and_overlap_ngram(tmp_path,
     from cotdistill.run import _eval_config
 
     plan = Plan(demo(tmp_path))
-    final = tmp_path / "run" / "students" / "sft_filtered" / "final"
+    final = tmp_path / "run" / "students" / "sft_filtered" / "seed1" / "final"
     final.mkdir(parents=True)
     (final / "config.json").write_text("{}")
     e = _eval_config(plan)
-    assert [m.name for m in e.models] == ["teacher", "sft_filtered"]  # untrained students are left out, and said so
-    assert "student 'logit_kd' has no trained model" in capsys.readouterr().err
+    assert [m.name for m in e.models] == ["teacher", "sft_filtered@1"]  # untrained students are left out, and said so
+    assert "student 'logit_kd@0' has no trained model" in capsys.readouterr().err
     assert e.models[1].teacher.model == str(final) and e.models[1].teacher.kv_cache_memory_bytes == 268435456
     assert e.ngram == 17 and e.train_data == [str(tmp_path / "run" / "filter")]
 
@@ -185,3 +246,24 @@ def test_eval_config_covers_teacher_trained_students_and_overlap_ngram(tmp_path,
 def test_student_spec_with_a_head_size_vllm_cannot_serve_is_refused_at_load(tmp_path):
     with pytest.raises(CotdistillError, match=r"run_demo.yaml: student: hidden 128 / heads 3: head size must be one of 32"):
         demo(tmp_path, "student.heads=3")
+
+
+def test_a_killed_stage_does_not_resume_into_a_changed_config(tmp_path, monkeypatch):
+    import cotdistill.run as runmod
+
+    root = tmp_path / "run"
+    _fake_generation(root, [{"id": "p1", "question": "Last digit of 1+2, left to right.", "answer": "3"}])
+    only = ["student_init", "generate", "filter", "unfiltered", "train", "eval", "report"]
+
+    def killed(plan, name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runmod, "_run_stage", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(demo(tmp_path), skip=only)
+    assert (root / "answers_only" / "stage.started.json").exists() and not (root / "answers_only" / "stage.json").exists()
+    monkeypatch.undo()
+    with pytest.raises(CotdistillError, match="stage 'answers_only' was started .and not finished. with a different config"):
+        run(demo(tmp_path, "generate.prompt.template=gsm8k"), skip=only)
+    run(demo(tmp_path), skip=only)  # the same config resumes
+    assert (root / "answers_only" / "stage.json").exists() and not (root / "answers_only" / "stage.started.json").exists()

@@ -1,0 +1,133 @@
+"""Students vs teacher over seeds and problems: the run's distillation table.
+
+Each student is trained once per seed and every model answers the same held-out problems, so a
+model's accuracy varies with the seed (training) and with which problems were drawn (the test
+set). Intervals come from a two-level bootstrap: resample the seeds, then the problems (the same
+problem draw for every seed and for both sides of a comparison, since they answered the same set).
+A difference whose interval contains 0 is "no significant difference", never a win.
+
+    table = distillation_table(students, results, outcomes, targets, benchmark)
+
+``students``: model name (``<student>@<seed>``) -> (student, seed, data, method); ``results``: the eval
+stage's results.json; ``outcomes``: model name -> per-problem correctness (same problem order for all).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+REPS = 2000
+
+
+def load_outcomes(eval_dir: Path, models: list[str], benchmark: str) -> dict[str, np.ndarray]:
+    """Per-problem pass@1 (mean over samples) from each model's verdicts, in one problem order."""
+    out = {}
+    for m in models:
+        f = Path(eval_dir) / m / benchmark / "verdicts.jsonl"
+        if not f.exists():
+            continue
+        per: dict[str, list[float]] = {}
+        for line in f.read_text().splitlines():
+            if line.strip():
+                v = json.loads(line)
+                per.setdefault(v["problem_id"], []).append(1.0 if v.get("correct") else 0.0)
+        out[m] = {pid: float(np.mean(x)) for pid, x in per.items()}
+    if not out:
+        return {}
+    ids = sorted(set.intersection(*(set(v) for v in out.values())))
+    return {m: np.array([v[i] for i in ids]) for m, v in out.items()}
+
+
+def _draws(n_problems: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n_problems, (REPS, n_problems))
+
+
+def _boot_means(m: np.ndarray, problems: np.ndarray, seed: int) -> np.ndarray:
+    """m [seeds, problems]: REPS bootstrap means (seeds resampled, then problems)."""
+    per_seed = np.stack([row[problems].mean(1) for row in m])  # [S, REPS]
+    pick = np.random.default_rng(seed + 1).integers(0, m.shape[0], (REPS, m.shape[0]))
+    return per_seed[pick, np.arange(REPS)[:, None]].mean(1)
+
+
+def interval(m: np.ndarray, seed: int = 0) -> list[float]:
+    b = _boot_means(m, _draws(m.shape[1], seed), seed)
+    return [round(float(np.quantile(b, 0.025)), 4), round(float(np.quantile(b, 0.975)), 4)]
+
+
+def difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
+    """mean(a) - mean(b) with its 95% interval; both answered the same problems."""
+    draws = _draws(a.shape[1], seed)
+    d = _boot_means(a, draws, seed) - _boot_means(b, draws, seed + 7)
+    lo, hi = float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))
+    verdict = "better" if lo > 0 else "worse" if hi < 0 else "no significant difference"
+    return {"difference": round(float(a.mean() - b.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)], "verdict": verdict}
+
+
+def distillation_table(students: dict, results: dict, outcomes: dict[str, np.ndarray], targets, benchmark: str) -> dict:
+    models = results["models"]
+    score = {n: m["scores"][benchmark]["pass@1"] for n, m in models.items()}
+    groups: dict[str, dict] = {}
+    for n, m in models.items():
+        name, seed, data, method = students.get(n, (n, None, None, None))
+        g = groups.setdefault(name, {"role": m["role"], "data": data, "method": method, "per_seed": [], "_models": []})
+        g["per_seed"].append({"seed": seed, "model": n, "accuracy": score[n]["value"], "ci95": score[n]["ci95"]})
+        g["_models"].append(n)
+    teacher = groups["teacher"]["per_seed"][0]["accuracy"] if "teacher" in groups else None
+    mats = {}
+    for name, g in groups.items():
+        accs = [s["accuracy"] for s in g["per_seed"]]
+        g["accuracy"] = round(float(np.mean(accs)), 4)
+        g["range"] = [min(accs), max(accs)]
+        have = [n for n in g["_models"] if n in outcomes]
+        if len(have) == len(g["_models"]):
+            mats[name] = np.stack([outcomes[n] for n in have])
+            g["ci95"] = interval(mats[name])
+        else:  # no per-problem outcomes: the single model's own interval
+            g["ci95"] = g["per_seed"][0]["ci95"] if len(accs) == 1 else None
+        g["retention"] = round(g["accuracy"] / teacher, 4) if teacher else None
+        g["worst_seed_retention"] = round(min(accs) / teacher, 4) if teacher else None
+        del g["_models"]
+    students_only = [n for n in groups if n != "teacher"]
+    comparisons = [{"a": a, "b": b, **difference(mats[a], mats[b])}
+                   for i, a in enumerate(students_only) for b in students_only[i + 1:] if a in mats and b in mats]
+
+    def cmp(a, b):
+        return next(({**c} for c in comparisons if (c["a"], c["b"]) == (a, b)), None) or next(
+            ({"a": a, "b": b, "difference": -c["difference"], "ci95": [-c["ci95"][1], -c["ci95"][0]],
+              "verdict": {"better": "worse", "worse": "better"}.get(c["verdict"], c["verdict"])}
+             for c in comparisons if (c["a"], c["b"]) == (b, a)), None)
+
+    distilled = {n: g for n, g in groups.items() if g["data"] == "filtered"}
+    answers = [n for n, g in groups.items() if g["data"] == "answers_only"]
+    best = max(distilled, key=lambda n: distilled[n]["accuracy"]) if distilled else None
+    t, out = targets, {}
+    if best and teacher:
+        r = groups[best]
+        out["retention"] = {"best": best, "value": r["retention"], "target": t.min_retention,
+                            "met": r["retention"] >= t.min_retention,
+                            "worst_seed": r["worst_seed_retention"], "met_on_worst_seed": r["worst_seed_retention"] >= t.min_retention}
+    if best and answers:
+        a = max(answers, key=lambda n: groups[n]["accuracy"])
+        gain = round(groups[best]["accuracy"] - groups[a]["accuracy"], 4)
+        worst = round(groups[best]["range"][0] - groups[a]["range"][1], 4)
+        out["gain_over_answers_only"] = {"best": best, "value": gain, "target": t.min_gain_over_answers_only,
+                                         "met": gain >= t.min_gain_over_answers_only - 1e-9, "worst_seed": worst,
+                                         "met_on_worst_seed": worst >= t.min_gain_over_answers_only - 1e-9,
+                                         "comparison": cmp(best, a)}
+    unf = {g["method"]: n for n, g in groups.items() if g["data"] == "unfiltered"}
+    same = [n for n, g in distilled.items() if g["method"] in unf]
+    if same and t.filtered_at_least_unfiltered:
+        f = max(same, key=lambda n: groups[n]["accuracy"])
+        u = unf[groups[f]["method"]]
+        worst = round(groups[f]["range"][0] - groups[u]["range"][1], 4)
+        out["filtered_vs_unfiltered"] = {"filtered": f, "unfiltered": u,
+                                         "value": round(groups[f]["accuracy"] - groups[u]["accuracy"], 4),
+                                         "met": groups[f]["accuracy"] >= groups[u]["accuracy"], "worst_seed": worst,
+                                         "met_on_worst_seed": worst >= 0, "comparison": cmp(f, u)}
+    return {"benchmark": benchmark, "teacher_accuracy": teacher, "models": groups, "best_distilled": best,
+            "comparisons": comparisons, "targets": out,
+            "all_targets_met": all(x["met"] for x in out.values()) if out else None,
+            "interval": "95%, bootstrap over seeds then problems" if mats else "95%, per model"}
