@@ -320,6 +320,7 @@ class TrainConfig(StrictModel):
     per_device_train_batch_size: int = Field(default=8, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)  # AdamW decoupled weight decay
     num_train_epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)

@@ -236,7 +236,8 @@ class _Clock:
         eta = sum(sum(self.seen[k]) / len(self.seen[k]) for k in map(self.kind, self.todo) if k in self.seen)
         unknown = sorted({k for k in map(self.kind, self.todo) if k not in self.seen})
         fmt = lambda x: f"{int(x // 60)}m{int(x % 60):02d}s"  # noqa: E731
-        left = f"ETA {fmt(eta)}" + (f" + {', '.join(unknown)}" if unknown else "") if self.todo else "last stage"
+        left = (f"ETA {fmt(eta)}" + (f" + stages not yet timed ({', '.join(unknown)})" if unknown else "")
+                if self.todo else "last stage")
         return f"{len(self.todo)} stage(s) left, elapsed {fmt(time.perf_counter() - self.t0)}, {left}"
 
 
