@@ -35,15 +35,8 @@ _CHOICE = re.compile(r"^\(?([A-J])\)?(?:[.:,]|\s|$)")
 
 
 def _boxed_spans(text: str) -> list[tuple[int, str]]:
-    out = []
-    for m in _BOXED.finditer(text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:  # an unclosed \boxed{ (truncated trace) is no answer
-            out.append((m.start(), text[m.end(): i - 1]))
-    return out
+    # an unclosed \boxed{ (truncated trace) is no answer
+    return [(a, b) for a, b, _ in _boxed_spans_with_end(text)]
 
 
 def _strip_wrappers(s: str) -> str:
@@ -64,7 +57,10 @@ def _strip_wrappers(s: str) -> str:
 def clean_answer(raw: str) -> str | None:
     """Normalise a marked answer: emphasis, $...$, trailing punctuation/units, choice letters."""
     s = _strip_wrappers(raw)
-    s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}\s*$", "", s)  # \text{ cm}
+    whole = re.fullmatch(r"\\(?:text|textbf|mbox|mathrm|textrm)\{([^{}]*)\}", s)
+    if whole:  # \text{(C)}, \text{yes}: the text is the answer
+        s = _strip_wrappers(whole.group(1))
+    s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}\s*$", "", s) if not whole else s  # \text{ cm}
     s = re.sub(r"\^\s*\{?\\circ\}?$", "", s).strip()
     s = s.replace("\\!", "").replace("\\,", "").replace("\\ ", " ").strip()
     s = re.sub(r"\\%$|%$", "", s).strip() if _NUMBER.match(re.sub(r"\\?%$", "", s).strip()) else s
@@ -83,26 +79,98 @@ def _first_clause(s: str) -> str:
     return re.split(r"(?<![\d])\.(?:\s|$)|\.(?=\s+[A-Z])|(?<=\d)\.\s", s, maxsplit=1)[0]
 
 
+# what may stand between boxes that together are one answer ("\\boxed{2} and \\boxed{3}")
+_BOX_JOIN = re.compile(r"^(?:[\s$,;.]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b)*$")
+# "I think the answer is 12 but let me check": a hedge, not a final answer
+_HEDGE_BEFORE = re.compile(r"\b(?:think|maybe|perhaps|might|probably|guess|suppose|assume|if|whether|unless|could)\b[^.!?\n]*$", re.I)
+_HEDGE_AFTER = re.compile(r"^[^\n]*?(?:\?|\b(?:but|wait|let me|let's|check|verify|however|unless|or is it)\b)", re.I)
+_PROSE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+
+
+def _boxed_answer(text: str) -> tuple[int, str] | None:
+    """The last box, joined with the boxes right before it when only separators stand between them
+    (all roots boxed one by one): "2, 3"."""
+    spans = _boxed_spans_with_end(text)
+    if not spans:
+        return None
+    group = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        if _BOX_JOIN.match(text[prev[2]:group[0][0]]):
+            group.insert(0, prev)
+        else:
+            break
+    return group[0][0], ", ".join(g[1] for g in group)
+
+
+def _boxed_spans_with_end(text: str) -> list[tuple[int, str, int]]:
+    out = []
+    for m in _BOXED.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            out.append((m.start(), text[m.end(): i - 1], i))
+    return out
+
+
+def _bare(text: str) -> str | None:
+    """A completion that is one short expression and nothing else ("72", "$\\frac{1}{2}$", "(B)") is
+    its own answer; prose (a cut-off sentence) never is."""
+    t = text.strip()
+    if not t or "\n" in t or len(t) > 60:
+        return None
+    inner = re.sub(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}", "", t)
+    if _PROSE.search(inner) and not re.fullmatch(r"\(?[A-J]\)?", t):
+        return None
+    return clean_answer(t)
+
+
+def _heading(content: str, after: str) -> bool:
+    """``#### Verification`` with more text below is a Markdown heading, not GSM8K's ``#### 72``."""
+    return bool(after.strip()) and bool(re.fullmatch(r"[A-Z][A-Za-z ]*", content.strip()))
+
+
 def extract_answer(text: str) -> str | None:
     """The last explicitly marked final answer in ``text``, cleaned; None when there is none."""
     if "</think>" in text:
         text = text.rsplit("</think>", 1)[1]
-    cands: list[tuple[int, str]] = list(_boxed_spans(text))
-    cands += [(m.start(), m.group(1)) for m in _HASHES.finditer(text)]
+    cands: list[tuple[int, str]] = []
+    boxed = _boxed_answer(text)
+    if boxed:
+        cands.append(boxed)
+    for m in _HASHES.finditer(text):
+        if _heading(m.group(1), text[m.end():]):
+            continue
+        cands.append((m.start(), m.group(1)))
     cands += [(m.start(), m.group(1)) for m in _FINAL_LINE.finditer(text)]
     for m in _ANSWER_IS.finditer(text):
         line = m.group(1).split("\n", 1)[0]
-        cands.append((m.start(), _first_clause(line)))
+        clause = _first_clause(line)
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        after = line[len(clause):].lstrip()
+        if _HEDGE_BEFORE.search(text[line_start:m.start()]) or _HEDGE_AFTER.match(clause) or after.startswith("?"):
+            continue
+        cands.append((m.start(), clause))
     for _, raw in sorted(cands, key=lambda c: c[0], reverse=True):
         ans = clean_answer(raw)
         if ans:
             return ans
-    return None
+    return _bare(text) if not cands else None
 
 
 # ------------------------------------------------------------------ comparison
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+
+
 def _as_number(s: str) -> Fraction | None:
-    t = s.replace(",", "").replace("\\$", "").lstrip("$").strip()
+    """Exact value of a plain number, fraction or decimal; commas only as thousands separators
+    ("1,234"), so "1,2" is not 12."""
+    t = s.replace("\\$", "").lstrip("$").strip().replace("{,}", ",")
+    if "," in t:
+        if not _THOUSANDS.match(t):
+            return None
+        t = t.replace(",", "")
     m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", t)
     if m:
         t = f"{m.group(1)}/{m.group(2)}"
@@ -117,6 +185,18 @@ def _as_number(s: str) -> Fraction | None:
     return None
 
 
+def _same_number(gold: Fraction, pred: Fraction, pred_text: str) -> bool:
+    """Exact equality; a decimal written with 6 or more places may round a gold that has no finite
+    decimal (1/3 ~ 0.333333), nothing looser (1000000 != 1000001, 1e-7 != 9e-7)."""
+    if gold == pred:
+        return True
+    places = re.search(r"\.(\d+)$", pred_text.strip())
+    if places and len(places.group(1)) >= 6 and "e" not in pred_text.lower():
+        step = Fraction(1, 10 ** len(places.group(1)))
+        return abs(gold - pred) <= step / 2
+    return False
+
+
 _SEQ = re.compile(r"^(\(|\[|\\\{)(.*)(\)|\]|\\\})$")
 
 
@@ -128,7 +208,7 @@ def _as_numbers(s: str) -> tuple[str, list[Fraction]] | None:
     kind = {"(": "()", "[": "[]", "\\{": "{}"}[m.group(1)]
     if kind[1] != m.group(3)[-1]:
         return None
-    parts = [_as_number(x) for x in m.group(2).split(",")]
+    parts = [_as_number(x) for x in m.group(2).split(",")]  # thousands commas inside tuples are not supported
     if len(parts) < 2 or any(x is None for x in parts):
         return None
     return kind, sorted(parts) if kind == "{}" else parts
@@ -169,21 +249,33 @@ def final_gold(gold: str) -> str:
     return (extract_answer(gold) or gold) if "####" in gold or "\\boxed" in gold else gold
 
 
-def compare(gold: str, pred: str) -> bool | None:
-    """Is ``pred`` (an extracted answer) equal to ``gold``? None when the gold cannot be read."""
-    gold = final_gold(gold)
-    g = clean_answer(gold)
-    if g is None:
-        return None
+def _parts(s: str) -> list[str] | None:
+    """Top-level comma / "and" separated parts of an answer list ("2, 3", "2 \\text{ and } 3");
+    None for a single answer."""
+    t = re.sub(r"\\text\{\s*(and|or)\s*\}", ",", s)
+    t = re.sub(r"\s+(?:and|or)\s+", ",", t)
+    parts, depth, cur = [], 0, ""
+    for ch in t:
+        depth += ch in "({[" and 1 or ch in ")}]" and -1 or 0
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    parts = [p for p in parts if p]
+    return parts if len(parts) > 1 else None
+
+
+def _compare_one(g: str, pred: str) -> bool | None:
     if re.fullmatch(r"[A-J]", g):
         return pred.strip().upper() == g
     gn, pn = _as_number(g), _as_number(pred)
     if gn is not None and pn is not None:
-        return abs(gn - pn) <= Fraction(1, 10**6) * max(1, abs(gn))
+        return _same_number(gn, pn, pred)
     gs, ps = _as_numbers(g), _as_numbers(pred)
     if gs is not None and ps is not None and gs[0] == ps[0]:  # numeric tuples/sets: no LaTeX parser needed
-        return len(gs[1]) == len(ps[1]) and all(abs(a - b) <= Fraction(1, 10**6) * max(1, abs(a))
-                                                for a, b in zip(gs[1], ps[1]))
+        return len(gs[1]) == len(ps[1]) and all(a == b for a, b in zip(gs[1], ps[1]))
     if normalize_text(g) == normalize_text(pred):
         return True
     if _texty(g) and _texty(pred):
@@ -194,6 +286,33 @@ def compare(gold: str, pred: str) -> bool | None:
     if res is None and _texty(g):
         return False
     return res
+
+
+def _unbracket(s: str) -> str:
+    m = re.fullmatch(r"\\\{(.*)\\\}|\{(.*)\}", s.strip())
+    return (m.group(1) if m.group(1) is not None else m.group(2)) if m else s
+
+
+def compare(gold: str, pred: str) -> bool | None:
+    """Is ``pred`` (an extracted answer) equal to ``gold``? None when the gold cannot be read.
+    A list of answers (several boxes, "2 and 3", a set) matches in any order."""
+    gold = final_gold(gold)
+    g = clean_answer(gold)
+    if g is None:
+        return None
+    one = _compare_one(g, pred)
+    if one:
+        return True
+    gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
+    if gp and pp and len(gp) == len(pp) and not (g.strip().startswith(("(", "[")) and pred.strip().startswith(("(", "["))):
+        left = list(pp)
+        for a in gp:
+            hit = next((i for i, b in enumerate(left) if _compare_one(clean_answer(a) or a, clean_answer(b) or b)), None)
+            if hit is None:
+                return False
+            left.pop(hit)
+        return True
+    return one
 
 
 def verify_completion(completion: str, gold: str | None, rg_task: str | None = None,
@@ -224,18 +343,24 @@ _ANY_MARKER = re.compile(r"\\(?:boxed|fbox)\s*\{|^[ \t]*####|\bfinal\s+answer\s*
 def check_format(completion: str, think: bool) -> str | None:
     """Why a completion is malformed for its template, or None when it is well-formed.
 
-    ``think``: the template asks for exactly one ``<think>...</think>`` block before the answer.
-    Every template asks for exactly one final-answer section (a line carrying an answer marker)
-    after the reasoning."""
+    ``think``: the template asks for one ``<think>...</think>`` block before the answer. A completion
+    holding only the ``</think>`` is fine too: R1-style chat templates pre-fill ``<think>\\n`` in the
+    prompt. Every template asks for one final answer after the reasoning: several marked answers
+    are malformed only when they disagree ("the answer is 5. **Final Answer** \\boxed{5}" is one)."""
     if think:
         opens, closes = completion.count("<think>"), completion.count("</think>")
-        if opens != 1 or closes != 1 or completion.index("<think>") > completion.index("</think>"):
+        if closes != 1 or opens > 1 or (opens == 1 and completion.index("<think>") > completion.index("</think>")):
             return "unbalanced <think> tags"
     tail = completion.rsplit("</think>", 1)[1] if "</think>" in completion else completion
-    sections = {tail.count("\n", 0, m.start()) for m in _ANY_MARKER.finditer(tail)}
-    if not sections:
+    lines = tail.split("\n")
+    marked = sorted({tail.count("\n", 0, m.start()) for m in _ANY_MARKER.finditer(tail)})
+    # a marker line counts when it carries an answer ("I think the answer is 12 but..." does not)
+    marked = [i for i in marked if not (_HASHES.match(lines[i]) and _heading(_HASHES.match(lines[i]).group(1),
+                                                                           "\n".join(lines[i + 1:])))]
+    answers = {answer_key(a) for a in (extract_answer(lines[i]) for i in marked) if a}
+    if not answers:
         return "no final answer section"
-    if len(sections) > 1:
+    if len(answers) > 1:
         return "several final answer sections"
     return None
 

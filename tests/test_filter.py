@@ -47,7 +47,7 @@ def run_dir(tmp_path):
         trace("p1", 3, "<think>3+4</think>\\boxed{7}"),                    # exact duplicate of 0
         trace("p1", 4, "3+4 = 7 \\boxed{7}"),                              # format: no think
         trace("p1", 5, LONG, tokens=500),                                   # length
-        trace("p1", 6, "<think>3+4</think>\\boxed{7}\nFinal answer: 7"),  # format: two answers
+        trace("p1", 6, "<think>3+4</think>\\boxed{7}\nFinal answer: 8"),  # format: two answers that disagree
         trace("p1", 7, "<think>I reckon 3+4</think>\\boxed{7}"),           # kept (different text)
         trace("p2", 0, "<think>a</think>\\boxed{10}"), trace("p2", 1, "<think>b</think>\\boxed{10}"),
         trace("p2", 2, "<think>c</think>\\boxed{10.0}"), trace("p2", 3, "<think>d</think>\\boxed{11}"),

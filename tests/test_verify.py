@@ -55,6 +55,24 @@ EXTRACT = [
     ("<think>maybe \\boxed{1}</think>The result is \\boxed{2}", "2"),
     ("<think>the answer is 1</think>no marked answer here", None),
     ("<think>reasoning</think>\nFinal answer: 7", "7"),
+    # several boxes that together are the answer; a box after prose is not joined
+    ("so x = \\(\\boxed{2}\\) and \\(\\boxed{3}\\).", "2, 3"),
+    ("\\boxed{1}, \\boxed{4}", "1, 4"),
+    ("we first had \\boxed{1} but then found \\boxed{4}", "4"),
+    # hedges and headings
+    ("I think the answer is 12 but let me check the carry", None),
+    ("Maybe the answer is 3? Let me verify.", None),
+    ("So the answer is 12, but wait", None),
+    ("\\boxed{72}\n\n#### Verification\nCheck: 72 - 42 = 30.", "72"),
+    # bare answers: one short expression, never prose
+    ("72", "72"),
+    ("  $\\frac{1}{2}$ ", "\\frac{1}{2}"),
+    ("(B)", "B"),
+    ("So we get 12", None),
+    ("The total is 7", None),
+    # text answers
+    ("\\boxed{\\text{(C)}}", "C"),
+    ("\\boxed{\\text{No}}", "No"),
 ]
 
 
@@ -64,6 +82,19 @@ def test_extract(text, expected):
 
 
 COMPARE = [
+    # exactness: no relative tolerance; commas only as thousands separators
+    ("1000000", "1000001", False),
+    ("0.0000001", "0.0000009", False),
+    ("12", "1,2", False),
+    ("1/3", "0.333333", True),
+    ("1/3", "0.33", False),
+    # lists of answers (several boxes) match as sets; tuples keep their order
+    ("2, 3", "3, 2", True),
+    ("\\{2, 3\\}", "3, 2", True),
+    ("2 \\text{ and } 3", "2, 3", True),
+    ("2, 3", "2, 4", False),
+    ("(1, 2)", "(2, 1)", False),
+    ("no", "No", True),
     ("42", "42", True),
     ("42", "42.0", True),
     ("1234", "1,234", True),
