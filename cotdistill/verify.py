@@ -80,7 +80,7 @@ def _first_clause(s: str) -> str:
 
 
 # what may stand between boxes that together are one answer ("\\boxed{2} and \\boxed{3}")
-_BOX_JOIN = re.compile(r"^(?:[\s$,;.]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b)*$")
+_BOX_JOIN = re.compile(r"^(?:[\s$,;.]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\b[a-zA-Z]\s*=|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b)*$")
 # "I think the answer is 12 but let me check": a hedge, not a final answer
 _HEDGE_BEFORE = re.compile(r"\b(?:think|maybe|perhaps|might|probably|guess|suppose|assume|if|whether|unless|could)\b[^.!?\n]*$", re.I)
 _HEDGE_AFTER = re.compile(r"^[^\n]*?(?:\?|\b(?:but|wait|let me|let's|check|verify|however|unless|or is it)\b)", re.I)

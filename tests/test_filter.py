@@ -184,3 +184,38 @@ def test_decontam_ngrams_keep_operators():
     index.add("eval", "t0", "Last digit of 1*5*5*2*5*1, left to right.")
     assert index.hits("Last digit of 1+5*5*2-5-2, left to right.") == []  # same digits, other operators
     assert index.hits("Q: last digit of 1 * 5 * 5 * 2 * 5 * 1, left to right?")  # same problem, other spacing
+
+
+def test_r1_recipe_filter_keeps_correct_r1_shaped_traces(tmp_path):
+    """DeepSeek-R1-Distill completions (the chat template pre-fills "<think>\\n", so only </think> is
+    generated; "Thus, the answer is N. **Final Answer** \\[\\boxed{N}\\]" endings) through the filter
+    settings of data/configs/run_math_r1_gpu.yaml, its hub eval set swapped for a local file."""
+    import yaml
+
+    from conftest import ROOT
+
+    recipe = yaml.safe_load((ROOT / "data/configs/run_math_r1_gpu.yaml").read_text())
+    gold = ["The sum is $3+4=\\boxed{7}$.", "We get $\\boxed{\\frac{1}{2}}$.", "Factor: $x=\\boxed{2}$ and $x=\\boxed{3}$.",
+            "So $\\boxed{12}$."]
+    probs = [Problem(id=f"m{i}", question=f"MATH problem number {i} about numbers", answer=g, source="t")
+             for i, g in enumerate(gold)]
+    r1 = ["Okay, 3 + 4 is 7.\n</think>\n\nAdding gives 7.\n\nThus, the answer is 7.\n\n**Final Answer**\n\\[\n\\boxed{7}\n\\]",
+          "Hmm, half of 1 is 0.5.\n</think>\n\nThe value is \\(\\frac{1}{2}\\).\n\n**Final Answer**\n\\[\n\\boxed{\\dfrac{1}{2}}\n\\]",
+          "So (x-2)(x-3) = 0.\n</think>\n\nThe solutions are \\(\\boxed{3}\\) and \\(\\boxed{2}\\).",
+          "Okay, so 3 times 4 is 12. Let me check: 4 + 4 + 4 = 12"]  # cut off inside the reasoning
+    traces = [trace(f"m{i}", 0, c, tokens=40, finish="length" if i == 3 else "stop") for i, c in enumerate(r1)]
+    traces.append(trace("m0", 1, r1[0].replace("is 7", "is 8").replace("{7}", "{8}"), tokens=40))  # wrong
+    traces.append(trace("m1", 1, "Hmm.\n</think>\n\nThe answer is 1/2.\n\n**Final Answer**\n\\[\n\\boxed{2}\n\\]",
+                        tokens=40))  # two final answers that disagree
+    run = write_run(tmp_path / "gen", probs, traces)
+    eval_file = write_jsonl(tmp_path / "math500.jsonl", [{"problem": "An unrelated benchmark question", "answer": "1",
+                                                          "unique_id": "u1"}])
+    flt = {**recipe["filter"], "generate_dir": str(run), "output_dir": str(tmp_path / "out"), "verify_workers": 1,
+           "progress": False}
+    flt["decontam"]["eval_sets"][0]["path"] = str(eval_file)
+    flt["decontam"]["eval_sets"][0].pop("split")
+    summary = stage.run(FilterConfig.model_validate(flt))
+    dropped = {(r["problem_id"], r["sample_index"]): r["dropped"] for r in read_jsonl(tmp_path / "out" / "verdicts.jsonl")}
+    assert dropped == {("m0", 0): None, ("m1", 0): None, ("m2", 0): None, ("m3", 0): "truncated",
+                       ("m0", 1): "incorrect", ("m1", 1): "format"}
+    assert summary["kept"] == 3
