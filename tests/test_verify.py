@@ -58,6 +58,7 @@ EXTRACT = [
     # several boxes that together are the answer; a box after prose is not joined
     ("so x = \\(\\boxed{2}\\) and \\(\\boxed{3}\\).", "2, 3"),
     ("\\boxed{1}, \\boxed{4}", "1, 4"),
+    ("$x=\\boxed{2}$ and $x=\\boxed{3}$", "2, 3"),
     ("we first had \\boxed{1} but then found \\boxed{4}", "4"),
     # hedges and headings
     ("I think the answer is 12 but let me check the carry", None),
