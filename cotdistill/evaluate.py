@@ -135,6 +135,13 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
                                 "completion_tokens": t["completion_tokens"], "finish_reason": t["finish_reason"],
                                 **verdicts[(t["problem_id"], t["sample_index"])].model_dump()}) + "\n" for t in traces))
                 scores = summarize(_per_problem(traces, verdicts), cfg.ks, cfg.ci, seed=cfg.sampling.seed)
+                errors = [v for v in found if v.reason == "error"]
+                scores["verifier_errors"] = len(errors)
+                if errors:  # scored as wrong: say so, a verifier bug must not pass for a weaker model
+                    msg = (f"model '{m.name}' on '{b.name}': the verifier raised on {len(errors)} of {len(found)} samples, "
+                           f"scored as not correct (e.g. {errors[0].detail})")
+                    results["warnings"].append(msg)
+                    print(f"warning: {msg}", file=sys.stderr)
                 scores["generation"] = {k: gsum.get(k) for k in ("completion_tokens", "completion_tokens_per_s", "generation_s")}
                 info["scores"][b.name] = scores
         finally:

@@ -93,6 +93,7 @@ class Verdict(_Record):
     extracted: str | None  # the final answer as marked in the completion, cleaned
     correct: bool | None
     reason: Literal["match", "mismatch", "no_answer", "gold_unparseable", "scorer", "timeout", "error"]
+    detail: str | None = None  # for "error": the verifier's exception, so a bug is not silently "cannot tell"
 
 
 def _pack(arr: np.ndarray) -> str:

@@ -20,7 +20,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from cotdistill.errors import CotdistillError
+from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import Verdict
 
 if TYPE_CHECKING:
@@ -38,8 +38,8 @@ def _worker(conn) -> None:
         t = time.perf_counter()
         try:
             v = verify_completion(item["completion"], item.get("gold"), item.get("rg_task"), item.get("rg_entry"))
-        except Exception:  # a verifier crash on one item is "cannot tell", not a dead run
-            v = Verdict(extracted=None, correct=None, reason="error")
+        except Exception as e:  # a verifier crash on one item is "cannot tell", not a dead run, and says why
+            v = Verdict(extracted=None, correct=None, reason="error", detail=f"{type(e).__name__}: {first_line(e)}")
         conn.send((idx, v.model_dump(), time.perf_counter() - t))
 
 

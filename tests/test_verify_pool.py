@@ -38,6 +38,21 @@ def test_hard_time_limit_kills_and_replaces_worker(monkeypatch):
     assert got[0][0].correct and got[2][0].correct
 
 
+def test_a_verifier_exception_keeps_its_message(monkeypatch):
+    import cotdistill.verify as v
+
+    def broken(completion, gold, *a):
+        if completion == "bad":
+            raise KeyError("rg_entry")
+        return v.Verdict(extracted=completion, correct=True, reason="match")
+
+    monkeypatch.setattr(v, "verify_completion", broken)
+    with VerifyPool(workers=1, timeout_s=30) as pool:
+        got = {idx: verdict for idx, verdict, _ in pool.imap([{"completion": "bad", "gold": "1"}, {"completion": "ok", "gold": "1"}])}
+    assert got[0].reason == "error" and got[0].correct is None and got[0].detail == "KeyError: 'rg_entry'"
+    assert got[1].correct and got[1].detail is None
+
+
 def test_pathological_input_is_bounded():
     with VerifyPool(workers=1, timeout_s=8) as pool:
         (idx, verdict, dt), = list(pool.imap([{"completion": "\\boxed{10^{10^{10}}}", "gold": "10^{10^{10}}+1"}]))
