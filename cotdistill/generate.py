@@ -45,10 +45,18 @@ def output_paths(out: Path, shard: ShardConfig) -> dict[str, Path]:
             "problems": out / "problems.jsonl"}
 
 
-def _check_same_run(paths: dict[str, Path], cfg: GenerateConfig) -> None:
-    """Resuming into a directory made by a different config would mix two runs' traces."""
+def _check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: str | None = None) -> None:
+    """Resuming into a directory made by a different config, or with an edited template of the same
+    name, would mix two runs' traces."""
     if not paths["config"].exists() or not paths["traces"].exists():
         return
+    first = next((obj for _, obj in iter_jsonl(paths["traces"])), None)
+    old_hash = (first or {}).get("template", {}).get("hash")
+    if template_hash and old_hash and old_hash != template_hash:
+        raise CotdistillError(
+            f"{paths['traces']}: its traces were rendered with another version of template "
+            f"'{cfg.prompt.template}' (hash {old_hash}, now {template_hash}); use a new output_dir, or restore the "
+            f"template to resume")
     from cotdistill.config import load_config
 
     old = load_config(GenerateConfig, paths["config"])
@@ -87,7 +95,7 @@ def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
     rendered = {p.id: template.render(p, cfg.prompt.variables) for p in mine}
 
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_run(paths, cfg)
+    _check_same_run(paths, cfg, template.hash)
     save_resolved(cfg, paths["config"])
     write_atomic(paths["problems"], "".join(p.model_dump_json() + "\n" for p in problems))
 

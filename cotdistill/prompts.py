@@ -112,6 +112,7 @@ def load_template(name_or_path: str) -> PromptTemplate:
         user = _ENV.from_string(spec.user)
     except jinja2.TemplateSyntaxError as e:
         raise CotdistillError(f"{path}: line {e.lineno}: Jinja syntax error in template ({e.message})") from None
-    canonical = json.dumps({"system": spec.system, "user": spec.user}, sort_keys=True)
+    # everything that changes what is rendered or how it is checked (few-shot turns, think, answer format)
+    canonical = json.dumps(spec.model_dump(mode="json", exclude={"description"}), sort_keys=True)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return PromptTemplate(spec=spec, path=path, hash=digest, _system=system, _user=user)

@@ -110,6 +110,22 @@ def test_resume_refuses_a_different_config(tiny_model, vllm_teacher, tmp_path):
                      teacher=vllm_teacher)
 
 
+def test_resume_refuses_an_edited_template_of_the_same_name(tiny_model, vllm_teacher, tmp_path):
+    import shutil
+
+    import yaml
+
+    tmpl = tmp_path / "mine.yaml"
+    shutil.copy(ROOT / "prompts" / "arithmetic_cot.yaml", tmpl)
+    out = tmp_path / "out"
+    generate.run(make_cfg(tiny_model, out, **{"source.limit": 2, "prompt.template": str(tmpl)}), teacher=vllm_teacher)
+    spec = yaml.safe_load(tmpl.read_text())
+    spec["examples"] = [{"user": "Compute 1 + 1.", "assistant": "\\boxed{2}"}]  # a few-shot turn, same system/user
+    tmpl.write_text(yaml.safe_dump(spec))
+    with pytest.raises(CotdistillError, match=r"rendered with another version of template .*use a new output_dir"):
+        generate.run(make_cfg(tiny_model, out, **{"source.limit": 2, "prompt.template": str(tmpl)}), teacher=vllm_teacher)
+
+
 def test_merge_reports_missing_shards_and_traces(tiny_model, vllm_teacher, tmp_path):
     generate.run(make_cfg(tiny_model, tmp_path, shard={"index": 0, "count": 2}), teacher=vllm_teacher)
     with pytest.raises(CotdistillError, match=r"shards \[1\] of 2 never ran"):
