@@ -33,11 +33,15 @@ def _load_hf(src: HFSource):
     if builder is not None:
         if not p.is_file():
             raise CotdistillError(f"{where}: file not found; give an existing jsonl/json/parquet/csv file or a hub id")
-        if p.stat().st_size == 0:
-            raise CotdistillError(f"{where}: the file is empty; it needs at least one problem row")
+        text_rows = None if builder == "parquet" else [x for x in p.read_bytes().splitlines() if x.strip()]
+        if p.stat().st_size == 0 or text_rows == [] or (builder == "csv" and len(text_rows) == 1):
+            raise CotdistillError(f"{where}: the file has no rows{' (a header only)' if text_rows else ''}; it needs "
+                                  f"at least one problem row")
         try:
             return datasets.load_dataset(builder, data_files={"train": str(p)}, split=src.split)
         except ValueError as e:  # bad split expression
+            if "corresponds to no data" in str(e):
+                raise CotdistillError(f"{where}: the file has no rows; it needs at least one problem row") from None
             raise CotdistillError(f"{where}: cannot select split '{src.split}' ({first_line(e)}); local files have one split, 'train'") from None
         except Exception as e:  # malformed file content
             cause = e.__cause__ or e

@@ -49,8 +49,16 @@ def test_bad_inputs_name_file_row_field(tmp_path):
         load_problems(HFSource(path=str(path)))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(CotdistillError, match="empty"):
+    with pytest.raises(CotdistillError, match="empty.jsonl': the file has no rows; it needs at least one problem row"):
         load_problems(HFSource(path=str(empty)))
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("question,answer\n")
+    with pytest.raises(CotdistillError, match=r"header.csv': the file has no rows \(a header only\)"):
+        load_problems(HFSource(path=str(header_only)))
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n")
+    with pytest.raises(CotdistillError, match="blank.jsonl': the file has no rows"):
+        load_problems(HFSource(path=str(blank)))
     with pytest.raises(CotdistillError, match="file not found"):
         load_problems(HFSource(path=str(tmp_path / "missing.jsonl")))
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "question": "x"}, {"id": "a", "question": "y"}])
