@@ -64,14 +64,33 @@ def _decontam_index(cfg: FilterConfig) -> NgramIndex | None:
 
 
 def _vote(traces: list[Trace], verdicts: dict[str, Verdict], threshold: float) -> str | None:
-    keys = [answer_key(verdicts[t.key].extracted) for t in traces if verdicts[t.key].extracted]
+    """The answer of at least ``threshold`` of the samples that finished with an answer (a cut-off or
+    answer-less sample has no vote, and does not dilute the others)."""
+    voters = [t for t in traces if t.finish_reason == "stop" and verdicts[t.key].extracted]
+    keys = [answer_key(verdicts[t.key].extracted) for t in voters]
     if not keys:
         return None
     top, count = Counter(keys).most_common(1)[0]
-    if count / len(traces) < threshold:
+    if count / len(voters) < threshold:
         return None
-    return next(verdicts[t.key].extracted for t in traces
-                if verdicts[t.key].extracted and answer_key(verdicts[t.key].extracted) == top)
+    return next(verdicts[t.key].extracted for t in voters if answer_key(verdicts[t.key].extracted) == top)
+
+
+def _templates(traces: list[Trace], gen: Path) -> dict:
+    """The templates the traces were rendered with, checked by the hash recorded at generation: the
+    format check must judge a trace by the template that wrote its prompt."""
+    out = {}
+    for t in traces:
+        if t.template.name in out:
+            continue
+        tmpl = load_template(t.template.name)
+        if t.template.hash and tmpl.hash != t.template.hash:
+            raise CotdistillError(
+                f"{gen / 'traces.jsonl'}: trace ({t.problem_id}, {t.sample_index}) was rendered with template "
+                f"'{t.template.name}' hash {t.template.hash}, the template is now {tmpl.hash}; restore that version "
+                f"(or regenerate), or set format_check: false")
+        out[t.template.name] = tmpl
+    return out
 
 
 def run(cfg: FilterConfig) -> dict:
@@ -84,7 +103,7 @@ def run(cfg: FilterConfig) -> dict:
         if t.problem_id not in problems:
             raise CotdistillError(f"{gen / 'traces.jsonl'}: line {i}: problem '{t.problem_id}' is not in problems.jsonl; "
                                   f"traces and problems come from different runs")
-    templates = {t.template.name: load_template(t.template.name) for t in traces}
+    templates = _templates(traces, gen) if cfg.format_check else {}
     index = _decontam_index(cfg)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
@@ -125,7 +144,7 @@ def run(cfg: FilterConfig) -> dict:
                 contam_hits += [{"problem_id": pid, "where": "problem", "eval_set": s, "eval_id": i, "ngram": g}
                                 for s, i, g in hits]
     for t in traces:
-        v, tmpl = verdicts[t.key], templates[t.template.name]
+        v, tmpl = verdicts[t.key], templates.get(t.template.name)
         reason = None
         if cfg.require_stop and t.finish_reason != "stop":
             reason = "truncated"

@@ -177,6 +177,30 @@ def test_vote_below_threshold_gives_no_label(tmp_path):
     assert {s_["stage"]: s_["dropped"] for s_ in s["funnel"]}["duplicate_exact"] == 1
 
 
+def test_vote_counts_only_finished_answers(tmp_path):
+    """Two samples agree, two were cut off without an answer: 2 of 2 voters, not 2 of 4."""
+    probs = [Problem(id="p", question="q", answer=None, source="t")]
+    traces = [trace("p", 0, "<think>x</think>\\boxed{10}"), trace("p", 1, "<think>y</think>\\boxed{10}"),
+              trace("p", 2, "<think>z is", finish="length"), trace("p", 3, "<think>w</think> no answer")]
+    d = write_run(tmp_path / "g", probs, traces)
+    s = stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o"), verify_workers=1,
+                               progress=False, vote_threshold=0.6))
+    assert s["voted_labels"] == 1 and s["kept"] == 2
+
+
+def test_template_changed_since_generation_is_refused(tmp_path):
+    probs = [Problem(id="p", question="q", answer="1", source="t")]
+    t = trace("p", 0, "<think>x</think>\\boxed{1}")
+    t = t.model_copy(update={"template": t.template.model_copy(update={"hash": "0123456789abcdef"})})
+    d = write_run(tmp_path / "g", probs, [t])
+    with pytest.raises(CotdistillError, match=r"rendered with template 'math_boxed_think' hash 0123456789abcdef, "
+                                              r"the template is now .*restore that version"):
+        stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o"), verify_workers=1, progress=False))
+    s = stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o2"), verify_workers=1, progress=False,
+                               format_check=False))
+    assert s["kept"] == 1
+
+
 def test_decontam_ngrams_keep_operators():
     from cotdistill.decontam import NgramIndex
 
