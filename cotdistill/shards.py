@@ -34,22 +34,27 @@ def merge(output_dir: str | Path) -> dict:
     missing_shards = sorted(set(range(count)) - set(cfgs))
     if missing_shards:
         raise CotdistillError(f"{out}: shards {missing_shards} of {count} never ran; run them with shard.index=I shard.count={count}")
-    n = {c.sampling.n for c in cfgs.values()}
-    if len(n) != 1:
-        raise CotdistillError(f"{out}: shards disagree on sampling.n ({sorted(n)}); they are not one run")
-    n = n.pop()
+    same = lambda c: c.model_dump(mode="json", exclude={"shard", "output_dir", "progress", "flush_every"})  # noqa: E731
+    ref = same(cfgs[0])
+    for idx, c in sorted(cfgs.items()):
+        diff = [k for k, v in same(c).items() if v != ref.get(k)]
+        if diff:
+            raise CotdistillError(f"{out}: shard {idx} was run with another config than shard 0 (differs in: "
+                                  f"{', '.join(diff)}); they are not one run: re-run it with the same settings")
+    n = cfgs[0].sampling.n
     problems = load_problem_file(out / "problems.jsonl")
     order = {p.id: i for i, p in enumerate(problems)}
 
     by_key: dict[tuple[int, int], str] = {}
     lp_by_key: dict[tuple[int, int], str] = {}
-    dupes, strays = [], []
+    dupes, strays, lp_dupes, hashes = [], [], [], set()
     for idx in range(count):
         paths = output_paths(out, ShardConfig(index=idx, count=count))
         if not paths["traces"].exists():
             raise CotdistillError(f"{paths['traces']}: missing; re-run shard {idx}")
         for lineno, obj in iter_jsonl(paths["traces"]):
             pid, si = obj["problem_id"], obj["sample_index"]
+            hashes.add(obj.get("template", {}).get("hash"))
             if pid not in order or shard_of(pid, count) != idx or si >= n:
                 strays.append(f"{paths['traces'].name}:{lineno}")
                 continue
@@ -58,9 +63,19 @@ def merge(output_dir: str | Path) -> dict:
                 dupes.append(f"{pid}#{si}")
             by_key[key] = json.dumps(obj, ensure_ascii=False)
         if cfgs[idx].sampling.logprobs and paths["logprobs"].exists():
-            for _, obj in iter_jsonl(paths["logprobs"]):
-                if obj["problem_id"] in order:
-                    lp_by_key[(order[obj["problem_id"]], obj["sample_index"])] = json.dumps(obj)
+            for lineno, obj in iter_jsonl(paths["logprobs"]):
+                pid, si = obj["problem_id"], obj["sample_index"]
+                if pid not in order or shard_of(pid, count) != idx or si >= n:
+                    strays.append(f"{paths['logprobs'].name}:{lineno}")
+                    continue
+                key = (order[pid], si)
+                if key in lp_by_key:
+                    lp_dupes.append(f"{pid}#{si}")
+                lp_by_key[key] = json.dumps(obj)
+    if len(hashes - {None}) > 1:
+        raise CotdistillError(f"{out}: the shards' traces were rendered with different template versions "
+                              f"({sorted(hashes - {None})}); re-run the shards with one template")
+    dupes += lp_dupes
     if strays or dupes:
         what = (f"{len(dupes)} duplicated keys (e.g. {dupes[:3]})" if dupes else "") + \
                (f" {len(strays)} records outside their shard or problem set (e.g. {strays[:3]})" if strays else "")
@@ -71,6 +86,10 @@ def merge(output_dir: str | Path) -> dict:
         ex = [f"{problems[i].id}#{s}" for i, s in missing[:3]]
         raise CotdistillError(f"{out}: {len(missing)} of {len(expected)} traces missing (e.g. {ex}); re-run the shards to resume them")
 
+    if cfgs[0].sampling.logprobs and set(lp_by_key) != set(by_key):
+        gap = sorted(set(by_key) ^ set(lp_by_key))
+        raise CotdistillError(f"{out}: {len(gap)} traces and logprob records do not pair up (e.g. "
+                              f"{[f'{problems[i].id}#{s}' for i, s in gap[:3]]}); re-run those shards to resume them")
     write_atomic(out / "traces.jsonl", "".join(by_key[k] + "\n" for k in sorted(by_key)))
     if lp_by_key:
         write_atomic(out / "logprobs.jsonl", "".join(lp_by_key[k] + "\n" for k in sorted(lp_by_key)))

@@ -139,6 +139,30 @@ def test_merge_reports_missing_shards_and_traces(tiny_model, vllm_teacher, tmp_p
     assert merge(tmp_path)["traces"] == 30
 
 
+def test_merge_checks_configs_and_logprob_records(tiny_model, vllm_teacher, tmp_path):
+    kw = {"source.limit": 4, "sampling.logprobs": 2}
+    generate.run(make_cfg(tiny_model, tmp_path, shard={"index": 0, "count": 2}, **kw), teacher=vllm_teacher)
+    generate.run(make_cfg(tiny_model, tmp_path / "other", shard={"index": 1, "count": 2}, **kw,
+                          **{"sampling.temperature": 0.5}), teacher=vllm_teacher)
+    for f in (tmp_path / "other").glob("*-00001-of-00002.*"):
+        f.rename(tmp_path / f.name)
+    with pytest.raises(CotdistillError, match=r"shard 1 was run with another config than shard 0 \(differs in: sampling\)"):
+        merge(tmp_path)
+    for f in tmp_path.glob("*-00001-of-00002.*"):
+        f.unlink()
+    generate.run(make_cfg(tiny_model, tmp_path, shard={"index": 1, "count": 2}, **kw), teacher=vllm_teacher)
+    lp = next(f for f in tmp_path.glob("logprobs-*-of-00002.jsonl") if f.read_text().strip())
+    lines = lp.read_text().splitlines(keepends=True)
+    lp.write_text("".join(lines + lines[:1]))
+    with pytest.raises(CotdistillError, match="duplicated keys"):
+        merge(tmp_path)
+    lp.write_text("".join(lines[1:]))
+    with pytest.raises(CotdistillError, match="traces and logprob records do not pair up"):
+        merge(tmp_path)
+    lp.write_text("".join(lines))
+    assert merge(tmp_path)["traces"] == 12
+
+
 def test_bad_input_fails_before_writing(tiny_model, tmp_path):
     tmpl = tmp_path / "t.yaml"
     tmpl.write_text("name: needs_style\nuser: '{{ question }} {{ style }}'\n")
