@@ -126,13 +126,25 @@ def keep_only_keys(path: Path, keep: set[str]) -> int:
 
 
 class AppendWriter:
-    """Buffered appender of JSON lines; each flush is a single write of whole lines."""
+    """Buffered appender of JSON lines; each flush is a single write of whole lines. The file is
+    locked against a second writer (another process on the same shard would interleave records),
+    and a failed write (disk full) is rolled back to the last whole flush, never written twice."""
 
     def __init__(self, path: Path):
+        import fcntl
+
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(path)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            self._fd = -1
+            raise CotdistillError(f"{path}: another process is writing this file; two writers of one output would "
+                                  f"mix their records: wait for it to finish, or give this run another output_dir "
+                                  f"or shard") from None
+        repair_tail(path)
         self._buf: list[str] = []
 
     def add(self, line: str) -> None:
@@ -145,17 +157,24 @@ class AppendWriter:
         if not self._buf:
             return
         data = "".join(s + "\n" for s in self._buf).encode("utf-8")
+        start = os.fstat(self._fd).st_size
+        self._buf.clear()  # whatever happens below, these lines are not written a second time
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        self._buf.clear()
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError:
+            os.truncate(self.path, start)  # no partial line; the lost records are generated again on resume
+            raise
 
     def close(self) -> None:
         if self._fd >= 0:
-            self.flush()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)  # closing releases the lock
+                self._fd = -1
 
     def __enter__(self):
         return self

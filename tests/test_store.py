@@ -59,3 +59,46 @@ def test_read_keys_rejects_foreign_file(tmp_path):
     p.write_text('{"foo": 1}\n')
     with pytest.raises(CotdistillError, match="lacks 'problem_id'"):
         read_keys(p)
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "shard.jsonl"
+    with AppendWriter(p) as w:
+        w.add('{"a": 1}')
+        code = ("import sys; from pathlib import Path; from cotdistill.store import AppendWriter\n"
+                "try:\n    AppendWriter(Path(sys.argv[1]))\nexcept Exception as e:\n    print(e); sys.exit(3)\n")
+        r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True)
+        assert r.returncode == 3 and "another process is writing this file" in r.stdout
+    with AppendWriter(p) as w:  # released on close
+        w.add('{"a": 2}')
+    assert [o["a"] for _, o in iter_jsonl(p)] == [1, 2]
+
+
+def test_a_failed_write_is_rolled_back_not_repeated(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    p = tmp_path / "t.jsonl"
+    w = AppendWriter(p)
+    w.add('{"k": 1}')
+    w.flush()
+    real = os.write
+    calls = []
+
+    def disk_full(fd, data):
+        calls.append(1)
+        if len(calls) == 1:
+            return real(fd, bytes(data[:5]))  # a partial write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    w.add('{"k": 2}')
+    with pytest.raises(OSError):
+        w.flush()
+    monkeypatch.setattr(os, "write", real)
+    w.close()  # nothing left to write: the failed lines are not written again
+    assert p.read_text() == '{"k": 1}\n'
