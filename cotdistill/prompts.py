@@ -23,7 +23,23 @@ from cotdistill.config import format_validation_error
 from cotdistill.errors import CotdistillError
 from cotdistill.records import Message, Problem, TemplateInfo
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"  # a source checkout
+
+
+def template_dirs() -> list[Path]:
+    """Where a template name is looked up, first match wins: ``$COTDISTILL_PROMPTS`` (a user
+    directory), ``./prompts`` in the working directory, the checkout's ``prompts/``, and the copy
+    shipped inside the installed package (``cotdistill.templates``, from the same files)."""
+    import os
+
+    dirs = [Path(os.environ["COTDISTILL_PROMPTS"])] if os.environ.get("COTDISTILL_PROMPTS") else []
+    dirs += [Path.cwd() / "prompts", PROMPTS_DIR, Path(__file__).resolve().parent / "templates"]
+    seen, out = set(), []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.add(d.resolve())
+            out.append(d)
+    return out
 
 
 class FewShot(BaseModel):
@@ -85,13 +101,15 @@ def resolve_template_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
-    candidate = PROMPTS_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = ", ".join(sorted(q.stem for q in PROMPTS_DIR.glob("*.yaml")))
+    dirs = template_dirs()
+    for d in dirs:
+        candidate = d / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(sorted({q.stem for d in dirs for q in d.glob("*.yaml")}))
     raise CotdistillError(
-        f"prompt.template: '{name_or_path}' is neither a template in {PROMPTS_DIR} ({known}) "
-        f"nor an existing .yaml file"
+        f"prompt.template: '{name_or_path}' is neither a template in {', '.join(map(str, dirs)) or 'any template directory'} "
+        f"({known}) nor an existing .yaml file; set COTDISTILL_PROMPTS to a directory of your own templates"
     )
 
 

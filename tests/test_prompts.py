@@ -67,3 +67,12 @@ def test_few_shot_turns_come_before_the_question():
     msgs = load_template("easy_arithmetic").render(P)
     assert [m.role for m in msgs] == ["user", "assistant", "user"]
     assert msgs[1].content == "2 + 3 = 5. The answer is 5." and msgs[2].content == "What is 2+2?"
+
+
+def test_a_user_template_directory_overrides_the_shipped_one(tmp_path, monkeypatch):
+    from cotdistill.prompts import load_template
+
+    (tmp_path / "arithmetic_cot.yaml").write_text("name: arithmetic_cot\nuser: 'Mine: {{ question }}'\n")
+    monkeypatch.setenv("COTDISTILL_PROMPTS", str(tmp_path))
+    assert load_template("arithmetic_cot").path == tmp_path / "arithmetic_cot.yaml"
+    assert load_template("gsm8k").path.parent != tmp_path  # the others still come from the shipped set
