@@ -17,7 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig, save_resolved
+from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig
+from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
 from cotdistill.generate import load_problem_file
 from cotdistill.metrics import summarize
@@ -108,13 +109,13 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
         results["benchmarks"][b.name] = {"source": source_hash(b.source), "template": b.template}
     for m in cfg.models:
         given = (teachers or {}).get(m.name)
-        teacher = given or make_teacher(m.teacher, seed=cfg.sampling.seed)
-        info = {"role": m.role, "dtype": getattr(m.teacher, "dtype", None), "identity": fingerprint(m.teacher.model),
+        teacher = given or make_teacher(m.serve, seed=cfg.sampling.seed)
+        info = {"role": m.role, "dtype": getattr(m.serve, "dtype", None), "identity": fingerprint(m.serve.model),
                 "scores": {}}
         try:
             for b in cfg.benchmarks:
                 gdir = out / m.name / b.name / "generate"
-                gcfg = GenerateConfig(source=b.source, prompt=PromptConfig(template=b.template), teacher=m.teacher,
+                gcfg = GenerateConfig(source=b.source, prompt=PromptConfig(template=b.template), teacher=m.serve,
                                       sampling=cfg.sampling, output_dir=str(gdir), progress=cfg.progress)
                 gsum = generate.run(gcfg, teacher=teacher)
                 problems = {p.id: p for p in load_problem_file(gdir / "problems.jsonl")}

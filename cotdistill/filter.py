@@ -19,7 +19,8 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cotdistill.config import FilterConfig, save_resolved
+from cotdistill.config import FilterConfig
+from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
 from cotdistill.errors import CotdistillError
 from cotdistill.prompts import load_template

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cotdistill.config import GenerateConfig, ShardConfig, save_resolved
+from cotdistill.config import GenerateConfig, ShardConfig
+from cotdistill.loading import save_resolved
 from cotdistill.errors import CotdistillError
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, SamplingInfo, TokenLogprobs, Trace, trace_key
@@ -57,7 +58,7 @@ def _check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: 
             f"{paths['traces']}: its traces were rendered with another version of template "
             f"'{cfg.prompt.template}' (hash {old_hash}, now {template_hash}); use a new output_dir, or restore the "
             f"template to resume")
-    from cotdistill.config import load_config
+    from cotdistill.loading import load_config
 
     old = load_config(GenerateConfig, paths["config"])
     keep = lambda c: c.model_dump(exclude={"output_dir", "progress", "flush_every"})  # noqa: E731

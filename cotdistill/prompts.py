@@ -19,7 +19,7 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cotdistill.config import format_validation_error
+from cotdistill.loading import format_validation_error
 from cotdistill.errors import CotdistillError
 from cotdistill.records import Message, Problem, TemplateInfo
 

@@ -161,7 +161,7 @@ def _answers_only(plan: Plan) -> dict:
 
 def _eval_config(plan: Plan) -> EvalConfig:
     cfg = plan.cfg
-    models = [EvalModel(name="teacher", role="teacher", teacher=cfg.teacher)] if cfg.eval.teacher else []
+    models = [EvalModel(name="teacher", role="teacher", serve=cfg.teacher)] if cfg.eval.teacher else []
     engine = cfg.teacher.model_dump() if isinstance(cfg.teacher, VLLMTeacher) else {
         "backend": "vllm", "max_model_len": 4096, "enforce_eager": True}
     for name, sr in plan.students.items():
@@ -170,7 +170,7 @@ def _eval_config(plan: Plan) -> EvalConfig:
             _log(f"eval: student '{name}' has no trained model at {final} (stage skipped?); left out")
             continue
         role = "baseline" if sr.data != "filtered" else "student"
-        models.append(EvalModel(name=name, role=role, teacher=VLLMTeacher.model_validate(
+        models.append(EvalModel(name=name, role=role, serve=VLLMTeacher.model_validate(
             {**engine, "model": str(final), "tokenizer": None, "revision": None, "chat_template": None})))
     return EvalConfig(models=models, benchmarks=cfg.eval.benchmarks, sampling=cfg.eval.sampling, ks=cfg.eval.ks,
                       ci=cfg.eval.ci, train_data=[str(plan.dirs["filter"])], ngram=cfg.eval.ngram,
@@ -207,7 +207,7 @@ def _run_stage(plan: Plan, name: str) -> dict:
         return train.run(c)
     if name == "eval":
         ecfg = _eval_config(plan)
-        summary = evaluate.run(ecfg)
+        evaluate.run(ecfg)
         results_path = Path(ecfg.output_dir) / "results.json"
         results = json.loads(results_path.read_text())
         results["distillation"] = distillation_table(plan, results)

@@ -13,7 +13,8 @@ import json
 import re
 from pathlib import Path
 
-from cotdistill.config import GenerateConfig, ShardConfig, load_config
+from cotdistill.config import GenerateConfig, ShardConfig
+from cotdistill.loading import load_config
 from cotdistill.errors import CotdistillError
 from cotdistill.generate import load_problem_file, output_paths, shard_of, summarize
 from cotdistill.store import iter_jsonl, write_atomic

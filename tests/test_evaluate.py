@@ -13,8 +13,8 @@ from conftest import ROOT, teacher_dict, write_jsonl
 
 def eval_cfg(tiny_model, tmp_path, **kw):
     d = {
-        "models": [{"name": "teacher", "role": "teacher", "teacher": teacher_dict(tiny_model)},
-                   {"name": "student", "role": "student", "teacher": teacher_dict(tiny_model)}],
+        "models": [{"name": "teacher", "role": "teacher", "serve": teacher_dict(tiny_model)},
+                   {"name": "student", "role": "student", "serve": teacher_dict(tiny_model)}],
         "benchmarks": [
             {"name": "arith", "source": {"kind": "hf", "path": str(ROOT / "data/arithmetic_test.jsonl"),
                                          "fields": {"id": "id"}, "limit": 6}, "template": "arithmetic_cot"},
@@ -55,7 +55,7 @@ def test_eval_end_to_end_through_vllm(tiny_model, vllm_teacher, tmp_path):
 
 def test_greedy_and_bad_config(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="models names must be unique"):
-        eval_cfg(tiny_model, tmp_path, models=[{"name": "a", "teacher": teacher_dict(tiny_model)}] * 2)
+        eval_cfg(tiny_model, tmp_path, models=[{"name": "a", "serve": teacher_dict(tiny_model)}] * 2)
 
 
 @pytest.fixture

@@ -249,7 +249,7 @@ def test_eval_config_covers_teacher_trained_students_and_overlap_ngram(tmp_path,
     e = _eval_config(plan)
     assert [m.name for m in e.models] == ["teacher", "sft_filtered@1"]  # untrained students are left out, and said so
     assert "student 'gkd@0' has no trained model" in capsys.readouterr().err
-    assert e.models[1].teacher.model == str(final) and e.models[1].teacher.kv_cache_memory_bytes == 268435456
+    assert e.models[1].serve.model == str(final) and e.models[1].serve.kv_cache_memory_bytes == 268435456
     assert e.ngram == 17 and e.train_data == [str(tmp_path / "run" / "filter")]
 
 

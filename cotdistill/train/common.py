@@ -175,7 +175,7 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
 
     from transformers.trainer_utils import get_last_checkpoint
 
-    from cotdistill.config import save_resolved
+    from cotdistill.loading import save_resolved
     from cotdistill.store import write_atomic
 
     out = Path(cfg.output_dir)
