@@ -94,8 +94,7 @@ def _templates(traces: list[Trace], gen: Path) -> dict:
     return out
 
 
-def run(cfg: FilterConfig) -> dict:
-    gen, out = Path(cfg.generate_dir), Path(cfg.output_dir)
+def _load(gen: Path) -> tuple[dict[str, Problem], list[Trace]]:
     problems: dict[str, Problem] = {p.id: p for p in _read(gen / "problems.jsonl", Problem, "problem")}
     traces: list[Trace] = _read(gen / "traces.jsonl", Trace, "trace")
     if not traces:
@@ -104,20 +103,11 @@ def run(cfg: FilterConfig) -> dict:
         if t.problem_id not in problems:
             raise CotdistillError(f"{gen / 'traces.jsonl'}: line {i}: problem '{t.problem_id}' is not in problems.jsonl; "
                                   f"traces and problems come from different runs")
-    templates = _templates(traces, gen) if cfg.format_check else {}
-    index = _decontam_index(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out / "config.yaml")
+    return problems, traces
 
-    # 1. verify every trace (pool, hard per-item limit)
-    found = verify_pairs([(t.completion, problems[t.problem_id]) for t in traces], cfg.verify_workers,
-                         cfg.verify_timeout_s, cfg.progress)
-    verdicts: dict[str, Verdict] = {t.key: v for t, v in zip(traces, found)}
 
-    # 2. pseudo-labels by majority vote where there is no gold
-    by_problem: dict[str, list[Trace]] = defaultdict(list)
-    for t in traces:
-        by_problem[t.problem_id].append(t)
+def _pseudo_labels(cfg: FilterConfig, problems, by_problem, verdicts) -> dict[str, tuple[str | None, str | None]]:
+    """Gold where there is one; elsewhere a majority vote, and the verdicts re-judged against it."""
     labels: dict[str, tuple[str | None, str | None]] = {}  # problem -> (label, source)
     for pid, ts in by_problem.items():
         p = problems[pid]
@@ -132,27 +122,35 @@ def run(cfg: FilterConfig) -> dict:
                 ok = compare(label, v.extracted) if v.extracted else False
                 verdicts[t.key] = Verdict(extracted=v.extracted, correct=ok,
                                           reason="no_answer" if not v.extracted else "match" if ok else "mismatch")
+    return labels
 
-    # 3. funnel
-    drop: dict[str, str] = {}
-    contam_hits: list[dict] = []
+
+def _contaminated_problems(index, problems) -> tuple[dict[str, list], list[dict]]:
     problem_hit: dict[str, list] = {}
-    if index is not None:
-        for pid, p in problems.items():
-            hits = index.hits(p.question)
-            if hits:
-                problem_hit[pid] = hits
-                contam_hits += [{"problem_id": pid, "where": "problem", "eval_set": s, "eval_id": i, "ngram": g}
-                                for s, i, g in hits]
+    hits_out: list[dict] = []
+    if index is None:
+        return problem_hit, hits_out
+    for pid, p in problems.items():
+        hits = index.hits(p.question)
+        if hits:
+            problem_hit[pid] = hits
+            hits_out += [{"problem_id": pid, "where": "problem", "eval_set": s, "eval_id": i, "ngram": g}
+                         for s, i, g in hits]
+    return problem_hit, hits_out
+
+
+def _per_trace_drops(cfg: FilterConfig, traces, verdicts, templates, index, problem_hit, contam_hits) -> dict[str, str]:
+    """The funnel stages that judge one trace alone, in order; the first that fails names the drop."""
+    drop: dict[str, str] = {}
     for t in traces:
-        v, tmpl = verdicts[t.key], templates.get(t.template.name)
+        v = verdicts[t.key]
         reason = None
         if cfg.require_stop and t.finish_reason != "stop":
             reason = "truncated"
         elif t.completion_tokens < cfg.min_completion_tokens or (
                 cfg.max_completion_tokens is not None and t.completion_tokens > cfg.max_completion_tokens):
             reason = "length"
-        elif cfg.format_check and check_format(t.completion, tmpl.spec.think):
+        elif cfg.format_check and check_format(t.completion, templates[t.template.name].spec.think):
             reason = "format"
         elif t.problem_id in problem_hit:
             reason = "contaminated"
@@ -166,43 +164,66 @@ def run(cfg: FilterConfig) -> dict:
             reason = "incorrect"
         if reason:
             drop[t.key] = reason
+    return drop
 
-    for pid, ts in by_problem.items():
-        alive = sorted((t for t in ts if t.key not in drop), key=lambda t: (t.completion_tokens, t.sample_index))
-        seen_text, kept, sigs = set(), [], []
-        lsh = None
-        if cfg.near_dup_threshold is not None:
-            from datasketch import MinHashLSH
 
-            lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.minhash_perm)
-        for t in alive:
-            norm = " ".join(t.completion.split())
-            if cfg.dedup_exact and norm in seen_text:
-                drop[t.key] = "duplicate_exact"
-                continue
-            seen_text.add(norm)
-            if lsh is not None or cfg.select == "diverse":
-                m = _minhash(norm, cfg.minhash_perm)
-                if lsh is not None:
-                    if lsh.query(m):
-                        drop[t.key] = "near_duplicate"
-                        continue
-                    lsh.insert(t.key, m)
-                sigs.append(m)
-            kept.append(t)
-        k = cfg.max_per_problem
-        if k is not None and len(kept) > k:
-            chosen = kept[:k]
-            if cfg.select == "diverse":  # greedy: shortest first, then the least similar to those chosen
-                sig = {t.key: s for t, s in zip(kept, sigs)}
-                chosen = [kept[0]]
-                while len(chosen) < k:
-                    rest = [t for t in kept if t not in chosen]
-                    chosen.append(min(rest, key=lambda t: max(sig[t.key].jaccard(sig[c.key]) for c in chosen)))
-            for t in kept:
-                if t not in chosen:
-                    drop[t.key] = "over_per_problem_cap"
+def _dedup_and_cap(cfg: FilterConfig, ts: list[Trace], drop: dict[str, str]) -> None:
+    """Within one problem, shortest first: exact duplicates, near duplicates (MinHash LSH), then the
+    per-problem cap (the shortest, or greedily the least similar to those chosen)."""
+    alive = sorted((t for t in ts if t.key not in drop), key=lambda t: (t.completion_tokens, t.sample_index))
+    seen_text, kept, sigs = set(), [], []
+    lsh = None
+    if cfg.near_dup_threshold is not None:
+        from datasketch import MinHashLSH
 
+        lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.minhash_perm)
+    for t in alive:
+        norm = " ".join(t.completion.split())
+        if cfg.dedup_exact and norm in seen_text:
+            drop[t.key] = "duplicate_exact"
+            continue
+        seen_text.add(norm)
+        if lsh is not None or cfg.select == "diverse":
+            m = _minhash(norm, cfg.minhash_perm)
+            if lsh is not None:
+                if lsh.query(m):
+                    drop[t.key] = "near_duplicate"
+                    continue
+                lsh.insert(t.key, m)
+            sigs.append(m)
+        kept.append(t)
+    k = cfg.max_per_problem
+    if k is not None and len(kept) > k:
+        chosen = kept[:k]
+        if cfg.select == "diverse":
+            sig = {t.key: s for t, s in zip(kept, sigs)}
+            chosen = [kept[0]]
+            while len(chosen) < k:
+                rest = [t for t in kept if t not in chosen]
+                chosen.append(min(rest, key=lambda t: max(sig[t.key].jaccard(sig[c.key]) for c in chosen)))
+        for t in kept:
+            if t not in chosen:
+                drop[t.key] = "over_per_problem_cap"
+
+
+def run(cfg: FilterConfig) -> dict:
+    gen, out = Path(cfg.generate_dir), Path(cfg.output_dir)
+    problems, traces = _load(gen)
+    templates = _templates(traces, gen) if cfg.format_check else {}
+    index = _decontam_index(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out / "config.yaml")
+    found = verify_pairs([(t.completion, problems[t.problem_id]) for t in traces], cfg.verify_workers,
+                         cfg.verify_timeout_s, cfg.progress)  # pool, hard per-item limit
+    verdicts: dict[str, Verdict] = {t.key: v for t, v in zip(traces, found)}
+    by_problem: dict[str, list[Trace]] = defaultdict(list)
+    for t in traces:
+        by_problem[t.problem_id].append(t)
+    labels = _pseudo_labels(cfg, problems, by_problem, verdicts)
+    problem_hit, contam_hits = _contaminated_problems(index, problems)
+    drop = _per_trace_drops(cfg, traces, verdicts, templates, index, problem_hit, contam_hits)
+    for ts in by_problem.values():
+        _dedup_and_cap(cfg, ts, drop)
     return _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, problem_hit)
 
 
