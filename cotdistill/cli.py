@@ -8,6 +8,7 @@
     cotdistill eval CONFIG.yaml [key.sub=value ...]
     cotdistill report RUN_DIR
     cotdistill verify INPUT.jsonl --output OUTPUT.jsonl
+    cotdistill keys STAGE            # every config key of a stage, with its default and help
 """
 
 from __future__ import annotations
@@ -41,6 +42,45 @@ def _run_stage(stage: str, config_cls: str, config: str, overrides: list[str] | 
     except CotdistillError as e:
         _fail(e)
     typer.echo(json.dumps(summary, indent=2))
+
+
+_STAGE_CONFIGS = {"run": "RunConfig", "generate": "GenerateConfig", "filter": "FilterConfig", "train": "TrainConfig",
+                  "eval": "EvalConfig"}
+
+
+def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) for every field, nested config blocks expanded."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    rows = []
+    for name, f in cls.model_fields.items():
+        ann = f.annotation
+        key = f"{prefix}{name}"
+        default = "(required)" if f.default is PydanticUndefined and f.default_factory is None else (
+            repr(f.default_factory()) if f.default_factory is not None else repr(f.default))
+        item = (getattr(ann, "__args__", None) or [None])[0] if getattr(ann, "__origin__", None) is list else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.append((key, ann.__name__, "", f.description or ann.__doc__ or ""))
+            rows += config_keys(ann, key + ".")
+        elif isinstance(item, type) and issubclass(item, BaseModel):  # a list of blocks: students[].name
+            rows.append((key, f"list[{item.__name__}]", default, f.description or ""))
+            rows += config_keys(item, key + "[].")
+        else:
+            typ = str(ann) if getattr(ann, "__args__", None) else getattr(ann, "__name__", str(ann))
+            rows.append((key, typ.replace("typing.", "").replace("cotdistill.config.", ""), default, f.description or ""))
+    return rows
+
+
+@app.command()
+def keys(stage: str = typer.Argument(..., help="run | generate | filter | train | eval")):
+    """List every config key of a stage: type, default and what it does."""
+    from cotdistill import config as cfgmod
+
+    if stage not in _STAGE_CONFIGS:
+        _fail(CotdistillError(f"unknown stage '{stage}'; one of: {', '.join(_STAGE_CONFIGS)}"))
+    for key, typ, default, help_ in config_keys(getattr(cfgmod, _STAGE_CONFIGS[stage])):
+        typer.echo(f"{key:<34} {typ:<28.28} {default:<14.14} {' '.join(help_.split())}")
 
 
 @app.command()

@@ -21,8 +21,8 @@ class StrictModel(BaseModel):
 # ---------------------------------------------------------------- problem sources
 class FieldMap(StrictModel):
     question: str = "question"
-    answer: str | None = "answer"  # None: the dataset has no gold answers
-    id: str | None = None  # None: ids are "<row index>" within the selected split
+    answer: str | None = Field(default="answer", description="None: the dataset has no gold answers")
+    id: str | None = Field(default=None, description="None: ids are \"<row index>\" within the selected split")
 
 
 class HFSource(StrictModel):
@@ -30,8 +30,8 @@ class HFSource(StrictModel):
 
     kind: Literal["hf"] = "hf"
     path: str  # hub id ("openai/gsm8k") or a local file path
-    name: str | None = None  # hub subset/config name ("main")
-    split: str = "train"  # supports slicing: "test[:100]"
+    name: str | None = Field(default=None, description="hub subset/config name (\"main\")")
+    split: str = Field(default="train", description="supports slicing: \"test[:100]\"")
     fields: FieldMap = FieldMap()
     limit: int | None = Field(default=None, ge=1)
 
@@ -43,7 +43,7 @@ class ReasoningGymSource(StrictModel):
     task: str
     size: int = Field(default=100, ge=1)
     seed: int = 0
-    config: dict[str, Any] = Field(default_factory=dict)  # the task's own options
+    config: dict[str, Any] = Field(default_factory=dict, description="the task's own options")
 
 
 SourceConfig = Annotated[HFSource | ReasoningGymSource, Field(discriminator="kind")]
@@ -55,9 +55,9 @@ class VLLMTeacher(StrictModel):
 
     backend: Literal["vllm"] = "vllm"
     model: str  # hub id or local directory
-    tokenizer: str | None = None  # defaults to model
+    tokenizer: str | None = Field(default=None, description="defaults to model")
     revision: str | None = None
-    chat_template: str | None = None  # path to a Jinja file when the tokenizer lacks one
+    chat_template: str | None = Field(default=None, description="path to a Jinja file when the tokenizer lacks one")
     dtype: str = "auto"
     max_model_len: int | None = Field(default=None, ge=16)
     tensor_parallel_size: int = Field(default=1, ge=1)
@@ -67,7 +67,7 @@ class VLLMTeacher(StrictModel):
     enforce_eager: bool = False
     trust_remote_code: bool = False
     max_num_seqs: int | None = Field(default=None, ge=1)
-    extra_engine_args: dict[str, Any] = Field(default_factory=dict)  # passed to vllm.LLM as is
+    extra_engine_args: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM as is")
 
 
 class OpenAITeacher(StrictModel):
@@ -77,7 +77,7 @@ class OpenAITeacher(StrictModel):
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str  # the served model name
     api: Literal["chat", "completions"] = "chat"
-    api_key_env: str | None = None  # name of the env var holding the key (never the key itself)
+    api_key_env: str | None = Field(default=None, description="name of the env var holding the key (never the key itself)")
     max_concurrency: int = Field(default=64, ge=1)
     timeout_s: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
@@ -99,16 +99,16 @@ class SamplingConfig(StrictModel):
     n: int = Field(default=4, ge=1)
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=-1, ge=-1)  # -1: disabled
+    top_k: int = Field(default=-1, ge=-1, description="-1: disabled")
     max_tokens: int = Field(default=1024, ge=1)
     seed: int = 0
     stop: list[str] = Field(default_factory=list)
-    logprobs: int | None = Field(default=None, ge=1, le=100)  # capture top-k logprobs per token
+    logprobs: int | None = Field(default=None, ge=1, le=100, description="capture top-k logprobs per token")
 
 
 class PromptConfig(StrictModel):
-    template: str = "math_boxed_think"  # name in prompts/ or a path to a .yaml template
-    variables: dict[str, Any] = Field(default_factory=dict)  # extra template variables
+    template: str = Field(default="math_boxed_think", description="name in prompts/ or a path to a .yaml template")
+    variables: dict[str, Any] = Field(default_factory=dict, description="extra template variables")
 
 
 class ShardConfig(StrictModel):
@@ -129,33 +129,33 @@ class GenerateConfig(StrictModel):
     sampling: SamplingConfig = SamplingConfig()
     output_dir: str
     shard: ShardConfig = ShardConfig()
-    flush_every: int = Field(default=64, ge=1)  # records buffered before an append
+    flush_every: int = Field(default=64, ge=1, description="records buffered before an append")
     progress: bool = True
 
 
 # ---------------------------------------------------------------- filter stage
 class DecontamConfig(StrictModel):
-    eval_sets: list[HFSource] = Field(default_factory=list)  # benchmarks that must not leak into training
-    ngram: int = Field(default=8, ge=3)  # word n-gram length; a shared n-gram is a hit
-    check_traces: bool = True  # also look for eval questions inside the teacher's completions
+    eval_sets: list[HFSource] = Field(default_factory=list, description="benchmarks that must not leak into training")
+    ngram: int = Field(default=8, ge=3, description="word n-gram length; a shared n-gram is a hit")
+    check_traces: bool = Field(default=True, description="also look for eval questions inside the teacher's completions")
 
 
 class FilterConfig(StrictModel):
     generate_dir: str  # a generation output directory (traces.jsonl, problems.jsonl, config.yaml)
     output_dir: str
-    require_correct: bool = True  # drop incorrect and "cannot tell" traces
-    require_stop: bool = True  # drop truncated traces (finish reason other than "stop")
+    require_correct: bool = Field(default=True, description="drop incorrect and \"cannot tell\" traces")
+    require_stop: bool = Field(default=True, description="drop truncated traces (finish reason other than \"stop\")")
     min_completion_tokens: int = Field(default=1, ge=0)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    format_check: bool = True  # <think> balance when the template asks for it; one final answer section
+    format_check: bool = Field(default=True, description="<think> balance when the template asks for it; one final answer section")
     dedup_exact: bool = True
-    near_dup_threshold: float | None = Field(default=0.9, gt=0, le=1)  # MinHash Jaccard within a problem
+    near_dup_threshold: float | None = Field(default=0.9, gt=0, le=1, description="MinHash Jaccard within a problem")
     minhash_perm: int = Field(default=64, ge=16)
     decontam: DecontamConfig = DecontamConfig()
     max_per_problem: int | None = Field(default=None, ge=1)
     select: Literal["shortest", "diverse"] = "shortest"
-    vote_threshold: float = Field(default=0.6, gt=0, le=1)  # pseudo-label agreement for gold-less problems
-    verify_workers: int = Field(default=0, ge=0)  # 0: one per core
+    vote_threshold: float = Field(default=0.6, gt=0, le=1, description="pseudo-label agreement for gold-less problems")
+    verify_workers: int = Field(default=0, ge=0, description="0: one per core")
     verify_timeout_s: float = Field(default=10.0, gt=0)
     progress: bool = True
 
@@ -175,32 +175,32 @@ class LoraConfig(StrictModel):
 
 
 class GKDOptions(StrictModel):
-    lmbda: float = Field(default=0.5, ge=0, le=1)  # share of on-policy (student-generated) batches
-    beta: float = Field(default=0.5, ge=0, le=1)  # generalized JSD: 0 = forward KL, 1 = reverse KL
-    temperature: float = Field(default=0.9, gt=0)  # sampling temperature of on-policy rollouts
-    seq_kd: bool = False  # also train on teacher-generated sequences
-    max_new_tokens: int = Field(default=1024, ge=1)  # long enough for chain of thought (TRL's default is 128)
-    use_vllm: bool | None = None  # distill: vLLM rollouts (colocated); None = on GPUs only
+    lmbda: float = Field(default=0.5, ge=0, le=1, description="share of on-policy (student-generated) batches")
+    beta: float = Field(default=0.5, ge=0, le=1, description="generalized JSD: 0 = forward KL, 1 = reverse KL")
+    temperature: float = Field(default=0.9, gt=0, description="sampling temperature of on-policy rollouts")
+    seq_kd: bool = Field(default=False, description="also train on teacher-generated sequences")
+    max_new_tokens: int = Field(default=1024, ge=1, description="long enough for chain of thought (TRL's default is 128)")
+    use_vllm: bool | None = Field(default=None, description="distill: vLLM rollouts (colocated); None = on GPUs only")
 
 
 class KDOptions(StrictModel):
-    alpha: float = Field(default=0.5, ge=0, le=1)  # weight of the KL term; 1 - alpha on cross-entropy
+    alpha: float = Field(default=0.5, ge=0, le=1, description="weight of the KL term; 1 - alpha on cross-entropy")
     temperature: float = Field(default=1.0, gt=0)
 
 
 class TrainConfig(StrictModel):
     method: Literal["sft", "gkd", "distill", "logit_kd"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
-    teacher: str | None = None  # gkd / distill: hub id or local directory
+    teacher: str | None = Field(default=None, description="gkd / distill: hub id or local directory")
     dataset_dir: str  # a filter output directory (sft/, prompts/)
-    logprobs: str | None = None  # logit_kd: the generation stage's logprobs.jsonl
+    logprobs: str | None = Field(default=None, description="logit_kd: the generation stage's logprobs.jsonl")
     output_dir: str
     max_length: int = Field(default=2048, ge=16)
-    max_truncated_share: float = Field(default=0.05, ge=0, le=1)  # refuse when more examples are too long
+    max_truncated_share: float = Field(default=0.05, ge=0, le=1, description="refuse when more examples are too long")
     per_device_train_batch_size: int = Field(default=8, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)  # AdamW decoupled weight decay
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW decoupled weight decay")
     num_train_epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
@@ -209,16 +209,16 @@ class TrainConfig(StrictModel):
     save_steps: int = Field(default=500, ge=1)
     save_total_limit: int | None = 2
     seed: int = 0
-    length_grouped: bool = True  # batch examples of similar length (less padding)
-    packing: bool = False  # only where attention honours sequence boundaries (flash-attention varlen)
-    attn_implementation: str | None = None  # e.g. "flash_attention_2" on GPUs
-    bf16: bool | None = None  # None: bf16 where the GPU supports it, fp32 on CPU
-    gradient_checkpointing: bool | None = None  # None: on for GPUs, off on CPU
+    length_grouped: bool = Field(default=True, description="batch examples of similar length (less padding)")
+    packing: bool = Field(default=False, description="only where attention honours sequence boundaries (flash-attention varlen)")
+    attn_implementation: str | None = Field(default=None, description="e.g. \"flash_attention_2\" on GPUs")
+    bf16: bool | None = Field(default=None, description="None: bf16 where the GPU supports it, fp32 on CPU")
+    gradient_checkpointing: bool | None = Field(default=None, description="None: on for GPUs, off on CPU")
     lora: LoraConfig | None = None
     gkd: GKDOptions = GKDOptions()
     kd: KDOptions = KDOptions()
-    report_to: list[str] = Field(default_factory=lambda: ["none"])  # tensorboard, wandb, trackio
-    resume: bool = True  # continue from the last checkpoint in output_dir
+    report_to: list[str] = Field(default_factory=lambda: ["none"], description="tensorboard, wandb, trackio")
+    resume: bool = Field(default=True, description="continue from the last checkpoint in output_dir")
     progress: bool = True
 
     @model_validator(mode="after")
@@ -244,16 +244,16 @@ class EvalModel(StrictModel):
 class EvalBenchmark(StrictModel):
     name: str
     source: SourceConfig
-    template: str = "math_boxed_think"  # prompt template (prompts/)
+    template: str = Field(default="math_boxed_think", description="prompt template (prompts/)")
 
 
 class EvalConfig(StrictModel):
     models: list[EvalModel] = Field(min_length=1)
     benchmarks: list[EvalBenchmark] = Field(min_length=1)
-    sampling: SamplingConfig = SamplingConfig(n=4, temperature=0.6, max_tokens=1024)  # temperature 0 = greedy
-    ks: list[int] = Field(default_factory=lambda: [1, 4])  # pass@k and maj@k for each k <= n
+    sampling: SamplingConfig = Field(default=SamplingConfig(n=4, temperature=0.6, max_tokens=1024), description="temperature 0 = greedy")
+    ks: list[int] = Field(default_factory=lambda: [1, 4], description="pass@k and maj@k for each k <= n")
     ci: Literal["bootstrap", "wilson"] = "bootstrap"
-    train_data: list[str] = Field(default_factory=list)  # filter outputs / jsonl files to check for overlap
+    train_data: list[str] = Field(default_factory=list, description="filter outputs / jsonl files to check for overlap")
     ngram: int = Field(default=8, ge=3)
     verify_workers: int = Field(default=0, ge=0)
     verify_timeout_s: float = Field(default=10.0, gt=0)
@@ -274,8 +274,8 @@ class StudentInit(StrictModel):
 
     hidden: int = Field(default=128, ge=32)
     layers: int = Field(default=2, ge=1)
-    heads: int = Field(default=4, ge=1)  # hidden / heads must be a head size vLLM supports (32, 64, ...)
-    intermediate: int | None = Field(default=None, ge=1)  # None: 2 * hidden
+    heads: int = Field(default=4, ge=1, description="hidden / heads must be a head size vLLM supports (32, 64, ...)")
+    intermediate: int | None = Field(default=None, ge=1, description="None: 2 * hidden")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -308,20 +308,20 @@ class RunStudent(StrictModel):
 
 class RunEval(StrictModel):
     benchmarks: list[EvalBenchmark] = Field(min_length=1)
-    sampling: SamplingConfig = SamplingConfig(n=1, temperature=0.0, max_tokens=1024)  # greedy
+    sampling: SamplingConfig = Field(default=SamplingConfig(n=1, temperature=0.0, max_tokens=1024), description="greedy")
     ks: list[int] = Field(default_factory=lambda: [1])
     ci: Literal["bootstrap", "wilson"] = "wilson"
-    teacher: bool = True  # evaluate the teacher too (retention needs it)
-    ngram: int = Field(default=8, ge=3)  # overlap check of benchmark questions against the filtered training set
+    teacher: bool = Field(default=True, description="evaluate the teacher too (retention needs it)")
+    ngram: int = Field(default=8, ge=3, description="overlap check of benchmark questions against the filtered training set")
 
 
 class RunTargets(StrictModel):
     """What the run checks and reports (it does not fail on a missed target unless strict)."""
 
-    min_retention: float = Field(default=0.95, ge=0)  # best distilled student / teacher
-    min_gain_over_answers_only: float = Field(default=0.10, ge=0)  # accuracy points (0.10 = 10 points)
+    min_retention: float = Field(default=0.95, ge=0, description="best distilled student / teacher")
+    min_gain_over_answers_only: float = Field(default=0.10, ge=0, description="accuracy points (0.10 = 10 points)")
     filtered_at_least_unfiltered: bool = True
-    strict: bool = False  # exit non-zero when a target is missed
+    strict: bool = Field(default=False, description="exit non-zero when a target is missed")
 
 
 class RunConfig(StrictModel):
@@ -331,10 +331,10 @@ class RunConfig(StrictModel):
     teacher: TeacherConfig  # generates the traces and is evaluated as the reference
     student: str | StudentInit  # hub id / directory, or a fresh model built on the teacher's tokenizer
     generate: dict[str, Any]  # GenerateConfig fields except teacher and output_dir
-    filter: dict[str, Any] = Field(default_factory=dict)  # FilterConfig fields except the directories
+    filter: dict[str, Any] = Field(default_factory=dict, description="FilterConfig fields except the directories")
     students: list[RunStudent] = Field(min_length=1)
     eval: RunEval
-    benchmark: str | None = None  # which eval benchmark the targets are judged on (default: the first)
+    benchmark: str | None = Field(default=None, description="which eval benchmark the targets are judged on (default: the first)")
     targets: RunTargets = RunTargets()
 
     @model_validator(mode="after")

@@ -121,3 +121,13 @@ def test_sigkill_then_resume_gives_every_record_exactly_once(tiny_model, tmp_pat
 def test_run_bad_input_is_one_line(tmp_path, args, expect):
     code, out, err = run_cli("run", ROOT / "data/configs/run_demo.yaml", f"output_dir={tmp_path / 'r'}", *args)
     assert code == 2 and err.startswith("error: ") and expect in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_keys_lists_every_config_key_with_its_help():
+    code, out, err = run_cli("keys", "train")
+    assert code == 0 and "weight_decay" in out and "AdamW decoupled weight decay" in out
+    assert "kd.temperature" in out and "gkd.lmbda" in out  # nested blocks expanded
+    code, out, err = run_cli("keys", "run")
+    assert code == 0 and "students[].init_from" in out and "start from this (earlier) student" in out
+    code, out, err = run_cli("keys", "nope")
+    assert code == 2 and "unknown stage 'nope'" in err
