@@ -20,6 +20,7 @@ from pathlib import Path
 from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig
 from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
+from cotdistill.env import prepare_vllm_env
 from cotdistill.generate import load_problem_file
 from cotdistill.metrics import summarize
 from cotdistill.store import iter_jsonl, write_atomic
@@ -102,6 +103,7 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
+    prepare_vllm_env(in_process=True)  # one engine per model, many models: start them in this process
     index = training_index(cfg.train_data, cfg.ngram)
     results: dict = {"models": {}, "benchmarks": {}, "warnings": [], "sampling": cfg.sampling.model_dump(),
                      "versions": versions(), "ci": cfg.ci}

@@ -175,10 +175,12 @@ def test_distillation_table_seeds_intervals_and_targets(tmp_path):
     t = d["targets"]
     assert t["retention"]["met"] and t["retention"]["met_on_worst_seed"] is True
     assert t["gain_over_answers_only"]["value"] == pytest.approx(0.6467, abs=1e-4)
-    assert t["gain_over_answers_only"]["worst_seed"] == pytest.approx(0.61) and t["gain_over_answers_only"]["comparison"]["verdict"] == "better"
+    g = t["gain_over_answers_only"]
+    assert g["worst_seed"] == pytest.approx(0.62) and g["comparison"]["verdict"] == "better"  # seed by seed: min(.68,.64,.62)
+    assert g["comparison"]["paired_by_seed"] is True
     f = t["filtered_vs_unfiltered"]
     assert f["filtered"] == "sft_filtered" and f["value"] == pytest.approx(0.1667, abs=1e-4) and f["met"]
-    assert f["comparison"]["verdict"] == "better" and d["all_targets_met"] is True
+    assert f["comparison"]["verdict"] == "better" and f["worst_seed"] == pytest.approx(0.14) and d["all_targets_met"] is True
     near = {(c["a"], c["b"]): c for c in d["comparisons"]}[("sft_filtered", "gkd")]
     assert near["verdict"] == "no significant difference" and near["ci95"][0] < 0 < near["ci95"][1]
 
@@ -187,16 +189,21 @@ def test_distillation_table_seeds_intervals_and_targets(tmp_path):
     d = distillation_table(plan, res, out)
     t = d["targets"]
     assert d["best_distilled"] == "sft_filtered" and d["models"]["sft_filtered"]["range"] == [0.1, 0.9]
-    assert not t["retention"]["met"] and not t["gain_over_answers_only"]["met"] and not t["filtered_vs_unfiltered"]["met"]
-    assert t["filtered_vs_unfiltered"]["comparison"]["verdict"] == "no significant difference"  # one seed at 0.1: noise
+    assert not t["retention"]["met"] and not t["gain_over_answers_only"]["met"]
+    f = t["filtered_vs_unfiltered"]  # 0.5 vs 0.6 on the mean, but one seed at 0.1: inside the noise, not a loss
+    assert f["comparison"]["verdict"] == "no significant difference" and f["met"] and not f["met_on_worst_seed"]
+    res, out = _results({"teacher": 0.9, "sft_filtered": [0.5, 0.52, 0.51], "sft_unfiltered": [0.6, 0.61, 0.6],
+                         "answers_only": [0.1, 0.1, 0.1]})
+    f = distillation_table(plan, res, out)["targets"]["filtered_vs_unfiltered"]
+    assert f["comparison"]["verdict"] == "worse" and not f["met"]  # significantly worse: missed
     assert d["all_targets_met"] is False
 
 
 def test_mean_passes_but_worst_seed_does_not(tmp_path):
     plan = Plan(demo(tmp_path))
-    res, out = _results({"teacher": 1.0, "sft_filtered": [1.0, 1.0, 0.8], "answers_only": [0.2, 0.2, 0.2]})
+    res, out = _results({"teacher": 1.0, "sft_filtered": [1.0, 1.0, 0.6], "answers_only": [0.2, 0.2, 0.2]})
     t = distillation_table(plan, res, out)["targets"]["retention"]
-    assert t["met"] and t["value"] == pytest.approx(0.9333, abs=1e-4) and not t["met_on_worst_seed"]
+    assert t["met"] and t["value"] == pytest.approx(0.8667, abs=1e-4) and not t["met_on_worst_seed"]
 
 
 def test_strict_targets_fail_the_run(tmp_path, monkeypatch):
