@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml scripts/setup_env.sh
 venv: $(BIN)/.installed
 
 # the main job on the embedded default: the shipped teacher (data/teacher) -> vLLM traces -> filter
-# -> four students (TRL) -> eval on held-out problems -> runs/demo/report/report.md
+# -> four students x 3 seeds (TRL SFT, GKD, baselines) -> eval on held-out problems -> runs/demo/report/report.md
 demo: venv
 	$(BIN)/cotdistill run data/configs/run_demo.yaml
 
