@@ -22,6 +22,21 @@ from cotdistill.store import iter_jsonl, write_atomic
 _SHARD_CFG = re.compile(r"config-(\d{5})-of-(\d{5})\.yaml$")
 
 
+def _collect(path: Path, idx: int, count: int, order: dict, n: int, into: dict, dupes: list, strays: list):
+    """Records of one shard file into ``into`` by (problem order, sample); strays (outside the shard,
+    the problem set or the sample count) and duplicates are listed. Yields each record kept."""
+    for lineno, obj in iter_jsonl(path):
+        pid, si = obj["problem_id"], obj["sample_index"]
+        if pid not in order or shard_of(pid, count) != idx or si >= n:
+            strays.append(f"{path.name}:{lineno}")
+            continue
+        key = (order[pid], si)
+        if key in into:
+            dupes.append(f"{pid}#{si}")
+        into[key] = json.dumps(obj, ensure_ascii=False)
+        yield obj
+
+
 def merge(output_dir: str | Path) -> dict:
     out = Path(output_dir)
     found = sorted(p for p in out.glob("config-*-of-*.yaml") if _SHARD_CFG.search(p.name))
@@ -53,26 +68,11 @@ def merge(output_dir: str | Path) -> dict:
         paths = output_paths(out, ShardConfig(index=idx, count=count))
         if not paths["traces"].exists():
             raise CotdistillError(f"{paths['traces']}: missing; re-run shard {idx}")
-        for lineno, obj in iter_jsonl(paths["traces"]):
-            pid, si = obj["problem_id"], obj["sample_index"]
+        for obj in _collect(paths["traces"], idx, count, order, n, by_key, dupes, strays):
             hashes.add(obj.get("template", {}).get("hash"))
-            if pid not in order or shard_of(pid, count) != idx or si >= n:
-                strays.append(f"{paths['traces'].name}:{lineno}")
-                continue
-            key = (order[pid], si)
-            if key in by_key:
-                dupes.append(f"{pid}#{si}")
-            by_key[key] = json.dumps(obj, ensure_ascii=False)
         if cfgs[idx].sampling.logprobs and paths["logprobs"].exists():
-            for lineno, obj in iter_jsonl(paths["logprobs"]):
-                pid, si = obj["problem_id"], obj["sample_index"]
-                if pid not in order or shard_of(pid, count) != idx or si >= n:
-                    strays.append(f"{paths['logprobs'].name}:{lineno}")
-                    continue
-                key = (order[pid], si)
-                if key in lp_by_key:
-                    lp_dupes.append(f"{pid}#{si}")
-                lp_by_key[key] = json.dumps(obj)
+            for _ in _collect(paths["logprobs"], idx, count, order, n, lp_by_key, lp_dupes, strays):
+                pass
     if len(hashes - {None}) > 1:
         raise CotdistillError(f"{out}: the shards' traces were rendered with different template versions "
                               f"({sorted(hashes - {None})}); re-run the shards with one template")

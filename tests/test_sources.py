@@ -47,18 +47,12 @@ def test_bad_inputs_name_file_row_field(tmp_path):
     path = _write(tmp_path, "jsonl")
     with pytest.raises(CotdistillError, match=r"column 'question' \(source\.fields\.question\) not found; columns are"):
         load_problems(HFSource(path=str(path)))
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("")
-    with pytest.raises(CotdistillError, match="empty.jsonl': the file has no rows; it needs at least one problem row"):
-        load_problems(HFSource(path=str(empty)))
-    header_only = tmp_path / "header.csv"
-    header_only.write_text("question,answer\n")
-    with pytest.raises(CotdistillError, match=r"header.csv': the file has no rows \(a header only\)"):
-        load_problems(HFSource(path=str(header_only)))
-    blank = tmp_path / "blank.jsonl"
-    blank.write_text("\n\n")
-    with pytest.raises(CotdistillError, match="blank.jsonl': the file has no rows"):
-        load_problems(HFSource(path=str(blank)))
+    for name, content, expect in [("empty.jsonl", "", "empty.jsonl': the file has no rows; it needs at least one problem row"),
+                                  ("header.csv", "question,answer\n", r"header.csv': the file has no rows \(a header only\)"),
+                                  ("blank.jsonl", "\n\n", "blank.jsonl': the file has no rows")]:
+        (tmp_path / name).write_text(content)
+        with pytest.raises(CotdistillError, match=expect):
+            load_problems(HFSource(path=str(tmp_path / name)))
     with pytest.raises(CotdistillError, match="file not found"):
         load_problems(HFSource(path=str(tmp_path / "missing.jsonl")))
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "question": "x"}, {"id": "a", "question": "y"}])
