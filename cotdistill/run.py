@@ -226,15 +226,24 @@ class _Clock:
         self.todo, self.t0, self.seen = list(todo), time.perf_counter(), {}
 
     @staticmethod
-    def kind(name: str) -> str:
-        return name.split(":")[0].split("@")[0]
+    def kinds(name: str) -> tuple[str, str]:
+        """The stage without its seed (train:gkd), and its family (train)."""
+        return name.split("@")[0], name.split(":")[0].split("@")[0]
+
+    def _guess(self, name: str) -> float | None:
+        for k in self.kinds(name):  # the same student's other seeds first, then any student
+            if k in self.seen:
+                return sum(self.seen[k]) / len(self.seen[k])
+        return None
 
     def done(self, name: str, seconds: float) -> str:
-        self.seen.setdefault(self.kind(name), []).append(seconds)
+        for k in set(self.kinds(name)):
+            self.seen.setdefault(k, []).append(seconds)
         if name in self.todo:
             self.todo.remove(name)
-        eta = sum(sum(self.seen[k]) / len(self.seen[k]) for k in map(self.kind, self.todo) if k in self.seen)
-        unknown = sorted({k for k in map(self.kind, self.todo) if k not in self.seen})
+        guesses = [(n, self._guess(n)) for n in self.todo]
+        eta = sum(g for _, g in guesses if g is not None)
+        unknown = sorted({self.kinds(n)[1] for n, g in guesses if g is None})
         fmt = lambda x: f"{int(x // 60)}m{int(x % 60):02d}s"  # noqa: E731
         left = (f"ETA {fmt(eta)}" + (f" + stages not yet timed ({', '.join(unknown)})" if unknown else "")
                 if self.todo else "last stage")

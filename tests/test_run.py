@@ -284,3 +284,12 @@ def test_a_killed_stage_does_not_resume_into_a_changed_config(tmp_path, monkeypa
         run(demo(tmp_path, "generate.prompt.template=gsm8k"), skip=only)
     run(demo(tmp_path), skip=only)  # the same config resumes
     assert (root / "answers_only" / "stage.json").exists() and not (root / "answers_only" / "stage.started.json").exists()
+
+
+def test_eta_uses_the_same_students_other_seeds_first():
+    from cotdistill.run import _Clock
+
+    c = _Clock(["train:sft@0", "train:sft@1", "train:gkd@0", "train:gkd@1", "eval"])
+    assert "ETA 5m00s + stages not yet timed (eval)" in c.done("train:sft@0", 100)  # gkd guessed from sft
+    assert "ETA 1m50s" in c.done("train:gkd@0", 10) and "ETA 0m10s" in c.done("train:sft@1", 100)
+    assert "last stage" not in c.done("train:gkd@1", 10) and c.done("eval", 5).endswith("last stage")
