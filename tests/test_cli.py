@@ -49,7 +49,7 @@ def bad_cases(tmp_path, tiny_model):
         "malformed yaml": ([malformed], "malformed YAML"),
         "unknown key": ([good(extra="colour: red\n")], "unknown key 'colour'"),
         "missing column": ([good(data=nocol)], "column 'question' (source.fields.question) not found"),
-        "empty dataset": ([good(data=empty)], "the file is empty"),
+        "empty dataset": ([good(data=empty)], "the file has no rows"),
         "unknown rg task": ([good(), "source={kind: reasoning_gym, task: chain_summ}"], "unknown reasoning-gym task 'chain_summ'"),
         "template variable": ([good(), f"prompt.template={tmpl}"], "variable 'style' is missing"),
         "model path": ([good(), "teacher.model=/no/such/dir"], "model path '/no/such/dir' does not exist"),
