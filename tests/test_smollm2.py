@@ -45,9 +45,9 @@ def test_smollm2_teacher_verify_and_lora(smollm2, tmp_path):
     rep = json.loads((root / "filter" / "filter_report.json").read_text())
     print("teacher traces:", rep["verdicts"], "kept", rep["kept"], "of", rep["traces"])
     assert rep["verdicts"].get("correct", 0) >= 12  # measured 2026-11-23: 33 of 48 right
-    train = json.loads((root / "students" / "lora_sft" / "summary.json").read_text())
+    train = json.loads((root / "students" / "lora_sft" / "seed0" / "summary.json").read_text())  # one seed: 0
     assert train["preflight"]["format"] == "prompt_completion" and train["steps"] == 8
-    assert (root / "students" / "lora_sft" / "final" / "model.safetensors").exists()  # LoRA merged
+    assert (root / "students" / "lora_sft" / "seed0" / "final" / "model.safetensors").exists()  # LoRA merged
     d = out["distillation"]
     print("eval accuracy:", {n: m["accuracy"] for n, m in d["models"].items()})
     assert set(d["models"]) == {"teacher", "lora_sft"} and d["models"]["teacher"]["accuracy"] >= 0.5  # measured 14/16
