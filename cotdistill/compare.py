@@ -86,22 +86,20 @@ def distillation_table(students: dict, results: dict, outcomes: dict[str, np.nda
         g["per_seed"].append({"seed": seed, "model": n, "accuracy": score[n]["value"], "ci95": score[n]["ci95"]})
     for g in groups.values():
         g["per_seed"].sort(key=lambda x: (x["seed"] is None, x["seed"]))
-        g["_models"] = [x["model"] for x in g["per_seed"]]
     teacher = groups["teacher"]["per_seed"][0]["accuracy"] if "teacher" in groups else None
     mats = {}
     for name, g in groups.items():
         accs = [s["accuracy"] for s in g["per_seed"]]
         g["accuracy"] = round(float(np.mean(accs)), 4)
         g["range"] = [min(accs), max(accs)]
-        have = [n for n in g["_models"] if n in outcomes]
-        if len(have) == len(g["_models"]):
-            mats[name] = np.stack([outcomes[n] for n in have])
+        names = [x["model"] for x in g["per_seed"]]
+        if all(n in outcomes for n in names):
+            mats[name] = np.stack([outcomes[n] for n in names])
             g["ci95"] = interval(mats[name])
         else:  # no per-problem outcomes: the single model's own interval
             g["ci95"] = g["per_seed"][0]["ci95"] if len(accs) == 1 else None
         g["retention"] = round(g["accuracy"] / teacher, 4) if teacher else None
         g["worst_seed_retention"] = round(min(accs) / teacher, 4) if teacher else None
-        del g["_models"]
     seeds = {n: [x["seed"] for x in g["per_seed"]] for n, g in groups.items()}
     paired = lambda a, b: seeds[a] == seeds[b] and None not in seeds[a]  # noqa: E731
     students_only = [n for n in groups if n != "teacher"]

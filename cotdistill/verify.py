@@ -60,7 +60,8 @@ def clean_answer(raw: str) -> str | None:
     whole = re.fullmatch(r"\\(?:text|textbf|mbox|mathrm|textrm)\{([^{}]*)\}", s)
     if whole:  # \text{(C)}, \text{yes}: the text is the answer
         s = _strip_wrappers(whole.group(1))
-    s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}\s*$", "", s) if not whole else s  # \text{ cm}
+    else:
+        s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}\s*$", "", s)  # \text{ cm}
     s = re.sub(r"\^\s*\{?\\circ\}?$", "", s).strip()
     s = s.replace("\\!", "").replace("\\,", "").replace("\\ ", " ").strip()
     s = re.sub(r"\\%$|%$", "", s).strip() if _NUMBER.match(re.sub(r"\\?%$", "", s).strip()) else s
@@ -355,8 +356,8 @@ def check_format(completion: str, think: bool) -> str | None:
     lines = tail.split("\n")
     marked = sorted({tail.count("\n", 0, m.start()) for m in _ANY_MARKER.finditer(tail)})
     # a marker line counts when it carries an answer ("I think the answer is 12 but..." does not)
-    marked = [i for i in marked if not (_HASHES.match(lines[i]) and _heading(_HASHES.match(lines[i]).group(1),
-                                                                           "\n".join(lines[i + 1:])))]
+    marked = [i for i in marked
+              if not ((h := _HASHES.match(lines[i])) and _heading(h.group(1), "\n".join(lines[i + 1:])))]
     answers = {answer_key(a) for a in (extract_answer(lines[i]) for i in marked) if a}
     if not answers:
         return "no final answer section"
