@@ -103,6 +103,10 @@ def _load(gen: Path) -> tuple[dict[str, Problem], list[Trace]]:
         if t.problem_id not in problems:
             raise CotdistillError(f"{gen / 'traces.jsonl'}: line {i}: problem '{t.problem_id}' is not in problems.jsonl; "
                                   f"traces and problems come from different runs")
+    # generate writes traces as they complete, so the file's order depends on timing; every output
+    # (training rows, dedup winners, prompts) follows this canonical order instead: problem order, then sample.
+    rank = {pid: i for i, pid in enumerate(problems)}
+    traces.sort(key=lambda t: (rank[t.problem_id], t.sample_index))
     return problems, traces
 
 

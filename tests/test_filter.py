@@ -243,3 +243,30 @@ def test_r1_recipe_filter_keeps_correct_r1_shaped_traces(tmp_path):
     assert dropped == {("m0", 0): None, ("m1", 0): None, ("m2", 0): None, ("m3", 0): "truncated",
                        ("m0", 1): "incorrect", ("m1", 1): "format"}
     assert summary["kept"] == 3
+
+
+def test_output_does_not_depend_on_trace_file_order(run_dir, tmp_path):
+    """generate writes traces as they complete; two runs of the same job differ only in line order. The
+    training set (its row order included), the verdicts and the prompts must come out the same."""
+    import random
+
+    import datasets
+
+    lines = (run_dir / "traces.jsonl").read_text().splitlines(keepends=True)
+    random.Random(3).shuffle(lines)
+    shuffled = tmp_path / "gen_shuffled"
+    shuffled.mkdir()
+    (shuffled / "problems.jsonl").write_text((run_dir / "problems.jsonl").read_text())
+    (shuffled / "traces.jsonl").write_text("".join(lines))
+    assert (shuffled / "traces.jsonl").read_text() != (run_dir / "traces.jsonl").read_text()
+    outs = []
+    for i, gen in enumerate((run_dir, shuffled)):
+        c = cfg(gen, tmp_path, output_dir=str(tmp_path / f"out{i}"))
+        stage.run(c)
+        out = tmp_path / f"out{i}"
+        sft = datasets.load_from_disk(str(out / "sft"))
+        prompts = datasets.load_from_disk(str(out / "prompts"))
+        outs.append((list(zip(sft["problem_id"], sft["sample_index"])), sft["messages"],
+                     (out / "verdicts.jsonl").read_text(), prompts["problem_id"]))
+    assert outs[0] == outs[1]
+    assert outs[0][0] == sorted(outs[0][0])  # problem order of problems.jsonl (p1, p2), then sample index
