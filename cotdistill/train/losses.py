@@ -81,3 +81,140 @@ def kd_loss(logits, labels, top_ids, top_lp, alpha: float, temperature: float, n
     t2 = temperature * temperature
     loss = alpha * t2 * kl.sum() / n + (1 - alpha) * ce_sum / n
     return loss, ce_mean, kl.detach().mean()
+
+
+# ---------------------------------------------------------------- live-teacher terms (train/kd.py)
+def ensemble_log_probs(teacher_logits: list[torch.Tensor], weights: list[float], temperature: float) -> torch.Tensor:
+    """The teachers' soft targets at temperature T, log q_T = log sum_i w_i softmax(z_i / T) with the
+    weights normalised to sum 1 (one teacher: log_softmax(z / T)). Averaging probabilities, not
+    logits, keeps every teacher's distribution a proper mixture component."""
+    w = torch.tensor(weights, dtype=torch.float32, device=teacher_logits[0].device)
+    w = w / w.sum()
+    lps = torch.stack([torch.log_softmax(z.float() / temperature, -1) for z in teacher_logits])
+    return torch.logsumexp(lps + w.log().view(-1, *([1] * (lps.dim() - 1))), 0)
+
+
+def divergence(log_q: torch.Tensor, log_p: torch.Tensor, kind: str = "forward", beta: float = 0.5) -> torch.Tensor:
+    """Per-position divergence over the last dim between the teacher q and the student p (log-probs):
+
+        forward  KL(q || p)   mean-seeking (Hinton)
+        reverse  KL(p || q)   mode-seeking (MiniLLM)
+        jsd      beta * KL(q || m) + (1 - beta) * KL(p || m),  m = beta q + (1 - beta) p   (GKD's form)
+    """
+    q, p = log_q.exp(), log_p.exp()
+    if kind == "forward":
+        return (q * (log_q - log_p)).masked_fill(q == 0, 0).sum(-1)
+    if kind == "reverse":
+        return (p * (log_p - log_q)).masked_fill(p == 0, 0).sum(-1)
+    if kind == "jsd":
+        log_m = torch.logsumexp(torch.stack([log_q + torch.log(torch.tensor(beta)), log_p + torch.log(torch.tensor(1 - beta))]), 0)
+        kq = (q * (log_q - log_m)).masked_fill(q == 0, 0).sum(-1)
+        kp = (p * (log_p - log_m)).masked_fill(p == 0, 0).sum(-1)
+        return beta * kq + (1 - beta) * kp
+    raise ValueError(f"divergence: unknown kind '{kind}' (forward, reverse, jsd)")
+
+
+def soft_target_loss(student_logits, teacher_log_q_T, mask, temperature: float, kind: str = "forward",
+                     beta: float = 0.5, weights=None, num_items=None) -> torch.Tensor:
+    """Hinton's soft-target term on the full vocabulary:
+
+        T^2 * sum_{trained positions} w_b * D(q_T, softmax(z_s / T)) / N
+
+    student_logits [B,L,V] and teacher_log_q_T [B,L,V] (already tempered, e.g. ensemble_log_probs)
+    aligned with mask [B,L] (True where the next token is trained); w_b per-example weights (default 1);
+    N = num_items (trained tokens of the optimizer step), default mask.sum(). The T^2 keeps the gradient's
+    scale independent of T."""
+    log_p = torch.log_softmax(student_logits.float() / temperature, -1)
+    d = divergence(teacher_log_q_T[mask], log_p[mask], kind, beta)
+    if weights is not None:
+        d = d * weights.unsqueeze(1).expand_as(mask)[mask]
+    n = num_items if num_items is not None else mask.sum()
+    return temperature * temperature * d.sum() / torch.as_tensor(n, dtype=torch.float32).clamp(min=1)
+
+
+def feature_loss(h_s: torch.Tensor, h_t: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """FitNets hint loss for one mapped layer pair, h_s already projected to the teacher's width:
+
+        mse     mean over masked positions of ||h_t - h_s||^2 / d
+        cosine  mean over masked positions of 1 - cos(h_t, h_s)
+
+    h_s, h_t [B,L,d]; mask [B,L]."""
+    hs, ht = h_s[mask].float(), h_t[mask].float()
+    if hs.numel() == 0:
+        return h_s.sum() * 0
+    if kind == "mse":
+        return ((ht - hs) ** 2).mean(-1).mean()
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(hs, ht, dim=-1)).mean()
+    raise ValueError(f"feature loss: unknown kind '{kind}' (mse, cosine)")
+
+
+def attention_loss(a_s: torch.Tensor, a_t: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """TinyBERT's attention transfer for one mapped layer pair, on head-averaged maps (head counts may
+    differ): mean over valid query rows of the mean squared difference over the row's valid keys.
+
+        a_s [B,H_s,L,L], a_t [B,H_t,L,L] (softmax-ed attention); attention_mask [B,L] (1 = real token)."""
+    ms, mt = a_s.float().mean(1), a_t.float().mean(1)
+    valid = attention_mask.bool()
+    pair = valid.unsqueeze(2) & valid.unsqueeze(1)  # [B, query, key]
+    sq = ((ms - mt) ** 2).masked_fill(~pair, 0).sum(-1) / pair.sum(-1).clamp(min=1)
+    return sq[valid].mean() if valid.any() else sq.sum() * 0
+
+
+def pooled(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the hidden states over each example's masked (trained) positions: [B,L,d] -> [B,d]."""
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def relation_loss(r_s: torch.Tensor, r_t: torch.Tensor) -> torch.Tensor:
+    """RKD on the batch's pairwise cosine-similarity matrices of instance representations: mean over
+    the B x B entries of (cos_s(i, j) - cos_t(i, j))^2. Widths may differ. r_s [B,d_s], r_t [B,d_t]."""
+    def sim(r):
+        r = F.normalize(r.float(), dim=-1)
+        return r @ r.T
+    return ((sim(r_s) - sim(r_t)) ** 2).mean()
+
+
+def importance_weights(per_example: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-example weights normalised to mean 1 over the batch, from a per-example statistic x_b:
+
+        student_loss     w_b ∝ x_b             (the student's mean CE: harder examples count more)
+        teacher_entropy  w_b ∝ exp(-x_b)       (the teacher's mean entropy: confident teachers count more)
+    """
+    x = per_example.detach().float()
+    w = x.clamp(min=0) if kind == "student_loss" else torch.exp(-(x - x.min()))
+    if w.sum() <= 0:
+        return torch.ones_like(x)
+    return w * (len(w) / w.sum())
+
+
+def temperature_at(step: int, t_max: float, decay: float, floor: float) -> float:
+    """Annealed temperature T(t) = max(floor, T_max * exp(-decay * t))."""
+    import math
+
+    return max(floor, t_max * math.exp(-decay * step))
+
+
+def layer_map(student_layers: int, teacher_layers: int, strategy) -> list[tuple[int, int]]:
+    """Pairs (student layer, teacher layer), 1-based over transformer blocks (hidden_states index):
+
+        uniform    l_s -> floor(l_s * L_t / L_s)     (the last layer maps to the last)
+        bottom_up  l_s -> l_s                          (the teacher's first L_s layers)
+        top_down   l_s -> L_t - L_s + l_s              (the teacher's last L_s layers)
+        [[s, t], ...] an explicit list
+    """
+    if isinstance(strategy, str):
+        if strategy == "uniform":
+            return [(i, (i * teacher_layers) // student_layers) for i in range(1, student_layers + 1)]
+        if strategy == "bottom_up":
+            return [(i, min(i, teacher_layers)) for i in range(1, student_layers + 1)]
+        if strategy == "top_down":
+            return [(i, max(1, teacher_layers - student_layers + i)) for i in range(1, student_layers + 1)]
+        raise ValueError(f"layer_map: unknown strategy '{strategy}' (uniform, bottom_up, top_down, or [[s, t], ...])")
+    pairs = [(int(s), int(t)) for s, t in strategy]
+    for s, t in pairs:
+        if not 1 <= s <= student_layers or not 1 <= t <= teacher_layers:
+            raise ValueError(f"layer_map: pair [{s}, {t}] points past the models (student has {student_layers} layers, "
+                             f"teacher {teacher_layers}; layers count from 1)")
+    return pairs
