@@ -183,15 +183,64 @@ class GKDOptions(StrictModel):
     use_vllm: bool | None = Field(default=None, description="distill: vLLM rollouts (colocated); None = on GPUs only")
 
 
+class TemperatureSchedule(StrictModel):
+    """T(t) = max(floor, t_max * exp(-decay * t)), t = optimizer step."""
+
+    t_max: float = Field(default=4.0, gt=0)
+    decay: float = Field(default=0.01, ge=0, description="per optimizer step")
+    floor: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.floor > self.t_max:
+            raise ValueError(f"schedule: floor {self.floor} is above t_max {self.t_max}")
+        return self
+
+
 class KDOptions(StrictModel):
     alpha: float = Field(default=0.5, ge=0, le=1, description="weight of the KL term; 1 - alpha on cross-entropy")
     temperature: float = Field(default=1.0, gt=0)
+    divergence: Literal["forward", "reverse", "jsd"] = Field(
+        default="forward", description="kd: KL(teacher||student) (Hinton), KL(student||teacher), or JSD(beta)")
+    beta: float = Field(default=0.5, gt=0, lt=1, description="kd, divergence jsd: the mixture weight")
+    schedule: TemperatureSchedule | None = Field(default=None, description="kd: anneal T instead of a fixed temperature")
+    importance: Literal["none", "student_loss", "teacher_entropy"] = Field(
+        default="none", description="kd: per-example weights (mean 1 per batch) from the student's CE or the teacher's entropy")
+
+
+LayerMap = Literal["uniform", "bottom_up", "top_down"] | list[tuple[int, int]]
+
+
+class FeatureTerm(StrictModel):
+    weight: float = Field(default=1.0, ge=0)
+    loss: Literal["mse", "cosine"] = "mse"
+    layer_map: LayerMap = Field(default="uniform", description="student layer -> teacher layer (1-based)")
+
+
+class AttentionTerm(StrictModel):
+    weight: float = Field(default=1.0, ge=0)
+    layer_map: LayerMap = Field(default="uniform", description="student layer -> teacher layer (1-based)")
+
+
+class RelationTerm(StrictModel):
+    weight: float = Field(default=1.0, ge=0)
+
+
+class TeacherWeight(StrictModel):
+    model: str = Field(description="hub id or local directory; the student's tokenizer")
+    weight: float = Field(default=1.0, gt=0, description="share in the averaged soft targets (normalised)")
 
 
 class TrainConfig(StrictModel):
-    method: Literal["sft", "gkd", "distill", "logit_kd"] = "sft"
+    method: Literal["sft", "gkd", "distill", "logit_kd", "kd"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
-    teacher: str | None = Field(default=None, description="gkd / distill: hub id or local directory")
+    teacher: str | None = Field(default=None, description="gkd / distill / kd: hub id or local directory")
+    teachers: list[TeacherWeight] | None = Field(default=None, min_length=1,
+                                                 description="kd: an ensemble; soft targets average their distributions")
+    features: FeatureTerm | None = Field(default=None, description="kd: FitNets hidden-state term")
+    attention: AttentionTerm | None = Field(default=None, description="kd: TinyBERT attention-map term (eager attention)")
+    relation: RelationTerm | None = Field(default=None, description="kd: RKD pairwise-similarity term")
+    cosine: float = Field(default=0.0, ge=0, description="kd: weight of DistilBERT's cosine term on the last hidden states")
     dataset_dir: str  # a filter output directory (sft/, prompts/)
     logprobs: str | None = Field(default=None, description="logit_kd: the generation stage's logprobs.jsonl")
     output_dir: str
@@ -225,6 +274,17 @@ class TrainConfig(StrictModel):
     def _method_inputs(self):
         if self.method in ("gkd", "distill") and not self.teacher:
             raise ValueError(f"method '{self.method}' needs a teacher model (set teacher)")
+        if self.method == "kd" and not (self.teacher or self.teachers):
+            raise ValueError("method 'kd' needs a live teacher (set teacher, or teachers for an ensemble)")
+        live_terms = [n for n in ("teachers", "features", "attention", "relation") if getattr(self, n) is not None]
+        live_terms += ["cosine"] * bool(self.cosine)
+        live_terms += [f"kd.{n}" for n in ("schedule",) if getattr(self.kd, n) is not None]
+        live_terms += ["kd.importance"] * (self.kd.importance != "none") + ["kd.divergence"] * (self.kd.divergence != "forward")
+        if live_terms and self.method != "kd":
+            raise ValueError(f"{', '.join(live_terms)}: only method 'kd' (live teacher) uses these; set method=kd")
+        if self.attention is not None and self.attn_implementation not in (None, "eager"):
+            raise ValueError(f"attention: attention transfer reads the attention maps, which only 'eager' attention "
+                             f"returns; leave attn_implementation unset (got '{self.attn_implementation}')")
         if self.method == "logit_kd" and not self.logprobs:
             raise ValueError("method 'logit_kd' needs the cached teacher logprobs (set logprobs)")
         if self.packing and self.attn_implementation not in ("flash_attention_2", "flash_attention_3"):
@@ -368,7 +428,7 @@ class RunConfig(StrictModel):
             if "seed" in s.train:
                 raise ValueError(f"students[{i}].train.seed: a run sets seeds with 'seeds' (run-wide or per student), "
                                  f"not train.seed")
-            if s.train.get("method") in ("gkd", "distill") and not live and not s.train.get("teacher"):
+            if s.train.get("method") in ("gkd", "distill", "kd") and not live and not (s.train.get("teacher") or s.train.get("teachers")):
                 raise ValueError(f"students[{i}].train.teacher: the run's teacher is a server; give method "
                                  f"'{s.train['method']}' the teacher's model (hub id or directory) to load")
         parts += [(f"students[{i}].train", TrainConfig,

@@ -103,7 +103,7 @@ class Plan:
                     "student": student, "dataset_dir": str(self.dirs[data]),
                     "output_dir": str(root / "students" / s.name / f"seed{seed}"),
                     **({"logprobs": str(self.dirs["generate"] / "logprobs.jsonl")} if method == "logit_kd" else {}),
-                    **({"teacher": cfg.teacher.model} if method in ("gkd", "distill") and isinstance(cfg.teacher, VLLMTeacher)
+                    **({"teacher": cfg.teacher.model} if method in ("gkd", "distill", "kd") and isinstance(cfg.teacher, VLLMTeacher)
                        else {}),
                     **s.train, "seed": seed})
                 deps = [data] + ([start] if start else []) + (["generate"] if tc.method == "logit_kd" else [])

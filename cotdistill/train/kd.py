@@ -1,0 +1,256 @@
+"""KD with live teachers: one trainer, many terms, composed by config weights.
+
+    loss = (1 - alpha) * CE + alpha * T(t)^2 * D(q_T || p_T)          soft targets (Hinton), D = forward/reverse KL or JSD
+         + features.weight  * sum_pairs ||h_t(l) - W_l h_s(l')||^2/d  FitNets (or cosine), W_l learned when widths differ
+         + attention.weight * sum_pairs MSE(head-mean maps)            TinyBERT attention transfer (eager attention)
+         + relation.weight  * MSE(pairwise cosine of pooled states)    RKD
+         + cosine           * (1 - cos(h_t, W h_s)) on the last layer  DistilBERT's cosine-embedding term
+
+q is the (weighted) mixture of every teacher's tempered distribution (``teachers``: an ensemble);
+the other terms read the first teacher. T(t) follows ``kd.schedule`` when given; ``kd.importance``
+weights examples by the student's loss or the teacher's entropy. Terms are pure functions
+(train/losses.py). Teachers are frozen in eval mode and must share the student's tokenizer (every
+term compares the models token by token). The projections W are trained with the student, saved in
+each checkpoint (``kd_projections.pt``, so a resumed run continues them) and not in the student.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from cotdistill.config import TrainConfig
+from cotdistill.errors import CotdistillError
+from cotdistill.train import losses as L
+from cotdistill.train.common import (assistant_end_token, check_same_vocab, device_defaults, end_of_turn_ids,
+                                     example_name, load_split, load_tokenizer, peft_config, train_and_save,
+                                     trainer_kwargs)
+
+PROJECTIONS = "kd_projections.pt"
+
+
+def teacher_specs(cfg: TrainConfig) -> list[tuple[str, float]]:
+    return [(t.model, t.weight) for t in cfg.teachers] if cfg.teachers else [(cfg.teacher, 1.0)]
+
+
+class LiveKDTrainer(Trainer):
+    def __init__(self, *args, teachers, teacher_weights, cfg: TrainConfig, pairs, projections, **kw):
+        super().__init__(*args, **kw)
+        self.teachers, self.teacher_weights, self.cfg = teachers, teacher_weights, cfg
+        self.pairs, self.projections = pairs, projections.to(self.args.device)
+        for t in self.teachers:
+            t.to(self.args.device)
+        self._logged: dict[str, list[float]] = {}
+
+    # ---- the loss
+    def temperature(self) -> float:
+        s = self.cfg.kd.schedule
+        return L.temperature_at(self.state.global_step, s.t_max, s.decay, s.floor) if s else self.cfg.kd.temperature
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        c = self.cfg
+        want_h = bool(c.features or c.relation or c.cosine)
+        want_a = c.attention is not None
+        kw = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                  output_hidden_states=want_h, output_attentions=want_a)
+        out = model(**kw)
+        with torch.no_grad():
+            t_outs = [t(**kw) for t in self.teachers]
+        check_outputs(out, t_outs[0], want_h, want_a)
+        v = min(out.logits.size(-1), *(o.logits.size(-1) for o in t_outs))  # padding rows past the tokenizer
+        labels = inputs["labels"][:, 1:]
+        trained = labels != -100
+        n = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else trained.sum(),
+                            dtype=torch.float32, device=labels.device).clamp(min=1)
+        logits = out.logits[:, :-1, :v].float()
+        ce_tok = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none") * trained
+        weights = None
+        if c.kd.importance != "none":
+            per_ex = self._per_example(ce_tok, t_outs, trained, v)
+            weights = L.importance_weights(per_ex, c.kd.importance)
+        ce_sum = (ce_tok * (weights.unsqueeze(1) if weights is not None else 1)).sum()
+        temp = self.temperature()
+        terms = {"ce": ce_sum / n}
+        if c.kd.alpha > 0:
+            log_q = L.ensemble_log_probs([o.logits[:, :-1, :v] for o in t_outs], self.teacher_weights, temp)
+            terms["kd"] = L.soft_target_loss(logits, log_q, trained, temp, c.kd.divergence, c.kd.beta, weights, n)
+        loss = (1 - c.kd.alpha) * terms["ce"] + c.kd.alpha * terms.get("kd", 0)
+        share = trained.sum() / n  # per-token means weigh this micro-batch like the summed terms do
+        tok_mask = inputs["labels"] != -100  # the trained tokens' own positions
+        hs, ht = (out.hidden_states, t_outs[0].hidden_states) if want_h else (None, None)
+        if c.features:
+            f = sum(L.feature_loss(self._project(i, hs[s]), ht[t], tok_mask, c.features.loss)
+                    for i, (s, t) in enumerate(self.pairs["features"]))
+            terms["feature"] = f * share
+            loss = loss + c.features.weight * terms["feature"]
+        if c.attention:
+            a = sum(L.attention_loss(out.attentions[s - 1], t_outs[0].attentions[t - 1], inputs["attention_mask"])
+                    for s, t in self.pairs["attention"])
+            terms["attention"] = a * share
+            loss = loss + c.attention.weight * terms["attention"]
+        if c.relation:
+            r = L.relation_loss(L.pooled(hs[-1], tok_mask), L.pooled(ht[-1], tok_mask))
+            terms["relation"] = r * share
+            loss = loss + c.relation.weight * terms["relation"]
+        if c.cosine:
+            e = L.feature_loss(self._project(len(self.pairs["features"]), hs[-1]), ht[-1], tok_mask, "cosine")
+            terms["cosine"] = e * share
+            loss = loss + c.cosine * terms["cosine"]
+        for k, val in terms.items():
+            self._logged.setdefault(k, []).append(float(val.detach()) / float(share.detach().clamp(min=1e-9)))
+        self._logged.setdefault("temperature", []).append(temp)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
+        return (loss, out) if return_outputs else loss
+
+    def _per_example(self, ce_tok, t_outs, trained, v):
+        counts = trained.sum(1).clamp(min=1)
+        if self.cfg.kd.importance == "student_loss":
+            return ce_tok.detach().sum(1) / counts
+        with torch.no_grad():
+            lq = L.ensemble_log_probs([o.logits[:, :-1, :v] for o in t_outs], self.teacher_weights, 1.0)
+            ent = -(lq.exp() * lq).sum(-1) * trained
+        return ent.sum(1) / counts
+
+    def _project(self, i: int, h):
+        p = self.projections[i] if i < len(self.projections) else None
+        return p(h) if p is not None and not isinstance(p, torch.nn.Identity) else h
+
+    # ---- logging: each term's mean per token since the last log, and T
+    def log(self, logs, start_time=None):
+        if "loss" in logs and self._logged:
+            logs = {**logs, **{f"kd/{k}": sum(v) / len(v) for k, v in self._logged.items()}}
+            self._logged = {}
+        super().log(logs, start_time)
+
+    # ---- the projections train with the student and resume with it
+    def create_optimizer(self, model=None):
+        opt = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        params = [p for p in self.projections.parameters() if p.requires_grad]
+        if params and not any(p is params[0] for g in opt.param_groups for p in g["params"]):
+            opt.add_param_group({"params": params, "weight_decay": 0.0})
+        return opt
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if len(list(self.projections.parameters())):
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            torch.save(self.projections.state_dict(), folder / PROJECTIONS)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / PROJECTIONS
+        if path.exists():
+            self.projections.load_state_dict(torch.load(path, map_location=self.args.device))
+
+
+def check_outputs(out, t_out, want_h: bool, want_a: bool) -> None:
+    if want_h and (out.hidden_states is None or t_out.hidden_states is None):
+        raise CotdistillError("features/relation/cosine: the student or teacher returns no hidden states "
+                              "(output_hidden_states); these terms need a model that exposes them")
+    if want_a and (not out.attentions or not t_out.attentions or out.attentions[0] is None
+                   or t_out.attentions[0] is None):
+        raise CotdistillError("attention: the student or teacher returns no attention maps; attention transfer "
+                              "needs attn_implementation 'eager' (leave attn_implementation unset)")
+
+
+def collate(pad_id: int):
+    def fn(rows):
+        n = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+        att = torch.zeros((len(rows), n), dtype=torch.long)
+        lab = torch.full((len(rows), n), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            m = len(r["input_ids"])
+            ids[i, :m], att[i, :m], lab[i, :m] = torch.tensor(r["input_ids"]), 1, torch.tensor(r["labels"])
+        return {"input_ids": ids, "attention_mask": att, "labels": lab}
+    return fn
+
+
+def build_examples(cfg: TrainConfig, tok, ds) -> tuple[list[dict], int]:
+    """Prompt (the student's chat template with its generation prompt) + the trace's completion + the
+    closing end-of-turn token; loss on the completion and the closing token."""
+    closing = assistant_end_token(tok)
+    closing = tok.eos_token_id if closing is None else closing
+    eot = end_of_turn_ids(tok)
+    examples, too_long = [], 0
+    for i, row in enumerate(ds):
+        msgs = row["messages"]
+        if not msgs or msgs[-1]["role"] != "assistant":
+            raise CotdistillError(f"{cfg.dataset_dir}/sft: {example_name(ds, i)}: the last message is not the "
+                                  f"assistant's; re-run `cotdistill filter`")
+        prompt = tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        comp = tok(msgs[-1]["content"], add_special_tokens=False)["input_ids"]
+        if not comp or comp[-1] not in eot:
+            comp = comp + [closing]
+        ids = list(prompt) + comp
+        if len(ids) > cfg.max_length:
+            too_long += 1
+            continue
+        examples.append({"input_ids": ids, "labels": [-100] * len(prompt) + comp, "length": len(ids)})
+    if too_long / len(ds) > cfg.max_truncated_share:
+        raise CotdistillError(f"{too_long} of {len(ds)} examples exceed max_length {cfg.max_length}; raise max_length "
+                              f"or max_truncated_share, or filter with max_completion_tokens")
+    return examples, too_long
+
+
+def _depth_width(model) -> tuple[int, int]:
+    tc = model.config.get_text_config()
+    return tc.num_hidden_layers, tc.hidden_size
+
+
+def build(cfg: TrainConfig):
+    import datasets
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tok = load_tokenizer(cfg.student, "student")
+    specs = teacher_specs(cfg)
+    for name, _ in specs:
+        check_same_vocab(tok, load_tokenizer(name, "teacher"), "method kd")
+    dtype = torch.bfloat16 if device_defaults(cfg)["bf16"] else torch.float32
+    attn = {"attn_implementation": "eager"} if cfg.attention else (
+        {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {})
+    model = AutoModelForCausalLM.from_pretrained(cfg.student, dtype=dtype, **attn)
+    teachers = []
+    for name, _ in specs:
+        t = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **attn).eval()
+        t.requires_grad_(False)
+        teachers.append(t)
+    (ls, ds_), (lt, dt) = _depth_width(model), _depth_width(teachers[0])
+    pairs: dict[str, list] = {}
+    for term in ("features", "attention"):  # attention maps are head-averaged: any head counts compare
+        block = getattr(cfg, term)
+        try:
+            pairs[term] = L.layer_map(ls, lt, block.layer_map) if block else []
+        except ValueError as e:
+            raise CotdistillError(f"{term}.{e}") from None
+    need = len(pairs["features"]) + (1 if cfg.cosine else 0)
+    projections = torch.nn.ModuleList(
+        [torch.nn.Linear(ds_, dt, bias=False) if ds_ != dt else torch.nn.Identity() for _ in range(need)])
+    if cfg.lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config(cfg))
+    examples, dropped = build_examples(cfg, tok, load_split(cfg, "sft"))
+    args = TrainingArguments(**trainer_kwargs(cfg), remove_unused_columns=False,
+                             train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
+    trainer = LiveKDTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(examples),
+                            processing_class=tok, data_collator=collate(tok.pad_token_id), teachers=teachers,
+                            teacher_weights=[w for _, w in specs], cfg=cfg, pairs=pairs, projections=projections)
+    preflight = {"examples": len(examples), "dropped_too_long": dropped, "teachers": [n for n, _ in specs],
+                 "layer_pairs": {k: v for k, v in pairs.items() if v},
+                 "projections": sum(p.numel() for p in projections.parameters()),
+                 "trained_tokens": sum(sum(1 for x in e["labels"] if x != -100) for e in examples)}
+    return trainer, tok, preflight
+
+
+def run(cfg: TrainConfig) -> dict:
+    trainer, tok, preflight = build(cfg)
+    return train_and_save(trainer, cfg, tok, preflight)
