@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from cotdistill.loading import (apply_overrides, format_validation_error, load_config,  # noqa: F401 (re-exported)
                                 save_resolved)
@@ -348,6 +348,30 @@ class StudentInit(StrictModel):
         return self
 
 
+class StudentFromTeacher(StrictModel):
+    """A student made of the teacher's own blocks (DistilBERT): embeddings, head and every ``every``-th
+    block, or the blocks listed (0-based). Its width is the teacher's."""
+
+    from_teacher: Literal[True] = Field(description="set to true")
+    layers: list[int] | None = Field(default=None, min_length=1, description="teacher blocks to keep, 0-based")
+    every: int = Field(default=2, ge=1, description="keep blocks 0, every, 2*every, ... (when layers is not given)")
+
+
+def _student_kind(v) -> str:
+    if isinstance(v, str):
+        return "=path"
+    if isinstance(v, StudentFromTeacher) or (isinstance(v, dict) and "from_teacher" in v):
+        return "=from_teacher"
+    return "=fresh"
+
+
+# a hub id / directory, a fresh model on the teacher's tokenizer, or the teacher's own blocks; the tag
+# picks the branch, so an error names the fields of the one that was meant (tags starting with "=" are
+# left out of error locations)
+StudentSpec = Annotated[Annotated[str, Tag("=path")] | Annotated[StudentInit, Tag("=fresh")]
+                        | Annotated[StudentFromTeacher, Tag("=from_teacher")], Discriminator(_student_kind)]
+
+
 class RunStudent(StrictModel):
     name: str = Field(description="label in results, the stage name train:<name>@<seed> and the output folder")
     data: Literal["filtered", "unfiltered", "answers_only"] = Field(
@@ -358,6 +382,11 @@ class RunStudent(StrictModel):
                                     description="one trained student per seed (weights init + data order); default: the run's seeds")
     init_from: str | None = Field(default=None, description="start from this (earlier) student's trained model of the "
                                                             "same seed instead of the run's student, e.g. GKD after SFT")
+    student: StudentSpec | None = Field(default=None, description="this student's own starting model instead of the run's "
+                                                                  "(another size, or from_teacher)")
+    teacher_from: str | None = Field(default=None, description="kd / gkd / distill: the live teacher is this (earlier) "
+                                                               "student's model of the same seed: born-again rounds, or "
+                                                               "an assistant in progressive distillation")
 
     @model_validator(mode="after")
     def _distinct_seeds(self):
@@ -389,7 +418,7 @@ class RunConfig(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
                              description="student seeds: every student is trained once per seed unless it lists its own")
     teacher: TeacherConfig  # generates the traces and is evaluated as the reference
-    student: str | StudentInit  # hub id / directory, or a fresh model built on the teacher's tokenizer
+    student: StudentSpec  # hub id / directory, a fresh model on the teacher's tokenizer, or from_teacher
     generate: dict[str, Any]  # GenerateConfig fields except teacher and output_dir
     filter: dict[str, Any] = Field(default_factory=dict, description="FilterConfig fields except the directories")
     students: list[RunStudent] = Field(min_length=1)
@@ -407,16 +436,23 @@ class RunConfig(StrictModel):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         for i, s in enumerate(self.students):
-            if s.init_from is None:
-                continue
-            if s.init_from not in names[:i]:
-                raise ValueError(f"students[{i}].init_from: '{s.init_from}' is not a student listed before '{s.name}' "
-                                 f"(students: {names[:i]}); list the student it starts from first")
-            src = self.students[names.index(s.init_from)]
-            missing = set(s.seeds or self.seeds) - set(src.seeds or self.seeds)
-            if missing:
-                raise ValueError(f"students[{i}].init_from: '{s.init_from}' is not trained with seed(s) "
-                                 f"{sorted(missing)}; give both students the same seeds")
+            if s.init_from is not None and s.student is not None:
+                raise ValueError(f"students[{i}]: give init_from or student, not both")
+            if s.teacher_from is not None and s.train.get("method") not in ("kd", "gkd", "distill"):
+                raise ValueError(f"students[{i}].teacher_from: only live-teacher methods (kd, gkd, distill) take a "
+                                 f"student as teacher; set train.method")
+            for field in ("init_from", "teacher_from"):
+                other = getattr(s, field)
+                if other is None:
+                    continue
+                if other not in names[:i]:
+                    raise ValueError(f"students[{i}].{field}: '{other}' is not a student listed before '{s.name}' "
+                                     f"(students: {names[:i]}); list the student it starts from first")
+                src = self.students[names.index(other)]
+                missing = set(s.seeds or self.seeds) - set(src.seeds or self.seeds)
+                if missing:
+                    raise ValueError(f"students[{i}].{field}: '{other}' is not trained with seed(s) "
+                                     f"{sorted(missing)}; give both students the same seeds")
         bench = [b.name for b in self.eval.benchmarks]
         if self.benchmark is not None and self.benchmark not in bench:
             raise ValueError(f"benchmark '{self.benchmark}' is not one of the eval benchmarks {bench}")
@@ -424,11 +460,17 @@ class RunConfig(StrictModel):
         parts = [("generate", GenerateConfig, {**self.generate, "teacher": self.teacher.model_dump(), "output_dir": "-"}),
                  ("filter", FilterConfig, {**self.filter, "generate_dir": "-", "output_dir": "-"})]
         live = isinstance(self.teacher, VLLMTeacher)  # its model path can be the live teacher of gkd / distill
+        specs = [("student", self.student)] + [(f"students[{i}].student", s.student) for i, s in enumerate(self.students)]
+        for where, spec in specs:
+            if isinstance(spec, StudentFromTeacher) and not live:
+                raise ValueError(f"{where}: from_teacher copies the teacher's blocks, but the run's teacher is a server; "
+                                 f"give the student as a directory built with `python -m cotdistill.student_init`")
         for i, s in enumerate(self.students):
             if "seed" in s.train:
                 raise ValueError(f"students[{i}].train.seed: a run sets seeds with 'seeds' (run-wide or per student), "
                                  f"not train.seed")
-            if s.train.get("method") in ("gkd", "distill", "kd") and not live and not (s.train.get("teacher") or s.train.get("teachers")):
+            if (s.train.get("method") in ("gkd", "distill", "kd") and not live and not s.teacher_from
+                    and not (s.train.get("teacher") or s.train.get("teachers"))):
                 raise ValueError(f"students[{i}].train.teacher: the run's teacher is a server; give method "
                                  f"'{s.train['method']}' the teacher's model (hub id or directory) to load")
         parts += [(f"students[{i}].train", TrainConfig,

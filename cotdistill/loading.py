@@ -75,7 +75,7 @@ def format_validation_error(err: ValidationError, where: str | None, loc_prefix:
     for e in errors:
         if _rejected_union_branch(e, errors):
             continue
-        loc = ".".join([loc_prefix] * bool(loc_prefix) + [str(p) for p in e["loc"] if not str(p).startswith("function-after")])
+        loc = ".".join([loc_prefix] * bool(loc_prefix) + [str(p) for p in e["loc"] if not str(p).startswith(("function-after", "="))])
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}' (check spelling; see the config's documented keys)")
         elif e["type"] == "missing":

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, RunConfig, StudentInit,
+from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, RunConfig, StudentFromTeacher, StudentInit,
                                TrainConfig, VLLMTeacher, save_resolved)
 from cotdistill.errors import CotdistillError
 from cotdistill.store import write_atomic
@@ -70,11 +70,11 @@ class Plan:
         self.fps: dict[str, str] = {}
         used = {s.data for s in cfg.students}
         teacher = cfg.teacher.model_dump()
-        if isinstance(cfg.student, StudentInit):  # fresh weights per seed: init is part of a seed's variance
-            for seed in sorted({x for s in cfg.students if s.init_from is None for x in seeds_of(cfg, s)}):
-                spec = cfg.student.model_copy(update={"seed": cfg.student.seed + seed})
-                self._add(f"student_init@{seed}", root / "student_init" / f"seed{seed}", spec, [],
-                          teacher.get("tokenizer") or teacher["model"])
+        self.inits: dict[tuple[str | None, int], str] = {}  # (student or None for the run's, seed) -> init stage
+        for s in cfg.students:
+            if s.init_from is None:
+                for seed in seeds_of(cfg, s):
+                    self._add_init(s.name if s.student is not None else None, s.student or cfg.student, seed)
         gen = GenerateConfig.model_validate({**cfg.generate, "teacher": teacher, "output_dir": str(root / "generate")})
         self._add("generate", root / "generate", gen, [])
         datasets = {"filtered": "filter", "unfiltered": "unfiltered", "answers_only": "answers_only"}
@@ -92,25 +92,45 @@ class Plan:
                 if s.init_from is not None:
                     start = f"train:{s.init_from}@{seed}"
                     student = str(Path(self.students[f"{s.init_from}@{seed}"].train.output_dir) / "final")
-                elif isinstance(cfg.student, StudentInit):
-                    start = f"student_init@{seed}"
-                    student = str(self.dirs[start] / "model")
                 else:
-                    start, student = None, cfg.student
+                    start = self.inits.get((s.name if s.student is not None else None, seed))
+                    student = str(self.dirs[start] / "model") if start else (s.student or cfg.student)
                 data = datasets[s.data]
                 method = s.train.get("method", "sft")
+                teacher = {}
+                if s.teacher_from is not None:  # an earlier student of the same seed teaches this one
+                    teacher = {"teacher": str(Path(self.students[f"{s.teacher_from}@{seed}"].train.output_dir) / "final")}
+                elif method in ("gkd", "distill", "kd") and isinstance(cfg.teacher, VLLMTeacher):
+                    teacher = {"teacher": cfg.teacher.model}
                 tc = TrainConfig.model_validate({
                     "student": student, "dataset_dir": str(self.dirs[data]),
                     "output_dir": str(root / "students" / s.name / f"seed{seed}"),
                     **({"logprobs": str(self.dirs["generate"] / "logprobs.jsonl")} if method == "logit_kd" else {}),
-                    **({"teacher": cfg.teacher.model} if method in ("gkd", "distill", "kd") and isinstance(cfg.teacher, VLLMTeacher)
-                       else {}),
-                    **s.train, "seed": seed})
+                    **teacher, **s.train, "seed": seed})
                 deps = [data] + ([start] if start else []) + (["generate"] if tc.method == "logit_kd" else [])
+                deps += [f"train:{s.teacher_from}@{seed}"] if s.teacher_from is not None else []
                 self._add(f"train:{s.name}@{seed}", Path(tc.output_dir), tc, deps)
                 self.students[f"{s.name}@{seed}"] = StudentRun(s.name, seed, s.data, tc)
         self._add("eval", root / "eval", cfg.eval, [n for n in self.dirs if n.startswith("train:")] + ["generate"])
         self._add("report", root / "report", None, ["eval"])
+
+    def _add_init(self, owner: str | None, spec, seed: int) -> None:
+        """The stage that builds a starting model: fresh weights per seed (init is part of a seed's
+        variance), or the teacher's own blocks (the same for every seed); none for a hub id / directory."""
+        root = Path(self.cfg.output_dir) / "student_init" / (owner or "")
+        teacher = self.cfg.teacher.model_dump()
+        if isinstance(spec, StudentInit):
+            name = f"student_init{':' + owner if owner else ''}@{seed}"
+            if name not in self.dirs:
+                self._add(name, root / f"seed{seed}", spec.model_copy(update={"seed": spec.seed + seed}), [],
+                          teacher.get("tokenizer") or teacher["model"])
+        elif isinstance(spec, StudentFromTeacher):
+            name = f"student_init:{owner or 'from_teacher'}"
+            if name not in self.dirs:
+                self._add(name, root / "from_teacher", spec, [], teacher["model"])
+        else:
+            return
+        self.inits[(owner, seed)] = name
 
     def _add(self, name, folder, config, deps, *extra):
         self.dirs[name], self.configs[name] = folder, config
@@ -193,7 +213,12 @@ def _run_stage(plan: Plan, name: str) -> dict:
     from cotdistill.tiny import build_student
 
     c = plan.configs[name]
-    if name.startswith("student_init@"):
+    if name.startswith("student_init") and isinstance(c, StudentFromTeacher):
+        from cotdistill.student_init import from_teacher
+
+        path = from_teacher(plan.cfg.teacher.model, plan.dirs[name] / "model", c.layers, c.every)
+        return {"model": str(path), "layers": json.loads((path / "cotdistill_from_teacher.json").read_text())["layers"]}
+    if name.startswith("student_init"):
         tok = plan.cfg.teacher.tokenizer or plan.cfg.teacher.model
         path = build_student(tok, plan.dirs[name] / "model", c.hidden, c.heads, c.layers, c.intermediate, c.seed)
         return {"model": str(path)}
@@ -262,7 +287,8 @@ def _listing(names: list[str]) -> str:
 def _selects(given: str, stage: str) -> bool:
     """A stage named on the command line: its own name, a student's name without the seed
     (train:<name> = every seed), student_init (every seed), or "train" for every student."""
-    return given == stage or stage.startswith(given + "@") or (given == "train" and stage.startswith("train:"))
+    return (given == stage or stage.startswith(given + "@") or (given == "train" and stage.startswith("train:"))
+            or (given == "student_init" and stage.startswith("student_init")))
 
 
 def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple = ()) -> dict:

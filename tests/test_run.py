@@ -293,3 +293,55 @@ def test_eta_uses_the_same_students_other_seeds_first():
     assert "ETA 5m00s + stages not yet timed (eval)" in c.done("train:sft@0", 100)  # gkd guessed from sft
     assert "ETA 1m50s" in c.done("train:gkd@0", 10) and "ETA 0m10s" in c.done("train:sft@1", 100)
     assert "last stage" not in c.done("train:gkd@1", 10) and c.done("eval", 5).endswith("last stage")
+
+
+def _students(tmp_path, students, *overrides):
+    cfg = yaml.safe_load(DEMO.read_text())
+    cfg.update(output_dir=str(tmp_path / "run"), seeds=[0, 1], students=students)
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return load_config(RunConfig, p, list(overrides))
+
+
+def test_per_student_inits_and_students_as_teachers(tmp_path):
+    """teacher_init (the teacher's blocks), an assistant of another size, born-again and progressive
+    students: each its own init stage and live teacher, wired by seed."""
+    cfg = _students(tmp_path, [
+        {"name": "sft", "train": {"method": "sft"}},
+        {"name": "teacher_init", "student": {"from_teacher": True, "every": 2}, "train": {"method": "sft"}},
+        {"name": "assistant", "student": {"hidden": 256, "layers": 2, "heads": 4}, "train": {"method": "kd"}},
+        {"name": "born_again", "teacher_from": "sft", "train": {"method": "kd"}},
+        {"name": "progressive", "teacher_from": "assistant", "train": {"method": "kd"}},
+    ])
+    plan = Plan(cfg)
+    inits = [n for n in plan.order if n.startswith("student_init")]
+    assert inits == ["student_init@0", "student_init@1", "student_init:teacher_init", "student_init:assistant@0",
+                     "student_init:assistant@1"]
+    assert plan.configs["student_init:assistant@1"].seed == 1 and plan.configs["student_init:assistant@1"].hidden == 256
+    ti = plan.students["teacher_init@1"].train
+    assert ti.student.endswith("student_init/teacher_init/from_teacher/model")
+    ba = plan.students["born_again@1"].train
+    assert ba.teacher == str(Path(plan.students["sft@1"].train.output_dir) / "final")
+    assert ba.student.endswith("student_init/seed1/model")  # a fresh student of the same size
+    pr = plan.students["progressive@0"].train
+    assert pr.teacher == str(Path(plan.students["assistant@0"].train.output_dir) / "final")
+    assert plan.students["assistant@0"].train.teacher == "data/teacher"
+    # the teacher's change reaches its students' fingerprints
+    other = Plan(_students(tmp_path, [
+        {"name": "sft", "train": {"method": "sft", "learning_rate": 1e-3}},
+        {"name": "born_again", "teacher_from": "sft", "train": {"method": "kd"}}]))
+    base = Plan(_students(tmp_path, [
+        {"name": "sft", "train": {"method": "sft"}},
+        {"name": "born_again", "teacher_from": "sft", "train": {"method": "kd"}}]))
+    assert other.fps["train:born_again@0"] != base.fps["train:born_again@0"]
+
+
+@pytest.mark.parametrize("students,expect", [
+    ([{"name": "a", "teacher_from": "b", "train": {"method": "kd"}}, {"name": "b"}], "teacher_from: 'b' is not a student listed before"),
+    ([{"name": "a"}, {"name": "b", "teacher_from": "a", "train": {"method": "sft"}}], "only live-teacher methods"),
+    ([{"name": "a"}, {"name": "b", "init_from": "a", "student": {"from_teacher": True}}], "init_from or student, not both"),
+    ([{"name": "a", "student": {"from_teacher": True, "layers": []}}], "students.0.student.layers"),
+])
+def test_student_wiring_errors(tmp_path, students, expect):
+    with pytest.raises(CotdistillError, match=expect):
+        _students(tmp_path, students)

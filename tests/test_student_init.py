@@ -1,0 +1,46 @@
+"""cotdistill/student_init.py: a student made of the teacher's own blocks (DistilBERT init)."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from cotdistill.errors import CotdistillError
+from cotdistill.student_init import choose_layers, from_teacher
+
+
+@pytest.mark.parametrize("depth,layers,every,want", [(6, None, 2, [0, 2, 4]), (3, None, 2, [0, 2]),
+                                                     (3, None, 3, [0]), (6, [1, 5], 2, [1, 5])])
+def test_choose_layers(depth, layers, every, want):
+    assert choose_layers(depth, layers, every) == want
+
+
+@pytest.mark.parametrize("layers,expect", [([0, 3], r"\[3\] are not blocks of the teacher \(it has 3: 0..2\)"),
+                                           ([2, 0], "increasing order")])
+def test_choose_layers_refuses(layers, expect):
+    with pytest.raises(CotdistillError, match=expect):
+        choose_layers(3, layers, 2)
+
+
+def test_copies_embeddings_chosen_blocks_and_head(tiny_model, tmp_path):
+    out = from_teacher(tiny_model, tmp_path / "s", layers=[1])
+    t = AutoModelForCausalLM.from_pretrained(tiny_model)
+    s = AutoModelForCausalLM.from_pretrained(out)
+    assert s.config.num_hidden_layers == 1 and t.config.num_hidden_layers == 2
+    assert json.loads((out / "cotdistill_from_teacher.json").read_text())["layers"] == [1]
+    ts, ss = t.state_dict(), s.state_dict()
+    assert torch.equal(ss["model.embed_tokens.weight"], ts["model.embed_tokens.weight"])
+    assert torch.equal(ss["model.norm.weight"], ts["model.norm.weight"])
+    for k, v in ss.items():
+        if k.startswith("model.layers.0."):
+            assert torch.equal(v, ts[k.replace("model.layers.0.", "model.layers.1.")]), k
+    # the reduced model is a working causal LM: cached generation equals the uncached forward
+    ids = torch.tensor([[5, 17, 9, 30]])
+    greedy = s.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0)
+    seq = ids
+    for _ in range(6):
+        nxt = s(seq).logits[:, -1].argmax(-1, keepdim=True)
+        seq = torch.cat([seq, nxt], 1)
+    assert torch.equal(greedy[:, :seq.size(1)], seq)
+    assert (out / "tokenizer.json").exists()
