@@ -33,6 +33,8 @@ LOGGED = {"features": "feature", "features_cosine_top_down": "feature", "attenti
 def test_every_term_trains(tiny_student, tiny_model, tmp_path, name):
     s = train.run(cfg(tiny_student, tmp_path, method="kd", teacher=str(tiny_model), **TERMS[name]))
     assert s["steps"] == 4 and s["train_loss"] > 0
+    mem = s["memory"]
+    assert mem["rss_start_mib"] > 50 and mem["rss_peak_mib"] >= mem["rss_start_mib"]
     log = [json.loads(x) for x in (tmp_path / "out/trainer_log.jsonl").read_text().splitlines()]
     steps = [h for h in log if "loss" in h]
     assert len(steps) == 4 and all(h["kd/ce"] > 0 for h in steps)

@@ -3,6 +3,7 @@ refuse to start a run that would silently train the wrong thing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cotdistill.config import TrainConfig
@@ -169,6 +170,54 @@ def peft_config(cfg: TrainConfig):
                     target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
 
 
+class PeakMemory:
+    """Peak memory while training: the process's resident set (sampled every 50 ms from /proc, Linux)
+    above what it held at the start, and on CUDA torch's peak allocation. Reported, never asserted."""
+
+    def __init__(self):
+        import threading
+
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def _rss() -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return None
+
+    def _sample(self):
+        while not self._stop.wait(0.05):
+            now = self._rss()
+            if now is not None and self.peak is not None:
+                self.peak = max(self.peak, now)
+
+    def __enter__(self):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        import torch
+
+        mib = lambda b: round(b / 2**20, 1) if b is not None else None  # noqa: E731
+        out = {"rss_start_mib": mib(self.start), "rss_peak_mib": mib(self.peak),
+               "rss_growth_mib": mib(self.peak - self.start) if self.start is not None else None}
+        if torch.cuda.is_available():
+            out["cuda_peak_allocated_mib"] = mib(torch.cuda.max_memory_allocated())
+        return out
+
+
 def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     """Resume from the last checkpoint when asked, train, save final/ (merged when LoRA), log."""
     import json
@@ -182,7 +231,8 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
     last = get_last_checkpoint(str(out)) if cfg.resume and out.exists() else None
-    result = trainer.train(resume_from_checkpoint=last)
+    with PeakMemory() as memory:
+        result = trainer.train(resume_from_checkpoint=last)
     model = trainer.model
     if cfg.lora is not None and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -195,6 +245,7 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     summary = {"method": cfg.method, "final_model": str(final), "resumed_from": last,
                "steps": trainer.state.global_step, "train_loss": result.training_loss,
                "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
-               "train_runtime_s": result.metrics.get("train_runtime"), "preflight": preflight}
+               "train_runtime_s": result.metrics.get("train_runtime"), "memory": memory.summary(),
+               "preflight": preflight}
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
