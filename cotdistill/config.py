@@ -126,6 +126,9 @@ class GenerateConfig(StrictModel):
     source: SourceConfig
     prompt: PromptConfig = PromptConfig()
     teacher: TeacherConfig
+    extra_teachers: list[TeacherConfig] = Field(
+        default_factory=list, description="more teachers answering every problem (multi-teacher traces): teacher k "
+                                          "(0 = teacher) writes sample indices k*n .. k*n + n - 1; each trace names its teacher")
     sampling: SamplingConfig = SamplingConfig()
     output_dir: str
     shard: ShardConfig = ShardConfig()

@@ -287,10 +287,22 @@ def _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, prob
                                     "mean": round(statistics.fmean(kept_tokens), 1), "max": max(kept_tokens)}
                                    if kept_tokens else None),
         "decontamination_hits": contam_hits, "prompts": len(prompts),
+        "per_teacher": _per_teacher(traces, verdicts, drop),
     }
     write_atomic(out / "filter_report.json", json.dumps(report, indent=2) + "\n")
     write_atomic(out / "README.md", dataset_card(cfg, report))
     return {k: v for k, v in report.items() if k != "decontamination_hits"} | {"decontamination_hits": len(contam_hits)}
+
+
+def _per_teacher(traces, verdicts, drop) -> dict:
+    """Traces, verified-correct and kept traces by the teacher that wrote them (multi-teacher runs)."""
+    out: dict[str, dict] = {}
+    for t in traces:
+        row = out.setdefault(t.teacher.model, {"traces": 0, "correct": 0, "kept": 0})
+        row["traces"] += 1
+        row["correct"] += bool(verdicts[t.key].correct)
+        row["kept"] += t.key not in drop
+    return out
 
 
 def dataset_card(cfg: FilterConfig, r: dict) -> str:
@@ -305,6 +317,9 @@ def dataset_card(cfg: FilterConfig, r: dict) -> str:
     for s in r["funnel"]:
         left -= s["dropped"]
         lines.append(f"| {s['stage']} | {s['dropped']} | {left} |")
+    if len(r.get("per_teacher") or {}) > 1:
+        lines += ["", "## Traces per teacher", "", "| teacher | traces | correct | kept |", "|---|---:|---:|---:|"]
+        lines += [f"| `{m}` | {c['traces']} | {c['correct']} | {c['kept']} |" for m, c in r["per_teacher"].items()]
     lines += ["", "## Teacher pass rate per problem", "", f"Mean pass rate: {r['mean_pass_rate']}. "
               f"Pseudo-labels by vote: {r['voted_labels']}.", "", "| pass rate | problems | |", "|---|---:|---|"]
     most = max(r["pass_rate_histogram"].values()) or 1

@@ -105,26 +105,56 @@ def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
     if cfg.sampling.logprobs:
         repair_tail(paths["logprobs"])
         keep_only_keys(paths["logprobs"], done)  # drop side records whose trace was never written
-    jobs = [Job(p.id, i, rendered[p.id], derive_seed(cfg.sampling.seed, p.id, i))
-            for p in mine for i in range(cfg.sampling.n) if trace_key(p.id, i) not in done]
-    expected = len(mine) * cfg.sampling.n
     s = cfg.sampling
+    teachers = [cfg.teacher, *cfg.extra_teachers]  # teacher k owns sample indices k*n .. k*n + n - 1
+    expected = len(mine) * s.n * len(teachers)
     sampling_info = SamplingInfo(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                                  max_tokens=s.max_tokens, stop=list(s.stop), logprobs=s.logprobs)
+    new_prompt, new_compl, written, gen_s = 0, 0, 0, 0.0
+    bar = tqdm(total=expected, initial=len(done), desc="generate", unit="trace", disable=not cfg.progress,
+               dynamic_ncols=True)
+    try:
+        for k, tcfg in enumerate(teachers):
+            jobs = [Job(p.id, i, rendered[p.id], derive_seed(s.seed, p.id, i))
+                    for p in mine for i in range(k * s.n, (k + 1) * s.n) if trace_key(p.id, i) not in done]
+            if not jobs:
+                continue
+            if len(teachers) > 1:
+                bar.set_description(f"generate (teacher {k + 1}/{len(teachers)})")
+            counts = _generate(cfg, paths, jobs, template, sampling_info, bar,
+                               teacher if k == 0 else None, tcfg)
+            written, new_prompt, new_compl = written + counts[0], new_prompt + counts[1], new_compl + counts[2]
+            gen_s += counts[3]
+    finally:
+        bar.close()
 
+    summary = summarize(paths["traces"], len(mine), expected)
+    summary.update({
+        "shard": cfg.shard.model_dump(), "resumed_from": len(done), "written_this_run": written,
+        "this_run_prompt_tokens": new_prompt, "this_run_completion_tokens": new_compl,
+        "generation_s": round(gen_s, 3), "wall_s": round(time.perf_counter() - t0, 3),
+        "completion_tokens_per_s": round(new_compl / gen_s, 1) if written and gen_s > 0 else None,
+        "complete": summary["traces"] == expected, "teachers": len(teachers),
+    })
+    write_atomic(paths["summary"], json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _generate(cfg: GenerateConfig, paths, jobs, template, sampling_info, bar, teacher, tcfg) -> tuple:
+    """One teacher's jobs, appended as they complete; returns (written, prompt tokens, completion
+    tokens, generation seconds)."""
+    s = cfg.sampling
     new_prompt, new_compl, written = 0, 0, 0
     t_gen = time.perf_counter()
     if jobs:
         owned = teacher is None
         if owned:
-            teacher = make_teacher(cfg.teacher, seed=s.seed, need_logprobs=bool(s.logprobs))
+            teacher = make_teacher(tcfg, seed=s.seed, need_logprobs=bool(s.logprobs))
         if s.logprobs and not teacher.info.tokenizer_hash:
             raise CotdistillError("teacher.tokenizer: logprob capture needs the teacher tokenizer's identity")
         t_gen = time.perf_counter()
         traces_w = AppendWriter(paths["traces"])
         lp_w = AppendWriter(paths["logprobs"]) if s.logprobs else None
-        bar = tqdm(total=expected, initial=len(done), desc="generate", unit="trace",
-                   disable=not cfg.progress, dynamic_ncols=True)
         last_flush = time.monotonic()
         try:
             for job, res in teacher.generate(jobs, s):
@@ -152,21 +182,9 @@ def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
             if lp_w is not None:
                 lp_w.close()
             traces_w.close()
-            bar.close()
             if owned:
                 teacher.close()
-    gen_s = time.perf_counter() - t_gen
-
-    summary = summarize(paths["traces"], len(mine), expected)
-    summary.update({
-        "shard": cfg.shard.model_dump(), "resumed_from": len(done), "written_this_run": written,
-        "this_run_prompt_tokens": new_prompt, "this_run_completion_tokens": new_compl,
-        "generation_s": round(gen_s, 3), "wall_s": round(time.perf_counter() - t0, 3),
-        "completion_tokens_per_s": round(new_compl / gen_s, 1) if written and gen_s > 0 else None,
-        "complete": summary["traces"] == expected,
-    })
-    write_atomic(paths["summary"], json.dumps(summary, indent=2) + "\n")
-    return summary
+    return written, new_prompt, new_compl, time.perf_counter() - t_gen
 
 
 def load_problem_file(path: Path) -> list[Problem]:

@@ -37,3 +37,16 @@ def test_no_difference_inside_the_noise():
     a, b = _outcomes([0.70, 0.72, 0.71], seed=2), _outcomes([0.71, 0.70, 0.72], seed=3)
     d = difference(a, b)
     assert d["verdict"] == "no significant difference" and d["ci95"][0] < 0 < d["ci95"][1]
+
+
+def test_bonferroni_level_widens_the_interval():
+    """A gain just past the 95% bound is not significant at the 1 - 0.05/12 level of 12 comparisons."""
+    rng = np.random.default_rng(5)
+    a = np.stack([(rng.random(500) < 0.6).astype(float) for _ in range(3)])
+    b = a.copy()
+    for row in b:
+        row[np.flatnonzero(row == 0)[:6]] = 1  # +1.2 points on every seed
+    d95 = difference(b, a, paired=True)
+    strict = difference(b, a, paired=True, level=1 - 0.05 / 12)
+    assert strict["level"] == 1 - 0.05 / 12 and "ci95" not in strict
+    assert strict["ci"][0] < d95["ci95"][0] and strict["ci"][1] > d95["ci95"][1]

@@ -172,3 +172,49 @@ def test_bad_input_fails_before_writing(tiny_model, tmp_path):
     assert not out.exists()
     with pytest.raises(CotdistillError, match="model path '/no/such/model' does not exist"):
         generate.run(make_cfg(tiny_model, out, **{"teacher.model": "/no/such/model"}))
+
+
+@pytest.mark.slow
+def test_extra_teachers_write_their_own_samples_with_lineage(tiny_model, tiny_student, tmp_path):
+    """Multi-teacher traces: teacher k writes sample indices k*n .. k*n + n - 1, each trace names its
+    teacher, a killed run resumes inside the second teacher's share, and the filter counts per teacher.
+    Through the CLI in a subprocess: two engines one after the other, as a user runs it (in this test
+    process a second in-process engine would tear down the session engine's process groups)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from cotdistill import filter as filter_stage
+    from cotdistill.config import FilterConfig
+
+    cfg = make_cfg(tiny_model, tmp_path / "gen", **{"source.limit": 4, "sampling.n": 2}).model_dump(mode="json")
+    cfg["extra_teachers"] = [teacher_dict(tiny_student)]
+    (tmp_path / "gen.yaml").write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+
+    def cli():
+        p = subprocess.run([sys.executable, "-m", "cotdistill", "generate", str(tmp_path / "gen.yaml")], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return json.loads((tmp_path / "gen/summary.json").read_text())
+
+    s = cli()
+    assert s["traces"] == 16 and s["complete"] and s["teachers"] == 2
+    by = {(r["problem_id"], r["sample_index"]): r["teacher"]["model"] for r in read_jsonl(tmp_path / "gen/traces.jsonl")}
+    assert {i for (_, i), m in by.items() if m == str(tiny_model)} == {0, 1}
+    assert {i for (_, i), m in by.items() if m == str(tiny_student)} == {2, 3}
+    path = tmp_path / "gen/traces.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-3]))  # the second teacher was killed before its last 3 traces
+    again = cli()
+    assert again["written_this_run"] == 3 and again["traces"] == 16
+    k = keys(path)
+    assert len(set(k)) == len(k) == 16
+    rep = filter_stage.run(FilterConfig(generate_dir=str(tmp_path / "gen"), output_dir=str(tmp_path / "f"),
+                                        verify_workers=1, progress=False, require_correct=False, format_check=False))
+    report = json.loads((tmp_path / "f/filter_report.json").read_text())
+    assert {m: c["traces"] for m, c in report["per_teacher"].items()} == {str(tiny_model): 8, str(tiny_student): 8}
+    assert sum(c["kept"] for c in report["per_teacher"].values()) == rep["kept"]
+    assert "## Traces per teacher" in (tmp_path / "f/README.md").read_text()

@@ -107,7 +107,9 @@ def divergence(log_q: torch.Tensor, log_p: torch.Tensor, kind: str = "forward", 
     if kind == "reverse":
         return (p * (log_p - log_q)).masked_fill(p == 0, 0).sum(-1)
     if kind == "jsd":
-        log_m = torch.logsumexp(torch.stack([log_q + torch.log(torch.tensor(beta)), log_p + torch.log(torch.tensor(1 - beta))]), 0)
+        import math
+
+        log_m = torch.logsumexp(torch.stack([log_q + math.log(beta), log_p + math.log(1 - beta)]), 0)
         kq = (q * (log_q - log_m)).masked_fill(q == 0, 0).sum(-1)
         kp = (p * (log_p - log_m)).masked_fill(p == 0, 0).sum(-1)
         return beta * kq + (1 - beta) * kp
