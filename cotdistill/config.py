@@ -104,6 +104,16 @@ class SamplingConfig(StrictModel):
     seed: int = 0
     stop: list[str] = Field(default_factory=list)
     logprobs: int | None = Field(default=None, ge=1, le=100, description="capture top-k logprobs per token")
+    until_verified: int | None = Field(default=None, ge=1, description="generate: adaptive sampling, stop a problem "
+                                                                         "once this many distinct correct traces exist "
+                                                                         "(n is then the budget per problem)")
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if self.until_verified is not None and self.until_verified > self.n:
+            raise ValueError(f"sampling.until_verified {self.until_verified} is more than the budget n {self.n}; "
+                             f"raise n or lower until_verified")
+        return self
 
 
 class PromptConfig(StrictModel):
@@ -133,7 +143,16 @@ class GenerateConfig(StrictModel):
     output_dir: str
     shard: ShardConfig = ShardConfig()
     flush_every: int = Field(default=64, ge=1, description="records buffered before an append")
+    verify_workers: int = Field(default=0, ge=0, description="until_verified: verifier processes (0: one per core)")
+    verify_timeout_s: float = Field(default=10.0, gt=0, description="until_verified: hard limit per trace")
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _adaptive_one_teacher(self):
+        if self.sampling.until_verified is not None and self.extra_teachers:
+            raise ValueError("sampling.until_verified with extra_teachers: adaptive sampling runs one teacher; "
+                             "drop one of the two")
+        return self
 
 
 # ---------------------------------------------------------------- filter stage

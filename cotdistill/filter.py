@@ -288,10 +288,24 @@ def _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, prob
                                    if kept_tokens else None),
         "decontamination_hits": contam_hits, "prompts": len(prompts),
         "per_teacher": _per_teacher(traces, verdicts, drop),
+        "adaptive": _adaptive_saving(traces, len(n_samples)),
     }
     write_atomic(out / "filter_report.json", json.dumps(report, indent=2) + "\n")
     write_atomic(out / "README.md", dataset_card(cfg, report))
     return {k: v for k, v in report.items() if k != "decontamination_hits"} | {"decontamination_hits": len(contam_hits)}
+
+
+def _adaptive_saving(traces, problems: int) -> dict | None:
+    """Adaptive sampling (until_verified): samples generated against the fixed-n budget."""
+    k = traces[0].sampling.until_verified if traces else None
+    if k is None:
+        return None
+    budget = problems * traces[0].sampling.n
+    rounds = Counter(t.round for t in traces)
+    return {"until_verified": k, "budget_traces": budget, "traces": len(traces),
+            "saved_share": round(1 - len(traces) / budget, 4) if budget else None,
+            "completion_tokens": sum(t.completion_tokens for t in traces),
+            "traces_per_round": {str(r): c for r, c in sorted(rounds.items(), key=lambda x: (x[0] is None, x[0]))}}
 
 
 def _per_teacher(traces, verdicts, drop) -> dict:
@@ -317,6 +331,12 @@ def dataset_card(cfg: FilterConfig, r: dict) -> str:
     for s in r["funnel"]:
         left -= s["dropped"]
         lines.append(f"| {s['stage']} | {s['dropped']} | {left} |")
+    if r.get("adaptive"):
+        a = r["adaptive"]
+        lines += ["", "## Adaptive sampling", "",
+                  f"`until_verified: {a['until_verified']}`: {a['traces']} traces generated of a budget of "
+                  f"{a['budget_traces']} ({a['saved_share']:.1%} saved); per round: "
+                  + ", ".join(f"{r}: {c}" for r, c in a["traces_per_round"].items()) + "."]
     if len(r.get("per_teacher") or {}) > 1:
         lines += ["", "## Traces per teacher", "", "| teacher | traces | correct | kept |", "|---|---:|---:|---:|"]
         lines += [f"| `{m}` | {c['traces']} | {c['correct']} | {c['kept']} |" for m, c in r["per_teacher"].items()]

@@ -107,84 +107,150 @@ def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
         keep_only_keys(paths["logprobs"], done)  # drop side records whose trace was never written
     s = cfg.sampling
     teachers = [cfg.teacher, *cfg.extra_teachers]  # teacher k owns sample indices k*n .. k*n + n - 1
-    expected = len(mine) * s.n * len(teachers)
+    expected = len(mine) * s.n * len(teachers)  # adaptive sampling: the budget
     sampling_info = SamplingInfo(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                                 max_tokens=s.max_tokens, stop=list(s.stop), logprobs=s.logprobs)
-    new_prompt, new_compl, written, gen_s = 0, 0, 0, 0.0
-    bar = tqdm(total=expected, initial=len(done), desc="generate", unit="trace", disable=not cfg.progress,
-               dynamic_ncols=True)
+                                 max_tokens=s.max_tokens, stop=list(s.stop), logprobs=s.logprobs,
+                                 until_verified=s.until_verified)
+    totals = [0, 0, 0, 0.0]  # written, prompt tokens, completion tokens, generation seconds
+    adaptive = None
+    bar = tqdm(total=expected, initial=len(done), desc="generate" + (" (adaptive)" if s.until_verified else ""),
+               unit="trace", disable=not cfg.progress, dynamic_ncols=True)
     try:
         for k, tcfg in enumerate(teachers):
-            jobs = [Job(p.id, i, rendered[p.id], derive_seed(s.seed, p.id, i))
-                    for p in mine for i in range(k * s.n, (k + 1) * s.n) if trace_key(p.id, i) not in done]
-            if not jobs:
-                continue
-            if len(teachers) > 1:
-                bar.set_description(f"generate (teacher {k + 1}/{len(teachers)})")
-            counts = _generate(cfg, paths, jobs, template, sampling_info, bar,
-                               teacher if k == 0 else None, tcfg)
-            written, new_prompt, new_compl = written + counts[0], new_prompt + counts[1], new_compl + counts[2]
-            gen_s += counts[3]
+            engine = _Engine(teacher if k == 0 else None, tcfg, s)
+            try:
+                if s.until_verified:
+                    adaptive = _adaptive(cfg, paths, mine, rendered, template, sampling_info, bar, engine, totals)
+                    continue
+                jobs = [Job(p.id, i, rendered[p.id], derive_seed(s.seed, p.id, i))
+                        for p in mine for i in range(k * s.n, (k + 1) * s.n) if trace_key(p.id, i) not in done]
+                if len(teachers) > 1:
+                    bar.set_description(f"generate (teacher {k + 1}/{len(teachers)})")
+                _generate(cfg, paths, jobs, template, sampling_info, bar, engine, totals)
+            finally:
+                engine.close()
     finally:
         bar.close()
 
     summary = summarize(paths["traces"], len(mine), expected)
+    written, new_prompt, new_compl, gen_s = totals
     summary.update({
         "shard": cfg.shard.model_dump(), "resumed_from": len(done), "written_this_run": written,
         "this_run_prompt_tokens": new_prompt, "this_run_completion_tokens": new_compl,
         "generation_s": round(gen_s, 3), "wall_s": round(time.perf_counter() - t0, 3),
         "completion_tokens_per_s": round(new_compl / gen_s, 1) if written and gen_s > 0 else None,
-        "complete": summary["traces"] == expected, "teachers": len(teachers),
+        "complete": adaptive["complete"] if adaptive else summary["traces"] == expected, "teachers": len(teachers),
     })
+    if adaptive:
+        summary["adaptive"] = {k: v for k, v in adaptive.items() if k != "complete"}
     write_atomic(paths["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _generate(cfg: GenerateConfig, paths, jobs, template, sampling_info, bar, teacher, tcfg) -> tuple:
-    """One teacher's jobs, appended as they complete; returns (written, prompt tokens, completion
-    tokens, generation seconds)."""
-    s = cfg.sampling
-    new_prompt, new_compl, written = 0, 0, 0
-    t_gen = time.perf_counter()
-    if jobs:
-        owned = teacher is None
-        if owned:
-            teacher = make_teacher(tcfg, seed=s.seed, need_logprobs=bool(s.logprobs))
-        if s.logprobs and not teacher.info.tokenizer_hash:
+class _Engine:
+    """A teacher backend built on first use (none when every trace is on disk), closed if built here."""
+
+    def __init__(self, given: Teacher | None, tcfg, sampling):
+        self.given, self.tcfg, self.sampling, self.teacher = given, tcfg, sampling, given
+
+    def get(self) -> Teacher:
+        if self.teacher is None:
+            self.teacher = make_teacher(self.tcfg, seed=self.sampling.seed, need_logprobs=bool(self.sampling.logprobs))
+        if self.sampling.logprobs and not self.teacher.info.tokenizer_hash:
             raise CotdistillError("teacher.tokenizer: logprob capture needs the teacher tokenizer's identity")
-        t_gen = time.perf_counter()
-        traces_w = AppendWriter(paths["traces"])
-        lp_w = AppendWriter(paths["logprobs"]) if s.logprobs else None
-        last_flush = time.monotonic()
-        try:
-            for job, res in teacher.generate(jobs, s):
-                trace = Trace(problem_id=job.problem_id, sample_index=job.sample_index,
-                              messages=job.messages, completion=res.completion,
-                              finish_reason=res.finish_reason, prompt_tokens=res.prompt_tokens,
-                              completion_tokens=res.completion_tokens, teacher=teacher.info,
-                              template=template.info, sampling=sampling_info, seed=job.seed)
-                if lp_w is not None:
-                    lp = TokenLogprobs.from_arrays(job.problem_id, job.sample_index,
-                                                   teacher.info.tokenizer_hash, **res.logprobs)
-                    lp_w.add(lp.model_dump_json())
-                traces_w.add(trace.model_dump_json())
-                written += 1
-                new_prompt += res.prompt_tokens
-                new_compl += res.completion_tokens
-                if len(traces_w) >= cfg.flush_every or time.monotonic() - last_flush > 2.0:
-                    if lp_w is not None:
-                        lp_w.flush()  # side record first: a trace on disk always has its logprobs
-                    traces_w.flush()
-                    last_flush = time.monotonic()
-                bar.update(1)
-                bar.set_postfix_str(f"{new_compl / max(time.perf_counter() - t_gen, 1e-9):,.0f} tok/s", refresh=False)
-        finally:
+        return self.teacher
+
+    def close(self) -> None:
+        if self.given is None and self.teacher is not None:
+            self.teacher.close()
+            self.teacher = None
+
+
+def _adaptive(cfg: GenerateConfig, paths, mine, rendered, template, sampling_info, bar, engine, totals) -> dict:
+    """Rounds of sampling until every problem has k distinct correct traces or its budget is spent
+    (cotdistill/adaptive.py). Resumes from the traces on disk, which are verified again."""
+    from cotdistill.adaptive import Seen, next_samples, normalise, verifiable
+    from cotdistill.verify_pool import verify_pairs
+
+    s, by_id = cfg.sampling, {p.id: p for p in mine}
+    seen: dict[str, dict[int, Seen]] = {p.id: {} for p in mine}
+
+    def record(traces: list[Trace]) -> None:
+        check = [t for t in traces if verifiable(by_id[t.problem_id])]
+        verdicts = dict(zip((t.key for t in check), verify_pairs(
+            [(t.completion, by_id[t.problem_id]) for t in check], cfg.verify_workers, cfg.verify_timeout_s)))
+        for t in traces:
+            ok = t.finish_reason == "stop" and t.key in verdicts and verdicts[t.key].correct is True
+            seen[t.problem_id][t.sample_index] = Seen(ok, normalise(t.completion))
+
+    if paths["traces"].exists():
+        record([t for t in read_records(paths["traces"], Trace, "trace") if t.problem_id in by_id])
+    rounds = 0
+    while True:
+        jobs, round_of = [], {}
+        for p in mine:
+            idx, rnd = next_samples(s.until_verified, s.n, seen[p.id], verifiable(p))
+            for i in idx:
+                jobs.append(Job(p.id, i, rendered[p.id], derive_seed(s.seed, p.id, i)))
+                round_of[trace_key(p.id, i)] = rnd
+        if not jobs:
+            break
+        rounds += 1
+        bar.set_description(f"generate (adaptive, round {max(round_of.values())})")
+        record(_generate(cfg, paths, jobs, template, sampling_info, bar, engine, totals, round_of))
+    done_k = sum(1 for p in mine if len({x.text for x in seen[p.id].values() if x.correct}) >= s.until_verified)
+    generated = sum(len(v) for v in seen.values())
+    return {"until_verified": s.until_verified, "budget_traces": len(mine) * s.n, "traces": generated,
+            "saved_share": round(1 - generated / max(1, len(mine) * s.n), 4), "problems_with_k_correct": done_k,
+            "unverifiable_problems": sum(1 for p in mine if not verifiable(p)), "rounds_this_run": rounds,
+            "complete": True}
+
+
+def _generate(cfg: GenerateConfig, paths, jobs, template, sampling_info, bar, engine: _Engine, totals: list,
+              round_of: dict | None = None) -> list[Trace]:
+    """One batch of jobs, appended as they complete; adds (written, prompt tokens, completion tokens,
+    generation seconds) to ``totals``; returns the traces written."""
+    s = cfg.sampling
+    out: list[Trace] = []
+    if not jobs:
+        return out
+    teacher = engine.get()
+    t_gen = time.perf_counter()
+    traces_w = AppendWriter(paths["traces"])
+    lp_w = AppendWriter(paths["logprobs"]) if s.logprobs else None
+    last_flush = time.monotonic()
+    compl0 = totals[2]
+    try:
+        for job, res in teacher.generate(jobs, s):
+            trace = Trace(problem_id=job.problem_id, sample_index=job.sample_index,
+                          messages=job.messages, completion=res.completion,
+                          finish_reason=res.finish_reason, prompt_tokens=res.prompt_tokens,
+                          completion_tokens=res.completion_tokens, teacher=teacher.info,
+                          template=template.info, sampling=sampling_info, seed=job.seed,
+                          round=round_of[trace_key(job.problem_id, job.sample_index)] if round_of else None)
             if lp_w is not None:
-                lp_w.close()
-            traces_w.close()
-            if owned:
-                teacher.close()
-    return written, new_prompt, new_compl, time.perf_counter() - t_gen
+                lp = TokenLogprobs.from_arrays(job.problem_id, job.sample_index,
+                                               teacher.info.tokenizer_hash, **res.logprobs)
+                lp_w.add(lp.model_dump_json())
+            traces_w.add(trace.model_dump_json())
+            out.append(trace)
+            totals[0] += 1
+            totals[1] += res.prompt_tokens
+            totals[2] += res.completion_tokens
+            if len(traces_w) >= cfg.flush_every or time.monotonic() - last_flush > 2.0:
+                if lp_w is not None:
+                    lp_w.flush()  # side record first: a trace on disk always has its logprobs
+                traces_w.flush()
+                last_flush = time.monotonic()
+            bar.update(1)
+            rate = (totals[2] - compl0) / max(time.perf_counter() - t_gen, 1e-9)
+            bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+    finally:
+        if lp_w is not None:
+            lp_w.close()
+        traces_w.close()
+        totals[3] += time.perf_counter() - t_gen
+    return out
 
 
 def load_problem_file(path: Path) -> list[Problem]:

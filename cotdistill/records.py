@@ -63,6 +63,7 @@ class SamplingInfo(_Record):
     max_tokens: int
     stop: list[str]
     logprobs: int | None
+    until_verified: int | None = None  # adaptive sampling: n is the budget, k distinct correct traces the goal
 
 
 class Trace(_Record):
@@ -80,6 +81,7 @@ class Trace(_Record):
     template: TemplateInfo
     sampling: SamplingInfo
     seed: int  # per-sample seed, derived from the run seed, problem id and sample index
+    round: int | None = None  # adaptive sampling: the round that requested this sample (0 = first)
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     @property

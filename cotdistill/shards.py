@@ -3,7 +3,8 @@
     # N workers (processes, nodes, a Ray job), each:  cotdistill generate cfg.yaml shard.index=$I shard.count=$N
     cotdistill merge OUTPUT_DIR
 
-Completeness is checked against ``problems.jsonl`` x ``sampling.n`` from the resolved configs;
+Completeness is checked against ``problems.jsonl`` x ``sampling.n`` (x teachers) from the resolved
+configs (adaptive sampling: every shard's summary says its rounds finished);
 the merged ``traces.jsonl``/``logprobs.jsonl`` are written atomically, in problem order.
 """
 
@@ -37,6 +38,11 @@ def _collect(path: Path, idx: int, count: int, order: dict, n: int, into: dict, 
         yield obj
 
 
+def _finished(out: Path, idx: int, count: int) -> bool:
+    path = output_paths(out, ShardConfig(index=idx, count=count))["summary"]
+    return path.exists() and bool(json.loads(path.read_text()).get("complete"))
+
+
 def merge(output_dir: str | Path) -> dict:
     out = Path(output_dir)
     found = sorted(p for p in out.glob("config-*-of-*.yaml") if _SHARD_CFG.search(p.name))
@@ -57,7 +63,7 @@ def merge(output_dir: str | Path) -> dict:
         if diff:
             raise CotdistillError(f"{out}: shard {idx} was run with another config than shard 0 (differs in: "
                                   f"{', '.join(diff)}); they are not one run: re-run it with the same settings")
-    n = cfgs[0].sampling.n
+    n = cfgs[0].sampling.n * (1 + len(cfgs[0].extra_teachers))  # sample indices per problem (extra teachers: k*n..)
     problems = load_problem_file(out / "problems.jsonl")
     order = {p.id: i for i, p in enumerate(problems)}
 
@@ -82,6 +88,12 @@ def merge(output_dir: str | Path) -> dict:
                (f" {len(strays)} records outside their shard or problem set (e.g. {strays[:3]})" if strays else "")
         raise CotdistillError(f"{out}: shards overlap: {what.strip()}; shards were run with different settings")
     expected = {(i, s) for i in range(len(problems)) for s in range(n)}
+    if cfgs[0].sampling.until_verified:  # adaptive: how many samples a problem needs is known to its shard only
+        unfinished = [idx for idx in range(count) if not _finished(out, idx, count)]
+        if unfinished:
+            raise CotdistillError(f"{out}: shards {unfinished} did not finish their adaptive sampling rounds; re-run "
+                                  f"them to resume")
+        expected = set(by_key)
     missing = sorted(expected - set(by_key))
     if missing:
         ex = [f"{problems[i].id}#{s}" for i, s in missing[:3]]

@@ -7,7 +7,9 @@ Both sides share one engine, the same token-id prompts and the same per-sample S
 ``generate.run`` (load problems, render templates, generate, write traces/logprobs, summary);
 bare vLLM is timed around ``LLM.generate`` only. Runs alternate (ABBA order) and the median of each side is used.
 The last line is JSON with ``ratio_vs_vllm`` (cotdistill tokens/s / bare vLLM tokens/s; target
->= 0.97) and ``ratio_vs_vllm_logprobs`` (both sides capturing top-k logprobs).
+>= 0.97), ``ratio_vs_vllm_logprobs`` (both sides capturing top-k logprobs) and
+``adaptive_token_ratio``: teacher completion tokens with sampling.until_verified=1 / with fixed n=4
+on the demo task, both filtered to one verified trace per problem (the same kept traces; target <= 0.5).
 """
 
 from __future__ import annotations
@@ -27,6 +29,47 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def adaptive_ratio(args, tmp: Path) -> dict:
+    """On the demo task (the embedded teacher, temperature 1.5, n = 4): teacher tokens generated with
+    sampling.until_verified = 1 against fixed n = 4, each filtered to one verified trace per problem
+    (the same kept traces: sample i is the same trace in both runs, so the adaptive run finds a correct
+    one for exactly the problems the fixed run does)."""
+    from cotdistill import filter as filter_stage, generate
+    from cotdistill.config import FilterConfig, GenerateConfig
+    from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher
+
+    def cfg(out, **sampling):
+        return GenerateConfig.model_validate({
+            "source": {"kind": "hf", "path": str(ROOT / "data/digit_chain_train.jsonl"), "fields": {"id": "id"},
+                       "limit": args.adaptive_problems},
+            "prompt": {"template": "arithmetic_cot"},
+            "teacher": {"backend": "vllm", "model": str(ROOT / "data/teacher"), "max_model_len": 256,
+                        "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True},
+            "sampling": {"n": 4, "temperature": 1.5, "max_tokens": 64, "seed": 0, **sampling},
+            "output_dir": str(out), "progress": False})
+
+    fixed_cfg = cfg(tmp / "fixed")
+    teacher = VLLMOfflineTeacher(fixed_cfg.teacher)
+    out = {}
+    for name, c in (("fixed", fixed_cfg), ("adaptive", cfg(tmp / "adaptive", until_verified=1))):
+        t = time.perf_counter()
+        g = generate.run(c, teacher=teacher)
+        dt = time.perf_counter() - t
+        f = filter_stage.run(FilterConfig(generate_dir=c.output_dir, output_dir=str(tmp / f"{name}_filter"),
+                                          max_completion_tokens=64, max_per_problem=1, progress=False))
+        out[name] = {"traces": g["traces"], "completion_tokens": g["completion_tokens"],
+                     "prompt_tokens": g["prompt_tokens"], "kept": f["kept"], "seconds": round(dt, 2)}
+        print(f"[adaptive] {name}: {g['traces']} traces, {g['completion_tokens']} completion tokens, "
+              f"{f['kept']} kept (one per problem), {dt:.1f} s")
+    teacher.close()
+    fx, ad = out["fixed"], out["adaptive"]
+    return {"adaptive_token_ratio": round(ad["completion_tokens"] / fx["completion_tokens"], 4),
+            "adaptive_prompt_token_ratio": round(ad["prompt_tokens"] / fx["prompt_tokens"], 4),
+            "adaptive_kept": ad["kept"], "fixed_kept": fx["kept"],
+            "adaptive_tokens_per_kept": round(ad["completion_tokens"] / max(1, ad["kept"]), 1),
+            "fixed_tokens_per_kept": round(fx["completion_tokens"] / max(1, fx["kept"]), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=200)
@@ -35,6 +78,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--logprobs", type=int, default=5)
     ap.add_argument("--model", default=None, help="teacher dir (default: a tiny Llama built here)")
+    ap.add_argument("--adaptive-problems", type=int, default=500,
+                    help="problems of the demo task for adaptive_token_ratio (0: skip)")
     args = ap.parse_args()
 
     from vllm.inputs import TokensPrompt
@@ -106,11 +151,13 @@ def main() -> None:
         print(f"[{label}] bare vLLM {results[label]['vllm_tok_s']:,.0f} tok/s, cotdistill "
               f"{results[label]['cotdistill_tok_s']:,.0f} tok/s over {nb} tokens, runs {[round(x) for x in tb]} / {[round(x) for x in to]}")
     teacher.close()
+    adaptive = adaptive_ratio(args, tmp) if args.adaptive_problems else {}
     final = {
         "ratio_vs_vllm": round(results["plain"]["cotdistill_tok_s"] / results["plain"]["vllm_tok_s"], 4),
         "ratio_vs_vllm_logprobs": round(results["logprobs"]["cotdistill_tok_s"] / results["logprobs"]["vllm_tok_s"], 4),
         "requests": len(jobs), "max_tokens": args.max_tokens, "repeats": args.repeats, "logprobs_k": args.logprobs,
         **{f"{k}_{m}": round(v, 1) for k, r in results.items() for m, v in r.items()},
+        **adaptive,
     }
     print(json.dumps(final))
 
