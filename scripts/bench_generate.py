@@ -31,9 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 def adaptive_ratio(args, tmp: Path) -> dict:
     """On the demo task (the embedded teacher, temperature 1.5, n = 4): teacher tokens generated with
-    sampling.until_verified = 1 against fixed n = 4, each filtered to one verified trace per problem
-    (the same kept traces: sample i is the same trace in both runs, so the adaptive run finds a correct
-    one for exactly the problems the fixed run does)."""
+    sampling.until_verified = 1 against fixed n = 4, each filtered to one verified trace per problem.
+    Sample i is the same trace in both runs, so the adaptive run finds a correct one for exactly the
+    problems the fixed run does; it can keep fewer only where its one correct trace fails a later
+    filter check (format, length) that another of the fixed run's samples passes: both counts are printed."""
     from cotdistill import filter as filter_stage, generate
     from cotdistill.config import FilterConfig, GenerateConfig
     from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher

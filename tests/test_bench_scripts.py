@@ -1,0 +1,36 @@
+"""Smoke tests of the benchmark scripts (slow): each runs end to end on a tiny budget and prints its
+JSON line with every ratio (the figures themselves are only meaningful at the default sizes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _last_json(args: list[str]) -> dict:
+    p = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_bench_train_smoke():
+    out = _last_json(["scripts/bench_train.py", "--steps", "3", "--warmup", "1", "--repeats", "2", "--batch", "4",
+                      "--problems", "20", "--mix", "16"])
+    for key in ("batching_speedup", "cached_kd_step_vs_sft", "kd_live_step_vs_cached_kd", "gkd_step_vs_cached_kd"):
+        assert set(out[key]) == {"median", "min", "max"} and out[key]["min"] <= out[key]["median"] <= out[key]["max"] > 0
+    assert set(out["step_ms"]) == {"sft", "cached_kd", "kd_live", "gkd_lmbda0"}
+
+
+def test_bench_generate_smoke():
+    out = _last_json(["scripts/bench_generate.py", "--problems", "8", "--n", "2", "--max-tokens", "16", "--repeats", "2",
+                      "--adaptive-problems", "20"])
+    assert out["ratio_vs_vllm"] > 0 and out["ratio_vs_vllm_logprobs"] > 0
+    assert 0 < out["adaptive_token_ratio"] <= 1
+    assert 0.9 * out["fixed_kept"] <= out["adaptive_kept"] <= out["fixed_kept"]  # a verified trace the filter still drops
