@@ -2,8 +2,8 @@
 by scripts/train_teacher.py) generates traces through vLLM, the filter verifies them, TRL trains
 fresh students over two seeds, vLLM evaluates them on held-out problems, the report is written.
 
-A smaller cut of data/configs/run_demo.yaml: fewer problems, two students (SFT on the filtered
-traces and the answers-only baseline), seeds 0 and 1. It asserts the demo's main conclusion on
+A smaller cut of data/configs/run_demo.yaml: the demo's traces, two students (SFT on the filtered
+traces and the answers-only baseline), seeds 0 and 1, 200 held-out problems. It asserts the demo's main conclusion on
 every seed, not on a mean: each distilled seed beats every answers-only seed by 10 points or more,
 and the difference is significant."""
 
@@ -19,7 +19,11 @@ from cotdistill.run import run
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["generate.source.limit=1000", "generate.sampling.n=2", "eval.benchmarks.0.source.limit=200", "seeds=[0,1]"]
+# The demo's own training data (4,000 problems x 4 samples): with less (1,000 x 2 was tried) a student
+# sees too few distinct traces in its 1,200 steps and seed 1 stays on the task's learning plateau
+# (0.156), which says the cut no longer matches the demo, not that distillation fails. Cut: no GKD /
+# unfiltered students, two seeds, 200 held-out problems.
+SMALL = ["eval.benchmarks.0.source.limit=200", "seeds=[0,1]"]
 
 
 def test_small_run_distilled_beats_answers_only_on_every_seed(tmp_path):
@@ -27,7 +31,7 @@ def test_small_run_distilled_beats_answers_only_on_every_seed(tmp_path):
     out = run(cfg, skip=["unfiltered", "train:gkd", "train:sft_unfiltered"])
     root = tmp_path / "run"
     gen = json.loads((root / "generate" / "summary.json").read_text())
-    assert gen["traces"] == 2000
+    assert gen["traces"] == 16000
     rep = json.loads((root / "filter" / "filter_report.json").read_text())
     assert 0 < rep["kept"] < rep["traces"]  # temperature > 1: some traces were wrong or duplicates, some kept
 
