@@ -19,6 +19,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from cotdistill.adaptive import normalise, verifiable
 from cotdistill.config import FilterConfig
 from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
@@ -115,7 +116,7 @@ def _pseudo_labels(cfg: FilterConfig, problems, by_problem, verdicts) -> dict[st
     labels: dict[str, tuple[str | None, str | None]] = {}  # problem -> (label, source)
     for pid, ts in by_problem.items():
         p = problems[pid]
-        if p.answer is not None or p.metadata.get("rg_task"):
+        if verifiable(p):
             labels[pid] = (p.answer, "gold")
             continue
         label = _vote(ts, verdicts, cfg.vote_threshold)
@@ -182,7 +183,7 @@ def _dedup_and_cap(cfg: FilterConfig, ts: list[Trace], drop: dict[str, str]) -> 
 
         lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.minhash_perm)
     for t in alive:
-        norm = " ".join(t.completion.split())
+        norm = normalise(t.completion)  # the same key adaptive sampling counts distinct traces by
         if cfg.dedup_exact and norm in seen_text:
             drop[t.key] = "duplicate_exact"
             continue

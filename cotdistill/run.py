@@ -55,6 +55,11 @@ class StudentRun(NamedTuple):
     train: TrainConfig
 
 
+def _init_owner(s) -> str | None:
+    """Whose starting model a student uses: its own (``student:`` given) or, None, the run's."""
+    return s.name if s.student is not None else None
+
+
 def seeds_of(cfg: RunConfig, s) -> list[int]:
     return list(s.seeds or cfg.seeds)
 
@@ -74,7 +79,7 @@ class Plan:
         for s in cfg.students:
             if s.init_from is None:
                 for seed in seeds_of(cfg, s):
-                    self._add_init(s.name if s.student is not None else None, s.student or cfg.student, seed)
+                    self._add_init(_init_owner(s), s.student or cfg.student, seed)
         gen = GenerateConfig.model_validate({**cfg.generate, "teacher": teacher, "output_dir": str(root / "generate")})
         self._add("generate", root / "generate", gen, [])
         datasets = {"filtered": "filter", "unfiltered": "unfiltered", "answers_only": "answers_only"}
@@ -93,20 +98,20 @@ class Plan:
                     start = f"train:{s.init_from}@{seed}"
                     student = str(Path(self.students[f"{s.init_from}@{seed}"].train.output_dir) / "final")
                 else:
-                    start = self.inits.get((s.name if s.student is not None else None, seed))
+                    start = self.inits.get((_init_owner(s), seed))
                     student = str(self.dirs[start] / "model") if start else (s.student or cfg.student)
                 data = datasets[s.data]
                 method = s.train.get("method", "sft")
-                teacher = {}
+                live = {}
                 if s.teacher_from is not None:  # an earlier student of the same seed teaches this one
-                    teacher = {"teacher": str(Path(self.students[f"{s.teacher_from}@{seed}"].train.output_dir) / "final")}
+                    live = {"teacher": str(Path(self.students[f"{s.teacher_from}@{seed}"].train.output_dir) / "final")}
                 elif method in ("gkd", "distill", "kd") and isinstance(cfg.teacher, VLLMTeacher):
-                    teacher = {"teacher": cfg.teacher.model}
+                    live = {"teacher": cfg.teacher.model}
                 tc = TrainConfig.model_validate({
                     "student": student, "dataset_dir": str(self.dirs[data]),
                     "output_dir": str(root / "students" / s.name / f"seed{seed}"),
                     **({"logprobs": str(self.dirs["generate"] / "logprobs.jsonl")} if method == "logit_kd" else {}),
-                    **teacher, **s.train, "seed": seed})
+                    **live, **s.train, "seed": seed})
                 deps = [data] + ([start] if start else []) + (["generate"] if tc.method == "logit_kd" else [])
                 deps += [f"train:{s.teacher_from}@{seed}"] if s.teacher_from is not None else []
                 self._add(f"train:{s.name}@{seed}", Path(tc.output_dir), tc, deps)
