@@ -35,7 +35,7 @@ def test_accelerate_configs_parse(path):
     import yaml
 
     cfg = yaml.safe_load(path.read_text())
-    assert cfg["distributed_type"] in {"MULTI_GPU", "DEEPSPEED", "FSDP"} and cfg["num_processes"] >= 1
+    assert cfg["distributed_type"] in {"MULTI_GPU", "MULTI_CPU", "DEEPSPEED", "FSDP"} and cfg["num_processes"] >= 1
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "data/configs").glob("eval_*.yaml")), ids=lambda p: p.name)

@@ -228,24 +228,30 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     from cotdistill.store import write_atomic
 
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out / "config.yaml")
+    main = trainer.is_world_process_zero()  # under `accelerate launch` every process runs this; one writes
     last = get_last_checkpoint(str(out)) if cfg.resume and out.exists() else None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved(cfg, out / "config.yaml")
     with PeakMemory() as memory:
         result = trainer.train(resume_from_checkpoint=last)
-    model = trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if cfg.lora is not None and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     final = out / "final"
-    model.save_pretrained(str(final))
-    tok.save_pretrained(str(final))
     history = trainer.state.log_history
-    write_atomic(out / "trainer_log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     losses = [h["loss"] for h in history if "loss" in h]
     summary = {"method": cfg.method, "final_model": str(final), "resumed_from": last,
                "steps": trainer.state.global_step, "train_loss": result.training_loss,
                "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
                "train_runtime_s": result.metrics.get("train_runtime"), "memory": memory.summary(),
-               "preflight": preflight}
+               "processes": trainer.accelerator.num_processes, "preflight": preflight}
+    if not main:
+        trainer.accelerator.wait_for_everyone()
+        return summary
+    model.save_pretrained(str(final))
+    tok.save_pretrained(str(final))
+    write_atomic(out / "trainer_log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    trainer.accelerator.wait_for_everyone()
     return summary

@@ -137,7 +137,7 @@ class LiveKDTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if len(list(self.projections.parameters())):
+        if len(list(self.projections.parameters())) and self.is_world_process_zero():
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -244,6 +244,9 @@ def build(cfg: TrainConfig):
     trainer = LiveKDTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(examples),
                             processing_class=tok, data_collator=collate(tok.pad_token_id), teachers=teachers,
                             teacher_weights=[w for _, w in specs], cfg=cfg, pairs=pairs, projections=projections)
+    if trainer.accelerator.num_processes > 1 and any(True for _ in projections.parameters()):
+        raise CotdistillError(f"method kd: the learned {ds_} -> {dt} feature/cosine projections are not synchronised "
+                              f"across processes; train this student in one process, or map layers of equal width")
     preflight = {"examples": len(examples), "dropped_too_long": dropped, "teachers": [n for n, _ in specs],
                  "layer_pairs": {k: v for k, v in pairs.items() if v},
                  "projections": sum(p.numel() for p in projections.parameters()),
