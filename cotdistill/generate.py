@@ -85,7 +85,12 @@ def summarize(traces_path: Path, problems: int, expected: int) -> dict:
 
 def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
     """Generate the missing traces of this shard. ``teacher``: reuse an already built backend
-    (e.g. one vLLM engine across several runs); by default one is built from ``cfg.teacher``."""
+    (e.g. one vLLM engine across several runs); by default one is built from ``cfg.teacher``.
+    With ``cfg.distributed``: every shard on a Ray cluster, then the merge (cotdistill/distributed.py)."""
+    if cfg.distributed is not None:
+        from cotdistill import distributed
+
+        return distributed.run(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     paths = output_paths(out, cfg.shard)

