@@ -44,8 +44,8 @@ def _run_stage(stage: str, config_cls: str, config: str, overrides: list[str] | 
     typer.echo(json.dumps(summary, indent=2))
 
 
-_STAGE_CONFIGS = {"run": "RunConfig", "generate": "GenerateConfig", "filter": "FilterConfig", "train": "TrainConfig",
-                  "eval": "EvalConfig"}
+_STAGE_CONFIGS = {"run": "RunConfig", "generate": "GenerateConfig", "filter": "FilterConfig", "logits": "LogitsConfig",
+                  "train": "TrainConfig", "eval": "EvalConfig"}
 
 
 def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
@@ -73,7 +73,7 @@ def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
 
 
 @app.command()
-def keys(stage: str = typer.Argument(..., help="run | generate | filter | train | eval")):
+def keys(stage: str = typer.Argument(..., help="run | generate | filter | logits | train | eval")):
     """List every config key of a stage: type, default and what it does."""
     from cotdistill import config as cfgmod
 
@@ -99,6 +99,15 @@ def filter_(
 ):
     """Verify and filter traces into a TRL training set with a dataset card."""
     _run_stage("filter", "FilterConfig", config, overrides)
+
+
+@app.command()
+def logits(
+    config: str = typer.Argument(..., help="YAML config of the logits stage"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+):
+    """Teacher top-k logprobs of the kept traces -> a columnar cache for cached-logit KD (logit_kd)."""
+    _run_stage("logits", "LogitsConfig", config, overrides)
 
 
 @app.command()

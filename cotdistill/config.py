@@ -186,6 +186,32 @@ class GenerateConfig(StrictModel):
         return self
 
 
+# ---------------------------------------------------------------- logits stage
+class LogitsConfig(StrictModel):
+    """The teacher's top-k logprobs for the kept traces, cached columnar for cached-logit KD."""
+
+    teacher: str = Field(description="score: hub id or local directory of the teacher (transformers loads it)")
+    tokenizer: str | None = Field(default=None, description="default: the teacher's")
+    filter_dir: str  # a `cotdistill filter` output (sft/)
+    output_dir: str
+    mode: Literal["score", "in_pass"] = Field(default="score", description="score: the teacher scores the kept traces "
+                                              "after the filter; in_pass: keep the logprobs vLLM captured while generating")
+    logprobs: str | None = Field(default=None, description="in_pass: the generation stage's logprobs.jsonl")
+    top_k: int = Field(default=8, ge=1, le=100)
+    batch_size: int = Field(default=64, ge=1, description="score: sequences per forward pass")
+    device: str = Field(default="auto", description="score: auto (cuda when there is one) | cpu | cuda[:N]")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="auto: bf16 on CUDA, "
+                                                                                                 "fp32 on CPU")
+    rows_per_group: int = Field(default=512, ge=1, description="parquet row group size (traces)")
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _in_pass_needs_file(self):
+        if self.mode == "in_pass" and not self.logprobs:
+            raise ValueError("mode in_pass reads the generation's logprobs.jsonl: set logprobs")
+        return self
+
+
 # ---------------------------------------------------------------- filter stage
 class DecontamConfig(StrictModel):
     eval_sets: list[HFSource] = Field(default_factory=list, description="benchmarks that must not leak into training")
@@ -295,7 +321,8 @@ class TrainConfig(StrictModel):
     relation: RelationTerm | None = Field(default=None, description="kd: RKD pairwise-similarity term")
     cosine: float = Field(default=0.0, ge=0, description="kd: weight of DistilBERT's cosine term on the last hidden states")
     dataset_dir: str  # a filter output directory (sft/, prompts/)
-    logprobs: str | None = Field(default=None, description="logit_kd: the generation stage's logprobs.jsonl")
+    logprobs: str | None = Field(default=None, description="logit_kd: a `cotdistill logits` cache directory (or the "
+                                                           "generation stage's logprobs.jsonl)")
     output_dir: str
     max_length: int = Field(default=2048, ge=16)
     max_truncated_share: float = Field(default=0.05, ge=0, le=1, description="refuse when more examples are too long")
@@ -474,6 +501,8 @@ class RunConfig(StrictModel):
     student: StudentSpec  # hub id / directory, a fresh model on the teacher's tokenizer, or from_teacher
     generate: dict[str, Any]  # GenerateConfig fields except teacher and output_dir
     filter: dict[str, Any] = Field(default_factory=dict, description="FilterConfig fields except the directories")
+    logits: dict[str, Any] = Field(default_factory=dict, description="LogitsConfig fields (logit_kd students' teacher "
+                                   "top-k cache): mode score (default) | in_pass (when generate.sampling.logprobs is set)")
     students: list[RunStudent] = Field(min_length=1)
     eval: RunEval
     benchmark: str | None = Field(default=None, description="which eval benchmark the targets are judged on (default: the first)")

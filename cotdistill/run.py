@@ -10,6 +10,7 @@ Stages, in order; each writes under ``output_dir`` and leaves ``stage.json`` the
     filter         verified, deduplicated, decontaminated traces                            filter/
     unfiltered     every trace, nothing dropped (baseline; only if a student uses it)      unfiltered/
     answers_only   each problem's gold answer, no chain of thought (baseline, same)       answers_only/
+    logits         teacher top-k of the kept traces, for logit_kd students (columnar)      logits/
     train:<name>   one per student                                                          students/<name>/
     eval           teacher and students on the held-out benchmarks                          eval/
     report         report.md with plots                                                     report/
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, RunConfig, StudentFromTeacher, StudentInit,
+from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, LogitsConfig, RunConfig, StudentFromTeacher, StudentInit,
                                TrainConfig, VLLMTeacher, save_resolved)
 from cotdistill.errors import CotdistillError
 from cotdistill.store import write_atomic
@@ -64,6 +65,10 @@ def seeds_of(cfg: RunConfig, s) -> list[int]:
     return list(s.seeds or cfg.seeds)
 
 
+def logits_stage(data: str) -> str:
+    return "logits" if data == "filtered" else f"logits:{data}"
+
+
 class Plan:
     """Stage names, folders, configs and fingerprints, derived from the run config alone. Every
     student is one stage per seed, ``train:<name>@<seed>``, trained into students/<name>/seed<seed>."""
@@ -91,6 +96,22 @@ class Plan:
                 ["generate"])
         if "answers_only" in used:
             self._add("answers_only", root / "answers_only", gen.prompt, ["generate"])
+        logit_data = sorted({s.data for s in cfg.students if s.train.get("method") == "logit_kd"})
+        for data in logit_data:  # the teacher's top-k for the kept traces that cached-logit KD trains on
+            name = logits_stage(data)
+            in_pass = bool(gen.sampling.logprobs)
+            lc = {"mode": "in_pass" if in_pass else "score", "top_k": gen.sampling.logprobs or 8,
+                  **({"teacher": cfg.teacher.model, "tokenizer": getattr(cfg.teacher, "tokenizer", None)}
+                     if isinstance(cfg.teacher, VLLMTeacher) else {}),
+                  **cfg.logits, "filter_dir": str(self.dirs[datasets[data]]),
+                  "output_dir": str(root / name.replace(":", "_")),
+                  **({"logprobs": str(root / "generate" / "logprobs.jsonl")} if in_pass else {})}
+            if "teacher" not in lc:
+                raise CotdistillError("logits: the teacher is an HTTP endpoint; scoring the kept traces needs its "
+                                      "weights: set logits.teacher to its hub id or directory, or capture logprobs while "
+                                      "generating (generate.sampling.logprobs=8)")
+            self._add(name, root / name.replace(":", "_"), LogitsConfig.model_validate(lc),
+                      [datasets[data]] + (["generate"] if in_pass else []))
         self.students: dict[str, StudentRun] = {}  # by model name "<student>@<seed>"
         for s in cfg.students:
             for seed in seeds_of(cfg, s):
@@ -110,9 +131,9 @@ class Plan:
                 tc = TrainConfig.model_validate({
                     "student": student, "dataset_dir": str(self.dirs[data]),
                     "output_dir": str(root / "students" / s.name / f"seed{seed}"),
-                    **({"logprobs": str(self.dirs["generate"] / "logprobs.jsonl")} if method == "logit_kd" else {}),
+                    **({"logprobs": str(self.dirs[logits_stage(s.data)])} if method == "logit_kd" else {}),
                     **live, **s.train, "seed": seed})
-                deps = [data] + ([start] if start else []) + (["generate"] if tc.method == "logit_kd" else [])
+                deps = [data] + ([start] if start else []) + ([logits_stage(s.data)] if tc.method == "logit_kd" else [])
                 deps += [f"train:{s.teacher_from}@{seed}"] if s.teacher_from is not None else []
                 self._add(f"train:{s.name}@{seed}", Path(tc.output_dir), tc, deps)
                 self.students[f"{s.name}@{seed}"] = StudentRun(s.name, seed, s.data, tc)
@@ -232,6 +253,10 @@ def _run_stage(plan: Plan, name: str) -> dict:
         return generate.run(c)
     if name in ("filter", "unfiltered"):
         return filter_stage.run(c)
+    if name == "logits" or name.startswith("logits:"):
+        from cotdistill import logits
+
+        return logits.run(c)
     if name == "answers_only":
         return _answers_only(plan)
     if name.startswith("train:"):

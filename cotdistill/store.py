@@ -52,26 +52,22 @@ def repair_tail(path: Path) -> int:
 
 
 def iter_jsonl(path: str | os.PathLike, skip_torn_tail: bool = True) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object). A torn last line is skipped; any other bad line is an error."""
+    """Yield (line number, object), reading one line at a time (memory does not grow with the file).
+    A torn last line (no newline at the end of the file) is skipped; any other bad line is an error."""
     p = Path(path)
     with open(p, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    torn = lines[-1] != b""  # file does not end with a newline
-    if not torn:
-        lines = lines[:-1]
-    for i, raw in enumerate(lines, start=1):
-        if torn and i == len(lines) and skip_torn_tail:
-            return
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise CotdistillError(f"{p}: line {i}: not valid JSON ({e.msg}); fix or remove that line") from None
-        if not isinstance(obj, dict):
-            raise CotdistillError(f"{p}: line {i}: expected a JSON object, got {type(obj).__name__}")
-        yield i, obj
+        for i, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n") and skip_torn_tail:  # only the last line can lack its newline
+                return
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise CotdistillError(f"{p}: line {i}: not valid JSON ({e.msg}); fix or remove that line") from None
+            if not isinstance(obj, dict):
+                raise CotdistillError(f"{p}: line {i}: expected a JSON object, got {type(obj).__name__}")
+            yield i, obj
 
 
 def read_records(path: str | os.PathLike, cls, what: str) -> list:

@@ -42,15 +42,26 @@ def test_demo_config_plans_every_stage_in_order(tmp_path):
     assert len({plan.fps[f"train:sft_filtered@{s}"] for s in seeds}) == len(seeds)
 
 
-def test_logit_kd_student_reads_the_generation_logprobs(tmp_path):
+def test_logit_kd_student_reads_the_logits_cache_of_its_data(tmp_path):
     data = yaml.safe_load(DEMO.read_text())
     data["output_dir"] = str(tmp_path / "run")
-    data["generate"]["sampling"]["logprobs"] = 8
     data["students"].append({"name": "logit_kd", "train": {"method": "logit_kd", "kd": {"alpha": 0.5, "temperature": 2.0}}})
     plan = Plan(RunConfig.model_validate(data))
     kd = plan.students["logit_kd@0"].train
-    assert kd.logprobs.endswith("generate/logprobs.jsonl") and kd.kd.temperature == 2.0
+    assert kd.logprobs == str(tmp_path / "run/logits") and kd.kd.temperature == 2.0
     assert "train:logit_kd@2" in plan.order and kd.student.endswith("student_init/seed0/model")
+    lc = plan.configs["logits"]  # no logprobs in the generation pass: the teacher scores the kept traces
+    assert (lc.mode, lc.top_k, lc.teacher, lc.filter_dir) == ("score", 8, "data/teacher", str(tmp_path / "run/filter"))
+    order = plan.order
+    assert order.index("filter") < order.index("logits") < order.index("train:logit_kd@0")
+    assert "logits" not in Plan(demo(tmp_path)).order  # only logit_kd students need it
+    # logprobs captured while generating: the cache keeps them (in_pass), at that k
+    data["generate"]["sampling"]["logprobs"] = 4
+    lc = Plan(RunConfig.model_validate(data)).configs["logits"]
+    assert (lc.mode, lc.top_k) == ("in_pass", 4) and lc.logprobs == str(tmp_path / "run/generate/logprobs.jsonl")
+    data["logits"] = {"mode": "score", "batch_size": 16}
+    lc = Plan(RunConfig.model_validate(data)).configs["logits"]
+    assert (lc.mode, lc.batch_size) == ("score", 16)
 
 
 def test_fingerprints_follow_inputs(tmp_path):

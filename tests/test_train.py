@@ -156,7 +156,7 @@ def test_logit_kd_from_real_generation(tiny_model, tiny_student, vllm_teacher, t
     with pytest.raises(CotdistillError, match="cached logprobs come from tokenizer 0000000000000000"):
         train.run(TrainConfig.model_validate({**base, "logprobs": str(bad)}))
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
-    with pytest.raises(CotdistillError, match="has no record in"):
+    with pytest.raises(CotdistillError, match="no logprob record for kept trace"):
         train.run(TrainConfig.model_validate({**base, "logprobs": str(bad)}))
     swapped = rows[1:2] + rows[:1] + rows[2:]
     bad.write_text("".join(json.dumps({**r, "problem_id": o["problem_id"], "sample_index": o["sample_index"]}) + "\n"

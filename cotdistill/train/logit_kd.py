@@ -12,17 +12,17 @@ trace's text, or the run is refused naming the example.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import Trainer
 
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.records import TokenLogprobs, trace_key
-from cotdistill.store import iter_jsonl
 from cotdistill.teachers.base import tokenizer_hash
 from cotdistill.train.losses import kd_loss
-from cotdistill.train.common import (assistant_end_token, end_of_turn_ids, example_name, load_split, load_tokenizer,
-                                     peft_config, train_and_save, trainer_kwargs)
+from cotdistill.train.common import (end_of_turn_ids, example_name, load_split, load_tokenizer, peft_config,
+                                     train_and_save, trainer_kwargs)
 
 
 class CachedKDTrainer(Trainer):
@@ -62,66 +62,99 @@ def collate(pad_id: int, k: int):
     return fn
 
 
-def build_examples(cfg: TrainConfig, tok, ds) -> tuple[list[dict], int, int]:
-    """Join kept traces with their cached logprobs; check tokenizer and token sequence."""
+def teacher_rows(cfg: TrainConfig, tok, ds):
+    """(problem_id, sample_index, token_ids, top_ids [T, k], top_lp [T, k]) for every kept trace, in the
+    dataset's order, streamed: from a `cotdistill logits` cache directory, or generate's logprobs.jsonl."""
     from pathlib import Path
 
-    want = {trace_key(r["problem_id"], r["sample_index"]): i for i, r in enumerate(ds)}
-    recs: dict[str, TokenLogprobs] = {}
+    from cotdistill import logits
+
     path = Path(cfg.logprobs)
+    student_hash = tokenizer_hash(tok)
+    if path.is_dir():
+        meta = logits.read_meta(path)
+        if meta["tokenizer_hash"] != student_hash:
+            raise CotdistillError(f"preflight: {path}: the cached logprobs come from tokenizer {meta['tokenizer_hash']}, "
+                                  f"the student's is {student_hash}; cached-logit KD needs the teacher's tokenizer")
+        if meta["traces"] != len(ds):
+            raise CotdistillError(f"preflight: {path} holds {meta['traces']} traces, {cfg.dataset_dir} keeps {len(ds)}; "
+                                  f"the cache was built from another filter output: rebuild it (cotdistill logits)")
+        keys = ds.select_columns(["problem_id", "sample_index"]).to_dict()
+        for i, (row, pid, si) in enumerate(zip(logits.iter_cache(path / logits.CACHE), keys["problem_id"],
+                                               keys["sample_index"])):
+            if (row[0], row[1]) != (pid, si):
+                raise CotdistillError(f"preflight: {path}: row {i} is {row[0]}#{row[1]}, {cfg.dataset_dir} has {pid}#{si} "
+                                      f"there; the cache was built from another filter output: rebuild it")
+            yield row
+        return
     if not path.is_file():
-        raise CotdistillError(f"logprobs: {path} not found; generate with sampling.logprobs=K to capture it")
-    for _, obj in iter_jsonl(path):
-        key = trace_key(obj["problem_id"], obj["sample_index"])
-        if key in want:
-            recs[key] = TokenLogprobs.model_validate(obj)
-    student_hash, eot = tokenizer_hash(tok), end_of_turn_ids(tok)
-    closing = assistant_end_token(tok)
-    closing = tok.eos_token_id if closing is None else closing
-    examples, too_long, k = [], 0, None
-    for key, i in want.items():
-        row, name = ds[i], example_name(ds, i)
-        rec = recs.get(key)
-        if rec is None:
-            raise CotdistillError(f"preflight: {name} has no record in {path}; it was generated without logprobs")
-        if rec.tokenizer_hash != student_hash:
-            raise CotdistillError(f"preflight: {name}: the cached logprobs come from tokenizer {rec.tokenizer_hash}, the "
-                                  f"student's is {student_hash}; cached-logit KD needs the teacher's tokenizer")
-        k = k or rec.top_k
-        a = rec.arrays()
-        comp = a["token_ids"].tolist()
-        text = row["messages"][-1]["content"]
-        if tok.decode(comp, skip_special_tokens=True).rstrip("\ufffd") != text.rstrip("\ufffd"):
-            raise CotdistillError(f"preflight: {name}: the cached token ids do not decode to the trace's completion; "
-                                  f"the cache belongs to another sequence")
-        top_ids, top_lp = a["top_ids"].tolist(), a["top_logprobs"].tolist()
-        if not comp or comp[-1] not in eot:  # the student must learn to stop; no teacher entry there
-            comp = comp + [closing]
-            top_ids.append([-1] * rec.top_k)
-            top_lp.append([0.0] * rec.top_k)
-        prompt = tok.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True,
-                                         return_dict=True)["input_ids"]
-        ids = list(prompt) + comp
-        if len(ids) > cfg.max_length:
-            too_long += 1
-            continue
-        examples.append({"input_ids": ids, "labels": [-100] * len(prompt) + comp, "prompt_len": len(prompt),
-                         "top_ids": [x for r in top_ids for x in r], "top_lp": [max(x, -1e4) for r in top_lp for x in r],
-                         "length": len(ids), "problem_id": row["problem_id"], "sample_index": row["sample_index"]})
+        raise CotdistillError(f"logprobs: {path} not found; build a cache with `cotdistill logits`, or generate with "
+                              f"sampling.logprobs=K")
+    for pid, si, comp, tids, tlp, thash in logits.in_pass_rows(path, ds, tok):
+        if thash != student_hash:
+            name = example_name(ds, 0)
+            raise CotdistillError(f"preflight: {name}: the cached logprobs come from tokenizer {thash}, the student's "
+                                  f"is {student_hash}; cached-logit KD needs the teacher's tokenizer")
+        yield pid, si, comp, tids, tlp
+
+
+def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
+    """Join kept traces with their teacher logprobs (checking each decodes to its trace) into a
+    memory-mapped Arrow file at ``path``, one example at a time: memory does not grow with the data.
+    Returns (examples, dropped as too long, k)."""
+    import datasets
+    import numpy as np
+    from datasets.arrow_writer import ArrowWriter
+
+    features = datasets.Features({
+        "input_ids": datasets.Sequence(datasets.Value("int32")), "labels": datasets.Sequence(datasets.Value("int32")),
+        "prompt_len": datasets.Value("int32"), "top_ids": datasets.Sequence(datasets.Value("int32")),
+        "top_lp": datasets.Sequence(datasets.Value("float32")), "length": datasets.Value("int32"),
+        "problem_id": datasets.Value("string"), "sample_index": datasets.Value("int32")})
+    n, too_long, k = 0, 0, None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = ArrowWriter(features=features, path=str(path), writer_batch_size=256)
+    try:
+        for i, (pid, si, comp, tids, tlp) in enumerate(teacher_rows(cfg, tok, ds)):
+            row = ds[i]
+            k = k or tids.shape[1]
+            text = row["messages"][-1]["content"]
+            body = comp[:-1] if len(comp) and int(comp[-1]) in end_of_turn_ids(tok) else comp
+            if tok.decode(body.tolist(), skip_special_tokens=True).rstrip("\ufffd") != text.rstrip("\ufffd"):
+                raise CotdistillError(f"preflight: {example_name(ds, i)}: the cached token ids do not decode to the "
+                                      f"trace's completion; the cache belongs to another sequence")
+            prompt = tok.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"]
+            ids = list(prompt) + comp.tolist()
+            if len(ids) > cfg.max_length:
+                too_long += 1
+                continue
+            writer.write({"input_ids": ids, "labels": [-100] * len(prompt) + comp.tolist(), "prompt_len": len(prompt),
+                          "top_ids": tids.ravel().tolist(), "top_lp": np.maximum(tlp, -1e4).ravel().tolist(),
+                          "length": len(ids), "problem_id": pid, "sample_index": si})
+            n += 1
+        writer.finalize()
+    finally:
+        writer.close()
     if too_long / len(ds) > cfg.max_truncated_share:
         raise CotdistillError(f"{too_long} of {len(ds)} examples exceed max_length {cfg.max_length}; raise max_length "
                               f"or max_truncated_share")
-    return examples, too_long, k
+    return n, too_long, k
 
 
 def build(cfg: TrainConfig):
     import datasets
     from transformers import AutoModelForCausalLM, TrainingArguments
 
+    from pathlib import Path
+
     tok = load_tokenizer(cfg.student, "student")
     ds = load_split(cfg, "sft")
-    examples, dropped, k = build_examples(cfg, tok, ds)
-    train_ds = datasets.Dataset.from_list(examples)
+    arrow = Path(cfg.output_dir) / "kd_examples.arrow"  # rebuilt every start (resume included): never stale
+    tmp = arrow.with_name(f".{arrow.name}.{os.getpid()}.tmp")
+    count, dropped, k = build_examples(cfg, tok, ds, tmp)
+    os.replace(tmp, arrow)
+    train_ds = datasets.Dataset.from_file(str(arrow))  # memory-mapped
     args = TrainingArguments(**trainer_kwargs(cfg), remove_unused_columns=False,
                              train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
     model = AutoModelForCausalLM.from_pretrained(cfg.student, dtype=torch.bfloat16 if args.bf16 else torch.float32,
@@ -134,8 +167,8 @@ def build(cfg: TrainConfig):
     trainer = CachedKDTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                               data_collator=collate(tok.pad_token_id, k), alpha=cfg.kd.alpha,
                               temperature=cfg.kd.temperature)
-    preflight = {"examples": len(examples), "dropped_too_long": dropped, "top_k": k,
-                 "trained_tokens": sum(len(e["input_ids"]) - e["prompt_len"] for e in examples)}
+    preflight = {"examples": count, "dropped_too_long": dropped, "top_k": k,
+                 "trained_tokens": int(sum(train_ds["length"]) - sum(train_ds["prompt_len"]))}
     return trainer, tok, preflight
 
 
