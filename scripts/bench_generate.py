@@ -9,7 +9,10 @@ bare vLLM is timed around ``LLM.generate`` only. Runs alternate (ABBA order) and
 The last line is JSON with ``ratio_vs_vllm`` (cotdistill tokens/s / bare vLLM tokens/s; target
 >= 0.97), ``ratio_vs_vllm_logprobs`` (both sides capturing top-k logprobs) and
 ``adaptive_token_ratio``: teacher completion tokens with sampling.until_verified=1 / with fixed n=4
-on the demo task, both filtered to one verified trace per problem (the same kept traces; target <= 0.5).
+on the demo task, both filtered to one verified trace per problem (the same kept traces; target <= 0.5),
+and ``capture_overhead``: time(generation + teacher top-k for the kept traces, `logits` mode score) /
+time(generation without logprobs) on the demo config (target <= 1.15), with ``capture_overhead_in_pass``
+(top-k captured while generating) beside it.
 """
 
 from __future__ import annotations
@@ -71,6 +74,80 @@ def adaptive_ratio(args, tmp: Path) -> dict:
             "fixed_tokens_per_kept": round(fx["completion_tokens"] / max(1, fx["kept"]), 1)}
 
 
+def capture_overhead(args, tmp: Path) -> dict:
+    """On the demo config (the embedded teacher, 4 samples at temperature 1.5): time(generation + teacher
+    top-k for the kept traces) / time(generation without logprobs), for both capture modes:
+    score = generate plain, filter, then `logits` scores the kept traces (one batched forward);
+    in_pass = generate with top-k logprobs, filter, then `logits` keeps the kept traces' records.
+    The filter is not timed (every run has it). Warm-up once, then ABBA repeats; medians and spread."""
+    from cotdistill import filter as filter_stage, generate, logits
+    from cotdistill.config import FilterConfig, GenerateConfig, LogitsConfig
+    from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher
+
+    k = 8
+    counter = iter(range(10_000))
+
+    def gen_cfg(out, logprobs):
+        return GenerateConfig.model_validate({
+            "source": {"kind": "hf", "path": str(ROOT / "data/digit_chain_train.jsonl"), "fields": {"id": "id"},
+                       "limit": args.capture_problems},
+            "prompt": {"template": "arithmetic_cot"},
+            "teacher": {"backend": "vllm", "model": str(ROOT / "data/teacher"), "max_model_len": 256,
+                        "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True},
+            "sampling": {"n": 4, "temperature": 1.5, "max_tokens": 64, "seed": 0, "logprobs": logprobs},
+            "output_dir": str(out), "progress": False})
+
+    teacher = VLLMOfflineTeacher(gen_cfg(tmp / "c", None).teacher)
+
+    def one(mode):
+        out = tmp / f"cap{next(counter)}"
+        t = time.perf_counter()
+        g = generate.run(gen_cfg(out / "gen", k if mode == "in_pass" else None), teacher=teacher)
+        t_gen = time.perf_counter() - t
+        f = filter_stage.run(FilterConfig(generate_dir=str(out / "gen"), output_dir=str(out / "flt"),
+                                          max_completion_tokens=64, near_dup_threshold=None, progress=False))
+        t = time.perf_counter()
+        c = logits.run(LogitsConfig(teacher=str(ROOT / "data/teacher"), filter_dir=str(out / "flt"),
+                                    output_dir=str(out / "logits"), mode=mode, top_k=k, progress=False,
+                                    **({"logprobs": str(out / "gen/logprobs.jsonl")} if mode == "in_pass" else {})))
+        t_cap = time.perf_counter() - t
+        return {"gen_s": t_gen, "capture_s": t_cap, "traces": g["traces"], "kept": f["kept"],
+                "completion_tokens": g["completion_tokens"], "bytes_per_token": c["bytes_per_token"]}
+
+    plain_s, score_s, in_pass_s = [], [], []
+
+    def plain():  # generation alone, the denominator
+        out = tmp / f"cap{next(counter)}"
+        t = time.perf_counter()
+        generate.run(gen_cfg(out, None), teacher=teacher)
+        plain_s.append(time.perf_counter() - t)
+
+    one("in_pass"), one("score"), plain()  # warm-up: the logprob helper compiles on first use
+    plain_s.clear()
+    last = {}
+    for r in range(args.repeats):
+        order = [("score", score_s), ("in_pass", in_pass_s)]
+        for mode, acc in (order if r % 2 == 0 else order[::-1]):
+            res = one(mode)
+            acc.append(res["gen_s"] + res["capture_s"])
+            last[mode] = res
+        plain()
+    teacher.close()
+    med = statistics.median
+    base = med(plain_s)
+    ratios = {m: [x / base for x in v] for m, v in (("score", score_s), ("in_pass", in_pass_s))}
+    for m, res in last.items():
+        print(f"[capture] {m}: generation {res['gen_s']:.1f} s + capture {res['capture_s']:.1f} s of {res['kept']} kept "
+              f"of {res['traces']} traces; {res['bytes_per_token']} bytes/token; ratio runs "
+              f"{[round(x, 3) for x in ratios[m]]} (plain generation {[round(x, 1) for x in plain_s]} s)")
+    best = min(ratios, key=lambda m: med(ratios[m]))
+    return {"capture_overhead": round(med(ratios["score"]), 4), "capture_overhead_in_pass": round(med(ratios["in_pass"]), 4),
+            "capture_overhead_range": [round(min(ratios["score"]), 4), round(max(ratios["score"]), 4)],
+            "capture_overhead_in_pass_range": [round(min(ratios["in_pass"]), 4), round(max(ratios["in_pass"]), 4)],
+            "capture_cheapest_mode": best, "capture_kept_share": round(last["score"]["kept"] / last["score"]["traces"], 4),
+            "cache_bytes_per_token": last["score"]["bytes_per_token"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=200)
@@ -81,6 +158,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="teacher dir (default: a tiny Llama built here)")
     ap.add_argument("--adaptive-problems", type=int, default=500,
                     help="problems of the demo task for adaptive_token_ratio (0: skip)")
+    ap.add_argument("--capture-problems", type=int, default=1000,
+                    help="problems of the demo task for capture_overhead (0: skip)")
+    ap.add_argument("--skip-ratio", action="store_true", help="skip ratio_vs_vllm (only the demo-task measurements)")
     args = ap.parse_args()
 
     from vllm.inputs import TokensPrompt
@@ -134,7 +214,7 @@ def main() -> None:
         return summary["completion_tokens"], dt
 
     results = {}
-    for label, lp in (("plain", None), ("logprobs", args.logprobs)):
+    for label, lp in (() if args.skip_ratio else (("plain", None), ("logprobs", args.logprobs))):
         bare(lp), ours(lp)  # warm-up (first logprob request compiles a helper)
         tb, to = [], []
         for r in range(args.repeats):
@@ -153,12 +233,14 @@ def main() -> None:
               f"{results[label]['cotdistill_tok_s']:,.0f} tok/s over {nb} tokens, runs {[round(x) for x in tb]} / {[round(x) for x in to]}")
     teacher.close()
     adaptive = adaptive_ratio(args, tmp) if args.adaptive_problems else {}
+    capture = capture_overhead(args, tmp) if args.capture_problems else {}
     final = {
-        "ratio_vs_vllm": round(results["plain"]["cotdistill_tok_s"] / results["plain"]["vllm_tok_s"], 4),
-        "ratio_vs_vllm_logprobs": round(results["logprobs"]["cotdistill_tok_s"] / results["logprobs"]["vllm_tok_s"], 4),
+        **({"ratio_vs_vllm": round(results["plain"]["cotdistill_tok_s"] / results["plain"]["vllm_tok_s"], 4),
+            "ratio_vs_vllm_logprobs": round(results["logprobs"]["cotdistill_tok_s"] / results["logprobs"]["vllm_tok_s"], 4)}
+           if results else {}),
         "requests": len(jobs), "max_tokens": args.max_tokens, "repeats": args.repeats, "logprobs_k": args.logprobs,
         **{f"{k}_{m}": round(v, 1) for k, r in results.items() for m, v in r.items()},
-        **adaptive,
+        **adaptive, **capture,
     }
     print(json.dumps(final))
 

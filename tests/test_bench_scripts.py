@@ -30,7 +30,9 @@ def test_bench_train_smoke():
 
 def test_bench_generate_smoke():
     out = _last_json(["scripts/bench_generate.py", "--problems", "8", "--n", "2", "--max-tokens", "16", "--repeats", "2",
-                      "--adaptive-problems", "20"])
+                      "--adaptive-problems", "20", "--capture-problems", "20"])
     assert out["ratio_vs_vllm"] > 0 and out["ratio_vs_vllm_logprobs"] > 0
+    assert out["capture_overhead"] > 1 and out["capture_overhead_in_pass"] > 0 and out["cache_bytes_per_token"] > 0
+    assert out["capture_cheapest_mode"] in ("score", "in_pass") and 0 < out["capture_kept_share"] <= 1
     assert 0 < out["adaptive_token_ratio"] <= 1
     assert 0.9 * out["fixed_kept"] <= out["adaptive_kept"] <= out["fixed_kept"]  # a verified trace the filter still drops
