@@ -36,3 +36,9 @@ def test_bench_generate_smoke():
     assert out["capture_cheapest_mode"] in ("score", "in_pass") and 0 < out["capture_kept_share"] <= 1
     assert 0 < out["adaptive_token_ratio"] <= 1
     assert 0.9 * out["fixed_kept"] <= out["adaptive_kept"] <= out["fixed_kept"]  # a verified trace the filter still drops
+
+
+def test_bench_logit_cache_smoke():
+    out = _last_json(["scripts/bench_logit_cache.py", "--traces", "50", "--factor", "4", "--steps", "2", "--repeats", "1"])
+    assert out["traces"] == [50, 200] and out["rss_peak_ratio"] > 0 and out["bytes_per_token"] > 0
+    assert set(out["rss_peak_mib"]) == {"50", "200"}
