@@ -110,7 +110,7 @@ def main() -> None:
             print(f"[train] {n} traces: process peak RSS {res['rss_peak_mib']} MiB (during the steps: +"
                   f"{res['train_rss_growth_mib']} MiB), "
                   f"{res['examples']} examples, {res['wall_s']} s")
-    peak = {n: statistics.median(x["rss_peak_mib"] for x in v) for n, v in runs.items()}
+    peak = {n: round(statistics.median(x["rss_peak_mib"] for x in v), 1) for n, v in runs.items()}
     ratios = [b["rss_peak_mib"] / a["rss_peak_mib"] for a, b in zip(runs[small], runs[large])]
     print(json.dumps({"rss_peak_ratio": round(statistics.median(ratios), 4),
                       "rss_peak_ratio_range": [round(min(ratios), 4), round(max(ratios), 4)],
