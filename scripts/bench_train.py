@@ -11,7 +11,8 @@ median of the per-pair ratios with their range.
 1. batching_speedup: SFT epoch on a realistic length mix (log-normal completion lengths, 40 to
    ~900 tokens), length-grouped vs naive random batches: trained (non-pad) tokens/s ratio.
 2. The embedded distillation pair: the shipped teacher (data/teacher, 2.0M parameters) writes the
-   cache through vLLM (top-8 logprobs, 300 digit-chain problems x 2 samples), and the demo's
+   cache through vLLM (top-8 logprobs, 300 digit-chain problems x 2 samples; the kept traces' records in a
+   `cotdistill logits` cache, as a run does), and the demo's
    student (a fresh 0.36M Llama on its tokenizer) trains on the kept traces. Ratios of step time:
    cached-logprob KD / SFT, live-teacher KD (method kd, the teacher that wrote the cache) / cached
    KD, and TRL GKD with lmbda = 0 (off-policy: teacher forward, no student rollouts) / cached KD.
@@ -133,10 +134,15 @@ def main() -> None:
     generate.run(gen)
     flt = filter_stage.run(FilterConfig(generate_dir=str(tmp / "gen"), output_dir=str(tmp / "flt"),
                                         max_completion_tokens=64, progress=False))
+    from cotdistill import logits
+    from cotdistill.config import LogitsConfig
+
+    logits.run(LogitsConfig(teacher=str(teacher), filter_dir=str(tmp / "flt"), output_dir=str(tmp / "logits"),
+                            mode="in_pass", logprobs=str(tmp / "gen/logprobs.jsonl"), top_k=8, progress=False))
     student = build_student(teacher, tmp / "student", hidden=128, heads=4, layers=2, seed=0)
     methods = {
         "sft": (sft.build, {}),
-        "cached_kd": (logit_kd.build, {"method": "logit_kd", "logprobs": str(tmp / "gen/logprobs.jsonl"),
+        "cached_kd": (logit_kd.build, {"method": "logit_kd", "logprobs": str(tmp / "logits"),  # the columnar cache
                                        "kd": {"alpha": 0.5, "temperature": 2.0}}),
         "kd_live": (kd.build, {"method": "kd", "teacher": str(teacher), "kd": {"alpha": 0.5, "temperature": 2.0}}),
         "gkd_lmbda0": (gkd.build, {"method": "gkd", "teacher": str(teacher), "gkd": {"lmbda": 0.0, "beta": 0.5}}),

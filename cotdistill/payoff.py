@@ -1,0 +1,157 @@
+"""Deployment payoff: how much smaller and faster each model is, measured side by side.
+
+    python -m cotdistill.payoff MODEL_DIR [MODEL_DIR ...] [--prompts FILE] [--batch 64] [--repeats 2]
+
+For every model (the teacher first, then students): parameters and bytes on disk (from the safetensors
+files), and served by vLLM: time to first token (one prompt, one token), decode tokens/s at batch 1 and
+at a large batch (``ignore_eos``: every request decodes exactly ``max_tokens``), and the serving
+process's peak memory (ru_maxrss on CPU; torch's peak allocation on CUDA). Each measurement of one
+model is its own process (a fresh engine; no model's memory hides in another's), warmed up first;
+rounds alternate the model order (A B C, C B A, ...) so drift on a shared machine cancels out, and
+the median over rounds is reported. Ratios are against the first model (the teacher).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cotdistill.errors import CotdistillError
+
+
+def size_on_disk(model: str | Path) -> dict:
+    """Parameters and bytes of a local model directory's safetensors files (tied weights counted once)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model).glob("*.safetensors"))
+    if not files:
+        raise CotdistillError(f"{model}: no *.safetensors files; payoff measures local model directories")
+    params = 0
+    for f in files:
+        with safe_open(str(f), "pt") as h:
+            for name in h.keys():
+                params += _numel(h.get_slice(name).get_shape())
+    return {"params": params, "bytes_on_disk": sum(f.stat().st_size for f in files)}
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _serve_once(spec: dict) -> dict:
+    """Runs in a fresh process: one engine, warm-up, then TTFT, batch-1 and batch-B decode."""
+    import resource
+
+    from cotdistill.env import cuda_available, prepare_vllm_env
+
+    prepare_vllm_env(in_process=True)
+    from vllm import LLM, SamplingParams
+
+    from cotdistill.config import VLLMTeacher
+    from cotdistill.teachers.vllm_offline import engine_kwargs
+
+    cfg = VLLMTeacher(model=spec["model"], max_model_len=spec["max_model_len"], enforce_eager=True,
+                      kv_cache_memory_bytes=spec.get("kv_cache_memory_bytes"), max_num_seqs=max(spec["batch"], 1))
+    llm = LLM(**engine_kwargs(cfg))
+    tok = llm.get_tokenizer()
+    prompts = [{"prompt_token_ids": tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True,
+                                                            return_dict=True)["input_ids"]} for m in spec["messages"]]
+    batch = [prompts[i % len(prompts)] for i in range(spec["batch"])]
+    decode = SamplingParams(max_tokens=spec["max_tokens"], temperature=0.0, ignore_eos=True)
+    first = SamplingParams(max_tokens=1, temperature=0.0)
+
+    def run(ps, params):
+        t = time.perf_counter()
+        outs = llm.generate(ps, params, use_tqdm=False)
+        return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
+
+    run(batch, decode), run(prompts[:1], decode), run(prompts[:1], first)  # warm-up
+    ttft = statistics.median(run([p], first)[0] for p in prompts[:8])
+    dt1, n1 = run(prompts[:1], decode)
+    dtb, nb = run(batch, decode)
+    out = {"ttft_ms": round(1000 * ttft, 2), "decode_tok_s_batch1": round(n1 / dt1, 1),
+           f"decode_tok_s_batch{spec['batch']}": round(nb / dtb, 1)}
+    if cuda_available():
+        import torch
+
+        out["serving_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    else:
+        out["serving_peak_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def measure(models: list[str], messages: list[list[dict]], batch: int = 64, max_tokens: int = 64, repeats: int = 2,
+            max_model_len: int = 256, kv_cache_memory_bytes: int | None = 1 << 28, progress: bool = True) -> list[dict]:
+    """Every model measured ``repeats`` times, alternating the order; medians, and ratios to models[0]."""
+    from tqdm.auto import tqdm
+
+    rows = {m: {"model": m, **size_on_disk(m), "runs": []} for m in models}
+    bar = tqdm(total=repeats * len(models), desc="payoff", unit="model", disable=not progress)
+    for r in range(repeats):
+        for m in (models if r % 2 == 0 else models[::-1]):
+            spec = {"model": m, "messages": messages, "batch": batch, "max_tokens": max_tokens,
+                    "max_model_len": max_model_len, "kv_cache_memory_bytes": kv_cache_memory_bytes}
+            p = subprocess.run([sys.executable, "-m", "cotdistill.payoff", "--serve-once", json.dumps(spec)],
+                               capture_output=True, text=True)
+            if p.returncode:
+                raise CotdistillError(f"payoff: serving {m} failed: {p.stderr.strip().splitlines()[-1][:300]}")
+            rows[m]["runs"].append(json.loads(p.stdout.strip().splitlines()[-1]))
+            bar.update(1)
+    bar.close()
+    out = []
+    for m in models:
+        row = rows[m]
+        for key in row["runs"][0]:
+            row[key] = statistics.median(x[key] for x in row["runs"])
+        out.append(row)
+    ref = out[0]
+    big = f"decode_tok_s_batch{batch}"
+    for row in out:
+        row["compression"] = round(ref["params"] / row["params"], 3)
+        row["disk_ratio"] = round(ref["bytes_on_disk"] / row["bytes_on_disk"], 3)
+        row["speedup_batch1"] = round(row["decode_tok_s_batch1"] / ref["decode_tok_s_batch1"], 3)
+        row[f"speedup_batch{batch}"] = round(row[big] / ref[big], 3)
+        row["ttft_ratio"] = round(ref["ttft_ms"] / row["ttft_ms"], 3)
+        row["memory_ratio"] = round(ref["serving_peak_mib"] / row["serving_peak_mib"], 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--serve-once", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--prompts", default=None, help="JSONL of problems rendered through --template (default: the "
+                                                     "embedded task's held-out problems)")
+    ap.add_argument("--template", default="arithmetic_cot")
+    ap.add_argument("--limit", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.serve_once:
+        print(json.dumps(_serve_once(json.loads(args.serve_once))))
+        return
+    from cotdistill.config import HFSource
+    from cotdistill.prompts import load_template
+    from cotdistill.sources import load_problems
+
+    root = Path(__file__).resolve().parent.parent
+    src = HFSource(kind="hf", path=args.prompts or str(root / "data/digit_chain_test.jsonl"), fields={"id": "id"},
+                   limit=args.limit)
+    template = load_template(args.template)
+    messages = [[m.model_dump() for m in template.render(p)] for p in load_problems(src)]
+    for row in measure(args.models, messages, args.batch, args.max_tokens, args.repeats):
+        print(json.dumps({k: v for k, v in row.items() if k != "runs"}))
+
+
+if __name__ == "__main__":
+    main()
