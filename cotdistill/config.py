@@ -6,6 +6,7 @@ model. Loading from YAML with overrides and error formatting live in ``loading.p
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
@@ -452,6 +453,24 @@ StudentSpec = Annotated[Annotated[str, Tag("=path")] | Annotated[StudentInit, Ta
                         | Annotated[StudentFromTeacher, Tag("=from_teacher")], Discriminator(_student_kind)]
 
 
+class SweepConfig(StrictModel):
+    """Students of several sizes from one list: every listed student (or those named in ``students``) is
+    repeated at every size, as ``<name>-<size label>`` (h<hidden>l<layers>, or teacher-<blocks>)."""
+
+    sizes: list[StudentSpec] = Field(min_length=1, description="student architectures: fresh {hidden, layers, "
+                                                               "heads}, {from_teacher: true, ...}, or a directory")
+    students: list[str] | None = Field(default=None, min_length=1, description="the students repeated at every "
+                                                                               "size (default: all of them)")
+
+
+def size_label(spec) -> str:
+    if isinstance(spec, str):
+        return "".join(c if c.isalnum() else "_" for c in Path(spec).name)
+    if isinstance(spec, StudentFromTeacher):
+        return "teacher-" + ("b" + "_".join(map(str, spec.layers)) if spec.layers else f"every{spec.every}")
+    return f"h{spec.hidden}l{spec.layers}"
+
+
 class RunStudent(StrictModel):
     name: str = Field(description="label in results, the stage name train:<name>@<seed> and the output folder")
     data: Literal["filtered", "unfiltered", "answers_only"] = Field(
@@ -507,6 +526,37 @@ class RunConfig(StrictModel):
     eval: RunEval
     benchmark: str | None = Field(default=None, description="which eval benchmark the targets are judged on (default: the first)")
     targets: RunTargets = RunTargets()
+    sweep: SweepConfig | None = Field(default=None, description="repeat students at several sizes (compression sweep)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweep(cls, data):
+        """students x sweep.sizes -> one student per (student, size); references between swept students
+        (init_from, teacher_from) follow to the same size."""
+        if not isinstance(data, dict) or not data.get("sweep") or not isinstance(data.get("students"), list):
+            return data
+        sweep = SweepConfig.model_validate(data["sweep"])
+        base = [s if isinstance(s, dict) else s.model_dump() for s in data["students"]]
+        names = [s.get("name") for s in base]
+        swept = sweep.students or names
+        unknown = [n for n in swept if n not in names]
+        if unknown:
+            raise ValueError(f"sweep.students: {unknown} are not students of this run ({names})")
+        out = [s for s in base if s.get("name") not in swept]
+        for spec in sweep.sizes:
+            label = size_label(spec)
+            dump = spec if isinstance(spec, str) else spec.model_dump(exclude_defaults=False)
+            for s in base:
+                if s.get("name") not in swept:
+                    continue
+                new = {**s, "name": f"{s['name']}-{label}", "student": dump}
+                for field in ("init_from", "teacher_from"):
+                    if s.get(field) in swept:
+                        new[field] = f"{s[field]}-{label}"
+                if new.get("init_from"):  # starts from another student's trained model: no init of its own
+                    new.pop("student")
+                out.append(new)
+        return {**data, "students": out}
 
     @model_validator(mode="after")
     def _check_parts(self):

@@ -356,3 +356,25 @@ def test_per_student_inits_and_students_as_teachers(tmp_path):
 def test_student_wiring_errors(tmp_path, students, expect):
     with pytest.raises(CotdistillError, match=expect):
         _students(tmp_path, students)
+
+
+def test_sweep_repeats_students_at_every_size(tmp_path):
+    data = yaml.safe_load(DEMO.read_text())
+    data["output_dir"] = str(tmp_path / "run")
+    data["sweep"] = {"sizes": [{"hidden": 128, "layers": 2, "heads": 4}, {"hidden": 64, "layers": 1, "heads": 2},
+                               {"from_teacher": True, "every": 2}], "students": ["sft_filtered", "gkd"]}
+    cfg = RunConfig.model_validate(data)
+    names = [s.name for s in cfg.students]
+    assert names == ["sft_unfiltered", "answers_only", "sft_filtered-h128l2", "gkd-h128l2", "sft_filtered-h64l1",
+                     "gkd-h64l1", "sft_filtered-teacher-every2", "gkd-teacher-every2"]
+    by = {s.name: s for s in cfg.students}
+    assert by["gkd-h64l1"].init_from == "sft_filtered-h64l1" and by["gkd-h64l1"].student is None  # same size
+    assert by["sft_filtered-h64l1"].student.hidden == 64 and by["sft_filtered-teacher-every2"].student.every == 2
+    plan = Plan(cfg)
+    assert plan.students["gkd-h64l1@1"].train.student.endswith("students/sft_filtered-h64l1/seed1/final")
+    assert "student_init:sft_filtered-teacher-every2" in plan.order and "train:gkd-teacher-every2@2" in plan.order
+    with pytest.raises(ValueError, match=r"sweep.students: \['nope'\] are not students of this run"):
+        RunConfig.model_validate({**data, "sweep": {"sizes": [{"hidden": 64, "layers": 1, "heads": 2}],
+                                                    "students": ["nope"]}})
+    with pytest.raises(ValueError, match="head size"):
+        RunConfig.model_validate({**data, "sweep": {"sizes": [{"hidden": 64, "layers": 1, "heads": 4}]}})
