@@ -1,0 +1,136 @@
+"""How small can the student be? One `cotdistill run` of data/configs/run_sweep.yaml (students of several
+sizes, the same traces, method and step budget, 3 seeds), then each size's retention (student accuracy /
+teacher accuracy, per seed) against its compression (teacher parameters / student parameters), the
+seeds' reference bands beside it, and each model's serving payoff (cotdistill/payoff.py: one process
+per model and round, alternating order).
+
+    python scripts/compression_sweep.py                 # resumable (the run skips finished stages)
+    python scripts/compression_sweep.py --smoke         # 2 sizes, a few steps, 1 seed (CI)
+
+Prints a table and, last, one JSON line {"sizes": [{"compression", "params", "retention_mean",
+"retention_range", "decode_speedup", "memory_ratio", ...}], "teacher": {...}, "bands": [...]}; writes
+retention_vs_compression.png next to the run's report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# the seeds' expectations: retention at a compression ratio (distillation surveys)
+BANDS = [{"from": 2, "to": 4, "retention": [0.95, 0.98]}, {"from": 4, "to": 8, "retention": [0.90, 0.95]},
+         {"from": 8, "to": 16, "retention": [0.80, 0.90]}, {"from": 16, "to": None, "retention": [0.0, 0.80]}]
+
+
+def band_of(c: float) -> dict | None:
+    return next((b for b in BANDS if c >= b["from"] and (b["to"] is None or c < b["to"])), None)
+
+
+def smoke_overrides() -> list[str]:
+    return ["output_dir=runs/sweep-smoke", "seeds=[0]", "generate.source.limit=12", "generate.sampling.n=2",
+            "eval.benchmarks.0.source.limit=12", "eval.sampling.n=1", "eval.ks=[1]",
+            "students.0.train.max_steps=2", "students.0.train.logging_steps=1",
+            'sweep.sizes=[{"hidden": 128, "layers": 1, "heads": 4}, {"hidden": 64, "layers": 1, "heads": 2}]']
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for b in BANDS:
+        hi = b["to"] or 64
+        ax.fill_between([b["from"], hi], *b["retention"], alpha=0.15, color="tab:gray", step="pre")
+    for r in rows:
+        ax.scatter([r["compression"]] * len(r["retention_per_seed"]), r["retention_per_seed"], s=14, alpha=0.6)
+        ax.annotate(r["name"], (r["compression"], r["retention_mean"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("compression (teacher parameters / student parameters)")
+    ax.set_ylabel("retention (student / teacher accuracy)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Retention vs compression (points: seeds; grey: reference bands)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "data/configs/run_sweep.yaml"))
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--payoff-repeats", type=int, default=2)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+
+    from cotdistill.config import RunConfig
+    from cotdistill.errors import CotdistillError
+    from cotdistill.loading import load_config
+    from cotdistill.payoff import measure
+    from cotdistill.run import Plan, run
+
+    overrides = (smoke_overrides() if args.smoke else []) + args.overrides
+    try:
+        cfg = load_config(RunConfig, args.config, overrides)
+        summary = run(cfg)
+    except CotdistillError as e:
+        sys.exit(f"error: {e}")
+    plan = Plan(cfg)
+    table = summary.get("distillation") or json.loads((plan.dirs["eval"] / "results.json").read_text())["distillation"]
+    teacher_acc = table["teacher_accuracy"]
+    groups = {n: g for n, g in table["models"].items() if n != "teacher"}
+    finals = {n: str(Path(plan.students[g["per_seed"][0]["model"]].train.output_dir) / "final") for n, g in groups.items()}
+    teacher_dir = cfg.teacher.model
+    batch = 4 if args.smoke else 64
+    from cotdistill.prompts import load_template
+    from cotdistill.sources import load_problems
+
+    bench = cfg.eval.benchmarks[0]
+    template = load_template(bench.template)
+    messages = [[m.model_dump() for m in template.render(p)] for p in load_problems(bench.source)[:64]]
+    serve = measure([teacher_dir, *finals.values()], messages, batch=batch, max_tokens=16 if args.smoke else 64,
+                    repeats=1 if args.smoke else args.payoff_repeats)
+    by_model = {r["model"]: r for r in serve}
+    rows = []
+    for n, g in groups.items():
+        per = [x["accuracy"] / teacher_acc for x in g["per_seed"]]
+        p = by_model[finals[n]]
+        b = band_of(p["compression"])
+        mean = sum(per) / len(per)
+        rows.append({"name": n, "compression": p["compression"], "params": p["params"],
+                     "bytes_on_disk": p["bytes_on_disk"], "accuracy_mean": g["accuracy"],
+                     "accuracy_per_seed": [x["accuracy"] for x in g["per_seed"]], "retention_mean": round(mean, 4),
+                     "retention_per_seed": [round(x, 4) for x in per], "retention_range": [round(min(per), 4), round(max(per), 4)],
+                     "decode_speedup": p[f"speedup_batch{batch}"], "decode_speedup_batch1": p["speedup_batch1"],
+                     "ttft_ratio": p["ttft_ratio"], "memory_ratio": p["memory_ratio"],
+                     "retention_x_speedup": round(mean * p[f"speedup_batch{batch}"], 4),
+                     "band": b["retention"] if b else None,
+                     "vs_band": None if not b else ("above" if min(per) > b["retention"][1] else
+                                                    "below" if max(per) < b["retention"][0] else "within")})
+    rows.sort(key=lambda r: r["compression"])
+    t = by_model[teacher_dir]
+    print(f"teacher: {t['params']:,} parameters, accuracy {teacher_acc:.3f}, decode {t[f'decode_tok_s_batch{batch}']:,.0f} "
+          f"tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, TTFT {t['ttft_ms']:.1f} ms")
+    print(f"{'student':<30} {'params':>9} {'compr.':>7} {'retention mean [range]':>24} {'band':>11} "
+          f"{'speedup':>8} {'b1':>6} {'mem':>6}")
+    for r in rows:
+        band = f"{r['band'][0]:.2f}-{r['band'][1]:.2f}" if r["band"] else "-"
+        print(f"{r['name']:<30} {r['params']:>9,} {r['compression']:>6.1f}x {r['retention_mean']:>8.3f} "
+              f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] {band:>11} {r['decode_speedup']:>7.2f}x "
+              f"{r['decode_speedup_batch1']:>5.2f}x {r['memory_ratio']:>5.2f}x  {r['vs_band'] or ''}")
+    out = plan.dirs["report"]
+    out.mkdir(parents=True, exist_ok=True)
+    plot(rows, out / "retention_vs_compression.png")
+    print(json.dumps({"sizes": rows, "teacher": {k: v for k, v in t.items() if k != "runs"} | {"accuracy": teacher_acc},
+                      "bands": BANDS, "batch": batch, "seeds": cfg.seeds, "output_dir": cfg.output_dir}))
+
+
+if __name__ == "__main__":
+    main()

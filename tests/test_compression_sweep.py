@@ -1,0 +1,26 @@
+"""scripts/compression_sweep.py --smoke: the sweep (2 sizes, 2 steps, 1 seed) runs end to end through a
+real run and real vLLM serving, and prints its JSON line (the figures mean nothing at this size)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_compression_sweep_smoke(tmp_path):
+    p = subprocess.run([sys.executable, "scripts/compression_sweep.py", "--smoke", f"output_dir={tmp_path / 'sweep'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    names = [r["name"] for r in out["sizes"]]
+    assert sorted(names) == ["sft-h128l1", "sft-h64l1"]
+    for r in out["sizes"]:
+        assert r["compression"] > 1 and r["params"] > 0 and len(r["retention_per_seed"]) == 1
+        assert r["decode_speedup"] > 0 and r["memory_ratio"] > 0
+    assert out["sizes"][0]["compression"] < out["sizes"][1]["compression"]  # sorted by compression
+    assert (tmp_path / "sweep/report/retention_vs_compression.png").stat().st_size > 0
