@@ -311,6 +311,13 @@ class TeacherWeight(StrictModel):
     weight: float = Field(default=1.0, gt=0, description="share in the averaged soft targets (normalised)")
 
 
+class QATConfig(StrictModel):
+    """Quantization-aware training: the student's linear weights are fake-quantized (weight-only,
+    symmetric per output channel) in every forward pass; final/ holds the quantized values."""
+
+    bits: Literal[4, 8] = 8
+
+
 class TrainConfig(StrictModel):
     method: Literal["sft", "gkd", "distill", "logit_kd", "kd"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
@@ -322,6 +329,8 @@ class TrainConfig(StrictModel):
     relation: RelationTerm | None = Field(default=None, description="kd: RKD pairwise-similarity term")
     cosine: float = Field(default=0.0, ge=0, description="kd: weight of DistilBERT's cosine term on the last hidden states")
     dataset_dir: str  # a filter output directory (sft/, prompts/)
+    qat: QATConfig | None = Field(default=None, description="sft / logit_kd / kd: quantization-aware training "
+                                                            "(fake-quantized weights, straight-through gradients)")
     logprobs: str | None = Field(default=None, description="logit_kd: a `cotdistill logits` cache directory (or the "
                                                            "generation stage's logprobs.jsonl)")
     output_dir: str
@@ -366,6 +375,9 @@ class TrainConfig(StrictModel):
         if self.attention is not None and self.attn_implementation not in (None, "eager"):
             raise ValueError(f"attention: attention transfer reads the attention maps, which only 'eager' attention "
                              f"returns; leave attn_implementation unset (got '{self.attn_implementation}')")
+        if self.qat is not None and (self.lora is not None or self.method in ("gkd", "distill")):
+            raise ValueError("qat: quantization-aware training runs with sft, logit_kd or kd on full weights; drop "
+                             "lora, or use one of those methods")
         if self.method == "logit_kd" and not self.logprobs:
             raise ValueError("method 'logit_kd' needs the cached teacher logprobs (set logprobs)")
         if self.packing and self.attn_implementation not in ("flash_attention_2", "flash_attention_3"):

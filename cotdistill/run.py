@@ -65,6 +65,10 @@ def seeds_of(cfg: RunConfig, s) -> list[int]:
     return list(s.seeds or cfg.seeds)
 
 
+# options added after runs existed: unset, they leave a stage's fingerprint as it was (no refused resume)
+UNSET_NOT_FINGERPRINTED = {"qat"}
+
+
 def logits_stage(data: str) -> str:
     return "logits" if data == "filtered" else f"logits:{data}"
 
@@ -163,7 +167,8 @@ class Plan:
         dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
         if isinstance(dump, dict):
             # where a stage writes, and on how many machines, is not what it computes
-            dump = {k: v for k, v in dump.items() if k not in ("output_dir", "progress", "distributed")}
+            dump = {k: v for k, v in dump.items() if k not in ("output_dir", "progress", "distributed")
+                    and not (k in UNSET_NOT_FINGERPRINTED and v is None)}
         self.fps[name] = _fp(name, dump, [self.fps[d] for d in deps], extra)
 
     @property

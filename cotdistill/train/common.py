@@ -246,11 +246,19 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
                "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
                "train_runtime_s": result.metrics.get("train_runtime"), "memory": memory.summary(),
                "processes": trainer.accelerator.num_processes, "preflight": preflight}
+    if cfg.qat is not None:  # the weights keep their quantized values; the int codes ship beside them
+        from cotdistill.quant import finalize_qat
+
+        finalize_qat(model)
     if not main:
         trainer.accelerator.wait_for_everyone()
         return summary
     model.save_pretrained(str(final))
     tok.save_pretrained(str(final))
+    if cfg.qat is not None:
+        from cotdistill.quant import save_quantized
+
+        summary["qat"] = save_quantized(model, final, cfg.qat.bits, f"qat ({cfg.method})")
     write_atomic(out / "trainer_log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     trainer.accelerator.wait_for_everyone()

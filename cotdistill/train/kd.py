@@ -238,6 +238,10 @@ def build(cfg: TrainConfig):
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config(cfg))
+    if cfg.qat is not None:
+        from cotdistill.quant import prepare_qat
+
+        prepare_qat(model, cfg.qat.bits)
     examples, dropped = build_examples(cfg, tok, load_split(cfg, "sft"))
     args = TrainingArguments(**trainer_kwargs(cfg), remove_unused_columns=False,
                              train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")

@@ -164,6 +164,10 @@ def build(cfg: TrainConfig):
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config(cfg))
+    if cfg.qat is not None:
+        from cotdistill.quant import prepare_qat
+
+        prepare_qat(model, cfg.qat.bits)
     trainer = CachedKDTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                               data_collator=collate(tok.pad_token_id, k), alpha=cfg.kd.alpha,
                               temperature=cfg.kd.temperature)

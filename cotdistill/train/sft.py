@@ -31,7 +31,16 @@ def build(cfg: TrainConfig):
         train_sampling_strategy="group_by_length" if cfg.length_grouped else "random",
         model_init_kwargs={"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else None,
     )
-    trainer = SFTTrainer(model=cfg.student, args=args, train_dataset=train_ds, processing_class=tok,
+    model = cfg.student
+    if cfg.qat is not None:  # fake-quantized linears: the model is built here, then handed to TRL
+        from transformers import AutoModelForCausalLM
+
+        from cotdistill.quant import prepare_qat
+
+        model = AutoModelForCausalLM.from_pretrained(cfg.student, **(args.model_init_kwargs or {}))
+        args.model_init_kwargs = None  # TRL takes them only with a model name
+        prepare_qat(model, cfg.qat.bits)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                          peft_config=peft_config(cfg))
     preflight = check_loss_masks(trainer.train_dataset, tok, source_ds=ds)
     preflight.update({"dropped_too_long": dropped, "format": "messages" if markers else "prompt_completion"})
