@@ -498,12 +498,25 @@ class RunStudent(StrictModel):
     teacher_from: str | None = Field(default=None, description="kd / gkd / distill: the live teacher is this (earlier) "
                                                                "student's model of the same seed: born-again rounds, or "
                                                                "an assistant in progressive distillation")
+    ptq: QATConfig | None = Field(default=None, description="no training: post-training quantization (weight-only) "
+                                                            "of the init_from student's model of the same seed")
 
     @model_validator(mode="after")
     def _distinct_seeds(self):
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"students '{self.name}': seeds must be distinct, got {self.seeds}")
+        if self.ptq is not None and (self.init_from is None or self.train or self.student is not None):
+            raise ValueError(f"students '{self.name}'.ptq: quantizes the trained model of the student named in "
+                             f"init_from; set init_from and leave train and student out")
         return self
+
+
+class PTQStage(StrictModel):
+    """A run stage that quantizes a trained student (cotdistill/quant.py)."""
+
+    source: str
+    output_dir: str
+    bits: Literal[4, 8]
 
 
 class RunEval(StrictModel):

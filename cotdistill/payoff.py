@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from cotdistill.errors import CotdistillError
 
 
@@ -121,6 +123,47 @@ def measure(models: list[str], messages: list[list[dict]], batch: int = 64, max_
         row["ttft_ratio"] = round(ref["ttft_ms"] / row["ttft_ms"], 3)
         row["memory_ratio"] = round(ref["serving_peak_mib"] / row["serving_peak_mib"], 3)
     return out
+
+
+def torch_decode_speed(model_dir: str | Path, messages: list[list[dict]], batch: int = 64, max_tokens: int = 64,
+                       repeats: int = 3) -> dict:
+    """Where vLLM has no weight-only int8 path (CPU): greedy decode tokens/s with transformers, the same
+    model in fp32 and with its linears computing on int8 codes (quant.Int8Linear), alternating runs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cotdistill.quant import to_int8_serving
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok.padding_side = "left"
+    models = {"fp32": AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()}
+    models["int8"] = to_int8_serving(AutoModelForCausalLM.from_pretrained(str(model_dir)).eval())
+    texts = [tok.apply_chat_template(messages[i % len(messages)], add_generation_prompt=True, tokenize=False)
+             for i in range(batch)]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+    def run(m, b):
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = m.generate(input_ids=enc["input_ids"][:b], attention_mask=enc["attention_mask"][:b],
+                             max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+        return (out.shape[1] - enc["input_ids"].shape[1]) * b / (time.perf_counter() - t)
+
+    import torch
+
+    for m in models.values():
+        run(m, batch)  # warm-up
+    rates = {k: {1: [], batch: []} for k in models}
+    for r in range(repeats):
+        for k in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            for b in (1, batch):
+                rates[k][b].append(run(models[k], b))
+    med = {k: {b: statistics.median(v) for b, v in d.items()} for k, d in rates.items()}
+    return {"engine": "transformers generate (CPU)" if not torch.cuda.is_available() else "transformers generate",
+            "fp32_tok_s_batch1": round(med["fp32"][1], 1), f"fp32_tok_s_batch{batch}": round(med["fp32"][batch], 1),
+            "int8_tok_s_batch1": round(med["int8"][1], 1), f"int8_tok_s_batch{batch}": round(med["int8"][batch], 1),
+            "int8_speedup_batch1": round(med["int8"][1] / med["fp32"][1], 3),
+            f"int8_speedup_batch{batch}": round(med["int8"][batch] / med["fp32"][batch], 3)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ quantized symmetrically per output channel: ``scale = max|w_row| / qmax``, ``q =
 
 - ``ptq(model_dir, out_dir, bits)``: quantize a trained student once. ``out_dir`` holds the dequantized
   weights (``q * scale``, what a weight-only kernel computes with, so vLLM and every evaluator serve it
-  unchanged) and ``quantized.safetensors`` (int8 codes + fp32 scales: the bytes a deployment ships).
+  unchanged) and ``quantized/model.safetensors`` (int codes + fp32 scales: the bytes a deployment ships).
 - QAT: ``prepare_qat(model, bits)`` puts a fake-quant parametrization on those weights (forward uses the
   quantized values, gradients pass straight through to the fp32 master weights); train with the KD loss
   as usual; ``finalize_qat(model)`` leaves the quantized values in the weights.
@@ -105,12 +105,14 @@ def quantized_state(model: nn.Module, bits: int) -> tuple[dict, int]:
 
 
 def save_quantized(model: nn.Module, out: Path, bits: int, source: str) -> dict:
-    """Write the deployable int codes + scales (``quantized.safetensors``) and ``cotdistill_quant.json``
+    """Write the deployable int codes + scales (``quantized/model.safetensors``) and ``cotdistill_quant.json``
     next to a saved model whose linear weights already hold the quantized values."""
     from safetensors.torch import save_file
 
     state, size = quantized_state(model, bits)
-    save_file({k: v.clone() for k, v in state.items()}, str(Path(out) / "quantized.safetensors"))
+    # a subfolder: loaders (vLLM, transformers) read every top-level *.safetensors as the model's weights
+    (Path(out) / "quantized").mkdir(parents=True, exist_ok=True)
+    save_file({k: v.clone() for k, v in state.items()}, str(Path(out) / "quantized" / "model.safetensors"))
     info = {"bits": bits, "scheme": "weight-only, symmetric per output channel", "source": source,
             "quantized_bytes": size, "quantized_layers": sum(1 for _ in linear_weights(model))}
     (Path(out) / "cotdistill_quant.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, LogitsConfig, RunConfig, StudentFromTeacher, StudentInit,
+from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, LogitsConfig, PTQStage, RunConfig, StudentFromTeacher, StudentInit,
                                TrainConfig, VLLMTeacher, save_resolved)
 from cotdistill.errors import CotdistillError
 from cotdistill.store import write_atomic
@@ -54,6 +54,7 @@ class StudentRun(NamedTuple):
     seed: int
     data: str  # filtered | unfiltered | answers_only
     train: TrainConfig
+    method: str  # what the results table calls it: the train method, "+ qat intN", or "ptq intN"
 
 
 def _init_owner(s) -> str | None:
@@ -132,6 +133,14 @@ class Plan:
                     live = {"teacher": str(Path(self.students[f"{s.teacher_from}@{seed}"].train.output_dir) / "final")}
                 elif method in ("gkd", "distill", "kd") and isinstance(cfg.teacher, VLLMTeacher):
                     live = {"teacher": cfg.teacher.model}
+                if s.ptq is not None:  # quantize the init_from student's model; nothing is trained
+                    out = str(root / "students" / s.name / f"seed{seed}")
+                    tc = TrainConfig.model_validate({"student": student, "dataset_dir": str(self.dirs[data]),
+                                                     "output_dir": out, "seed": seed})
+                    self._add(f"train:{s.name}@{seed}", Path(out), PTQStage(source=student, output_dir=out,
+                                                                            bits=s.ptq.bits), [start])
+                    self.students[f"{s.name}@{seed}"] = StudentRun(s.name, seed, s.data, tc, f"ptq int{s.ptq.bits}")
+                    continue
                 tc = TrainConfig.model_validate({
                     "student": student, "dataset_dir": str(self.dirs[data]),
                     "output_dir": str(root / "students" / s.name / f"seed{seed}"),
@@ -140,7 +149,8 @@ class Plan:
                 deps = [data] + ([start] if start else []) + ([logits_stage(s.data)] if tc.method == "logit_kd" else [])
                 deps += [f"train:{s.teacher_from}@{seed}"] if s.teacher_from is not None else []
                 self._add(f"train:{s.name}@{seed}", Path(tc.output_dir), tc, deps)
-                self.students[f"{s.name}@{seed}"] = StudentRun(s.name, seed, s.data, tc)
+                label = f"{tc.method} + qat int{tc.qat.bits}" if tc.qat else tc.method
+                self.students[f"{s.name}@{seed}"] = StudentRun(s.name, seed, s.data, tc, label)
         self._add("eval", root / "eval", cfg.eval, [n for n in self.dirs if n.startswith("train:")] + ["generate"])
         self._add("report", root / "report", None, ["eval"])
 
@@ -236,7 +246,7 @@ def distillation_table(plan: Plan, results: dict, outcomes: dict | None = None) 
     bench = plan.cfg.benchmark or plan.cfg.eval.benchmarks[0].name
     if outcomes is None:
         outcomes = load_outcomes(plan.dirs["eval"], list(results["models"]), bench)
-    students = {n: (sr.student, sr.seed, sr.data, sr.train.method) for n, sr in plan.students.items()}
+    students = {n: (sr.student, sr.seed, sr.data, sr.method) for n, sr in plan.students.items()}
     return table(students, results, outcomes, plan.cfg.targets, bench)
 
 
@@ -264,6 +274,13 @@ def _run_stage(plan: Plan, name: str) -> dict:
         return logits.run(c)
     if name == "answers_only":
         return _answers_only(plan)
+    if name.startswith("train:") and isinstance(c, PTQStage):
+        from cotdistill.quant import ptq
+
+        info = ptq(c.source, Path(c.output_dir) / "final", c.bits)
+        summary = {"method": f"ptq int{c.bits}", "final_model": str(Path(c.output_dir) / "final"), **info}
+        write_atomic(Path(c.output_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
     if name.startswith("train:"):
         return train.run(c)
     if name == "eval":

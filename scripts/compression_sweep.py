@@ -31,11 +31,17 @@ def band_of(c: float) -> dict | None:
     return next((b for b in BANDS if c >= b["from"] and (b["to"] is None or c < b["to"])), None)
 
 
-def smoke_overrides() -> list[str]:
-    return ["output_dir=runs/sweep-smoke", "seeds=[0]", "generate.source.limit=12", "generate.sampling.n=2",
-            "eval.benchmarks.0.source.limit=12", "eval.sampling.n=1", "eval.ks=[1]",
-            "students.0.train.max_steps=2", "students.0.train.logging_steps=1",
-            'sweep.sizes=[{"hidden": 128, "layers": 1, "heads": 4}, {"hidden": 64, "layers": 1, "heads": 2}]']
+def smoke_overrides(cfg_path: Path) -> list[str]:
+    import yaml
+
+    students = yaml.safe_load(cfg_path.read_text())["students"]
+    out = ["output_dir=runs/sweep-smoke", "seeds=[0]", "generate.source.limit=12", "generate.sampling.n=2",
+           "eval.benchmarks.0.source.limit=12", "eval.sampling.n=1", "eval.ks=[1]",
+           'sweep.sizes=[{"hidden": 128, "layers": 1, "heads": 4}, {"hidden": 64, "layers": 1, "heads": 2}]']
+    for i, s in enumerate(students):
+        if s.get("train"):
+            out += [f"students.{i}.train.max_steps=2", f"students.{i}.train.logging_steps=1"]
+    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -76,7 +82,7 @@ def main() -> None:
     from cotdistill.payoff import measure
     from cotdistill.run import Plan, run
 
-    overrides = (smoke_overrides() if args.smoke else []) + args.overrides
+    overrides = (smoke_overrides(Path(args.config)) if args.smoke else []) + args.overrides
     try:
         cfg = load_config(RunConfig, args.config, overrides)
         summary = run(cfg)
@@ -86,49 +92,82 @@ def main() -> None:
     table = summary.get("distillation") or json.loads((plan.dirs["eval"] / "results.json").read_text())["distillation"]
     teacher_acc = table["teacher_accuracy"]
     groups = {n: g for n, g in table["models"].items() if n != "teacher"}
-    finals = {n: str(Path(plan.students[g["per_seed"][0]["model"]].train.output_dir) / "final") for n, g in groups.items()}
+    final = {n: Path(plan.students[g["per_seed"][0]["model"]].train.output_dir) / "final" for n, g in groups.items()}
+    quantized = {n for n in groups if (final[n] / "cotdistill_quant.json").exists()}
+    sizes = [n for n in groups if n.startswith("sft-")]
     teacher_dir = cfg.teacher.model
     batch = 4 if args.smoke else 64
+    max_tokens = 16 if args.smoke else 64
+    from cotdistill.payoff import size_on_disk, torch_decode_speed
     from cotdistill.prompts import load_template
     from cotdistill.sources import load_problems
 
     bench = cfg.eval.benchmarks[0]
     template = load_template(bench.template)
     messages = [[m.model_dump() for m in template.render(p)] for p in load_problems(bench.source)[:64]]
-    serve = measure([teacher_dir, *finals.values()], messages, batch=batch, max_tokens=16 if args.smoke else 64,
+    # vLLM serving: the teacher and one seed's model per size (quantized copies serve as fp32 in vLLM: not timed there)
+    serve = measure([teacher_dir, *[str(final[n]) for n in sizes]], messages, batch=batch, max_tokens=max_tokens,
                     repeats=1 if args.smoke else args.payoff_repeats)
     by_model = {r["model"]: r for r in serve}
-    rows = []
-    for n, g in groups.items():
+    t = by_model[teacher_dir]
+
+    def accuracy_row(n):
+        g = groups[n]
         per = [x["accuracy"] / teacher_acc for x in g["per_seed"]]
-        p = by_model[finals[n]]
+        return {"name": n, "method": g.get("method"), "accuracy_mean": g["accuracy"],
+                "accuracy_per_seed": [x["accuracy"] for x in g["per_seed"]], "retention_mean": round(sum(per) / len(per), 4),
+                "retention_per_seed": [round(x, 4) for x in per], "retention_range": [round(min(per), 4), round(max(per), 4)]}
+
+    rows = []
+    for n in sizes:
+        p = by_model[str(final[n])]
         b = band_of(p["compression"])
-        mean = sum(per) / len(per)
-        rows.append({"name": n, "compression": p["compression"], "params": p["params"],
-                     "bytes_on_disk": p["bytes_on_disk"], "accuracy_mean": g["accuracy"],
-                     "accuracy_per_seed": [x["accuracy"] for x in g["per_seed"]], "retention_mean": round(mean, 4),
-                     "retention_per_seed": [round(x, 4) for x in per], "retention_range": [round(min(per), 4), round(max(per), 4)],
+        row = accuracy_row(n)
+        rows.append({**row, "compression": p["compression"], "params": p["params"], "bytes_on_disk": p["bytes_on_disk"],
                      "decode_speedup": p[f"speedup_batch{batch}"], "decode_speedup_batch1": p["speedup_batch1"],
                      "ttft_ratio": p["ttft_ratio"], "memory_ratio": p["memory_ratio"],
-                     "retention_x_speedup": round(mean * p[f"speedup_batch{batch}"], 4),
+                     "retention_x_speedup": round(row["retention_mean"] * p[f"speedup_batch{batch}"], 4),
                      "band": b["retention"] if b else None,
-                     "vs_band": None if not b else ("above" if min(per) > b["retention"][1] else
-                                                    "below" if max(per) < b["retention"][0] else "within")})
+                     "vs_band": None if not b else ("above" if row["retention_range"][0] > b["retention"][1] else
+                                                    "below" if row["retention_range"][1] < b["retention"][0] else "within")})
     rows.sort(key=lambda r: r["compression"])
-    t = by_model[teacher_dir]
+    # quantized students: accuracy, and bytes a deployment ships (int codes + scales) against the teacher's
+    quant = {}
+    for n in sorted(quantized):
+        info = json.loads((final[n] / "cotdistill_quant.json").read_text())
+        quant[n] = {**accuracy_row(n), "bits": info["bits"], "quantized_bytes": info["quantized_bytes"],
+                    "fp32_bytes": size_on_disk(final[n])["bytes_on_disk"],
+                    "disk_ratio_vs_teacher": round(t["bytes_on_disk"] / info["quantized_bytes"], 3)}
+    demo = next((n for n in sizes if n.endswith("h128l2")), sizes[0] if sizes else None)
+    speed = torch_decode_speed(final[demo], messages, batch=batch, max_tokens=max_tokens,
+                               repeats=1 if args.smoke else 3) if demo else {}
+    ptq = {n: r for n, r in quant.items() if n.startswith("ptq")}
+    qat = {n: r for n, r in quant.items() if not n.startswith("ptq")}
+    for n in [x for x in groups if x.startswith("logit_kd") and x not in quant]:
+        qat[n] = {**accuracy_row(n), "bits": None, "fp32_bytes": size_on_disk(final[n])["bytes_on_disk"]}
+
     print(f"teacher: {t['params']:,} parameters, accuracy {teacher_acc:.3f}, decode {t[f'decode_tok_s_batch{batch}']:,.0f} "
-          f"tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, TTFT {t['ttft_ms']:.1f} ms")
-    print(f"{'student':<30} {'params':>9} {'compr.':>7} {'retention mean [range]':>24} {'band':>11} "
+          f"tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, TTFT {t['ttft_ms']:.1f} ms (vLLM)")
+    print(f"{'student':<22} {'params':>9} {'compr.':>7} {'retention mean [range]':>24} {'band':>11} "
           f"{'speedup':>8} {'b1':>6} {'mem':>6}")
     for r in rows:
         band = f"{r['band'][0]:.2f}-{r['band'][1]:.2f}" if r["band"] else "-"
-        print(f"{r['name']:<30} {r['params']:>9,} {r['compression']:>6.1f}x {r['retention_mean']:>8.3f} "
+        print(f"{r['name']:<22} {r['params']:>9,} {r['compression']:>6.1f}x {r['retention_mean']:>8.3f} "
               f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] {band:>11} {r['decode_speedup']:>7.2f}x "
               f"{r['decode_speedup_batch1']:>5.2f}x {r['memory_ratio']:>5.2f}x  {r['vs_band'] or ''}")
+    print(f"{'quantized / KD':<22} {'bits':>5} {'retention mean [range]':>24} {'shipped bytes':>14} {'vs teacher':>10}")
+    for n, r in {**ptq, **qat}.items():
+        shipped = r.get("quantized_bytes") or r["fp32_bytes"]
+        print(f"{n:<22} {r['bits'] or 32:>5} {r['retention_mean']:>8.3f} [{r['retention_range'][0]:.3f}, "
+              f"{r['retention_range'][1]:.3f}] {shipped:>14,} {t['bytes_on_disk'] / shipped:>9.1f}x")
+    if speed:
+        print(f"int8 weights, {demo} ({speed['engine']}): {speed['int8_speedup_batch1']:.2f}x at batch 1, "
+              f"{speed[f'int8_speedup_batch{batch}']:.2f}x at batch {batch} vs its fp32 weights")
     out = plan.dirs["report"]
     out.mkdir(parents=True, exist_ok=True)
     plot(rows, out / "retention_vs_compression.png")
-    print(json.dumps({"sizes": rows, "teacher": {k: v for k, v in t.items() if k != "runs"} | {"accuracy": teacher_acc},
+    print(json.dumps({"sizes": rows, "ptq": ptq, "qat": qat, "int8_speed": speed,
+                      "teacher": {k: v for k, v in t.items() if k != "runs"} | {"accuracy": teacher_acc},
                       "bands": BANDS, "batch": batch, "seeds": cfg.seeds, "output_dir": cfg.output_dir}))
 
 

@@ -24,3 +24,11 @@ def test_compression_sweep_smoke(tmp_path):
         assert r["decode_speedup"] > 0 and r["memory_ratio"] > 0
     assert out["sizes"][0]["compression"] < out["sizes"][1]["compression"]  # sorted by compression
     assert (tmp_path / "sweep/report/retention_vs_compression.png").stat().st_size > 0
+    assert sorted(out["ptq"]) == ["ptq4-h128l1", "ptq4-h64l1", "ptq8-h128l1", "ptq8-h64l1"]
+    assert sorted(out["qat"]) == ["logit_kd", "logit_kd_ptq4", "logit_kd_qat4", "logit_kd_qat8"]
+    for name, r in {**out["ptq"], **out["qat"]}.items():
+        assert len(r["retention_per_seed"]) == 1
+        if r["bits"]:
+            assert r["quantized_bytes"] < r["fp32_bytes"], name
+    assert out["ptq"]["ptq4-h64l1"]["quantized_bytes"] < out["ptq"]["ptq8-h64l1"]["quantized_bytes"]
+    assert out["int8_speed"]["int8_speedup_batch1"] > 0

@@ -50,7 +50,7 @@ def test_ptq_and_int8_serving(tiny_student, tmp_path):
         assert torch.allclose(a.weight, q.float() * s[:, None])  # saved weights are the dequantized codes
     total_fp32 = sum(p.numel() * 4 for p in ref.parameters())
     assert info["quantized_bytes"] < total_fp32 - 0.7 * fp32_linear  # linears at 1 byte + scales
-    assert (tmp_path / "q8/quantized.safetensors").exists()
+    assert (tmp_path / "q8/quantized/model.safetensors").exists()
     assert json.loads((tmp_path / "q8/cotdistill_quant.json").read_text())["bits"] == 8
     ids = torch.randint(0, 100, (2, 7))
     with torch.no_grad():
