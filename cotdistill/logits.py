@@ -105,15 +105,9 @@ def read_meta(folder: Path) -> dict:
 
 
 def _kept(cfg: LogitsConfig):
-    import datasets
+    from cotdistill.train.common import load_filter_split
 
-    path = Path(cfg.filter_dir) / "sft"
-    if not path.exists():
-        raise CotdistillError(f"filter_dir: {path} not found; point filter_dir at a `cotdistill filter` output")
-    ds = datasets.load_from_disk(str(path))
-    if len(ds) == 0:
-        raise CotdistillError(f"{path}: the filter kept nothing; there is nothing to score")
-    return ds
+    return load_filter_split(cfg.filter_dir, "sft", "filter_dir")
 
 
 def _closing(tok) -> int:

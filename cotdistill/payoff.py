@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from cotdistill.errors import CotdistillError
 
 

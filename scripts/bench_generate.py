@@ -32,6 +32,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def demo_config(out, limit: int, **sampling):
+    """The demo task's generation: the embedded teacher, 4 samples at temperature 1.5."""
+    from cotdistill.config import GenerateConfig
+
+    return GenerateConfig.model_validate({
+        "source": {"kind": "hf", "path": str(ROOT / "data/digit_chain_train.jsonl"), "fields": {"id": "id"},
+                   "limit": limit},
+        "prompt": {"template": "arithmetic_cot"},
+        "teacher": {"backend": "vllm", "model": str(ROOT / "data/teacher"), "max_model_len": 256,
+                    "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True},
+        "sampling": {"n": 4, "temperature": 1.5, "max_tokens": 64, "seed": 0, **sampling},
+        "output_dir": str(out), "progress": False})
+
+
 def adaptive_ratio(args, tmp: Path) -> dict:
     """On the demo task (the embedded teacher, temperature 1.5, n = 4): teacher tokens generated with
     sampling.until_verified = 1 against fixed n = 4, each filtered to one verified trace per problem.
@@ -39,18 +53,11 @@ def adaptive_ratio(args, tmp: Path) -> dict:
     problems the fixed run does; it can keep fewer only where its one correct trace fails a later
     filter check (format, length) that another of the fixed run's samples passes: both counts are printed."""
     from cotdistill import filter as filter_stage, generate
-    from cotdistill.config import FilterConfig, GenerateConfig
+    from cotdistill.config import FilterConfig
     from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher
 
     def cfg(out, **sampling):
-        return GenerateConfig.model_validate({
-            "source": {"kind": "hf", "path": str(ROOT / "data/digit_chain_train.jsonl"), "fields": {"id": "id"},
-                       "limit": args.adaptive_problems},
-            "prompt": {"template": "arithmetic_cot"},
-            "teacher": {"backend": "vllm", "model": str(ROOT / "data/teacher"), "max_model_len": 256,
-                        "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True},
-            "sampling": {"n": 4, "temperature": 1.5, "max_tokens": 64, "seed": 0, **sampling},
-            "output_dir": str(out), "progress": False})
+        return demo_config(out, args.adaptive_problems, **sampling)
 
     fixed_cfg = cfg(tmp / "fixed")
     teacher = VLLMOfflineTeacher(fixed_cfg.teacher)
@@ -81,21 +88,14 @@ def capture_overhead(args, tmp: Path) -> dict:
     in_pass = generate with top-k logprobs, filter, then `logits` keeps the kept traces' records.
     The filter is not timed (every run has it). Warm-up once, then ABBA repeats; medians and spread."""
     from cotdistill import filter as filter_stage, generate, logits
-    from cotdistill.config import FilterConfig, GenerateConfig, LogitsConfig
+    from cotdistill.config import FilterConfig, LogitsConfig
     from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher
 
     k = 8
     counter = iter(range(10_000))
 
     def gen_cfg(out, logprobs):
-        return GenerateConfig.model_validate({
-            "source": {"kind": "hf", "path": str(ROOT / "data/digit_chain_train.jsonl"), "fields": {"id": "id"},
-                       "limit": args.capture_problems},
-            "prompt": {"template": "arithmetic_cot"},
-            "teacher": {"backend": "vllm", "model": str(ROOT / "data/teacher"), "max_model_len": 256,
-                        "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True},
-            "sampling": {"n": 4, "temperature": 1.5, "max_tokens": 64, "seed": 0, "logprobs": logprobs},
-            "output_dir": str(out), "progress": False})
+        return demo_config(out, args.capture_problems, logprobs=logprobs)
 
     teacher = VLLMOfflineTeacher(gen_cfg(tmp / "c", None).teacher)
 

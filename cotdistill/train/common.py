@@ -51,16 +51,21 @@ def load_tokenizer(name: str, field: str):
     return tok
 
 
-def load_split(cfg: TrainConfig, name: str):
+def load_filter_split(folder: str | Path, name: str, field: str):
+    """A split (sft/, prompts/) of a `cotdistill filter` output; a missing or empty one is a one-line error."""
     import datasets
 
-    path = Path(cfg.dataset_dir) / name
+    path = Path(folder) / name
     if not path.exists():
-        raise CotdistillError(f"dataset_dir: {path} not found; point dataset_dir at a `cotdistill filter` output")
+        raise CotdistillError(f"{field}: {path} not found; point {field} at a `cotdistill filter` output")
     ds = datasets.load_from_disk(str(path))
     if len(ds) == 0:
         raise CotdistillError(f"{path}: the dataset is empty (the filter kept nothing); check its README.md funnel")
     return ds
+
+
+def load_split(cfg: TrainConfig, name: str):
+    return load_filter_split(cfg.dataset_dir, name, "dataset_dir")
 
 
 def example_name(ds, i: int) -> str:
