@@ -25,7 +25,7 @@ def test_compression_sweep_smoke(tmp_path):
     assert out["sizes"][0]["compression"] < out["sizes"][1]["compression"]  # sorted by compression
     assert (tmp_path / "sweep/report/retention_vs_compression.png").stat().st_size > 0
     assert sorted(out["ptq"]) == ["ptq4-h128l1", "ptq4-h64l1", "ptq8-h128l1", "ptq8-h64l1"]
-    assert sorted(out["qat"]) == ["logit_kd", "logit_kd_ptq4", "logit_kd_qat4", "logit_kd_qat8"]
+    assert sorted(out["qat"]) == ["logit_kd", "logit_kd_ptq8", "logit_kd_qat8"]
     for name, r in {**out["ptq"], **out["qat"]}.items():
         assert len(r["retention_per_seed"]) == 1
         if r["bits"]:
