@@ -201,8 +201,8 @@ class LogitsConfig(StrictModel):
     top_k: int = Field(default=8, ge=1, le=100)
     batch_size: int = Field(default=64, ge=1, description="score: sequences per forward pass")
     device: str = Field(default="auto", description="score: auto (cuda when there is one) | cpu | cuda[:N]")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="auto: bf16 on CUDA, "
-                                                                                                 "fp32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="auto: bf16 on CUDA and "
+                                                                     "on CPUs with AMX / AVX512-BF16, else fp32")
     rows_per_group: int = Field(default=512, ge=1, description="parquet row group size (traces)")
     progress: bool = True
 

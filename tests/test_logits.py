@@ -39,7 +39,7 @@ def cache(tiny_model, d, out, **kw):
 
 @pytest.mark.slow
 def test_score_after_filter_matches_the_in_pass_capture(tiny_model, generated, tmp_path):
-    score = cache(tiny_model, generated, tmp_path / "score")
+    score = cache(tiny_model, generated, tmp_path / "score", dtype="float32")  # bf16 is checked below
     inpass = cache(tiny_model, generated, tmp_path / "inpass", mode="in_pass",
                    logprobs=str(generated / "gen/logprobs.jsonl"))
     ds = datasets.load_from_disk(str(generated / "flt/sft"))
@@ -63,6 +63,13 @@ def test_score_after_filter_matches_the_in_pass_capture(tiny_model, generated, t
             np.testing.assert_allclose(s[4][:n, 1:][same], i[4][:n, 1:][same], atol=0.05)
             compared += n
     assert compared >= 20
+    # bf16 (the default on GPUs and AMX CPUs): the same distributions within bf16's precision
+    cache(tiny_model, generated, tmp_path / "bf16", dtype="bfloat16")
+    rows_b = list(logits.iter_cache(tmp_path / "bf16" / logits.CACHE))
+    assert json.loads((tmp_path / "bf16/cache.json").read_text())["device"] == "cpu bfloat16"
+    top1 = np.concatenate([s[3][:, 0] == b[3][:, 0] for s, b in zip(rows_s, rows_b)])
+    err = np.concatenate([np.abs(s[4][:, 0] - b[4][:, 0])[s[3][:, 0] == b[3][:, 0]] for s, b in zip(rows_s, rows_b)])
+    assert top1.mean() > 0.95 and err.mean() < 0.05
 
 
 @pytest.mark.slow
