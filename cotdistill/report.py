@@ -170,6 +170,10 @@ def write_report(run_dir: str | Path) -> Path:
                f"{rep['kept']} of {rep['traces']} traces kept ({rep['acceptance']:.1%}); mean teacher pass rate "
                f"{rep['mean_pass_rate']}; decontamination hits: {len(rep['decontamination_hits'])}.", "",
                f"![funnel](funnel_{i}.png)", ""]
+    for pf in sorted(p for p in root.rglob("payoff.json") if "report" not in p.parts):
+        md += _payoff_md(json.loads(pf.read_text()), pf.relative_to(root))
+        _payoff_plot(json.loads(pf.read_text()), out / "retention_vs_compression.png")
+        md += ["![retention vs compression](retention_vs_compression.png)", ""]
     if logs:
         _loss_plot(logs, root, out / "loss.png")
         md += ["## Training loss", "", "![loss](loss.png)", ""]
@@ -185,6 +189,68 @@ def write_report(run_dir: str | Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
     return path
+
+
+# the seeds' expectations: retention at a compression ratio (distillation surveys)
+BANDS = [{"from": 2, "to": 4, "retention": [0.95, 0.98]}, {"from": 4, "to": 8, "retention": [0.90, 0.95]},
+         {"from": 8, "to": 16, "retention": [0.80, 0.90]}, {"from": 16, "to": None, "retention": [0.0, 0.80]}]
+
+
+def band_of(c: float) -> dict | None:
+    return next((b for b in BANDS if c >= b["from"] and (b["to"] is None or c < b["to"])), None)
+
+
+def _payoff_md(p: dict, where) -> list[str]:
+    """The compression sweep (scripts/compression_sweep.py): retention vs compression with the serving
+    payoff per size, then the quantized students."""
+    t, batch = p["teacher"], p["batch"]
+    md = [f"## Payoff ({where})", "",
+          f"Teacher: {t['params']:,} parameters, {t['bytes_on_disk']:,} bytes, accuracy {t['accuracy']:.3f}; vLLM decode "
+          f"{t[f'decode_tok_s_batch{batch}']:,.0f} tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, "
+          f"time to first token {t['ttft_ms']:.1f} ms, serving peak {t['serving_peak_mib']:,.0f} MiB. Retention = student / "
+          f"teacher accuracy, per seed; reference band: the seeds' expectation at that compression.", "",
+          f"| student | parameters | compression | retention mean [range] | reference band | decode speedup (batch {batch}) "
+          f"| batch 1 | TTFT ratio | memory ratio | retention x speedup |", "|---|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in p["sizes"]:
+        band = f"{r['band'][0]:.2f}-{r['band'][1]:.2f} ({r['vs_band']})" if r.get("band") else "-"
+        md.append(f"| {r['name']} | {r['params']:,} | {r['compression']:.1f}x | {r['retention_mean']:.3f} "
+                  f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] | {band} | {r['decode_speedup']:.2f}x | "
+                  f"{r['decode_speedup_batch1']:.2f}x | {r['ttft_ratio']:.2f}x | {r['memory_ratio']:.2f}x | "
+                  f"{r['retention_x_speedup']:.3f} |")
+    quant = {**p.get("ptq", {}), **p.get("qat", {})}
+    if quant:
+        md += ["", "| quantized / KD student | method | bits | retention mean [range] | bytes shipped | vs teacher |",
+               "|---|---|---:|---|---:|---:|"]
+        for n, r in quant.items():
+            shipped = r.get("quantized_bytes") or r["fp32_bytes"]
+            md.append(f"| {n} | {r.get('method') or '-'} | {r['bits'] or 32} | {r['retention_mean']:.3f} "
+                      f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] | {shipped:,} | "
+                      f"{t['bytes_on_disk'] / shipped:.1f}x |")
+    s = p.get("int8_speed") or {}
+    if s:
+        md += ["", f"int8 weights ({s['engine']}, vLLM has no weight-only int8 path on CPU): "
+                   f"{s['int8_speedup_batch1']:.2f}x the fp32 decode speed at batch 1, "
+                   f"{s[f'int8_speedup_batch{batch}']:.2f}x at batch {batch}."]
+    return md + [""]
+
+
+def _payoff_plot(p: dict, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for b in BANDS:
+        ax.fill_between([b["from"], b["to"] or 64], *b["retention"], alpha=0.15, color="tab:gray")
+    for r in p["sizes"]:
+        ax.scatter([r["compression"]] * len(r["retention_per_seed"]), r["retention_per_seed"], s=14, alpha=0.6)
+        ax.annotate(r["name"], (r["compression"], r["retention_mean"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("compression (teacher parameters / student parameters)")
+    ax.set_ylabel("retention (student / teacher accuracy)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Retention vs compression (points: seeds; grey: reference bands)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _distillation_md(d: dict) -> list[str]:

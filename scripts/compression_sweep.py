@@ -9,7 +9,8 @@ per model and round, alternating order).
 
 Prints a table and, last, one JSON line {"sizes": [{"compression", "params", "retention_mean",
 "retention_range", "decode_speedup", "memory_ratio", ...}], "teacher": {...}, "bands": [...]}; writes
-retention_vs_compression.png next to the run's report.
+OUTPUT_DIR/payoff/payoff.json, a "payoff" key in eval/results.json, and the report's Payoff section
+(table + retention_vs_compression.png).
 """
 
 from __future__ import annotations
@@ -21,15 +22,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-# the seeds' expectations: retention at a compression ratio (distillation surveys)
-BANDS = [{"from": 2, "to": 4, "retention": [0.95, 0.98]}, {"from": 4, "to": 8, "retention": [0.90, 0.95]},
-         {"from": 8, "to": 16, "retention": [0.80, 0.90]}, {"from": 16, "to": None, "retention": [0.0, 0.80]}]
-
-
-def band_of(c: float) -> dict | None:
-    return next((b for b in BANDS if c >= b["from"] and (b["to"] is None or c < b["to"])), None)
-
 
 def smoke_overrides(cfg_path: Path) -> list[str]:
     import yaml
@@ -44,30 +36,6 @@ def smoke_overrides(cfg_path: Path) -> list[str]:
     return out
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for b in BANDS:
-        hi = b["to"] or 64
-        ax.fill_between([b["from"], hi], *b["retention"], alpha=0.15, color="tab:gray", step="pre")
-    for r in rows:
-        ax.scatter([r["compression"]] * len(r["retention_per_seed"]), r["retention_per_seed"], s=14, alpha=0.6)
-        ax.annotate(r["name"], (r["compression"], r["retention_mean"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("compression (teacher parameters / student parameters)")
-    ax.set_ylabel("retention (student / teacher accuracy)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Retention vs compression (points: seeds; grey: reference bands)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "data/configs/run_sweep.yaml"))
@@ -80,6 +48,7 @@ def main() -> None:
     from cotdistill.errors import CotdistillError
     from cotdistill.loading import load_config
     from cotdistill.payoff import measure
+    from cotdistill.report import BANDS, band_of
     from cotdistill.run import Plan, run
 
     overrides = (smoke_overrides(Path(args.config)) if args.smoke else []) + args.overrides
@@ -121,7 +90,7 @@ def main() -> None:
     rows = []
     for n in sizes:
         p = by_model[str(final[n])]
-        b = band_of(p["compression"])
+        b = band_of(p["compression"])  # the seeds' expected retention at this compression
         row = accuracy_row(n)
         rows.append({**row, "compression": p["compression"], "params": p["params"], "bytes_on_disk": p["bytes_on_disk"],
                      "decode_speedup": p[f"speedup_batch{batch}"], "decode_speedup_batch1": p["speedup_batch1"],
@@ -163,12 +132,22 @@ def main() -> None:
     if speed:
         print(f"int8 weights, {demo} ({speed['engine']}): {speed['int8_speedup_batch1']:.2f}x at batch 1, "
               f"{speed[f'int8_speedup_batch{batch}']:.2f}x at batch {batch} vs its fp32 weights")
-    out = plan.dirs["report"]
-    out.mkdir(parents=True, exist_ok=True)
-    plot(rows, out / "retention_vs_compression.png")
-    print(json.dumps({"sizes": rows, "ptq": ptq, "qat": qat, "int8_speed": speed,
-                      "teacher": {k: v for k, v in t.items() if k != "runs"} | {"accuracy": teacher_acc},
-                      "bands": BANDS, "batch": batch, "seeds": cfg.seeds, "output_dir": cfg.output_dir}))
+    result = {"sizes": rows, "ptq": ptq, "qat": qat, "int8_speed": speed,
+              "teacher": {k: v for k, v in t.items() if k != "runs"} | {"accuracy": teacher_acc},
+              "bands": BANDS, "batch": batch, "seeds": cfg.seeds, "output_dir": cfg.output_dir}
+    # results.json gets a payoff key per model; payoff/payoff.json feeds the report's Payoff section
+    from cotdistill.report import write_report
+    from cotdistill.store import write_atomic
+
+    root = Path(cfg.output_dir)
+    write_atomic(root / "payoff" / "payoff.json", json.dumps(result, indent=2) + "\n")
+    rpath = plan.dirs["eval"] / "results.json"
+    results = json.loads(rpath.read_text())
+    results["payoff"] = {"teacher": result["teacher"], **{r["name"]: r for r in rows}, **ptq, **qat,
+                         "int8_speed": speed}
+    write_atomic(rpath, json.dumps(results, indent=2) + "\n")
+    print(f"report: {write_report(root)}")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
