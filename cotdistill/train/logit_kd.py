@@ -112,6 +112,7 @@ def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
         "top_lp": datasets.Sequence(datasets.Value("float32")), "length": datasets.Value("int32"),
         "problem_id": datasets.Value("string"), "sample_index": datasets.Value("int32")})
     n, too_long, k = 0, 0, None
+    eot = end_of_turn_ids(tok)  # once, not per example
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = ArrowWriter(features=features, path=str(path), writer_batch_size=256)
     try:
@@ -119,7 +120,7 @@ def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
             row = ds[i]
             k = k or tids.shape[1]
             text = row["messages"][-1]["content"]
-            body = comp[:-1] if len(comp) and int(comp[-1]) in end_of_turn_ids(tok) else comp
+            body = comp[:-1] if len(comp) and int(comp[-1]) in eot else comp
             if tok.decode(body.tolist(), skip_special_tokens=True).rstrip("\ufffd") != text.rstrip("\ufffd"):
                 raise CotdistillError(f"preflight: {example_name(ds, i)}: the cached token ids do not decode to the "
                                       f"trace's completion; the cache belongs to another sequence")
