@@ -473,6 +473,19 @@ class SweepConfig(StrictModel):
                                                                "heads}, {from_teacher: true, ...}, or a directory")
     students: list[str] | None = Field(default=None, min_length=1, description="the students repeated at every "
                                                                                "size (default: all of them)")
+    train: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per size label, train fields that override the swept students' own "
+                                          "(e.g. {h256l2: {learning_rate: 1.0e-3}}: wider models want a smaller step)")
+
+    @model_validator(mode="after")
+    def _known_labels(self):
+        labels = [size_label(s) for s in self.sizes]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"sizes: two sizes share a label ({labels}); give each size once")
+        unknown = [k for k in self.train if k not in labels]
+        if unknown:
+            raise ValueError(f"train: {unknown} name no size of this sweep; use one of {labels}")
+        return self
 
 
 def size_label(spec) -> str:
@@ -575,6 +588,8 @@ class RunConfig(StrictModel):
                 if s.get("name") not in swept:
                     continue
                 new = {**s, "name": f"{s['name']}-{label}", "student": dump}
+                if sweep.train.get(label) and s.get("train"):  # trained students take the size's overrides
+                    new["train"] = {**s["train"], **sweep.train[label]}
                 for field in ("init_from", "teacher_from"):
                     if s.get(field) in swept:
                         new[field] = f"{s[field]}-{label}"

@@ -78,6 +78,12 @@ def _serve_once(spec: dict) -> dict:
     dtb, nb = run(batch, decode)
     out = {"ttft_ms": round(1000 * ttft, 2), "decode_tok_s_batch1": round(n1 / dt1, 1),
            f"decode_tok_s_batch{spec['batch']}": round(nb / dtb, 1)}
+    # what the model itself needs to serve, from the engine's own view of it: the served dtype's bytes per
+    # weight and per cached key/value (the process floor of runtime and libraries is not in it)
+    mc = llm.llm_engine.model_config
+    out.update(served_dtype=str(mc.dtype).replace("torch.", ""), dtype_bytes=mc.dtype.itemsize,
+               kv_bytes_per_token=2 * mc.hf_text_config.num_hidden_layers * mc.get_total_num_kv_heads()
+               * mc.get_head_size() * mc.dtype.itemsize)
     if cuda_available():
         import torch
 
@@ -109,7 +115,8 @@ def measure(models: list[str], messages: list[list[dict]], batch: int = 64, max_
     for m in models:
         row = rows[m]
         for key in row["runs"][0]:
-            row[key] = statistics.median(x[key] for x in row["runs"])
+            vals = [x[key] for x in row["runs"]]
+            row[key] = statistics.median(vals) if isinstance(vals[0], (int, float)) else vals[0]
         out.append(row)
     ref = out[0]
     big = f"decode_tok_s_batch{batch}"
@@ -120,7 +127,16 @@ def measure(models: list[str], messages: list[list[dict]], batch: int = 64, max_
         row[f"speedup_batch{batch}"] = round(row[big] / ref[big], 3)
         row["ttft_ratio"] = round(ref["ttft_ms"] / row["ttft_ms"], 3)
         row["memory_ratio"] = round(ref["serving_peak_mib"] / row["serving_peak_mib"], 3)
+        row[f"model_mib_batch{batch}"] = model_mib(row, batch * max_model_len)
+        row["model_memory_ratio"] = round(model_mib(ref, batch * max_model_len) / row[f"model_mib_batch{batch}"], 3)
     return out
+
+
+def model_mib(row: dict, tokens: int) -> float:
+    """The memory a model itself needs to serve ``tokens`` cached tokens (e.g. batch x max_model_len):
+    its weights in the served dtype plus their key/value cache. Computed from the engine's config, not
+    measured; on a small model the process floor (runtime, libraries) dwarfs it."""
+    return round((row["params"] * row["dtype_bytes"] + row["kv_bytes_per_token"] * tokens) / 2**20, 3)
 
 
 def torch_decode_speed(model_dir: str | Path, messages: list[list[dict]], batch: int = 64, max_tokens: int = 64,

@@ -200,6 +200,10 @@ def band_of(c: float) -> dict | None:
     return next((b for b in BANDS if c >= b["from"] and (b["to"] is None or c < b["to"])), None)
 
 
+def _ratio(x) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
 def _payoff_md(p: dict, where) -> list[str]:
     """The compression sweep (scripts/compression_sweep.py): retention vs compression with the serving
     payoff per size, then the quantized students."""
@@ -207,16 +211,19 @@ def _payoff_md(p: dict, where) -> list[str]:
     md = [f"## Payoff ({where})", "",
           f"Teacher: {t['params']:,} parameters, {t['bytes_on_disk']:,} bytes, accuracy {t['accuracy']:.3f}; vLLM decode "
           f"{t[f'decode_tok_s_batch{batch}']:,.0f} tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, "
-          f"time to first token {t['ttft_ms']:.1f} ms, serving peak {t['serving_peak_mib']:,.0f} MiB. Retention = student / "
+          f"time to first token {t['ttft_ms']:.1f} ms, serving peak {t['serving_peak_mib']:,.0f} MiB (the whole process, "
+          f"measured). Model memory: weights + KV cache for batch {batch} x max_model_len tokens in the served dtype, "
+          f"computed from the config; the process floor is not in it. Retention = student / "
           f"teacher accuracy, per seed; reference band: the seeds' expectation at that compression.", "",
           f"| student | parameters | compression | retention mean [range] | reference band | decode speedup (batch {batch}) "
-          f"| batch 1 | TTFT ratio | memory ratio | retention x speedup |", "|---|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+          f"| batch 1 | TTFT ratio | serving peak ratio | model memory ratio | retention x speedup |",
+          "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in p["sizes"]:
         band = f"{r['band'][0]:.2f}-{r['band'][1]:.2f} ({r['vs_band']})" if r.get("band") else "-"
         md.append(f"| {r['name']} | {r['params']:,} | {r['compression']:.1f}x | {r['retention_mean']:.3f} "
                   f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] | {band} | {r['decode_speedup']:.2f}x | "
                   f"{r['decode_speedup_batch1']:.2f}x | {r['ttft_ratio']:.2f}x | {r['memory_ratio']:.2f}x | "
-                  f"{r['retention_x_speedup']:.3f} |")
+                  f"{_ratio(r.get('model_memory_ratio'))} | {r['retention_x_speedup']:.3f} |")
     quant = {**p.get("ptq", {}), **p.get("qat", {})}
     if quant:
         md += ["", "| quantized / KD student | method | bits | retention mean [range] | bytes shipped | vs teacher |",

@@ -95,6 +95,7 @@ def main() -> None:
         rows.append({**row, "compression": p["compression"], "params": p["params"], "bytes_on_disk": p["bytes_on_disk"],
                      "decode_speedup": p[f"speedup_batch{batch}"], "decode_speedup_batch1": p["speedup_batch1"],
                      "ttft_ratio": p["ttft_ratio"], "memory_ratio": p["memory_ratio"],
+                     "model_memory_ratio": p["model_memory_ratio"], "kv_bytes_per_token": p["kv_bytes_per_token"],
                      "retention_x_speedup": round(row["retention_mean"] * p[f"speedup_batch{batch}"], 4),
                      "band": b["retention"] if b else None,
                      "vs_band": None if not b else ("above" if row["retention_range"][0] > b["retention"][1] else
@@ -118,12 +119,13 @@ def main() -> None:
     print(f"teacher: {t['params']:,} parameters, accuracy {teacher_acc:.3f}, decode {t[f'decode_tok_s_batch{batch}']:,.0f} "
           f"tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, TTFT {t['ttft_ms']:.1f} ms (vLLM)")
     print(f"{'student':<22} {'params':>9} {'compr.':>7} {'retention mean [range]':>24} {'band':>11} "
-          f"{'speedup':>8} {'b1':>6} {'mem':>6}")
+          f"{'speedup':>8} {'b1':>6} {'mem':>6} {'model':>6}")
     for r in rows:
         band = f"{r['band'][0]:.2f}-{r['band'][1]:.2f}" if r["band"] else "-"
         print(f"{r['name']:<22} {r['params']:>9,} {r['compression']:>6.1f}x {r['retention_mean']:>8.3f} "
               f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] {band:>11} {r['decode_speedup']:>7.2f}x "
-              f"{r['decode_speedup_batch1']:>5.2f}x {r['memory_ratio']:>5.2f}x  {r['vs_band'] or ''}")
+              f"{r['decode_speedup_batch1']:>5.2f}x {r['memory_ratio']:>5.2f}x {r['model_memory_ratio']:>5.2f}x  "
+              f"{r['vs_band'] or ''}")
     print(f"{'quantized / KD':<22} {'bits':>5} {'retention mean [range]':>24} {'shipped bytes':>14} {'vs teacher':>10}")
     for n, r in {**ptq, **qat}.items():
         shipped = r.get("quantized_bytes") or r["fp32_bytes"]

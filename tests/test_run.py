@@ -378,3 +378,22 @@ def test_sweep_repeats_students_at_every_size(tmp_path):
                                                     "students": ["nope"]}})
     with pytest.raises(ValueError, match="head size"):
         RunConfig.model_validate({**data, "sweep": {"sizes": [{"hidden": 64, "layers": 1, "heads": 4}]}})
+
+
+def test_sweep_train_overrides_per_size(tmp_path):
+    data = yaml.safe_load(DEMO.read_text())
+    data["output_dir"] = str(tmp_path / "run")
+    sizes = [{"hidden": 128, "layers": 2, "heads": 4}, {"from_teacher": True, "layers": [0, 2]}]
+    data["sweep"] = {"sizes": sizes, "students": ["sft_filtered", "gkd"],
+                     "train": {"teacher-b0_2": {"learning_rate": 1.0e-3}}}
+    cfg = RunConfig.model_validate(data)
+    by = {s.name: s for s in cfg.students}
+    base = next(s for s in yaml.safe_load(DEMO.read_text())["students"] if s["name"] == "sft_filtered")["train"]
+    assert by["sft_filtered-teacher-b0_2"].train == {**base, "learning_rate": 1.0e-3}  # the rest kept
+    assert by["sft_filtered-h128l2"].train["learning_rate"] == base["learning_rate"]  # other sizes untouched
+    assert by["gkd-teacher-b0_2"].train["learning_rate"] == 1.0e-3
+    assert Plan(cfg).students["sft_filtered-teacher-b0_2@0"].train.learning_rate == 1.0e-3
+    with pytest.raises(ValueError, match=r"train: \['h256l2'\] name no size of this sweep; use one of \['h128l2', 'teacher-b0_2'\]"):
+        RunConfig.model_validate({**data, "sweep": {"sizes": sizes, "train": {"h256l2": {"learning_rate": 1e-3}}}})
+    with pytest.raises(ValueError, match="two sizes share a label"):
+        RunConfig.model_validate({**data, "sweep": {"sizes": [sizes[0], sizes[0]]}})
