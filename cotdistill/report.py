@@ -43,8 +43,10 @@ def _accuracy_plot(results: dict, path: Path) -> None:
     ax.set_ylabel("pass@1 (95% CI)")
     ax.set_ylim(0, 1.05)
     ax.set_title("Accuracy per model and benchmark")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(2, len(models)), frameon=False)
-    fig.tight_layout()
+    # many models (a sweep: one per size and seed): more legend columns, smaller type; the legend sits
+    # below the axes and savefig's tight box takes it in (tight_layout cannot, and warns)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(2 + len(models) // 12, len(models)),
+              frameon=False, fontsize="small" if len(models) > 12 else None)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
@@ -69,8 +71,9 @@ def _lengths_plot(eval_dir: Path, results: dict, path: Path) -> bool:
     ax.set_ylabel("samples")
     ax.set_title("Completion length per model (all benchmarks)")
     if any_data:
-        ax.legend(frameon=False)
-    fig.tight_layout()
+        many = len(per_model) > 12
+        ax.legend(frameon=False, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1), "ncol": 1 + len(per_model) // 25,
+                                      "fontsize": "x-small"} if many else {}))
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return any_data
