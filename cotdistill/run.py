@@ -298,18 +298,19 @@ def _run_stage(plan: Plan, name: str) -> dict:
 
 class _Clock:
     """Progress of the run: stages done of those to run, elapsed time, and an ETA from the measured
-    seconds of stages of the same kind (train:*@*, student_init@*, ...)."""
+    seconds of stages of the same kind (train:*@*, student_init@*, ...). ``groups`` puts a stage in a
+    middle kind (train stages by method: a PTQ stage takes no time, a training one minutes)."""
 
-    def __init__(self, todo: list[str]):
-        self.todo, self.t0, self.seen = list(todo), time.perf_counter(), {}
+    def __init__(self, todo: list[str], groups: dict[str, str] | None = None):
+        self.todo, self.t0, self.seen, self.groups = list(todo), time.perf_counter(), {}, groups or {}
 
-    @staticmethod
-    def kinds(name: str) -> tuple[str, str]:
-        """The stage without its seed (train:gkd), and its family (train)."""
-        return name.split("@")[0], name.split(":")[0].split("@")[0]
+    def kinds(self, name: str) -> tuple[str, ...]:
+        """The stage without its seed (train:gkd), its group if any (train[sft]), and its family (train)."""
+        base, family = name.split("@")[0], name.split(":")[0].split("@")[0]
+        return (base, self.groups[name], family) if name in self.groups else (base, family)
 
     def _guess(self, name: str) -> float | None:
-        for k in self.kinds(name):  # the same student's other seeds first, then any student
+        for k in self.kinds(name):  # the same student's other seeds first, then its group, then any student
             if k in self.seen:
                 return sum(self.seen[k]) / len(self.seen[k])
         return None
@@ -321,7 +322,7 @@ class _Clock:
             self.todo.remove(name)
         guesses = [(n, self._guess(n)) for n in self.todo]
         eta = sum(g for _, g in guesses if g is not None)
-        unknown = sorted({self.kinds(n)[1] for n, g in guesses if g is None})
+        unknown = sorted({self.kinds(n)[-1] for n, g in guesses if g is None})
         fmt = lambda x: f"{int(x // 60)}m{int(x % 60):02d}s"  # noqa: E731
         left = (f"ETA {fmt(eta)}" + (f" + stages not yet timed ({', '.join(unknown)})" if unknown else "")
                 if self.todo else "last stage")
@@ -359,7 +360,9 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
         first = min(i for i, n in enumerate(names) if _selects(from_stage, n))
         redo = set(names[first:]) - skip
     timings, summaries = {}, {}
-    clock = _Clock([n for n in names if n not in skip and (n in redo or plan.done(n) is None)])
+    groups = {f"train:{k}": "train[ptq]" if r.method.startswith("ptq") else f"train[{r.method}]"
+              for k, r in plan.students.items()}
+    clock = _Clock([n for n in names if n not in skip and (n in redo or plan.done(n) is None)], groups)
     for name in names:
         folder = plan.dirs[name]
         if name in skip:

@@ -304,6 +304,12 @@ def test_eta_uses_the_same_students_other_seeds_first():
     assert "ETA 5m00s + stages not yet timed (eval)" in c.done("train:sft@0", 100)  # gkd guessed from sft
     assert "ETA 1m50s" in c.done("train:gkd@0", 10) and "ETA 0m10s" in c.done("train:sft@1", 100)
     assert "last stage" not in c.done("train:gkd@1", 10) and c.done("eval", 5).endswith("last stage")
+    # a group between the student and the family: untimed PTQ students are guessed from PTQ ones, not training
+    g = {"train:sft-a@0": "train[sft]", "train:ptq-a@0": "train[ptq]", "train:sft-b@0": "train[sft]",
+         "train:ptq-b@0": "train[ptq]"}
+    c = _Clock(list(g), g)
+    assert "ETA 5m00s" in c.done("train:sft-a@0", 100)  # no PTQ timed yet: guessed from training (the family)
+    assert "ETA 1m40s" in c.done("train:ptq-a@0", 0)  # sft-b guessed from sft-a (100 s), ptq-b from ptq-a (0 s)
 
 
 def _students(tmp_path, students, *overrides):
