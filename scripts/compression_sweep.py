@@ -29,7 +29,8 @@ def smoke_overrides(cfg_path: Path) -> list[str]:
     students = yaml.safe_load(cfg_path.read_text())["students"]
     out = ["output_dir=runs/sweep-smoke", "seeds=[0]", "generate.source.limit=12", "generate.sampling.n=2",
            "eval.benchmarks.0.source.limit=12", "eval.sampling.n=1", "eval.ks=[1]",
-           'sweep.sizes=[{"hidden": 128, "layers": 1, "heads": 4}, {"hidden": 64, "layers": 1, "heads": 2}]']
+           'sweep.sizes=[{"hidden": 128, "layers": 1, "heads": 4}, {"hidden": 64, "layers": 1, "heads": 2}]',
+           "sweep.train={}"]  # the full sweep's per-size overrides name sizes the smoke run does not have
     for i, s in enumerate(students):
         if s.get("train"):
             out += [f"students.{i}.train.max_steps=2", f"students.{i}.train.logging_steps=1"]
