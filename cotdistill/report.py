@@ -176,7 +176,9 @@ def write_report(run_dir: str | Path) -> Path:
     for pf in sorted(p for p in root.rglob("payoff.json") if "report" not in p.parts):
         md += _payoff_md(json.loads(pf.read_text()), pf.relative_to(root))
         _payoff_plot(json.loads(pf.read_text()), out / "retention_vs_compression.png")
-        md += ["![retention vs compression](retention_vs_compression.png)", ""]
+        _speed_plot(json.loads(pf.read_text()), out / "speedup_vs_compression.png")
+        md += ["![retention vs compression](retention_vs_compression.png)", "",
+               "![speedup and memory vs compression](speedup_vs_compression.png)", ""]
     if logs:
         _loss_plot(logs, root, out / "loss.png")
         md += ["## Training loss", "", "![loss](loss.png)", ""]
@@ -258,6 +260,36 @@ def _payoff_plot(p: dict, path: Path) -> None:
     ax.set_ylabel("retention (student / teacher accuracy)")
     ax.set_ylim(0, 1.05)
     ax.set_title("Retention vs compression (points: seeds; grey: reference bands)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _speed_plot(p: dict, path: Path) -> None:
+    """Measured serving ratios against the teacher per size, beside the line "N x smaller is N x faster"."""
+    plt = _plt()
+    rows, batch = p["sizes"], p["batch"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    c = [r["compression"] for r in rows]
+    top = max(c + [2.0]) * 1.2
+    ax.plot([1, top], [1, top], color="tab:gray", ls="--", lw=1, label="N x smaller = N x faster (reference)")
+    series = [("decode_speedup", f"decode speedup, batch {batch}", "o"), ("decode_speedup_batch1", "decode speedup, batch 1", "s"),
+              ("ttft_ratio", "time-to-first-token ratio", "^"), ("memory_ratio", "serving peak memory ratio", "v"),
+              ("model_memory_ratio", "model memory ratio (weights + KV cache, computed)", "D")]
+    for key, label, marker in series:
+        pts = [(r["compression"], r[key]) for r in rows if r.get(key)]
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, ms=5, lw=1, label=label)
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("compression (teacher parameters / student parameters)")
+    ax.set_ylabel("teacher / student (higher: student cheaper)")
+    ax.set_title("Serving payoff vs compression (vLLM measured; model memory computed)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -23,7 +23,8 @@ def test_compression_sweep_smoke(tmp_path):
         assert r["compression"] > 1 and r["params"] > 0 and len(r["retention_per_seed"]) == 1
         assert r["decode_speedup"] > 0 and r["memory_ratio"] > 0
     assert out["sizes"][0]["compression"] < out["sizes"][1]["compression"]  # sorted by compression
-    assert (tmp_path / "sweep/report/retention_vs_compression.png").stat().st_size > 0
+    for png in ("retention_vs_compression.png", "speedup_vs_compression.png"):
+        assert (tmp_path / "sweep/report" / png).stat().st_size > 0
     assert sorted(out["ptq"]) == ["ptq4-h128l1", "ptq4-h64l1", "ptq8-h128l1", "ptq8-h64l1"]
     assert sorted(out["qat"]) == ["logit_kd", "logit_kd_ptq8", "logit_kd_qat8"]
     for name, r in {**out["ptq"], **out["qat"]}.items():

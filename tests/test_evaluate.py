@@ -111,3 +111,39 @@ def test_report_from_fixture_run(fixture_run):
 def test_report_on_empty_dir_is_one_line(tmp_path):
     with pytest.raises(CotdistillError, match="no results.json"):
         write_report(tmp_path)
+
+
+def _payoff(tmp_path):
+    """A payoff.json as scripts/compression_sweep.py writes it: two sizes, one PTQ and one QAT student."""
+    t = {"params": 2_000_000, "bytes_on_disk": 8_000_000, "accuracy": 0.9, "decode_tok_s_batch64": 10000.0,
+         "decode_tok_s_batch1": 500.0, "ttft_ms": 4.0, "serving_peak_mib": 1000.0}
+
+    def size(name, c, ret, per_seed, band, vs):
+        return {"name": name, "params": int(2e6 / c), "compression": c, "retention_mean": ret,
+                "retention_per_seed": per_seed, "retention_range": [min(per_seed), max(per_seed)], "band": band,
+                "vs_band": vs, "decode_speedup": 1.5, "decode_speedup_batch1": 1.2, "ttft_ratio": 1.1,
+                "memory_ratio": 1.01, "model_memory_ratio": c, "retention_x_speedup": round(ret * 1.5, 4)}
+
+    q = {"method": "ptq int8", "bits": 8, "retention_mean": 0.8, "retention_range": [0.7, 0.9], "quantized_bytes": 1_000_000,
+         "fp32_bytes": 4_000_000}
+    p = {"teacher": t, "batch": 64, "sizes": [size("sft-a", 1.5, 0.97, [0.96, 0.98], None, None),
+                                              size("sft-b", 5.6, 0.5, [0.2, 0.9], [0.90, 0.95], "within")],
+         "ptq": {"ptq8-a": q}, "qat": {"kd_qat8": {**q, "method": "logit_kd", "quantized_bytes": 500_000}},
+         "int8_speed": {"engine": "transformers", "int8_speedup_batch1": 0.9, "int8_speedup_batch64": 1.3}}
+    (tmp_path / "payoff").mkdir()
+    (tmp_path / "payoff" / "payoff.json").write_text(json.dumps(p))
+    (tmp_path / "s").mkdir()
+    write_jsonl(tmp_path / "s" / "trainer_log.jsonl", [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}])
+    return tmp_path
+
+
+def test_report_payoff_section(tmp_path):
+    text = write_report(_payoff(tmp_path)).read_text()
+    for needle in ("## Payoff (payoff/payoff.json)", "| sft-a | 1,333,333 | 1.5x | 0.970 [0.960, 0.980] | - | 1.50x",
+                   "| sft-b | 357,142 | 5.6x | 0.500 [0.200, 0.900] | 0.90-0.95 (within) |", "| 5.60x | 0.750 |",
+                   "| ptq8-a | ptq int8 | 8 | 0.800 [0.700, 0.900] | 1,000,000 | 8.0x |", "| kd_qat8 | logit_kd | 8 |",
+                   "| 500,000 | 16.0x |", "0.90x the fp32 decode speed at batch 1, 1.30x at batch 64"):
+        assert needle in text, needle
+    for png in ("retention_vs_compression.png", "speedup_vs_compression.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 5000
+        assert f"]({png})" in text
