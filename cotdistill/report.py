@@ -255,6 +255,13 @@ def _payoff_plot(p: dict, path: Path) -> None:
         ax.scatter([r["compression"]] * len(r["retention_per_seed"]), r["retention_per_seed"], s=14, alpha=0.6)
         ax.annotate(r["name"], (r["compression"], r["retention_mean"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
+    # KD and quantized students at their parameter compression (bits shrink the bytes, not the count)
+    others = [(n, r) for n, r in {**p.get("ptq", {}), **p.get("qat", {})}.items() if r.get("compression")]
+    for i, (n, r) in enumerate(others):  # nudged right so the seeds of one size do not hide each other
+        ax.scatter([r["compression"] * 1.04 ** (i % 5 + 1)] * len(r["retention_per_seed"]), r["retention_per_seed"],
+                   s=16, marker="x" if r.get("bits") else "^", alpha=0.7, label=f"{n} ({r.get('bits') or 32}-bit)")
+    if others:
+        ax.legend(fontsize=6, loc="lower left", ncol=2)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("compression (teacher parameters / student parameters)")
     ax.set_ylabel("retention (student / teacher accuracy)")

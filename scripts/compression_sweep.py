@@ -102,12 +102,15 @@ def main() -> None:
                      "vs_band": None if not b else ("above" if row["retention_range"][0] > b["retention"][1] else
                                                     "below" if row["retention_range"][1] < b["retention"][0] else "within")})
     rows.sort(key=lambda r: r["compression"])
+    def fp32_size(n):  # parameters (so compression, as for the sizes) and the fp32 bytes of final/
+        d = size_on_disk(final[n])
+        return {"params": d["params"], "compression": round(t["params"] / d["params"], 3), "fp32_bytes": d["bytes_on_disk"]}
+
     # quantized students: accuracy, and bytes a deployment ships (int codes + scales) against the teacher's
     quant = {}
     for n in sorted(quantized):
         info = json.loads((final[n] / "cotdistill_quant.json").read_text())
-        quant[n] = {**accuracy_row(n), "bits": info["bits"], "quantized_bytes": info["quantized_bytes"],
-                    "fp32_bytes": size_on_disk(final[n])["bytes_on_disk"],
+        quant[n] = {**accuracy_row(n), **fp32_size(n), "bits": info["bits"], "quantized_bytes": info["quantized_bytes"],
                     "disk_ratio_vs_teacher": round(t["bytes_on_disk"] / info["quantized_bytes"], 3)}
     demo = next((n for n in sizes if n.endswith("h128l2")), sizes[0] if sizes else None)
     speed = torch_decode_speed(final[demo], messages, batch=batch, max_tokens=max_tokens,
@@ -115,7 +118,7 @@ def main() -> None:
     ptq = {n: r for n, r in quant.items() if n.startswith("ptq")}
     qat = {n: r for n, r in quant.items() if not n.startswith("ptq")}
     for n in [x for x in groups if x.startswith("logit_kd") and x not in quant]:
-        qat[n] = {**accuracy_row(n), "bits": None, "fp32_bytes": size_on_disk(final[n])["bytes_on_disk"]}
+        qat[n] = {**accuracy_row(n), **fp32_size(n), "bits": None}
 
     print(f"teacher: {t['params']:,} parameters, accuracy {teacher_acc:.3f}, decode {t[f'decode_tok_s_batch{batch}']:,.0f} "
           f"tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, TTFT {t['ttft_ms']:.1f} ms (vLLM)")
