@@ -174,9 +174,10 @@ def write_report(run_dir: str | Path) -> Path:
                f"{rep['mean_pass_rate']}; decontamination hits: {len(rep['decontamination_hits'])}.", "",
                f"![funnel](funnel_{i}.png)", ""]
     for pf in sorted(p for p in root.rglob("payoff.json") if "report" not in p.parts):
-        md += _payoff_md(json.loads(pf.read_text()), pf.relative_to(root))
-        _payoff_plot(json.loads(pf.read_text()), out / "retention_vs_compression.png")
-        _speed_plot(json.loads(pf.read_text()), out / "speedup_vs_compression.png")
+        payoff = json.loads(pf.read_text())
+        md += _payoff_md(payoff, pf.relative_to(root))
+        _payoff_plot(payoff, out / "retention_vs_compression.png")
+        _speed_plot(payoff, out / "speedup_vs_compression.png")
         md += ["![retention vs compression](retention_vs_compression.png)", "",
                "![speedup and memory vs compression](speedup_vs_compression.png)", ""]
     if logs:
@@ -274,6 +275,8 @@ def _payoff_plot(p: dict, path: Path) -> None:
 
 def _speed_plot(p: dict, path: Path) -> None:
     """Measured serving ratios against the teacher per size, beside the line "N x smaller is N x faster"."""
+    from matplotlib.ticker import ScalarFormatter
+
     plt = _plt()
     rows, batch = p["sizes"], p["batch"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -287,8 +290,6 @@ def _speed_plot(p: dict, path: Path) -> None:
         pts = [(r["compression"], r[key]) for r in rows if r.get(key)]
         if pts:
             ax.plot(*zip(*pts), marker=marker, ms=5, lw=1, label=label)
-    from matplotlib.ticker import ScalarFormatter
-
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     for axis in (ax.xaxis, ax.yaxis):

@@ -124,8 +124,8 @@ def _payoff(tmp_path):
                 "vs_band": vs, "decode_speedup": 1.5, "decode_speedup_batch1": 1.2, "ttft_ratio": 1.1,
                 "memory_ratio": 1.01, "model_memory_ratio": c, "retention_x_speedup": round(ret * 1.5, 4)}
 
-    q = {"method": "ptq int8", "bits": 8, "retention_mean": 0.8, "retention_range": [0.7, 0.9], "quantized_bytes": 1_000_000,
-         "fp32_bytes": 4_000_000}
+    q = {"method": "ptq int8", "bits": 8, "retention_mean": 0.8, "retention_per_seed": [0.7, 0.9],
+         "retention_range": [0.7, 0.9], "quantized_bytes": 1_000_000, "fp32_bytes": 4_000_000, "compression": 1.5}
     p = {"teacher": t, "batch": 64, "sizes": [size("sft-a", 1.5, 0.97, [0.96, 0.98], None, None),
                                               size("sft-b", 5.6, 0.5, [0.2, 0.9], [0.90, 0.95], "within")],
          "ptq": {"ptq8-a": q}, "qat": {"kd_qat8": {**q, "method": "logit_kd", "quantized_bytes": 500_000}},
