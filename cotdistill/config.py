@@ -318,6 +318,31 @@ class QATConfig(StrictModel):
     bits: Literal[4, 8] = 8
 
 
+# what a train config may ask for that the core install lacks: (module, pip install argument)
+OPTIONAL_DEPENDENCIES = {
+    "tensorboard": ("tensorboard", "'cotdistill[tracking]'"), "wandb": ("wandb", "'cotdistill[tracking]'"),
+    "trackio": ("trackio", "trackio"), "mlflow": ("mlflow", "mlflow"), "comet_ml": ("comet_ml", "comet_ml"),
+    "flash_attention_2": ("flash_attn", "flash-attn --no-build-isolation (CUDA only)"),
+    "flash_attention_3": ("flash_attn_interface", "flash-attn 3 from its repository (Hopper GPUs only)"),
+}
+
+
+def optional_dependency_problems(report_to: list[str], attn_implementation: str | None) -> list[str]:
+    """One line per optional package a train config needs and this environment lacks, with the install
+    command: found when the config is loaded, not at trainer init after hours of generation."""
+    import importlib.util
+
+    out = []
+    for field, names in (("report_to", [n for n in report_to if n not in ("none", "all")]),
+                         ("attn_implementation", [attn_implementation] if attn_implementation else [])):
+        for name in names:
+            module, install = OPTIONAL_DEPENDENCIES.get(name, (None, None))
+            if module is not None and importlib.util.find_spec(module) is None:
+                out.append(f"{field}: '{name}' needs the {module} package, which is not installed: "
+                           f"pip install {install}")
+    return out
+
+
 class TrainConfig(StrictModel):
     method: Literal["sft", "gkd", "distill", "logit_kd", "kd"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
@@ -383,6 +408,17 @@ class TrainConfig(StrictModel):
         if self.packing and self.attn_implementation not in ("flash_attention_2", "flash_attention_3"):
             raise ValueError("packing lets packed examples attend to each other unless attention honours "
                              "sequence boundaries: set attn_implementation=flash_attention_2 (GPU) or packing=false")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_terms(self):
+        # both compare examples within one micro-batch: with one example RKD's pairwise term is exactly 0 and
+        # importance weights (mean 1 per batch) are all 1, so the option would silently do nothing
+        terms = ["relation"] * (self.relation is not None) + ["kd.importance"] * (self.kd.importance != "none")
+        if terms and self.per_device_train_batch_size < 2:
+            raise ValueError(f"{', '.join(terms)}: compares the examples of one micro-batch, and "
+                             f"per_device_train_batch_size is 1 (the term would be 0 / the weights all 1); set "
+                             f"per_device_train_batch_size >= 2 (use gradient_accumulation_steps to keep memory)")
         return self
 
 

@@ -352,6 +352,11 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
         if s is not None and not any(_selects(s, n) for n in names):
             raise CotdistillError(f"unknown stage '{s}'; this config's stages are: {_listing(names)} (or 'train')")
     skip = {n for n in names for s in skip if _selects(s, n)}
+    from cotdistill.train import check_dependencies
+
+    for name, c in plan.configs.items():  # before hours of generation, not at the trainer's init
+        if isinstance(c, TrainConfig) and name not in skip:
+            check_dependencies(c, f"stage {name}")
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, root / "config.yaml")

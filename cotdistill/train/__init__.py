@@ -10,10 +10,19 @@
 
 from __future__ import annotations
 
-from cotdistill.config import TrainConfig
+from cotdistill.config import TrainConfig, optional_dependency_problems
+from cotdistill.errors import CotdistillError
+
+
+def check_dependencies(cfg: TrainConfig, where: str = "train") -> None:
+    """Refuse, before any work, a config that needs a package this environment lacks (tracking, flash-attn)."""
+    missing = optional_dependency_problems(cfg.report_to, cfg.attn_implementation)
+    if missing:
+        raise CotdistillError(f"{where}: {missing[0]}")
 
 
 def run(cfg: TrainConfig) -> dict:
+    check_dependencies(cfg)
     if cfg.method == "sft":
         from cotdistill.train import sft as m
     elif cfg.method in ("gkd", "distill"):

@@ -20,6 +20,55 @@ def device_defaults(cfg: TrainConfig) -> dict:
     return {"bf16": bf16, "fp16": False, "gradient_checkpointing": gc, "use_cpu": not cuda}
 
 
+def load_student(cfg: TrainConfig, attn_implementation: str | None = None):
+    """The student every method trains, loaded one way: fp32 master weights whatever the checkpoint's dtype
+    (bf16 runs as autocast through the trainer's ``bf16`` flag, as TRL's SFT/GKD do: an AdamW update of
+    ~1e-5 on a bf16 weight near 0.02 rounds away), then LoRA, then QAT's fake-quantized linears."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cotdistill.teachers.base import check_model_location
+
+    check_model_location(cfg.student, "student")
+    attn = attn_implementation or cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.student, dtype=torch.float32,
+                                                     **({"attn_implementation": attn} if attn else {}))
+    except (OSError, ValueError) as e:
+        raise CotdistillError(f"student: cannot load model '{cfg.student}': {first_line(e)}") from None
+    if cfg.lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config(cfg))
+        if device_defaults(cfg)["gradient_checkpointing"]:
+            model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input under LoRA
+    if cfg.qat is not None:
+        from cotdistill.quant import prepare_qat
+
+        prepare_qat(model, cfg.qat.bits)
+    return model
+
+
+def one_device(args):
+    """transformers wraps the model in ``DataParallel`` when one process sees several GPUs: the batch
+    silently grows n_gpu-fold and per-token losses come back as [n_gpu] tensors. Several GPUs are used
+    through ``accelerate launch`` (one process per GPU); a plain process trains on its first GPU."""
+    _ = args.device  # sets _n_gpu (lazily computed by transformers)
+    if args._n_gpu > 1:
+        import warnings
+
+        warnings.warn(f"{args._n_gpu} GPUs are visible to one process: training on the first only; launch with "
+                      f"`accelerate launch --num_processes {args._n_gpu} -m cotdistill train ...` to use all",
+                      stacklevel=2)
+        args._n_gpu = 1
+    return args
+
+
+def training_args(cls, cfg: TrainConfig, **extra):
+    """A TRL/transformers config object of class ``cls`` with the shared arguments, on one device per process."""
+    return one_device(cls(**trainer_kwargs(cfg), **extra))
+
+
 def trainer_kwargs(cfg: TrainConfig) -> dict:
     """Arguments shared by every TRL/transformers config class we build."""
     return dict(

@@ -17,7 +17,7 @@ import os
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.train.common import (check_loss_masks, check_same_vocab, device_defaults, drop_too_long,
-                                     load_split, load_tokenizer, peft_config, train_and_save, trainer_kwargs)
+                                     load_split, load_student, load_tokenizer, train_and_save, training_args)
 
 
 def _teacher_kwargs(cfg: TrainConfig) -> dict:
@@ -46,6 +46,47 @@ def teacher_for(cfg: TrainConfig, tok):
     return teacher, {"teacher_vocab_size": tv, "resized_to": sv}
 
 
+def gkd_trainer_class():
+    """TRL's GKDTrainer with two fixes for runs on GPUs:
+
+    - rollouts use the KV cache: TRL turns ``use_cache`` off whenever gradient checkpointing is on (the
+      GPU default), so every generated token recomputed the whole prefix; generation happens with
+      checkpointing disabled (TRL's unwrap does that), so the cache is safe there.
+    - an on-policy (or seq_kd) step replaces the labels after transformers counted the trained tokens
+      (``num_items_in_batch``) from the data: the sum over the rollout's tokens was divided by the data's
+      count, weighting the step by generated length / data length. After a rollout the loss is the mean
+      over the rollout's own trained tokens (divided by the accumulation steps, as transformers does).
+    """
+    from trl.experimental.gkd import GKDTrainer
+
+    class CotGKDTrainer(GKDTrainer):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self.generation_config.use_cache = True
+            self.generation_kwargs["use_cache"] = True
+            self._rolled_out = False
+
+        def generate_on_policy_outputs(self, model, inputs, generation_config):
+            self._rolled_out = True
+            return GKDTrainer.generate_on_policy_outputs(model, inputs, generation_config)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self._rolled_out = False
+            try:
+                return super().training_step(model, inputs, num_items_in_batch)
+            finally:
+                self._rolled_out = False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self._rolled_out and num_items_in_batch is not None:
+                trained = (inputs["labels"][:, 1:] != -100).sum().clamp(min=1)
+                num_items_in_batch = trained * getattr(self, "current_gradient_accumulation_steps",
+                                                       self.args.gradient_accumulation_steps)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return CotGKDTrainer
+
+
 def _collated_view(trainer, ds):
     """GKD tokenizes in its collator: collate each example alone to see its labels."""
     import datasets
@@ -66,14 +107,14 @@ def build(cfg: TrainConfig):
     teacher, resized = teacher_for(cfg, tok)
     g = cfg.gkd
     if cfg.method == "gkd":
-        from trl.experimental.gkd import GKDConfig, GKDTrainer
+        from trl.experimental.gkd import GKDConfig
 
         ds, dropped = drop_too_long(load_split(cfg, "sft"), tok, cfg.max_length, cfg.max_truncated_share)
-        args = GKDConfig(**trainer_kwargs(cfg), max_length=cfg.max_length, lmbda=g.lmbda, beta=g.beta,
+        args = training_args(GKDConfig, cfg, max_length=cfg.max_length, lmbda=g.lmbda, beta=g.beta,
                          temperature=g.temperature, seq_kd=g.seq_kd, max_new_tokens=g.max_new_tokens,
                          teacher_model_init_kwargs=None if resized else _teacher_kwargs(cfg))
-        trainer = GKDTrainer(model=cfg.student, teacher_model=teacher, args=args, train_dataset=ds,
-                             processing_class=tok, peft_config=peft_config(cfg))
+        trainer = gkd_trainer_class()(model=load_student(cfg), teacher_model=teacher, args=args, train_dataset=ds,
+                             processing_class=tok)
         preflight = check_loss_masks(_collated_view(trainer, ds), tok, source_ds=ds)
         preflight.update({"dropped_too_long": dropped, "teacher_embedding_resized": resized})
         return trainer, tok, preflight
@@ -87,12 +128,12 @@ def build(cfg: TrainConfig):
     ds, dropped = drop_too_long(ds, tok, cfg.max_length - g.max_new_tokens if cfg.max_length > g.max_new_tokens
                                 else cfg.max_length, cfg.max_truncated_share, column="prompt")
     use_vllm = g.use_vllm if g.use_vllm is not None else torch.cuda.is_available()
-    args = DistillationConfig(**trainer_kwargs(cfg), beta=g.beta, temperature=g.temperature,
+    args = training_args(DistillationConfig, cfg, beta=g.beta, temperature=g.temperature,
                               max_completion_length=g.max_new_tokens, use_vllm=use_vllm,
                               vllm_mode="colocate",
                               teacher_model_init_kwargs=None if resized else _teacher_kwargs(cfg))
-    trainer = DistillationTrainer(model=cfg.student, teacher_model=teacher, args=args, train_dataset=ds,
-                                  processing_class=tok, peft_config=peft_config(cfg))
+    trainer = DistillationTrainer(model=load_student(cfg), teacher_model=teacher, args=args, train_dataset=ds,
+                                  processing_class=tok)
     return trainer, tok, {"examples": len(ds), "dropped_too_long": dropped, "on_policy": True, "use_vllm": use_vllm,
                           "teacher_embedding_resized": resized}
 

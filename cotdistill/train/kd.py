@@ -27,8 +27,8 @@ from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.train import losses as L
 from cotdistill.train.common import (assistant_end_token, check_same_vocab, device_defaults, end_of_turn_ids,
-                                     example_name, load_split, load_tokenizer, peft_config, train_and_save,
-                                     trainer_kwargs)
+                                     example_name, load_split, load_student, load_tokenizer, train_and_save,
+                                     training_args)
 
 PROJECTIONS = "kd_projections.pt"
 
@@ -81,7 +81,10 @@ class LiveKDTrainer(Trainer):
         loss = (1 - c.kd.alpha) * terms["ce"] + c.kd.alpha * terms.get("kd", 0)
         share = trained.sum() / n  # per-token means weigh this micro-batch like the summed terms do
         tok_mask = inputs["labels"] != -100  # the trained tokens' own positions
-        hs, ht = (out.hidden_states, t_outs[0].hidden_states) if want_h else (None, None)
+        # fp32 for the loss terms: under bf16 autocast the models return bf16 states (teachers are loaded in
+        # bf16), while the projections W are fp32 and compute_loss itself runs outside autocast
+        hs, ht = ((tuple(h.float() for h in out.hidden_states), tuple(h.float() for h in t_outs[0].hidden_states))
+                  if want_h else (None, None))
         if c.features:
             f = sum(L.feature_loss(self._project(i, hs[s]), ht[t], tok_mask, c.features.loss)
                     for i, (s, t) in enumerate(self.pairs["features"]))
@@ -214,10 +217,10 @@ def build(cfg: TrainConfig):
     specs = teacher_specs(cfg)
     for name, _ in specs:
         check_same_vocab(tok, load_tokenizer(name, "teacher"), "method kd")
-    dtype = torch.bfloat16 if device_defaults(cfg)["bf16"] else torch.float32
+    dtype = torch.bfloat16 if device_defaults(cfg)["bf16"] else torch.float32  # teachers are frozen: bf16 is safe
     attn = {"attn_implementation": "eager"} if cfg.attention else (
         {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {})
-    model = AutoModelForCausalLM.from_pretrained(cfg.student, dtype=dtype, **attn)
+    model = load_student(cfg, attn.get("attn_implementation"))
     teachers = []
     for name, _ in specs:
         t = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **attn).eval()
@@ -234,17 +237,9 @@ def build(cfg: TrainConfig):
     need = len(pairs["features"]) + (1 if cfg.cosine else 0)
     projections = torch.nn.ModuleList(
         [torch.nn.Linear(ds_, dt, bias=False) if ds_ != dt else torch.nn.Identity() for _ in range(need)])
-    if cfg.lora is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, peft_config(cfg))
-    if cfg.qat is not None:
-        from cotdistill.quant import prepare_qat
-
-        prepare_qat(model, cfg.qat.bits)
     examples, dropped = build_examples(cfg, tok, load_split(cfg, "sft"))
-    args = TrainingArguments(**trainer_kwargs(cfg), remove_unused_columns=False,
-                             train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
+    args = training_args(TrainingArguments, cfg, remove_unused_columns=False,
+                         train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
     trainer = LiveKDTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(examples),
                             processing_class=tok, data_collator=collate(tok.pad_token_id), teachers=teachers,
                             teacher_weights=[w for _, w in specs], cfg=cfg, pairs=pairs, projections=projections)

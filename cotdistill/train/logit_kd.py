@@ -21,8 +21,8 @@ from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.teachers.base import tokenizer_hash
 from cotdistill.train.losses import kd_loss
-from cotdistill.train.common import (end_of_turn_ids, example_name, load_split, load_tokenizer, peft_config,
-                                     train_and_save, trainer_kwargs)
+from cotdistill.train.common import (end_of_turn_ids, example_name, load_split, load_student, load_tokenizer,
+                                     train_and_save, training_args)
 
 
 class CachedKDTrainer(Trainer):
@@ -145,9 +145,9 @@ def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
 
 def build(cfg: TrainConfig):
     import datasets
-    from transformers import AutoModelForCausalLM, TrainingArguments
-
     from pathlib import Path
+
+    from transformers import TrainingArguments
 
     tok = load_tokenizer(cfg.student, "student")
     ds = load_split(cfg, "sft")
@@ -156,19 +156,9 @@ def build(cfg: TrainConfig):
     count, dropped, k = build_examples(cfg, tok, ds, tmp)
     os.replace(tmp, arrow)
     train_ds = datasets.Dataset.from_file(str(arrow))  # memory-mapped
-    args = TrainingArguments(**trainer_kwargs(cfg), remove_unused_columns=False,
-                             train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
-    model = AutoModelForCausalLM.from_pretrained(cfg.student, dtype=torch.bfloat16 if args.bf16 else torch.float32,
-                                                 **({"attn_implementation": cfg.attn_implementation}
-                                                    if cfg.attn_implementation else {}))
-    if cfg.lora is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, peft_config(cfg))
-    if cfg.qat is not None:
-        from cotdistill.quant import prepare_qat
-
-        prepare_qat(model, cfg.qat.bits)
+    args = training_args(TrainingArguments, cfg, remove_unused_columns=False,
+                         train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
+    model = load_student(cfg)
     trainer = CachedKDTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                               data_collator=collate(tok.pad_token_id, k), alpha=cfg.kd.alpha,
                               temperature=cfg.kd.temperature)

@@ -9,8 +9,8 @@ token before the first step.
 from __future__ import annotations
 
 from cotdistill.config import TrainConfig
-from cotdistill.train.common import (check_loss_masks, drop_too_long, load_split, load_tokenizer,
-                                     peft_config, train_and_save, trainer_kwargs)
+from cotdistill.train.common import (check_loss_masks, drop_too_long, load_split, load_student, load_tokenizer,
+                                     train_and_save, training_args)
 
 
 def to_prompt_completion(ds):
@@ -25,23 +25,12 @@ def build(cfg: TrainConfig):
     ds, dropped = drop_too_long(load_split(cfg, "sft"), tok, cfg.max_length, cfg.max_truncated_share)
     markers = "{% generation %}" in tok.chat_template or "{%- generation %}" in tok.chat_template
     train_ds = ds if markers else to_prompt_completion(ds)
-    args = SFTConfig(
-        **trainer_kwargs(cfg), max_length=cfg.max_length, packing=cfg.packing,
+    args = training_args(
+        SFTConfig, cfg, max_length=cfg.max_length, packing=cfg.packing,
         assistant_only_loss=markers, completion_only_loss=None if markers else True,
         train_sampling_strategy="group_by_length" if cfg.length_grouped else "random",
-        model_init_kwargs={"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else None,
     )
-    model = cfg.student
-    if cfg.qat is not None:  # fake-quantized linears: the model is built here, then handed to TRL
-        from transformers import AutoModelForCausalLM
-
-        from cotdistill.quant import prepare_qat
-
-        model = AutoModelForCausalLM.from_pretrained(cfg.student, **(args.model_init_kwargs or {}))
-        args.model_init_kwargs = None  # TRL takes them only with a model name
-        prepare_qat(model, cfg.qat.bits)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
-                         peft_config=peft_config(cfg))
+    trainer = SFTTrainer(model=load_student(cfg), args=args, train_dataset=train_ds, processing_class=tok)
     preflight = check_loss_masks(trainer.train_dataset, tok, source_ds=ds)
     preflight.update({"dropped_too_long": dropped, "format": "messages" if markers else "prompt_completion"})
     return trainer, tok, preflight

@@ -1,0 +1,106 @@
+"""Defects that only show on users' hardware, reproduced on CPU: several GPUs in one process, GKD's
+rollouts under gradient checkpointing and its token count, optional dependencies, batch-size-1 terms."""
+
+import pytest
+import torch
+
+from cotdistill import train
+from cotdistill.config import TrainConfig
+from cotdistill.errors import CotdistillError
+from test_train import cfg
+
+
+def test_one_process_never_wraps_the_student_in_data_parallel(tiny_student, tmp_path, monkeypatch):
+    """With n GPUs visible and no `accelerate launch`, transformers uses DataParallel: the batch grows
+    n-fold and per-token losses come back as [n] tensors. Several GPUs are faked by the count transformers
+    reads; the guard keeps the process on one device."""
+    from transformers import TrainingArguments
+
+    from cotdistill.train import common, sft
+
+    real = TrainingArguments._setup_devices.func
+
+    def many_gpus(self):  # transformers' cached property, with 4 GPUs counted
+        if "_faked_device" not in self.__dict__:
+            self.__dict__["_faked_device"] = real(self)
+            self._n_gpu = 4
+        return self.__dict__["_faked_device"]
+
+    monkeypatch.setattr(TrainingArguments, "_setup_devices", property(many_gpus))
+    with pytest.warns(UserWarning, match="4 GPUs are visible to one process"):
+        trainer, _, _ = sft.build(cfg(tiny_student, tmp_path, max_steps=1))
+    assert trainer.args.n_gpu == 1
+    trainer.train()
+    assert not isinstance(trainer.model_wrapped, torch.nn.DataParallel)
+    args = TrainingArguments(output_dir=str(tmp_path / "x"), use_cpu=True)
+    assert args.n_gpu == 4 and common.one_device(args).n_gpu == 1
+
+
+def test_gkd_rollouts_use_the_kv_cache_under_gradient_checkpointing(tiny_student, tiny_model, tmp_path):
+    from cotdistill.train import gkd
+
+    trainer, _, _ = gkd.build(cfg(tiny_student, tmp_path, method="gkd", teacher=str(tiny_model),
+                                  gradient_checkpointing=True, gkd={"lmbda": 1.0, "max_new_tokens": 8}))
+    assert trainer.args.gradient_checkpointing
+    assert trainer.generation_config.use_cache is True and trainer.generation_kwargs["use_cache"] is True
+
+
+def test_gkd_on_policy_loss_is_a_mean_over_the_rollout_tokens(tiny_student, tiny_model, tmp_path):
+    """transformers counts the trained tokens of the data batch before GKD replaces the labels with a
+    rollout; dividing the rollout's summed JSD by that count weighted the step by generated / data length."""
+    from cotdistill.train import gkd
+
+    trainer, _, _ = gkd.build(cfg(tiny_student, tmp_path, method="gkd", teacher=str(tiny_model),
+                                  gkd={"lmbda": 1.0, "max_new_tokens": 8}))
+    batch = next(iter(trainer.get_train_dataloader()))
+    data_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    trainer.model.train()
+    loss = trainer.training_step(trainer.model, batch, num_items_in_batch=torch.tensor(data_tokens))
+    with torch.no_grad():  # batch now holds the rollout
+        s = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        t = trainer.teacher_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        mean = trainer.generalized_jsd_loss(s, t, labels=batch["labels"][:, 1:], beta=trainer.beta)
+    rollout_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    assert rollout_tokens != data_tokens
+    assert float(loss) == pytest.approx(float(mean), rel=1e-4)
+
+
+def test_relation_and_importance_refuse_batch_size_one(tmp_path):
+    base = dict(student="s", dataset_dir="d", output_dir="o", method="kd", teacher="t", per_device_train_batch_size=1)
+    with pytest.raises(ValueError, match="relation: compares the examples of one micro-batch"):
+        TrainConfig.model_validate({**base, "relation": {"weight": 1.0}})
+    with pytest.raises(ValueError, match="kd.importance: compares"):
+        TrainConfig.model_validate({**base, "kd": {"importance": "student_loss"}})
+    TrainConfig.model_validate({**base, "per_device_train_batch_size": 2, "relation": {"weight": 1.0}})
+
+
+def test_a_missing_optional_dependency_fails_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in ("tensorboard", "flash_attn") else real(n, *a))
+    c = TrainConfig.model_validate(dict(student=str(tmp_path / "nothing"), dataset_dir="d", output_dir="o",
+                                        report_to=["tensorboard"]))
+    with pytest.raises(CotdistillError, match=r"report_to: 'tensorboard' needs the tensorboard package.*"
+                                              r"pip install 'cotdistill\[tracking\]'"):
+        train.run(c)
+    c = TrainConfig.model_validate(dict(student="s", dataset_dir="d", output_dir="o",
+                                        attn_implementation="flash_attention_2"))
+    with pytest.raises(CotdistillError, match="attn_implementation: 'flash_attention_2' needs the flash_attn"):
+        train.run(c)
+
+
+def test_run_checks_optional_dependencies_before_generating(tmp_path, monkeypatch):
+    import importlib.util
+
+    from cotdistill import run as run_mod
+    from cotdistill.config import RunConfig, load_config
+    from conftest import ROOT
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    c = load_config(RunConfig, ROOT / "data/configs/run_demo.yaml",
+                    [f"output_dir={tmp_path / 'run'}", "students.0.train.report_to=[wandb]"])
+    with pytest.raises(CotdistillError, match=r"stage train:.*report_to: 'wandb' needs the wandb package"):
+        run_mod.run(c)
+    assert not (tmp_path / "run" / "generate").exists()
