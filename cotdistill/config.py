@@ -203,6 +203,8 @@ class LogitsConfig(StrictModel):
     device: str = Field(default="auto", description="score: auto (cuda when there is one) | cpu | cuda[:N]")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="auto: bf16 on CUDA and "
                                                                      "on CPUs with AMX / AVX512-BF16, else fp32")
+    chunk_tokens: int | None = Field(default=None, ge=0, description="score: positions whose logits are made at "
+                                     "once (bounded memory at large vocabularies); None: 1024, 0: whole sequences")
     rows_per_group: int = Field(default=512, ge=1, description="parquet row group size (traces)")
     progress: bool = True
 
@@ -343,6 +345,14 @@ def optional_dependency_problems(report_to: list[str], attn_implementation: str 
     return out
 
 
+DEFAULT_CHUNK_TOKENS = 1024
+
+
+def chunk_size(value: int | None) -> int:
+    """A chunk setting resolved: None -> the default, 0 -> unchunked (0)."""
+    return DEFAULT_CHUNK_TOKENS if value is None else value
+
+
 class TrainConfig(StrictModel):
     method: Literal["sft", "gkd", "distill", "logit_kd", "kd"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
@@ -361,6 +371,9 @@ class TrainConfig(StrictModel):
     output_dir: str
     max_length: int = Field(default=2048, ge=16)
     max_truncated_share: float = Field(default=0.05, ge=0, le=1, description="refuse when more examples are too long")
+    loss_chunk_tokens: int | None = Field(default=None, ge=0, description="logit_kd / kd: trained tokens whose logits "
+                                          "are made at once (activation-checkpointed chunks: memory O(chunk x vocab), "
+                                          "not O(batch x length x vocab)); None: 1024, 0: unchunked")
     per_device_train_batch_size: int = Field(default=8, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)

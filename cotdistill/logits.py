@@ -21,7 +21,8 @@ import json
 import time
 from pathlib import Path
 
-from cotdistill.config import LogitsConfig
+from cotdistill.config import LogitsConfig, chunk_size
+from cotdistill.lm_head import check_head, final_hidden, head_fn
 from cotdistill.errors import CotdistillError, first_line
 
 CACHE, META = "cache.parquet", "cache.json"
@@ -140,6 +141,10 @@ def _score(cfg: LogitsConfig, ds, writer: CacheWriter, tok, bar) -> str:
     except Exception as e:
         raise CotdistillError(f"teacher: cannot load '{cfg.teacher}' with transformers: {first_line(e)}") from None
     closing, k, window = _closing(tok), cfg.top_k, cfg.batch_size * 32
+    step = chunk_size(cfg.chunk_tokens)
+    if step:
+        check_head(model, "teacher")
+        head = head_fn(model)
     with torch.inference_mode():
         for w in range(0, len(ds), window):
             rows = ds[w:w + window]
@@ -159,10 +164,18 @@ def _score(cfg: LogitsConfig, ds, writer: CacheWriter, tok, bar) -> str:
                 for r, (m, _, p, c) in enumerate(chunk):
                     ids[r, :m] = torch.tensor(p + c)
                     att[r, :m] = 1
-                logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits
+                if step:  # logits of `step` positions at a time: memory O(step x V), not O(batch x length x V)
+                    _, hidden = final_hidden(model, input_ids=ids.to(device), attention_mask=att.to(device))
+                else:
+                    logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits
                 for r, (m, j, p, c) in enumerate(chunk):
                     # position t predicts token t + 1: completion tokens are predicted at len(p) - 1 .. m - 2
-                    top_lp, top_ids = torch.log_softmax(logits[r, len(p) - 1:m - 1].float(), dim=-1).topk(k, dim=-1)
+                    if step:
+                        parts = [torch.log_softmax(head(hidden[r, a:min(a + step, m - 1)]).float(), -1).topk(k, -1)
+                                 for a in range(len(p) - 1, m - 1, step)]
+                        top_lp, top_ids = torch.cat([x[0] for x in parts]), torch.cat([x[1] for x in parts])
+                    else:
+                        top_lp, top_ids = torch.log_softmax(logits[r, len(p) - 1:m - 1].float(), -1).topk(k, dim=-1)
                     done[j] = (c, top_ids.cpu().numpy(), top_lp.cpu().numpy())
                 bar.update(len(chunk))
             for j in range(len(seqs)):

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from cotdistill.config import TrainConfig
+from cotdistill.config import TrainConfig, chunk_size
+from cotdistill.lm_head import check_head, head_fn
 from cotdistill.errors import CotdistillError
 from cotdistill.train import losses as L
 from cotdistill.train.common import (assistant_end_token, check_same_vocab, device_defaults, end_of_turn_ids,
@@ -41,6 +42,9 @@ class LiveKDTrainer(Trainer):
     def __init__(self, *args, teachers, teacher_weights, cfg: TrainConfig, pairs, projections, **kw):
         super().__init__(*args, **kw)
         self.teachers, self.teacher_weights, self.cfg = teachers, teacher_weights, cfg
+        self.chunk = chunk_size(cfg.loss_chunk_tokens)
+        self.vocab_rows = [m.get_output_embeddings().weight.size(0) for m in
+                           (self.accelerator.unwrap_model(self.model), *teachers)]
         self.pairs, self.projections = pairs, projections.to(self.args.device)
         for t in self.teachers:
             t.to(self.args.device)
@@ -56,28 +60,23 @@ class LiveKDTrainer(Trainer):
         want_h = bool(c.features or c.relation or c.cosine)
         want_a = c.attention is not None
         kw = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                  output_hidden_states=want_h, output_attentions=want_a)
+                  output_hidden_states=want_h or bool(self.chunk), output_attentions=want_a)
+        if self.chunk:  # only the last position's logits; the rest chunk by chunk from the final hidden states
+            kw["logits_to_keep"] = 1
         out = model(**kw)
         with torch.no_grad():
             t_outs = [t(**kw) for t in self.teachers]
         check_outputs(out, t_outs[0], want_h, want_a)
-        v = min(out.logits.size(-1), *(o.logits.size(-1) for o in t_outs))  # padding rows past the tokenizer
         labels = inputs["labels"][:, 1:]
         trained = labels != -100
         n = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else trained.sum(),
                             dtype=torch.float32, device=labels.device).clamp(min=1)
-        logits = out.logits[:, :-1, :v].float()
-        ce_tok = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none") * trained
-        weights = None
-        if c.kd.importance != "none":
-            per_ex = self._per_example(ce_tok, t_outs, trained, v)
-            weights = L.importance_weights(per_ex, c.kd.importance)
-        ce_sum = (ce_tok * (weights.unsqueeze(1) if weights is not None else 1)).sum()
         temp = self.temperature()
+        ce_sum, kd_sum, weights = (self._chunked_terms if self.chunk else self._full_terms)(model, out, t_outs, labels,
+                                                                                           trained, temp)
         terms = {"ce": ce_sum / n}
-        if c.kd.alpha > 0:
-            log_q = L.ensemble_log_probs([o.logits[:, :-1, :v] for o in t_outs], self.teacher_weights, temp)
-            terms["kd"] = L.soft_target_loss(logits, log_q, trained, temp, c.kd.divergence, c.kd.beta, weights, n)
+        if kd_sum is not None:
+            terms["kd"] = temp * temp * kd_sum / n
         loss = (1 - c.kd.alpha) * terms["ce"] + c.kd.alpha * terms.get("kd", 0)
         share = trained.sum() / n  # per-token means weigh this micro-batch like the summed terms do
         tok_mask = inputs["labels"] != -100  # the trained tokens' own positions
@@ -109,6 +108,48 @@ class LiveKDTrainer(Trainer):
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
         return (loss, out) if return_outputs else loss
+
+    def _full_terms(self, model, out, t_outs, labels, trained, temp):
+        """(weighted CE sum, weighted divergence sum or None, example weights) from the full [B, L, V] logits."""
+        c = self.cfg
+        v = min(out.logits.size(-1), *(o.logits.size(-1) for o in t_outs))  # padding rows past the tokenizer
+        logits = out.logits[:, :-1, :v].float()
+        ce_tok = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none") * trained
+        weights = None
+        if c.kd.importance != "none":
+            weights = L.importance_weights(self._per_example(ce_tok, t_outs, trained, v), c.kd.importance)
+        ce_sum = (ce_tok * (weights.unsqueeze(1) if weights is not None else 1)).sum()
+        if c.kd.alpha == 0:
+            return ce_sum, None, weights
+        log_q = L.ensemble_log_probs([o.logits[:, :-1, :v] for o in t_outs], self.teacher_weights, temp)
+        kd = L.soft_target_loss(logits, log_q, trained, temp, c.kd.divergence, c.kd.beta, weights, 1) / (temp * temp)
+        return ce_sum, kd, weights
+
+    def _chunked_terms(self, model, out, t_outs, labels, trained, temp):
+        """The same sums, ``self.chunk`` trained tokens at a time (L.token_chunks): memory O(chunk x V)."""
+        c = self.cfg
+        s_head = head_fn(self.accelerator.unwrap_model(model))
+        t_heads = [head_fn(t) for t in self.teachers]
+        v = min(self.vocab_rows)
+        h_s = out.hidden_states[-1][:, :-1][trained]
+        h_ts = [o.hidden_states[-1][:, :-1][trained] for o in t_outs]
+
+        def per_token(h, lab, *hts):
+            with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16)):
+                z_s = s_head(h)[:, :v]
+                with torch.no_grad():
+                    z_ts = [head(ht)[:, :v] for head, ht in zip(t_heads, hts)]
+            return L.soft_target_per_token(z_s, z_ts, lab, self.teacher_weights, temp, c.kd.divergence, c.kd.beta)
+
+        ce_tok, d_tok, ent_tok = L.token_chunks(per_token, [h_s, labels[trained], *h_ts], self.chunk)
+        weights, w_tok = None, 1
+        if c.kd.importance != "none":
+            example = torch.arange(trained.size(0), device=trained.device).unsqueeze(1).expand_as(trained)[trained]
+            stat = ce_tok.detach() if c.kd.importance == "student_loss" else ent_tok
+            per_ex = torch.zeros(trained.size(0), device=stat.device).index_add_(0, example, stat.float())
+            weights = L.importance_weights(per_ex / trained.sum(1).clamp(min=1), c.kd.importance)
+            w_tok = weights[example]
+        return (ce_tok * w_tok).sum(), (d_tok * w_tok).sum() if c.kd.alpha > 0 else None, weights
 
     def _per_example(self, ce_tok, t_outs, trained, v):
         counts = trained.sum(1).clamp(min=1)
@@ -226,6 +267,9 @@ def build(cfg: TrainConfig):
         t = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **attn).eval()
         t.requires_grad_(False)
         teachers.append(t)
+    if chunk_size(cfg.loss_chunk_tokens):
+        for m, what in ((model, "student"), *((t, f"teacher {n}") for t, (n, _) in zip(teachers, specs))):
+            check_head(m, what)
     (ls, ds_), (lt, dt) = _depth_width(model), _depth_width(teachers[0])
     pairs: dict[str, list] = {}
     for term in ("features", "attention"):  # attention maps are head-averaged: any head counts compare

@@ -17,25 +17,33 @@ import os
 import torch
 from transformers import Trainer
 
-from cotdistill.config import TrainConfig
+from cotdistill.config import TrainConfig, chunk_size
 from cotdistill.errors import CotdistillError
 from cotdistill.teachers.base import tokenizer_hash
-from cotdistill.train.losses import kd_loss
+from cotdistill.lm_head import check_head, final_hidden, head_fn
+from cotdistill.train.losses import kd_loss, kd_loss_chunked
 from cotdistill.train.common import (end_of_turn_ids, example_name, load_split, load_student, load_tokenizer,
                                      train_and_save, training_args)
 
 
 class CachedKDTrainer(Trainer):
-    def __init__(self, *args, alpha: float, temperature: float, **kw):
+    def __init__(self, *args, alpha: float, temperature: float, chunk: int = 0, **kw):
         super().__init__(*args, **kw)
-        self.alpha, self.temperature = alpha, temperature
+        self.alpha, self.temperature, self.chunk = alpha, temperature, chunk
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # num_items_in_batch: trained tokens of the whole accumulated step (transformers counts them
         # because the model accepts loss kwargs, and then does not divide by the accumulation steps)
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        loss, _, _ = kd_loss(out.logits, inputs["labels"], inputs["top_ids"], inputs["top_lp"],
-                             self.alpha, self.temperature, num_items=num_items_in_batch)
+        if self.chunk:  # logits made chunk by chunk from the final hidden states: memory O(chunk x V)
+            out, hidden = final_hidden(model, input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            head = head_fn(self.accelerator.unwrap_model(model))
+            with torch.autocast(hidden.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16)):
+                loss, _, _ = kd_loss_chunked(hidden, head, inputs["labels"], inputs["top_ids"], inputs["top_lp"],
+                                             self.alpha, self.temperature, num_items_in_batch, self.chunk)
+        else:
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            loss, _, _ = kd_loss(out.logits, inputs["labels"], inputs["top_ids"], inputs["top_lp"],
+                                 self.alpha, self.temperature, num_items=num_items_in_batch)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
         return (loss, out) if return_outputs else loss
@@ -159,9 +167,11 @@ def build(cfg: TrainConfig):
     args = training_args(TrainingArguments, cfg, remove_unused_columns=False,
                          train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
     model = load_student(cfg)
+    if chunk_size(cfg.loss_chunk_tokens):
+        check_head(model, "student")
     trainer = CachedKDTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                               data_collator=collate(tok.pad_token_id, k), alpha=cfg.kd.alpha,
-                              temperature=cfg.kd.temperature)
+                              temperature=cfg.kd.temperature, chunk=chunk_size(cfg.loss_chunk_tokens))
     preflight = {"examples": count, "dropped_too_long": dropped, "top_k": k,
                  "trained_tokens": int(sum(train_ds["length"]) - sum(train_ds["prompt_len"]))}
     return trainer, tok, preflight

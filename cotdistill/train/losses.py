@@ -83,6 +83,65 @@ def kd_loss(logits, labels, top_ids, top_lp, alpha: float, temperature: float, n
     return loss, ce_mean, kl.detach().mean()
 
 
+def token_chunks(fn, tensors: list[torch.Tensor], chunk: int) -> tuple[torch.Tensor, ...]:
+    """``fn`` over row chunks of per-token tensors (all [N, ...]), each chunk under activation checkpointing:
+    its [chunk, V] intermediates are freed after the forward and recomputed in the backward, so peak memory
+    is O(chunk * V) instead of O(N * V). ``fn`` returns per-token vectors ([chunk] each); they come back
+    concatenated ([N] each), equal to ``fn`` on the whole tensors up to float summation order."""
+    from torch.utils.checkpoint import checkpoint
+
+    n = tensors[0].size(0)
+    parts = []
+    for s in range(0, max(n, 1), chunk):
+        piece = [t[s:s + chunk] for t in tensors]
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in piece)
+        parts.append(checkpoint(fn, *piece, use_reentrant=False) if grad else fn(*piece))
+    return tuple(torch.cat(col) for col in zip(*parts))
+
+
+def kd_loss_chunked(hidden, head, labels, top_ids, top_lp, alpha: float, temperature: float, num_items=None,
+                    chunk: int = 1024):
+    """``kd_loss`` from the final hidden states [B,L,d] and the output head (``z = head(h)``) instead of the
+    logits, ``chunk`` trained tokens at a time (``token_chunks``): the same value and gradient, never a
+    [B, L, V] tensor. Only trained positions are projected (the prompt's logits are never made)."""
+    labels, tids, tlp = labels[:, 1:], top_ids[:, 1:], top_lp[:, 1:]
+    trained = labels != -100
+    h, lab, tids, tlp = hidden[:, :-1][trained], labels[trained], tids[trained], tlp[trained]
+    n = num_items if num_items is not None else trained.sum()
+    n = torch.as_tensor(n, device=hidden.device, dtype=torch.float32).clamp(min=1)
+
+    def per_token(h, lab, tids, tlp):
+        z = head(h).float()
+        ce = F.cross_entropy(z, lab, reduction="none")
+        valid = tids >= 0
+        log_q = teacher_buckets(tlp, valid)
+        log_p = student_buckets(torch.log_softmax(z, -1), tids, valid)
+        return ce, torch.where(valid[:, 0], tempered_kl(log_q, log_p, temperature), torch.zeros_like(ce))
+
+    ce, kl = token_chunks(per_token, [h, lab, tids, tlp], chunk)
+    pos = tids[:, 0] >= 0 if tids.numel() else torch.zeros(0, dtype=torch.bool, device=hidden.device)
+    ce_mean = ce.sum().detach() / trained.sum().clamp(min=1)
+    if alpha == 0 or not pos.any():
+        return (1 - alpha) * ce.sum() / n, ce_mean, torch.zeros((), device=hidden.device)
+    loss = alpha * temperature * temperature * kl.sum() / n + (1 - alpha) * ce.sum() / n
+    return loss, ce_mean, kl[pos].detach().mean()
+
+
+def soft_target_per_token(z_s: torch.Tensor, z_teachers: list[torch.Tensor], labels: torch.Tensor,
+                          teacher_weights: list[float], temperature: float, kind: str, beta: float):
+    """Per-token terms of the live-teacher KD loss for one set of positions ([N, V] logits each):
+    (CE of the label, D(q_T, p_T) as in ``soft_target_loss`` before T^2 and weights, the teachers' mixture
+    entropy at T = 1). Chunked by ``token_chunks`` in train/kd.py; each is [N]."""
+    z_s = z_s.float()
+    ce = F.cross_entropy(z_s, labels, reduction="none")
+    log_q = ensemble_log_probs(z_teachers, teacher_weights, temperature)
+    d = divergence(log_q, torch.log_softmax(z_s / temperature, -1), kind, beta)
+    with torch.no_grad():
+        lq1 = ensemble_log_probs(z_teachers, teacher_weights, 1.0) if temperature != 1.0 else log_q.detach()
+        ent = -(lq1.exp() * lq1).sum(-1)
+    return ce, d, ent
+
+
 # ---------------------------------------------------------------- live-teacher terms (train/kd.py)
 def ensemble_log_probs(teacher_logits: list[torch.Tensor], weights: list[float], temperature: float) -> torch.Tensor:
     """The teachers' soft targets at temperature T, log q_T = log sum_i w_i softmax(z_i / T) with the
