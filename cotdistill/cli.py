@@ -25,6 +25,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distill chain-of-thought from a vLLM teacher into a small student.")
 
 
+@app.callback()
+def _process() -> None:
+    """Runs before every command: a stop signal closes the engines this process started (cotdistill/lifecycle.py)."""
+    from cotdistill.lifecycle import install
+
+    install()
+
+
 def _fail(e: CotdistillError) -> None:
     typer.echo(f"error: {e}", err=True)
     raise typer.Exit(code=2)

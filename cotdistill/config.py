@@ -204,7 +204,7 @@ class LogitsConfig(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="auto: bf16 on CUDA and "
                                                                      "on CPUs with AMX / AVX512-BF16, else fp32")
     chunk_tokens: int | None = Field(default=None, ge=0, description="score: positions whose logits are made at "
-                                     "once (bounded memory at large vocabularies); None: 1024, 0: whole sequences")
+                                     "once (bounded memory at large vocabularies); None: 512, 0: whole sequences")
     rows_per_group: int = Field(default=512, ge=1, description="parquet row group size (traces)")
     progress: bool = True
 
@@ -345,7 +345,7 @@ def optional_dependency_problems(report_to: list[str], attn_implementation: str 
     return out
 
 
-DEFAULT_CHUNK_TOKENS = 1024
+DEFAULT_CHUNK_TOKENS = 512  # [512, 152k] fp32 is 311 MB; a loss makes ~6 of them
 
 
 def chunk_size(value: int | None) -> int:
@@ -373,7 +373,7 @@ class TrainConfig(StrictModel):
     max_truncated_share: float = Field(default=0.05, ge=0, le=1, description="refuse when more examples are too long")
     loss_chunk_tokens: int | None = Field(default=None, ge=0, description="logit_kd / kd: trained tokens whose logits "
                                           "are made at once (activation-checkpointed chunks: memory O(chunk x vocab), "
-                                          "not O(batch x length x vocab)); None: 1024, 0: unchunked")
+                                          "not O(batch x length x vocab)); None: 512, 0: unchunked")
     per_device_train_batch_size: int = Field(default=8, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)
@@ -457,6 +457,9 @@ class EvalConfig(StrictModel):
     ci: Literal["bootstrap", "wilson"] = "bootstrap"
     train_data: list[str] = Field(default_factory=list, description="filter outputs / jsonl files to check for overlap")
     ngram: int = Field(default=8, ge=3)
+    contamination: Literal["error", "warn"] | None = Field(
+        default=None, description="benchmark questions sharing n-grams with train_data: None/error refuses to score; "
+                                  "warn scores anyway and records the opt-out in results.json")
     verify_workers: int = Field(default=0, ge=0)
     verify_timeout_s: float = Field(default=10.0, gt=0)
     output_dir: str
@@ -588,6 +591,12 @@ class RunEval(StrictModel):
     ci: Literal["bootstrap", "wilson"] = "wilson"
     teacher: bool = Field(default=True, description="evaluate the teacher too (retention needs it)")
     ngram: int = Field(default=8, ge=3, description="overlap check of benchmark questions against the filtered training set")
+    contamination: Literal["error", "warn"] | None = Field(
+        default=None, description="benchmark questions found in the training data: None/error stops the run; warn "
+                                  "goes on and records the opt-out in results.json")
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1, description="the students' eval engines (default: the teacher's); lower it when "
+                                              "training ran in this process on the same GPU")
 
 
 class RunTargets(StrictModel):

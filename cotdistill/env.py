@@ -25,3 +25,31 @@ def prepare_vllm_env(in_process: bool = False) -> None:
         if in_process:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def machine() -> dict:
+    """What a measurement ran on, for every summary and benchmark line: the CPU model, its fast-matmul
+    flags (AVX-512, AVX512-BF16, AMX: AMX machines run bf16 matmuls several times faster than AVX2-only
+    ones, so absolute times differ between machines of one kind), the cores, and the GPU if any."""
+    import platform
+
+    flags, model = set(), platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    out = {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
+           "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_bf16" in flags}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return out

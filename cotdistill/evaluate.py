@@ -21,6 +21,7 @@ from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig
 from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
 from cotdistill.env import prepare_vllm_env
+from cotdistill.errors import CotdistillError
 from cotdistill.generate import load_problem_file
 from cotdistill.metrics import summarize
 from cotdistill.store import iter_jsonl, write_atomic
@@ -95,6 +96,38 @@ def _per_problem(traces: list[dict], verdicts: dict) -> list[dict]:
     return rows
 
 
+def _check_overlap(cfg: EvalConfig, bench: str, problems: dict, index, results: dict) -> None:
+    """Benchmark questions that share n-grams with the training data: an error unless the config opts out
+    (contamination: warn), and then the opt-out is recorded next to the scores."""
+    hits = [(pid, h) for pid, p in problems.items() for h in index.hits(p.question)]
+    results["benchmarks"][bench]["overlap"] = len({pid for pid, _ in hits})
+    if not hits:
+        return
+    msg = (f"benchmark '{bench}': {len({pid for pid, _ in hits})} of {len(problems)} problems share {cfg.ngram}-grams "
+           f"with the training data (e.g. {hits[0][0]} ~ {hits[0][1][1]} in {hits[0][1][0]})")
+    if cfg.contamination != "warn":
+        raise CotdistillError(f"{msg}: scores on a benchmark the students trained on measure memory, not reasoning; "
+                              f"train on another split, or set contamination: warn to score anyway (recorded)")
+    results["benchmarks"][bench]["contamination_opt_out"] = True
+    results["warnings"].append(msg)
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _forget_if_changed(folder: Path, identity: dict) -> None:
+    """A model re-trained in place keeps its path, so resuming compared equal configs and scored the old model's
+    traces. Each model's folder records the weights' fingerprint; when it changed, its old outputs go."""
+    import shutil
+
+    mark = folder / "identity.json"
+    if mark.exists() and json.loads(mark.read_text()) != identity:
+        print(f"eval: {identity['model']} changed since its traces were generated (fingerprint "
+              f"{json.loads(mark.read_text()).get('fingerprint')} -> {identity.get('fingerprint')}); generating again",
+              file=sys.stderr)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(mark, json.dumps(identity) + "\n")
+
+
 def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     """``teachers``: already built backends by model name (reused, not closed); others are built here."""
     from cotdistill import generate
@@ -110,6 +143,7 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     for b in cfg.benchmarks:
         results["benchmarks"][b.name] = {"source": source_hash(b.source), "template": b.template}
     for m in cfg.models:
+        _forget_if_changed(out / m.name, fingerprint(m.serve.model))
         given = (teachers or {}).get(m.name)
         teacher = given or make_teacher(m.serve, seed=cfg.sampling.seed)
         info = {"role": m.role, "dtype": getattr(m.serve, "dtype", None), "identity": fingerprint(m.serve.model),
@@ -122,13 +156,7 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
                 gsum = generate.run(gcfg, teacher=teacher)
                 problems = {p.id: p for p in load_problem_file(gdir / "problems.jsonl")}
                 if index is not None and "overlap" not in results["benchmarks"][b.name]:
-                    hits = [(pid, h) for pid, p in problems.items() for h in index.hits(p.question)]
-                    results["benchmarks"][b.name]["overlap"] = len({pid for pid, _ in hits})
-                    if hits:
-                        msg = (f"benchmark '{b.name}': {len({pid for pid, _ in hits})} of {len(problems)} problems share "
-                               f"{cfg.ngram}-grams with the training data (e.g. {hits[0][0]} ~ {hits[0][1][1]})")
-                        results["warnings"].append(msg)
-                        print(f"warning: {msg}", file=sys.stderr)
+                    _check_overlap(cfg, b.name, problems, index, results)
                 traces = [obj for _, obj in iter_jsonl(gdir / "traces.jsonl")]
                 found = verify_pairs([(t["completion"], problems[t["problem_id"]]) for t in traces],
                                      cfg.verify_workers, cfg.verify_timeout_s, cfg.progress)

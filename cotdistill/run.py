@@ -67,7 +67,7 @@ def seeds_of(cfg: RunConfig, s) -> list[int]:
 
 
 # options added after runs existed: unset, they leave a stage's fingerprint as it was (no refused resume)
-UNSET_NOT_FINGERPRINTED = {"qat", "loss_chunk_tokens", "chunk_tokens"}
+UNSET_NOT_FINGERPRINTED = {"qat", "loss_chunk_tokens", "chunk_tokens", "contamination"}
 
 
 def logits_stage(data: str) -> str:
@@ -226,6 +226,8 @@ def _eval_config(plan: Plan) -> EvalConfig:
     models = [EvalModel(name="teacher", role="teacher", serve=cfg.teacher)] if cfg.eval.teacher else []
     engine = cfg.teacher.model_dump() if isinstance(cfg.teacher, VLLMTeacher) else {
         "backend": "vllm", "max_model_len": 4096, "enforce_eager": True}
+    if cfg.eval.gpu_memory_utilization is not None:
+        engine["gpu_memory_utilization"] = cfg.eval.gpu_memory_utilization
     for name, sr in plan.students.items():
         final = Path(sr.train.output_dir) / "final"
         if not (final / "config.json").exists():
@@ -236,6 +238,7 @@ def _eval_config(plan: Plan) -> EvalConfig:
             {**engine, "model": str(final), "tokenizer": None, "revision": None, "chat_template": None})))
     return EvalConfig(models=models, benchmarks=cfg.eval.benchmarks, sampling=cfg.eval.sampling, ks=cfg.eval.ks,
                       ci=cfg.eval.ci, train_data=[str(plan.dirs["filter"])], ngram=cfg.eval.ngram,
+                      contamination=cfg.eval.contamination,
                       output_dir=str(plan.dirs["eval"]))
 
 
@@ -248,6 +251,37 @@ def distillation_table(plan: Plan, results: dict, outcomes: dict | None = None) 
         outcomes = load_outcomes(plan.dirs["eval"], list(results["models"]), bench)
     students = {n: (sr.student, sr.seed, sr.data, sr.method) for n, sr in plan.students.items()}
     return table(students, results, outcomes, plan.cfg.targets, bench)
+
+
+def check_held_out(plan: Plan) -> None:
+    """A benchmark read from the very source the teacher answers (same file or hub set and split) is the training
+    set: an error before anything runs, unless eval.contamination is warn (then the eval stage records it)."""
+    def key(src):
+        d = src.model_dump(mode="json")
+        return json.dumps({k: v for k, v in d.items() if k not in ("limit", "fields")}, sort_keys=True)
+
+    train = key(plan.configs["generate"].source)
+    for b in plan.cfg.eval.benchmarks:
+        if key(b.source) == train and plan.cfg.eval.contamination != "warn":
+            raise CotdistillError(f"eval.benchmarks '{b.name}': the benchmark is the generate stage's own source "
+                                  f"({getattr(b.source, 'path', None) or b.source.model_dump(mode='json')}): the students "
+                                  f"would be scored on their training problems; evaluate on a held-out split, or set "
+                                  f"eval.contamination: warn")
+
+
+def release_memory() -> None:
+    """Free what a finished trainer held (its model, optimizer state and the CUDA allocator's cache): vLLM
+    sizes its KV cache from the GPU's free memory, and refuses to start while a trainer's cache holds it."""
+    import gc
+
+    gc.collect()  # trainers hold reference cycles (callbacks, accelerator)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def _run_stage(plan: Plan, name: str) -> dict:
@@ -282,7 +316,10 @@ def _run_stage(plan: Plan, name: str) -> dict:
         write_atomic(Path(c.output_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
     if name.startswith("train:"):
-        return train.run(c)
+        try:
+            return train.run(c)
+        finally:
+            release_memory()  # the eval engines start in this process next
     if name == "eval":
         ecfg = _eval_config(plan)
         evaluate.run(ecfg)
@@ -357,6 +394,7 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
     for name, c in plan.configs.items():  # before hours of generation, not at the trainer's init
         if isinstance(c, TrainConfig) and name not in skip:
             check_dependencies(c, f"stage {name}")
+    check_held_out(plan)
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, root / "config.yaml")

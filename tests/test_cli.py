@@ -131,3 +131,36 @@ def test_keys_lists_every_config_key_with_its_help():
     assert code == 0 and "students[].init_from" in out and "start from this (earlier) student" in out
     code, out, err = run_cli("keys", "nope")
     assert code == 2 and "unknown stage 'nope'" in err
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_no_engine_process_behind(tiny_model, tmp_path):
+    """A scheduler's SIGTERM to `cotdistill generate` (vLLM's default multiprocess engine) stops its EngineCore
+    and workers too; they used to run on as orphans at full CPU."""
+    from cotdistill.lifecycle import descendants
+
+    cfg = config(tmp_path, tiny_model, limit=40, n=4, max_tokens=256, extra="progress: false\n")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    proc = subprocess.Popen([sys.executable, "-m", "cotdistill", "generate", str(cfg)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    engine, deadline = [], time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not engine:
+        for pid in descendants(proc.pid):
+            try:
+                title = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "VLLM" in title or "EngineCore" in title:
+                engine.append(pid)
+        time.sleep(0.2)
+    assert engine, f"no engine process appeared: {proc.poll()}"
+    time.sleep(2)
+    tree = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    time.sleep(1)
+    alive = [p for p in tree if os.path.exists(f"/proc/{p}") and
+             open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    for p in alive:  # leave nothing behind even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"processes left after SIGTERM: {alive}; stderr: {proc.stderr.read()[-2000:]}"

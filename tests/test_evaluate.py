@@ -32,8 +32,14 @@ def test_eval_end_to_end_through_vllm(tiny_model, vllm_teacher, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [{"problem_id": "t0", "messages": [
         {"role": "user", "content": first["question"]}, {"role": "assistant", "content": "x"}]}])
     cfg = eval_cfg(tiny_model, tmp_path, train_data=[str(train)], ngram=3)
+    with pytest.raises(CotdistillError, match=r"benchmark 'arith': 1 of 6 problems share 3-grams with the training "
+                                              r"data .*set contamination: warn to score anyway"):
+        evaluate.run(cfg, teachers={"teacher": vllm_teacher, "student": vllm_teacher})
+    assert not (tmp_path / "eval/results.json").exists()
+    cfg = eval_cfg(tiny_model, tmp_path, train_data=[str(train)], ngram=3, contamination="warn")
     summary = evaluate.run(cfg, teachers={"teacher": vllm_teacher, "student": vllm_teacher})
     res = json.loads((tmp_path / "eval/results.json").read_text())
+    assert res["benchmarks"]["arith"]["contamination_opt_out"] is True
     s = res["models"]["student"]["scores"]["arith"]
     assert s["problems"] == 6 and s["samples_per_problem"] == 4
     for key in ("pass@1", "pass@2", "pass@4", "maj@2", "maj@4"):
@@ -51,6 +57,35 @@ def test_eval_end_to_end_through_vllm(tiny_model, vllm_teacher, tmp_path):
     assert strip("teacher") == strip("student")
     report = write_report(tmp_path)
     assert (tmp_path / "report/accuracy_eval.png").stat().st_size > 5000 and "retention" in report.read_text()
+
+
+def test_a_model_retrained_in_place_is_generated_again(tiny_model, vllm_teacher, tmp_path, capsys):
+    """Same path, same config: resume used to score the old weights' traces."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "student"
+    shutil.copytree(tiny_model, model)
+    cfg = eval_cfg(tiny_model, tmp_path, models=[{"name": "student", "serve": teacher_dict(model)}],
+                   benchmarks=[{"name": "arith", "source": {"kind": "hf", "path": str(ROOT / "data/arithmetic_test.jsonl"),
+                                                            "fields": {"id": "id"}, "limit": 2},
+                                "template": "arithmetic_cot"}], sampling={"n": 1, "max_tokens": 4, "seed": 0})
+    traces = tmp_path / "eval/student/arith/generate/traces.jsonl"
+    evaluate.run(cfg, teachers={"student": vllm_teacher})
+    first = traces.stat().st_ino, traces.stat().st_mtime_ns
+    evaluate.run(cfg, teachers={"student": vllm_teacher})  # unchanged: resumed, nothing generated
+    assert (traces.stat().st_ino, traces.stat().st_mtime_ns) == first
+    assert "changed since" not in capsys.readouterr().err
+    weights = load_file(str(model / "model.safetensors"))
+    save_file({k: v + 0.01 * torch.ones_like(v) for k, v in weights.items()}, str(model / "model.safetensors"),
+              metadata={"format": "pt"})
+    evaluate.run(cfg, teachers={"student": vllm_teacher})
+    assert "changed since its traces were generated" in capsys.readouterr().err
+    assert (traces.stat().st_ino, traces.stat().st_mtime_ns) != first
+    identity = json.loads((tmp_path / "eval/student/identity.json").read_text())
+    assert identity == evaluate.fingerprint(str(model))
 
 
 def test_greedy_and_bad_config(tiny_model, tmp_path):

@@ -104,3 +104,43 @@ def test_run_checks_optional_dependencies_before_generating(tmp_path, monkeypatc
     with pytest.raises(CotdistillError, match=r"stage train:.*report_to: 'wandb' needs the wandb package"):
         run_mod.run(c)
     assert not (tmp_path / "run" / "generate").exists()
+
+
+def test_run_refuses_a_benchmark_that_is_its_training_source(tmp_path):
+    from cotdistill import run as run_mod
+    from cotdistill.config import RunConfig, load_config
+    from conftest import ROOT
+
+    same = "eval.benchmarks.0.source.path=data/digit_chain_train.jsonl"
+    c = load_config(RunConfig, ROOT / "data/configs/run_demo.yaml", [f"output_dir={tmp_path / 'run'}", same])
+    with pytest.raises(CotdistillError, match="the benchmark is the generate stage's own source"):
+        run_mod.run(c)
+    assert not (tmp_path / "run" / "generate").exists()
+
+
+def test_trainer_memory_is_released_before_eval_engines_start(tiny_student, tmp_path, monkeypatch):
+    """One process trains, then starts vLLM engines: the trainer's model must be gone by then."""
+    import weakref
+
+    from cotdistill import run as run_mod
+    from cotdistill.train import common
+
+    models = []
+    real = common.load_student
+
+    def tracked(*a, **kw):
+        m = real(*a, **kw)
+        models.append(weakref.ref(m))
+        return m
+
+    monkeypatch.setattr(common, "load_student", tracked)
+    from cotdistill.train import sft
+
+    monkeypatch.setattr(sft, "load_student", tracked)
+    c = cfg(tiny_student, tmp_path, max_steps=1)
+
+    class FakePlan:
+        configs = {"train:s@0": c}
+
+    run_mod._run_stage(FakePlan(), "train:s@0")
+    assert models and models[0]() is None

@@ -100,7 +100,7 @@ def token_chunks(fn, tensors: list[torch.Tensor], chunk: int) -> tuple[torch.Ten
 
 
 def kd_loss_chunked(hidden, head, labels, top_ids, top_lp, alpha: float, temperature: float, num_items=None,
-                    chunk: int = 1024):
+                    chunk: int = 512):
     """``kd_loss`` from the final hidden states [B,L,d] and the output head (``z = head(h)``) instead of the
     logits, ``chunk`` trained tokens at a time (``token_chunks``): the same value and gradient, never a
     [B, L, V] tensor. Only trained positions are projected (the prompt's logits are never made)."""
