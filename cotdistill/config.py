@@ -371,6 +371,8 @@ class TrainConfig(StrictModel):
     output_dir: str
     max_length: int = Field(default=2048, ge=16)
     max_truncated_share: float = Field(default=0.05, ge=0, le=1, description="refuse when more examples are too long")
+    chat_template: str | None = Field(default=None, description="the student's chat template instead of its "
+                                      "tokenizer's: a .jinja file or the template text (saved with final/)")
     loss_chunk_tokens: int | None = Field(default=None, ge=0, description="logit_kd / kd: trained tokens whose logits "
                                           "are made at once (activation-checkpointed chunks: memory O(chunk x vocab), "
                                           "not O(batch x length x vocab)); None: 512, 0: unchunked")

@@ -17,6 +17,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from cotdistill.chat import stop_token_problem
 from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig
 from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
@@ -143,6 +144,12 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     for b in cfg.benchmarks:
         results["benchmarks"][b.name] = {"source": source_hash(b.source), "template": b.template}
     for m in cfg.models:
+        problem = stop_token_problem(m.serve.model)
+        if problem and m.role == "student":  # ours are saved stopping on the turn's end (train.common.stop_on_turn_end)
+            raise CotdistillError(f"model '{m.name}': {problem}")
+        if problem:
+            results["warnings"].append(f"model '{m.name}': {problem}")
+            print(f"warning: model '{m.name}': {problem}", file=sys.stderr)
         _forget_if_changed(out / m.name, fingerprint(m.serve.model))
         given = (teachers or {}).get(m.name)
         teacher = given or make_teacher(m.serve, seed=cfg.sampling.seed)

@@ -76,3 +76,91 @@ if __name__ == "__main__":  # pragma: no cover
         print(to_transformers(args.gguf or smollm2_gguf(), args.out))
     except CotdistillError as e:
         raise SystemExit(f"error: {e}")
+
+
+# ------------------------------------------------------------ the header of a GGUF cut into chunks
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def read_header(path: str | Path) -> tuple[dict, dict]:
+    """The key/value metadata at the start of a GGUF file, read from the first bytes only: registry packages
+    split large GGUFs into byte chunks, and the first chunk alone carries the tokenizer (tokens, merges, token
+    types, special ids) and the chat template. Returns (values, value types) by key."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read(256 << 20)
+    if data[:4] != b"GGUF":
+        raise CotdistillError(f"{path}: not a GGUF file (no GGUF magic)")
+    pos = 8  # magic, version
+    _, n_kv = struct.unpack_from("<QQ", data, pos)
+    pos += 16
+
+    def string():
+        nonlocal pos
+        (n,) = struct.unpack_from("<Q", data, pos)
+        pos += 8
+        s = data[pos:pos + n].decode("utf-8", errors="replace")
+        pos += n
+        return s
+
+    def value(t):
+        nonlocal pos
+        if t == 8:
+            return string()
+        if t == 9:
+            (sub,), (count,) = struct.unpack_from("<I", data, pos), struct.unpack_from("<Q", data, pos + 4)
+            pos += 12
+            if sub in _SCALARS:
+                size = struct.calcsize(_SCALARS[sub])
+                vals = list(struct.unpack_from("<" + _SCALARS[sub][1] * count, data, pos))
+                pos += size * count
+                return vals
+            return [value(sub) for _ in range(count)]
+        fmt = _SCALARS[t]
+        (v,) = struct.unpack_from(fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return v
+
+    values, types = {}, {}
+    try:
+        for _ in range(n_kv):
+            key = string()
+            (t,) = struct.unpack_from("<I", data, pos)
+            pos += 4
+            types[key] = (t, struct.unpack_from("<I", data, pos)[0] if t == 9 else None)
+            values[key] = value(t)
+    except struct.error:
+        raise CotdistillError(f"{path}: the metadata runs past the first {len(data)} bytes; not a GGUF header chunk") \
+            from None
+    return values, types
+
+
+def tokenizer_from_header(path: str | Path, out: str | Path) -> Path:
+    """A transformers tokenizer directory (tokenizer + chat template) built from a GGUF's header alone: the
+    metadata is written into a tensor-less GGUF that transformers' GGUF loader converts."""
+    import tempfile
+
+    import gguf
+    from transformers import AutoTokenizer
+
+    out = Path(out)
+    if (out / "tokenizer_config.json").exists():
+        return out
+    values, types = read_header(path)
+    arch = values.get("general.architecture", "llama")
+    with tempfile.TemporaryDirectory() as tmp:
+        head = Path(tmp) / "head.gguf"
+        w = gguf.GGUFWriter(str(head), arch)
+        for key, v in values.items():
+            if key in ("general.architecture", "GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"):
+                continue
+            t, sub = types[key]
+            w.add_key_value(key, v, gguf.GGUFValueType(t), gguf.GGUFValueType(sub) if sub is not None else None)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        tok = AutoTokenizer.from_pretrained(tmp, gguf_file="head.gguf")
+    tok.save_pretrained(out)
+    return out

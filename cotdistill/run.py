@@ -67,7 +67,7 @@ def seeds_of(cfg: RunConfig, s) -> list[int]:
 
 
 # options added after runs existed: unset, they leave a stage's fingerprint as it was (no refused resume)
-UNSET_NOT_FINGERPRINTED = {"qat", "loss_chunk_tokens", "chunk_tokens", "contamination"}
+UNSET_NOT_FINGERPRINTED = {"qat", "loss_chunk_tokens", "chunk_tokens", "contamination", "chat_template"}
 
 
 def logits_stage(data: str) -> str:

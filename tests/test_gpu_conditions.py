@@ -144,3 +144,67 @@ def test_trainer_memory_is_released_before_eval_engines_start(tiny_student, tmp_
 
     run_mod._run_stage(FakePlan(), "train:s@0")
     assert models and models[0]() is None
+
+
+def _base_model_eos(student, tmp_path):
+    """A student whose tokenizer and generation config stop on <|endoftext|> while its chat template closes
+    assistant turns with <|im_end|>: a base model given a chat template, as users fine-tune them."""
+    import json
+    import shutil
+
+    d = tmp_path / "base-eos"
+    shutil.copytree(student, d)
+    tc = json.loads((d / "tokenizer_config.json").read_text())
+    tc["eos_token"] = "<|endoftext|>"
+    (d / "tokenizer_config.json").write_text(json.dumps(tc))
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(d)
+    GenerationConfig(eos_token_id=tok.convert_tokens_to_ids("<|endoftext|>")).save_pretrained(d)
+    return d
+
+
+def test_students_are_saved_stopping_at_the_end_of_their_turn(tiny_student, tmp_path):
+    from cotdistill.chat import stop_token_problem
+
+    student = _base_model_eos(tiny_student, tmp_path)
+    assert "would not stop at the end of the answer" in stop_token_problem(student)
+    train.run(cfg(student, tmp_path, max_steps=1))
+    assert stop_token_problem(tmp_path / "out/final") is None
+
+
+def test_eval_refuses_a_student_that_would_not_stop(tiny_student, tmp_path):
+    from cotdistill import evaluate
+    from cotdistill.config import EvalConfig
+    from conftest import ROOT, teacher_dict
+
+    student = _base_model_eos(tiny_student, tmp_path)
+    c = EvalConfig.model_validate({
+        "models": [{"name": "s", "role": "student", "serve": teacher_dict(student)}],
+        "benchmarks": [{"name": "a", "source": {"kind": "hf", "path": str(ROOT / "data/arithmetic_test.jsonl"),
+                                                "fields": {"id": "id"}, "limit": 2}}],
+        "output_dir": str(tmp_path / "eval"), "progress": False})
+    with pytest.raises(CotdistillError, match=r"model 's': .* ends assistant turns with '<\|im_end\|>'"):
+        evaluate.run(c)
+
+
+R1_LIKE = ("{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}<|im_end|>\n"
+           "{% else %}{% set c = m['content'] %}{% if '</think>' in c %}{% set c = c.split('</think>')[-1] %}{% endif %}"
+           "<|im_start|>assistant\n{{ c }}<|im_end|>\n{% endif %}{% endfor %}"
+           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.mark.parametrize("method", ["sft", "gkd"])
+def test_a_template_that_drops_the_reasoning_is_refused(tiny_student, tiny_model, tmp_path, method):
+    """DeepSeek-R1's template keeps only the text after </think> in assistant turns (the real one is tested with
+    the real tokenizer in test_real_tokenizers.py); a student with it would train on answers only."""
+    from test_train import with_template
+
+    student = with_template(tiny_student, tmp_path, template=R1_LIKE)
+    kw = {"method": "gkd", "teacher": str(tiny_model), "gkd": {"lmbda": 0.0}} if method == "gkd" else {}
+    with pytest.raises(CotdistillError, match=r"rewrites the assistant turn \(it keeps \d+ of \d+ characters"):
+        train.run(cfg(student, tmp_path, max_steps=1, **kw))
+    from cotdistill.tiny import CHAT_TEMPLATE
+
+    s = train.run(cfg(student, tmp_path / "fixed", max_steps=1, chat_template=CHAT_TEMPLATE, **kw))
+    assert s["steps"] == 1

@@ -82,7 +82,7 @@ TEMPLATE_NO_ASSISTANT = ("{% for m in messages %}{% if m['role'] != 'assistant' 
 
 @pytest.mark.parametrize("variant,kw,expect", [
     ({"template": TEMPLATE_NO_EOT}, {}, "the end-of-turn token is not trained"),
-    ({"template": TEMPLATE_NO_ASSISTANT}, {}, "example 0 (problem 'p0', sample 0) has an empty loss mask"),
+    ({"template": TEMPLATE_NO_ASSISTANT}, {}, "the student's chat template rewrites the assistant turn (it keeps 0 of"),
     ({"drop_pad": True}, {}, "has no pad token"),
     ({}, {"max_length": 20, "max_truncated_share": 0.0}, "8 of 8 examples (100.0%) exceed max_length 20"),
 ])

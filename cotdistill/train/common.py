@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from cotdistill.config import TrainConfig
+from cotdistill.chat import assistant_end_token, end_of_turn_ids  # noqa: F401 (re-exported)
 from cotdistill.errors import CotdistillError, first_line
 
 
@@ -82,7 +83,7 @@ def trainer_kwargs(cfg: TrainConfig) -> dict:
     )
 
 
-def load_tokenizer(name: str, field: str):
+def load_tokenizer(name: str, field: str, chat_template: str | None = None):
     from transformers import AutoTokenizer
 
     from cotdistill.teachers.base import check_model_location
@@ -92,6 +93,9 @@ def load_tokenizer(name: str, field: str):
         tok = AutoTokenizer.from_pretrained(name)
     except Exception as e:
         raise CotdistillError(f"{field}: cannot load tokenizer '{name}': {first_line(e)}") from None
+    if chat_template:
+        path = Path(chat_template)
+        tok.chat_template = path.read_text() if path.suffix in (".jinja", ".j2", ".txt") and path.is_file() else chat_template
     if tok.pad_token is None:
         raise CotdistillError(f"{field}: tokenizer '{name}' has no pad token; set one (e.g. tokenizer.pad_token = "
                               f"'<|endoftext|>' or a reserved token) and save it, then re-run")
@@ -125,28 +129,25 @@ def example_name(ds, i: int) -> str:
     return f"example {i}"
 
 
-def end_of_turn_ids(tok) -> set[int]:
-    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-    for t in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-        i = tok.convert_tokens_to_ids(t)
-        if isinstance(i, int) and i >= 0 and i != tok.unk_token_id:
-            ids.add(i)
-    return ids
-
-
-def assistant_end_token(tok) -> int | None:
-    """The special token the chat template writes right after an assistant turn's content
-    (ChatML's ``<|im_end|>``, Llama 3's ``<|eot_id|>``, ...); None when it writes none there."""
-    mark = "\u2063cotdistill\u2063"
-    try:
-        text = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": mark}],
-                                       tokenize=False)
-    except Exception:  # templates that refuse a closing assistant turn
-        return None
-    if mark not in text:
-        return None
-    ids = tok(text.split(mark, 1)[1], add_special_tokens=False)["input_ids"]
-    return ids[0] if ids and ids[0] in set(tok.all_special_ids) | end_of_turn_ids(tok) else None
+def check_template_keeps_completion(tok, ds, field: str = "student") -> None:
+    """Refuse a chat template that rewrites the assistant turn it renders: DeepSeek-R1's drops everything up to
+    ``</think>`` from assistant messages (it is made for chat history), so a student with that template would
+    train on the answers only, silently (TRL only warns). Checked on every distinct shape of completion."""
+    checked = set()
+    for i, msgs in enumerate(ds["messages"]):
+        content = msgs[-1]["content"]
+        shape = ("<think>" in content, "</think>" in content)
+        if shape in checked:
+            continue
+        checked.add(shape)
+        text = tok.apply_chat_template(msgs, tokenize=False)
+        if content not in text:
+            kept = next((len(content) - j for j in range(len(content)) if content[j:] in text), 0)
+            raise CotdistillError(
+                f"preflight: {example_name(ds, i)}: the {field}'s chat template rewrites the assistant turn (it keeps "
+                f"{kept} of {len(content)} characters of the completion, e.g. DeepSeek-R1's keeps only the text after "
+                f"</think>): the student would not learn the reasoning; set chat_template to a template that renders "
+                f"assistant content unchanged")
 
 
 def drop_too_long(ds, tok, max_length: int, max_share: float, column: str = "messages"):
@@ -272,6 +273,20 @@ class PeakMemory:
         return out
 
 
+def stop_on_turn_end(model, tok) -> list[int]:
+    """The student learnt to end its turn with the chat template's closing token (``<|im_end|>``, ``<|eot_id|>``,
+    ``<end_of_turn>``); a base model's generation config often stops only on ``<|endoftext|>``, so vLLM (which reads
+    generation_config.json) would let it run on. The closing token joins the EOS ids of the saved config."""
+    gc = model.generation_config
+    ids = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]
+    ids = [i for i in ids if i is not None]
+    for extra in (tok.eos_token_id, assistant_end_token(tok)):
+        if extra is not None and extra not in ids:
+            ids.append(extra)
+    gc.eos_token_id = ids if len(ids) > 1 else (ids[0] if ids else None)
+    return ids
+
+
 def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     """Resume from the last checkpoint when asked, train, save final/ (merged when LoRA), log."""
     import json
@@ -307,6 +322,7 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     if not main:
         trainer.accelerator.wait_for_everyone()
         return summary
+    stop_on_turn_end(model, tok)
     model.save_pretrained(str(final))
     tok.save_pretrained(str(final))
     if cfg.qat is not None:

@@ -16,7 +16,7 @@ import os
 
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.train.common import (check_loss_masks, check_same_vocab, device_defaults, drop_too_long,
+from cotdistill.train.common import (check_loss_masks, check_same_vocab, check_template_keeps_completion, device_defaults, drop_too_long,
                                      load_split, load_student, load_tokenizer, train_and_save, training_args)
 
 
@@ -102,7 +102,7 @@ def _collated_view(trainer, ds):
 
 def build(cfg: TrainConfig):
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    tok = load_tokenizer(cfg.student, "student")
+    tok = load_tokenizer(cfg.student, "student", cfg.chat_template)
     check_same_vocab(tok, load_tokenizer(cfg.teacher, "teacher"), f"method {cfg.method}")
     teacher, resized = teacher_for(cfg, tok)
     g = cfg.gkd
@@ -110,6 +110,7 @@ def build(cfg: TrainConfig):
         from trl.experimental.gkd import GKDConfig
 
         ds, dropped = drop_too_long(load_split(cfg, "sft"), tok, cfg.max_length, cfg.max_truncated_share)
+        check_template_keeps_completion(tok, ds)
         args = training_args(GKDConfig, cfg, max_length=cfg.max_length, lmbda=g.lmbda, beta=g.beta,
                          temperature=g.temperature, seq_kd=g.seq_kd, max_new_tokens=g.max_new_tokens,
                          teacher_model_init_kwargs=None if resized else _teacher_kwargs(cfg))

@@ -254,7 +254,7 @@ def build(cfg: TrainConfig):
     from transformers import AutoModelForCausalLM, TrainingArguments
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tok = load_tokenizer(cfg.student, "student")
+    tok = load_tokenizer(cfg.student, "student", cfg.chat_template)
     specs = teacher_specs(cfg)
     for name, _ in specs:
         check_same_vocab(tok, load_tokenizer(name, "teacher"), "method kd")

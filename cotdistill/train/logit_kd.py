@@ -157,7 +157,7 @@ def build(cfg: TrainConfig):
 
     from transformers import TrainingArguments
 
-    tok = load_tokenizer(cfg.student, "student")
+    tok = load_tokenizer(cfg.student, "student", cfg.chat_template)
     ds = load_split(cfg, "sft")
     arrow = Path(cfg.output_dir) / "kd_examples.arrow"  # rebuilt every start (resume included): never stale
     tmp = arrow.with_name(f".{arrow.name}.{os.getpid()}.tmp")

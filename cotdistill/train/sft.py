@@ -9,7 +9,7 @@ token before the first step.
 from __future__ import annotations
 
 from cotdistill.config import TrainConfig
-from cotdistill.train.common import (check_loss_masks, drop_too_long, load_split, load_student, load_tokenizer,
+from cotdistill.train.common import (check_loss_masks, check_template_keeps_completion, drop_too_long, load_split, load_student, load_tokenizer,
                                      train_and_save, training_args)
 
 
@@ -21,8 +21,9 @@ def to_prompt_completion(ds):
 def build(cfg: TrainConfig):
     from trl import SFTConfig, SFTTrainer
 
-    tok = load_tokenizer(cfg.student, "student")
+    tok = load_tokenizer(cfg.student, "student", cfg.chat_template)
     ds, dropped = drop_too_long(load_split(cfg, "sft"), tok, cfg.max_length, cfg.max_truncated_share)
+    check_template_keeps_completion(tok, ds)
     markers = "{% generation %}" in tok.chat_template or "{%- generation %}" in tok.chat_template
     train_ds = ds if markers else to_prompt_completion(ds)
     args = training_args(
