@@ -287,6 +287,37 @@ def stop_on_turn_end(model, tok) -> list[int]:
     return ids
 
 
+def is_sharded(trainer) -> bool:
+    """FSDP, or DeepSpeed ZeRO-3: no process holds the whole model after training."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return True
+    ds = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return bool(getattr(trainer, "is_deepspeed_enabled", False) and ds is not None and ds.zero_stage == 3)
+
+
+def whole_model(trainer, cfg: TrainConfig):
+    """The trained student, whole, on the main process. Unsharded runs unwrap it. Sharded runs (FSDP, ZeRO-3)
+    gather the full state dict through the accelerator (every process takes part) and load it into a fresh,
+    unsharded student built the same way (LoRA, QAT), where LoRA merging and QAT finalisation then see whole
+    weights; ``save_pretrained`` on the partitioned model wrote empty tensors (ZeRO-3) or hung (FSDP).
+    Other processes get None."""
+    if not is_sharded(trainer):
+        return trainer.accelerator.unwrap_model(trainer.model)
+    try:
+        state = trainer.accelerator.get_state_dict(trainer.model)
+    except ValueError as e:  # ZeRO-3 without gathering on save
+        raise CotdistillError(f"sharded save: {first_line(e)}; set zero3_save_16bit_model: true (stage3_gather_16bit_"
+                              f"weights_on_model_save) in the accelerate/DeepSpeed config") from None
+    if not trainer.is_world_process_zero():
+        return None
+    model = load_student(cfg)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if missing or unexpected:
+        raise CotdistillError(f"sharded save: the gathered state dict does not fit the student (missing "
+                              f"{missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
 def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     """Resume from the last checkpoint when asked, train, save final/ (merged when LoRA), log."""
     import json
@@ -304,8 +335,8 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
         save_resolved(cfg, out / "config.yaml")
     with PeakMemory() as memory:
         result = trainer.train(resume_from_checkpoint=last)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if cfg.lora is not None and hasattr(model, "merge_and_unload"):
+    model = whole_model(trainer, cfg)  # None on processes other than the main one when sharded
+    if model is not None and cfg.lora is not None and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     final = out / "final"
     history = trainer.state.log_history
@@ -314,14 +345,14 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
                "steps": trainer.state.global_step, "train_loss": result.training_loss,
                "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
                "train_runtime_s": result.metrics.get("train_runtime"), "memory": memory.summary(),
-               "processes": trainer.accelerator.num_processes, "preflight": preflight}
+               "processes": trainer.accelerator.num_processes, "sharded": is_sharded(trainer), "preflight": preflight}
+    if not main:
+        trainer.accelerator.wait_for_everyone()
+        return summary
     if cfg.qat is not None:  # the weights keep their quantized values; the int codes ship beside them
         from cotdistill.quant import finalize_qat
 
         finalize_qat(model)
-    if not main:
-        trainer.accelerator.wait_for_everyone()
-        return summary
     stop_on_turn_end(model, tok)
     model.save_pretrained(str(final))
     tok.save_pretrained(str(final))
@@ -333,3 +364,15 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def chunk_for(trainer, chunk: int) -> int:
+    """The loss chunk a trainer can use: 0 (unchunked) when the model is sharded, because FSDP/ZeRO-3 gather the
+    output head's weights only inside the model's own forward, and the chunks apply it outside (it crashed)."""
+    if chunk and is_sharded(trainer):
+        import warnings
+
+        warnings.warn("loss_chunk_tokens: the model is sharded (FSDP/ZeRO-3), so the logit loss runs unchunked, on the "
+                      "full [batch, length, vocab] logits", stacklevel=2)
+        return 0
+    return chunk

@@ -27,7 +27,7 @@ from cotdistill.config import TrainConfig, chunk_size
 from cotdistill.lm_head import check_head, head_fn
 from cotdistill.errors import CotdistillError
 from cotdistill.train import losses as L
-from cotdistill.train.common import (assistant_end_token, check_same_vocab, device_defaults, end_of_turn_ids,
+from cotdistill.train.common import (assistant_end_token, chunk_for, check_same_vocab, device_defaults, end_of_turn_ids,
                                      example_name, load_split, load_student, load_tokenizer, train_and_save,
                                      training_args)
 
@@ -42,7 +42,7 @@ class LiveKDTrainer(Trainer):
     def __init__(self, *args, teachers, teacher_weights, cfg: TrainConfig, pairs, projections, **kw):
         super().__init__(*args, **kw)
         self.teachers, self.teacher_weights, self.cfg = teachers, teacher_weights, cfg
-        self.chunk = chunk_size(cfg.loss_chunk_tokens)
+        self.chunk = chunk_for(self, chunk_size(cfg.loss_chunk_tokens))
         self.vocab_rows = [m.get_output_embeddings().weight.size(0) for m in
                            (self.accelerator.unwrap_model(self.model), *teachers)]
         self.pairs, self.projections = pairs, projections.to(self.args.device)

@@ -22,14 +22,14 @@ from cotdistill.errors import CotdistillError
 from cotdistill.teachers.base import tokenizer_hash
 from cotdistill.lm_head import check_head, final_hidden, head_fn
 from cotdistill.train.losses import kd_loss, kd_loss_chunked
-from cotdistill.train.common import (end_of_turn_ids, example_name, load_split, load_student, load_tokenizer,
+from cotdistill.train.common import (chunk_for, end_of_turn_ids, example_name, load_split, load_student, load_tokenizer,
                                      train_and_save, training_args)
 
 
 class CachedKDTrainer(Trainer):
     def __init__(self, *args, alpha: float, temperature: float, chunk: int = 0, **kw):
         super().__init__(*args, **kw)
-        self.alpha, self.temperature, self.chunk = alpha, temperature, chunk
+        self.alpha, self.temperature, self.chunk = alpha, temperature, chunk_for(self, chunk)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # num_items_in_batch: trained tokens of the whole accumulated step (transformers counts them
