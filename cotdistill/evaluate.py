@@ -21,7 +21,7 @@ from cotdistill.chat import stop_token_problem
 from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig
 from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
-from cotdistill.env import prepare_vllm_env
+from cotdistill.env import machine, prepare_vllm_env
 from cotdistill.errors import CotdistillError
 from cotdistill.generate import load_problem_file
 from cotdistill.metrics import summarize
@@ -140,7 +140,7 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     prepare_vllm_env(in_process=True)  # one engine per model, many models: start them in this process
     index = training_index(cfg.train_data, cfg.ngram)
     results: dict = {"models": {}, "benchmarks": {}, "warnings": [], "sampling": cfg.sampling.model_dump(),
-                     "versions": versions(), "ci": cfg.ci}
+                     "versions": versions(), "ci": cfg.ci, "machine": machine()}
     for b in cfg.benchmarks:
         results["benchmarks"][b.name] = {"source": source_hash(b.source), "template": b.template}
     for m in cfg.models:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from cotdistill.env import machine
 from cotdistill.config import GenerateConfig, ShardConfig
 from cotdistill.loading import save_resolved
 from cotdistill.errors import CotdistillError
@@ -145,6 +146,7 @@ def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
         "generation_s": round(gen_s, 3), "wall_s": round(time.perf_counter() - t0, 3),
         "completion_tokens_per_s": round(new_compl / gen_s, 1) if written and gen_s > 0 else None,
         "complete": adaptive["complete"] if adaptive else summary["traces"] == expected, "teachers": len(teachers),
+        "machine": machine(),
     })
     if adaptive:
         summary["adaptive"] = {k: v for k, v in adaptive.items() if k != "complete"}

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from cotdistill.config import LogitsConfig, chunk_size
+from cotdistill.env import machine
 from cotdistill.lm_head import check_head, final_hidden, head_fn
 from cotdistill.errors import CotdistillError, first_line
 
@@ -270,6 +271,6 @@ def run(cfg: LogitsConfig) -> dict:
     meta = {"mode": cfg.mode, "teacher": cfg.teacher, "device": device, "tokenizer_hash": tokenizer_hash(tok),
             "top_k": cfg.top_k, "traces": writer.rows, "tokens": writer.tokens, "bytes": size,
             "bytes_per_token": round(size / max(1, writer.tokens), 1), "wall_s": round(wall, 3),
-            "tokens_per_s": round(writer.tokens / wall, 1) if wall > 0 else None}
+            "tokens_per_s": round(writer.tokens / wall, 1) if wall > 0 else None, "machine": machine()}
     write_atomic(out / META, json.dumps(meta, indent=2) + "\n")
     return meta

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, LogitsConfig, PTQStage, RunConfig, StudentFromTeacher, StudentInit,
                                TrainConfig, VLLMTeacher, save_resolved)
+from cotdistill.env import machine
 from cotdistill.errors import CotdistillError
 from cotdistill.store import write_atomic
 
@@ -442,7 +443,7 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
         timings[name], summaries[name] = seconds, summary
     dist = (summaries.get("eval") or {}).get("distillation")
     out = {"output_dir": str(root), "stage_seconds": timings, "total_seconds": round(sum(timings.values()), 2),
-           "distillation": dist, "report": (summaries.get("report") or {}).get("report")}
+           "distillation": dist, "report": (summaries.get("report") or {}).get("report"), "machine": machine()}
     write_atomic(root / "run.json", json.dumps(out, indent=2, default=str) + "\n")
     if dist and cfg.targets.strict and dist["all_targets_met"] is False:
         missed = [k for k, v in dist["targets"].items() if not v["met"]]

@@ -32,6 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+
+def machine() -> dict:
+    from cotdistill.env import machine as m
+
+    return m()
+
 def demo_config(out, limit: int, **sampling):
     """The demo task's generation: the embedded teacher, 4 samples at temperature 1.5."""
     from cotdistill.config import GenerateConfig
@@ -240,7 +246,7 @@ def main() -> None:
            if results else {}),
         "requests": len(jobs), "max_tokens": args.max_tokens, "repeats": args.repeats, "logprobs_k": args.logprobs,
         **{f"{k}_{m}": round(v, 1) for k, r in results.items() for m, v in r.items()},
-        **adaptive, **capture,
+        **adaptive, **capture, "machine": machine(),
     }
     print(json.dumps(final))
 

@@ -25,6 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+
+def machine() -> dict:
+    from cotdistill.env import machine as m
+
+    return m()
+
 def build(tmp: Path, n: int, k: int, tok) -> tuple[Path, Path, dict]:
     import datasets
     import numpy as np
@@ -115,7 +121,8 @@ def main() -> None:
     print(json.dumps({"rss_peak_ratio": round(statistics.median(ratios), 4),
                       "rss_peak_ratio_range": [round(min(ratios), 4), round(max(ratios), 4)],
                       "rss_peak_mib": {str(n): v for n, v in peak.items()}, "traces": [small, large],
-                      "bytes_per_token": built[large][2]["bytes_per_token"], "top_k": args.k, "steps": args.steps}))
+                      "bytes_per_token": built[large][2]["bytes_per_token"], "top_k": args.k, "steps": args.steps,
+                      "machine": machine()}))
 
 
 if __name__ == "__main__":

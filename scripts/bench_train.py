@@ -37,6 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+
+def machine() -> dict:
+    from cotdistill.env import machine as m
+
+    return m()
+
 def timed(trainer, warmup: int) -> dict:
     """Train; return the median whole-step interval after ``warmup`` steps and the epoch wall time."""
     from transformers import TrainerCallback
@@ -171,6 +177,7 @@ def main() -> None:
         "tokens_per_s": {k: round(statistics.median(v)) for k, v in rates.items()},
         "kept_traces": flt["kept"], "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
         "repeats": args.repeats, "teacher": "data/teacher (2.0M)", "student": "0.36M (hidden 128, 2 layers)",
+        "machine": machine(),
     }
     print(json.dumps(final))
 

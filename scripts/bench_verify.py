@@ -30,6 +30,12 @@ FORMATS = ["So the final result is \\boxed{{{a}}}.", "#### {a}", "Final answer: 
            "**Final Answer:** ${a}$"]
 
 
+
+def machine() -> dict:
+    from cotdistill.env import machine as m
+
+    return m()
+
 def make_trace(rng: random.Random) -> dict:
     target = rng.randint(2_000, 20_000)
     lines = []
@@ -96,6 +102,7 @@ def main() -> None:
         "pool_traces_per_s_per_core": round(len(items) / pool_s / args.workers, 1),
         "worst_item_s": round(worst, 3), "worst_item_single_process_s": round(worst_single, 3),
         "item_limit_s": args.timeout, "single_vs_pool_agreement": round(agree, 4), "traces": len(items),
+        "machine": machine(),
     }))
 
 

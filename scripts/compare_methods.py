@@ -27,6 +27,12 @@ BASELINE = "sft"
 HELPERS = {"assistant"}  # trained for another method (progressive), not a method itself
 
 
+
+def machine() -> dict:
+    from cotdistill.env import machine as m
+
+    return m()
+
 def smoke_overrides(cfg_path: Path) -> list[str]:
     import yaml
 
@@ -121,7 +127,8 @@ def main() -> None:
     worse = [n for n, r in rows.items() if (r.get("vs_sft") or {}).get("verdict") == "worse"]
     print(json.dumps({"methods": {n: r for n, r in rows.items()}, "teacher": table["teacher_accuracy"],
                       "baseline": BASELINE, "better_than_sft": better, "worse_than_sft": worse,
-                      "seeds": cfg.seeds, "benchmark": table["benchmark"], "output_dir": cfg.output_dir}))
+                      "seeds": cfg.seeds, "benchmark": table["benchmark"], "output_dir": cfg.output_dir,
+                      "machine": machine()}))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+def machine() -> dict:
+    from cotdistill.env import machine as m
+
+    return m()
+
 def smoke_overrides(cfg_path: Path) -> list[str]:
     import yaml
 
@@ -140,7 +146,7 @@ def main() -> None:
               f"{speed[f'int8_speedup_batch{batch}']:.2f}x at batch {batch} vs its fp32 weights")
     result = {"sizes": rows, "ptq": ptq, "qat": qat, "int8_speed": speed,
               "teacher": {k: v for k, v in t.items() if k != "runs"} | {"accuracy": teacher_acc},
-              "bands": BANDS, "batch": batch, "seeds": cfg.seeds, "output_dir": cfg.output_dir}
+              "bands": BANDS, "batch": batch, "seeds": cfg.seeds, "output_dir": cfg.output_dir, "machine": machine()}
     # results.json gets a payoff key per model; payoff/payoff.json feeds the report's Payoff section
     from cotdistill.report import write_report
     from cotdistill.store import write_atomic

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cotdistill.config import TrainConfig
 from cotdistill.chat import assistant_end_token, end_of_turn_ids  # noqa: F401 (re-exported)
+from cotdistill.env import machine
 from cotdistill.errors import CotdistillError, first_line
 
 
@@ -345,7 +346,8 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
                "steps": trainer.state.global_step, "train_loss": result.training_loss,
                "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
                "train_runtime_s": result.metrics.get("train_runtime"), "memory": memory.summary(),
-               "processes": trainer.accelerator.num_processes, "sharded": is_sharded(trainer), "preflight": preflight}
+               "processes": trainer.accelerator.num_processes, "sharded": is_sharded(trainer), "preflight": preflight,
+               "machine": machine()}
     if not main:
         trainer.accelerator.wait_for_everyone()
         return summary
