@@ -53,3 +53,18 @@ def machine() -> dict:
     except ImportError:
         pass
     return out
+
+
+def release_memory() -> None:
+    """Free what a finished trainer held (its model, optimizer state and the CUDA allocator's cache): vLLM
+    sizes its KV cache from the GPU's free memory, and refuses to start while a trainer's cache holds it."""
+    import gc
+
+    gc.collect()  # trainers hold reference cycles (callbacks, accelerator)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

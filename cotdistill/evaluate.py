@@ -77,7 +77,9 @@ def training_index(paths: list[str], n: int) -> NgramIndex | None:
         for f in files:
             for lineno, obj in iter_jsonl(f):
                 msgs = obj.get("messages") or obj.get("prompt")
-                text = next((m["content"] for m in msgs if m["role"] == "user"), "") if msgs else obj.get("question", "")
+                # the last user turn is the problem; earlier ones are a template's few-shot examples
+                text = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "") if msgs else \
+                    obj.get("question", "")
                 index.add(str(f), obj.get("problem_id", obj.get("id", str(lineno))), text)
     return index
 

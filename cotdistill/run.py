@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, LogitsConfig, PTQStage, RunConfig, StudentFromTeacher, StudentInit,
                                TrainConfig, VLLMTeacher, save_resolved)
-from cotdistill.env import machine
+from cotdistill.env import machine, release_memory  # noqa: F401 (release_memory: re-exported)
 from cotdistill.errors import CotdistillError
 from cotdistill.store import write_atomic
 
@@ -268,21 +268,6 @@ def check_held_out(plan: Plan) -> None:
                                   f"({getattr(b.source, 'path', None) or b.source.model_dump(mode='json')}): the students "
                                   f"would be scored on their training problems; evaluate on a held-out split, or set "
                                   f"eval.contamination: warn")
-
-
-def release_memory() -> None:
-    """Free what a finished trainer held (its model, optimizer state and the CUDA allocator's cache): vLLM
-    sizes its KV cache from the GPU's free memory, and refuses to start while a trainer's cache holds it."""
-    import gc
-
-    gc.collect()  # trainers hold reference cycles (callbacks, accelerator)
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
 
 
 def _run_stage(plan: Plan, name: str) -> dict:

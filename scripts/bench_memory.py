@@ -84,7 +84,7 @@ def example(tok, tokens: int) -> dict:
             return {"messages": msgs, "problem_id": "p0", "sample_index": 0}
 
 
-def measure(kind: str, work: Path, chunk: int, tokens: int) -> dict:
+def measure(kind: str, work: Path, chunk: int, tokens: int, cache_chunk: int = 0) -> dict:
     """One measurement, in this (fresh) process."""
     import torch
 
@@ -108,7 +108,7 @@ def measure(kind: str, work: Path, chunk: int, tokens: int) -> dict:
             method=kind, student=str(work / "student"), dataset_dir=str(work / ("data" if kind == "logit_kd" else "data_kd")),
             output_dir=str(work / f"out-{kind}-{chunk}"), max_length=tokens + 256, per_device_train_batch_size=1,
             learning_rate=1e-4, progress=False, loss_chunk_tokens=chunk, bf16=False,
-            **({"logprobs": str(work / "cache0")} if kind == "logit_kd" else
+            **({"logprobs": str(work / f"cache{cache_chunk}")} if kind == "logit_kd" else
                {"teacher": str(work / "teacher"), "kd": {"temperature": 2.0, "alpha": 0.5}})))
         trainer = (logit_kd if kind == "logit_kd" else kd).build(c)[0]
         trainer.create_optimizer_and_scheduler(num_training_steps=1)
@@ -124,13 +124,14 @@ def measure(kind: str, work: Path, chunk: int, tokens: int) -> dict:
             "step_peak_mib": round(peak_mib() - base, 1), **value}
 
 
-def child(kind: str, work: Path, chunk: int, tokens: int) -> dict:
+def child(kind: str, work: Path, chunk: int, tokens: int, cache_chunk: int = 0) -> dict:
     t0 = time.perf_counter()
     # glibc keeps freed blocks under its (growing) mmap threshold in the heap, so RSS would count memory the
     # process no longer uses; a fixed threshold returns every large block, and RSS follows the live tensors
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     proc = subprocess.run([sys.executable, __file__, "--one", kind, "--work", str(work), "--chunk", str(chunk),
-                           "--tokens", str(tokens)], capture_output=True, text=True, env=env)
+                           "--tokens", str(tokens), "--cache-chunk", str(cache_chunk)], capture_output=True, text=True,
+                          env=env)
     if proc.returncode != 0:
         raise SystemExit(f"bench_memory: {kind} chunk={chunk} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -145,11 +146,14 @@ def main() -> None:
     ap.add_argument("--kd-tokens", type=int, default=2048, help="the kd step's length: unchunked at 4k tokens it "
                     "needs ~27 GB (a dozen fp32 [L, V] tensors for student, teacher and divergence), over 24 GB")
     ap.add_argument("--chunk", type=int, default=512)
+    ap.add_argument("--chunked-only", action="store_true", help="only the chunked side: its peak where the unchunked "
+                    "one cannot fit this machine (e.g. --vocab 262144 --tokens 16384 --kd-tokens 16384)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--cache-chunk", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(measure(a.one, Path(a.work), a.chunk, a.tokens)))
+        print(json.dumps(measure(a.one, Path(a.work), a.chunk, a.tokens, a.cache_chunk)))
         return
     from cotdistill.env import machine
 
@@ -157,8 +161,17 @@ def main() -> None:
         work = Path(tmp)
         build(work, a.vocab, a.tokens, a.kd_tokens)
         res = {}
-        for kind in ("logits", "logit_kd", "kd"):  # logits first: its unchunked cache feeds logit_kd
-            res[kind] = {c: child(kind, work, c, a.kd_tokens if kind == "kd" else a.tokens) for c in (0, a.chunk)}
+        sides = (a.chunk,) if a.chunked_only else (0, a.chunk)
+        for kind in ("logits", "logit_kd", "kd"):  # logits first: its cache feeds logit_kd
+            res[kind] = {c: child(kind, work, c, a.kd_tokens if kind == "kd" else a.tokens, sides[0]) for c in sides}
+    if a.chunked_only:
+        out = {f"{k}_chunked_step_peak_mib": r[a.chunk]["step_peak_mib"] for k, r in res.items()}
+        for k, r in res.items():
+            print(f"{k:10} chunked: {r[a.chunk]['step_peak_mib']:.0f} MiB above the pre-step RSS "
+                  f"({r[a.chunk]['peak_mib']:.0f} MiB total; {r[a.chunk]['wall_s']} s)")
+        print(json.dumps(out | {"vocab": a.vocab, "tokens": a.tokens, "kd_tokens": a.kd_tokens, "chunk": a.chunk,
+                                "machine": machine(), "date": time.strftime("%Y-%m-%d")}))
+        return
     print(f"{'':10} {'unchunked MiB':>14} {'chunked MiB':>12} {'ratio':>6}   (peak above the pre-step RSS; totals "
           f"in parentheses)")
     out = {}

@@ -42,3 +42,23 @@ def test_bench_logit_cache_smoke():
     out = _last_json(["scripts/bench_logit_cache.py", "--traces", "50", "--factor", "4", "--steps", "2", "--repeats", "1"])
     assert out["traces"] == [50, 200] and out["rss_peak_ratio"] > 0 and out["bytes_per_token"] > 0
     assert set(out["rss_peak_mib"]) == {"50", "200"}
+
+
+def test_bench_memory_smoke():
+    out = _last_json(["scripts/bench_memory.py", "--vocab", "8192", "--tokens", "512", "--kd-tokens", "256",
+                      "--chunk", "64"])
+    for key in ("logit_kd_ratio", "kd_ratio", "logits_ratio"):
+        assert 0 < out[key] < 1.5
+    assert out["max_loss_diff"] < 1e-4 and out["logits_top_lp_max_abs_diff"] < 1e-3
+    assert out["machine"]["cores"] >= 1 and "amx" in out["machine"]
+
+
+def test_gpu_check_runs_on_cpu():
+    """scripts/gpu_check.sh's checks on CPU at a small size: the code the lent GPU runs works."""
+    out = _last_json(["scripts/gpu_check.py", "--device", "cpu", "--small"])
+    mw = out["master_weights"]
+    assert mw["moved_share_fp32_master_bf16_autocast"] > 0.99 > mw["moved_share_bf16_weights"]
+    assert mw["loss_curve_max_rel_diff_50_steps"] < 0.05
+    for name in ("logit_kd", "kd"):
+        assert out["chunked"][name]["loss_rel_diff"] < 1e-2 and out["chunked"][name]["grad_max_abs_diff"] < 1e-2
+    assert out["release"] == {"skipped": "no CUDA device"}

@@ -61,15 +61,20 @@ def generated(tiny_model, vllm_teacher, tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("method", ["sft", "logit_kd"])
-def test_two_processes_match_one_with_the_same_global_batch(method, generated, tiny_student, tmp_path):
-    cfg = {"method": method, "student": str(tiny_student), "dataset_dir": str(generated / "flt"),
-           "output_dir": str(tmp_path / "unused"), "max_steps": 5, "logging_steps": 1, "learning_rate": 5e-3,
+def train_yaml(method, generated, student, tmp_path, steps: int) -> Path:
+    cfg = {"method": method, "student": str(student), "dataset_dir": str(generated / "flt"),
+           "output_dir": str(tmp_path / "unused"), "max_steps": steps, "logging_steps": 1, "learning_rate": 5e-3,
            "max_length": 256, "length_grouped": False, "progress": False, "save_steps": 100}
     if method == "logit_kd":
         cfg.update(logprobs=str(generated / "gen/logprobs.jsonl"), kd={"alpha": 0.5, "temperature": 2.0})
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("method", ["sft", "logit_kd"])
+def test_two_processes_match_one_with_the_same_global_batch(method, generated, tiny_student, tmp_path):
+    path = train_yaml(method, generated, tiny_student, tmp_path, steps=5)
     one = launch(path, tmp_path / "one", processes=1, batch=8)
     two = launch(path, tmp_path / "two", processes=2, batch=4)
     assert (one["processes"], two["processes"]) == (1, 2) and one["steps"] == two["steps"] == 5
@@ -91,13 +96,7 @@ def test_fsdp_sharded_run_saves_a_whole_final(method, generated, tiny_student, t
     """FSDP2 full sharding on 2 CPU processes (gloo; accelerate only enables FSDP on GPUs, so the launched processes
     load tests/fsdp_cpu/fsdp_on_cpu.py): final/ must hold the whole trained weights, equal to one process with the
     same global batch. Saving the partitioned model from the main process alone hung."""
-    cfg = {"method": method, "student": str(tiny_student), "dataset_dir": str(generated / "flt"),
-           "output_dir": str(tmp_path / "unused"), "max_steps": 3, "logging_steps": 1, "learning_rate": 5e-3,
-           "max_length": 256, "length_grouped": False, "progress": False, "save_steps": 100}
-    if method == "logit_kd":
-        cfg.update(logprobs=str(generated / "gen/logprobs.jsonl"), kd={"alpha": 0.5, "temperature": 2.0})
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = train_yaml(method, generated, tiny_student, tmp_path, steps=3)
     one = launch(path, tmp_path / "one", processes=1, batch=8)
     env = {"PYTHONPATH": str(ROOT / "tests/fsdp_cpu"), "COTDISTILL_TEST_FSDP_ON_CPU": "1"}
     two = launch(path, tmp_path / "two", processes=2, batch=4, accelerate_cfg=FSDP_CFG, extra_env=env)
