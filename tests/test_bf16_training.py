@@ -95,3 +95,24 @@ def test_bf16_loss_curve_matches_fp32(tiny_student, tiny_model, tmp_path, name):
     assert fp32 != bf16  # autocast really ran in bf16
     worst = max(abs(a - b) / abs(a) for a, b in zip(fp32, bf16))
     assert worst <= 0.02, f"{name}: bf16 loss differs from fp32 by up to {worst:.2%} (step losses {fp32} vs {bf16})"
+
+
+def test_kd_terms_take_bf16_hidden_states(tiny_student, tiny_model, tmp_path):
+    """compute_loss runs outside autocast: a bf16 student's (or teacher's) hidden states met the fp32 feature
+    projection ("expected m1 and m2 to have the same dtype" on the first step)."""
+    from cotdistill.train import kd
+
+    trainer, _, _ = kd.build(cfg(tiny_student, tmp_path, method="kd", teacher=str(tiny_model), bf16=True,
+                                 features={"weight": 1.0}, cosine=0.5, relation={"weight": 0.5}))
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 master weights
+    batch = next(iter(trainer.get_train_dataloader()))
+    forward = trainer.model.forward
+
+    def autocast_forward(*a, **kw):  # the forward alone under autocast; its outputs as the model returns them
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward(*a, **kw)
+
+    trainer.model.forward = autocast_forward
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and trainer.projections[0].weight.grad is not None
