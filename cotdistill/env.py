@@ -33,16 +33,16 @@ def machine() -> dict:
     ones, so absolute times differ between machines of one kind), the cores, and the GPU if any."""
     import platform
 
-    flags, model = set(), platform.processor() or platform.machine()
+    info = {}
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())  # the first processor's lines
     except OSError:
         pass
+    model = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
     out = {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
            "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_bf16" in flags}
     try:

@@ -122,10 +122,10 @@ def _forget_if_changed(folder: Path, identity: dict) -> None:
     import shutil
 
     mark = folder / "identity.json"
-    if mark.exists() and json.loads(mark.read_text()) != identity:
+    before = json.loads(mark.read_text()) if mark.exists() else identity
+    if before != identity:
         print(f"eval: {identity['model']} changed since its traces were generated (fingerprint "
-              f"{json.loads(mark.read_text()).get('fingerprint')} -> {identity.get('fingerprint')}); generating again",
-              file=sys.stderr)
+              f"{before.get('fingerprint')} -> {identity.get('fingerprint')}); generating again", file=sys.stderr)
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(mark, json.dumps(identity) + "\n")
@@ -152,10 +152,11 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
         if problem:
             results["warnings"].append(f"model '{m.name}': {problem}")
             print(f"warning: model '{m.name}': {problem}", file=sys.stderr)
-        _forget_if_changed(out / m.name, fingerprint(m.serve.model))
+        identity = fingerprint(m.serve.model)
+        _forget_if_changed(out / m.name, identity)
         given = (teachers or {}).get(m.name)
         teacher = given or make_teacher(m.serve, seed=cfg.sampling.seed)
-        info = {"role": m.role, "dtype": getattr(m.serve, "dtype", None), "identity": fingerprint(m.serve.model),
+        info = {"role": m.role, "dtype": getattr(m.serve, "dtype", None), "identity": identity,
                 "scores": {}}
         try:
             for b in cfg.benchmarks:

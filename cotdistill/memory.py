@@ -10,7 +10,8 @@ fp32 gradients and AdamW moments (12 B/trained param; LoRA trains ~1%), activati
 checkpointing (each layer's bf16 input, 2 B x tokens x hidden, plus one layer recomputed, ~34 B x tokens x
 hidden with flash/sdpa attention), and the logits: TRL's GKD keeps full fp32 [tokens, V] tensors (about three:
 logits, log-softmax, gradient); TRL's SFT (fused LM head) and DistillationTrainer tile them, as our chunked losses
-do (``loss_chunk_tokens`` x V x ~6); a live teacher adds its bf16 weights and logits. Estimates, rounded up to 0.1 GiB; they ignore fragmentation (add ~10%).
+do (``loss_chunk_tokens`` x V x ~6); a live teacher adds its bf16 weights and logits. Estimates, rounded up
+to 0.1 GiB; they ignore fragmentation (add ~10%).
 """
 
 from __future__ import annotations
@@ -77,9 +78,17 @@ def train(student: Arch, method: str, max_length: int, batch: int, lora: bool = 
     return {k: _gib(v) for k, v in parts.items()} | {"total": _gib(sum(parts.values()))}
 
 
+def train_stage(c, student: Arch, default_teacher: Arch | None = None) -> dict:
+    """``train`` for a TrainConfig ``c`` whose student has the shape ``student``."""
+    from cotdistill.config import chunk_size
+
+    teacher = arch(c.teacher) if c.teacher else default_teacher
+    return train(student, c.method, c.max_length, c.per_device_train_batch_size, c.lora is not None, teacher,
+                 chunk_size(c.loss_chunk_tokens), c.gradient_checkpointing is not False)
+
+
 def run_recipe(cfg) -> dict[str, dict]:
     """Every stage of a RunConfig that needs a GPU, by stage name (one entry per student, seeds alike)."""
-    from cotdistill.config import chunk_size
     from cotdistill.run import Plan
 
     plan = Plan(cfg)
@@ -89,10 +98,7 @@ def run_recipe(cfg) -> dict[str, dict]:
     out = {"generate": serve(teacher, length, 1)}
     for name, c in plan.configs.items():
         if name.startswith("train:") and hasattr(c, "method"):
-            t = arch(c.teacher) if c.teacher else (teacher if c.method == "kd" else None)
-            out[name.split("@")[0]] = train(student, c.method, c.max_length, c.per_device_train_batch_size,
-                                            c.lora is not None, t, chunk_size(c.loss_chunk_tokens),
-                                            c.gradient_checkpointing is not False)
+            out[name.split("@")[0]] = train_stage(c, student, teacher if c.method == "kd" else None)
     out["eval:student"] = serve(student, length, 1)
     return out
 
@@ -101,12 +107,9 @@ def estimate(path) -> dict[str, dict]:
     """GPU memory of each stage a shipped config runs, by stage: generate_*, train_*, eval_* and run_* recipes.
     A train config whose student is an earlier stage's output (runs/.../final) is sized as the hub model that
     output started from: ``student_from`` in its header comment."""
-    import re
     from pathlib import Path
 
-    import yaml
-
-    from cotdistill.config import (EvalConfig, GenerateConfig, RunConfig, TrainConfig, chunk_size, load_config)
+    from cotdistill.config import EvalConfig, GenerateConfig, RunConfig, TrainConfig, load_config
 
     text = Path(path).read_text()
     kind = Path(path).name.split("_")[0]
@@ -117,14 +120,11 @@ def estimate(path) -> dict[str, dict]:
         return {"generate": serve(arch(c.teacher.model), getattr(c.teacher, "max_model_len", None) or 4096, 1)}
     if kind == "eval":
         c = load_config(EvalConfig, path)
-        return {f"eval:{m.name}": serve(arch(m.serve.model, _aliases(text)), getattr(m.serve, "max_model_len", None) or 4096, 1)
-                for m in c.models}
+        return {f"eval:{m.name}": serve(arch(m.serve.model, _aliases(text)),
+                                        getattr(m.serve, "max_model_len", None) or 4096, 1) for m in c.models}
     if kind == "train":
         c = load_config(TrainConfig, path)
-        s = arch(c.student, _aliases(text))
-        t = arch(c.teacher) if c.teacher else None
-        return {"train": train(s, c.method, c.max_length, c.per_device_train_batch_size, c.lora is not None, t,
-                               chunk_size(c.loss_chunk_tokens), c.gradient_checkpointing is not False)}
+        return {"train": train_stage(c, arch(c.student, _aliases(text)))}
     raise ValueError(f"memory: {path} is not a generate/train/eval/run config")
 
 

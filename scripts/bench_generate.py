@@ -30,13 +30,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cotdistill.env import machine  # noqa: E402 (after the path is set)
 
-
-
-def machine() -> dict:
-    from cotdistill.env import machine as m
-
-    return m()
 
 def demo_config(out, limit: int, **sampling):
     """The demo task's generation: the embedded teacher, 4 samples at temperature 1.5."""

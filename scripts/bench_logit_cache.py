@@ -23,13 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cotdistill.env import machine  # noqa: E402 (after the path is set)
 
-
-
-def machine() -> dict:
-    from cotdistill.env import machine as m
-
-    return m()
 
 def build(tmp: Path, n: int, k: int, tok) -> tuple[Path, Path, dict]:
     import datasets

@@ -35,13 +35,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cotdistill.env import machine  # noqa: E402 (after the path is set)
 
-
-
-def machine() -> dict:
-    from cotdistill.env import machine as m
-
-    return m()
 
 def timed(trainer, warmup: int) -> dict:
     """Train; return the median whole-step interval after ``warmup`` steps and the epoch wall time."""

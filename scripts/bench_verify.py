@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cotdistill.env import machine  # noqa: E402 (after the path is set)
 
 ANSWERS = [  # (answer in the trace, gold)
     ("{n}", "{n}"), ("{n}", "{m}"), ("{n}.0", "{n}"), ("\\frac{{{n}}}{{2}}", "{h}"), ("{n}\\sqrt{{2}}", "\\sqrt{{{sq}}}"),
@@ -29,12 +30,6 @@ ANSWERS = [  # (answer in the trace, gold)
 FORMATS = ["So the final result is \\boxed{{{a}}}.", "#### {a}", "Final answer: {a}", "Therefore, the answer is {a}.",
            "**Final Answer:** ${a}$"]
 
-
-
-def machine() -> dict:
-    from cotdistill.env import machine as m
-
-    return m()
 
 def make_trace(rng: random.Random) -> dict:
     target = rng.randint(2_000, 20_000)

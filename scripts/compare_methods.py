@@ -22,16 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cotdistill.env import machine  # noqa: E402 (after the path is set)
 
 BASELINE = "sft"
 HELPERS = {"assistant"}  # trained for another method (progressive), not a method itself
 
-
-
-def machine() -> dict:
-    from cotdistill.env import machine as m
-
-    return m()
 
 def smoke_overrides(cfg_path: Path) -> list[str]:
     import yaml

@@ -22,12 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def machine() -> dict:
-    from cotdistill.env import machine as m
-
-    return m()
+from cotdistill.env import machine  # noqa: E402 (after the path is set)
 
 def smoke_overrides(cfg_path: Path) -> list[str]:
     import yaml

@@ -16,8 +16,9 @@ import os
 
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.train.common import (check_loss_masks, check_same_vocab, check_template_keeps_completion, device_defaults, drop_too_long,
-                                     load_split, load_student, load_tokenizer, train_and_save, training_args)
+from cotdistill.train.common import (check_loss_masks, check_same_vocab, check_template_keeps_completion,
+                                     device_defaults, drop_too_long, load_split, load_student, load_tokenizer,
+                                     train_and_save, training_args)
 
 
 def _teacher_kwargs(cfg: TrainConfig) -> dict:

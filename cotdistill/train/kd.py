@@ -43,6 +43,9 @@ class LiveKDTrainer(Trainer):
         super().__init__(*args, **kw)
         self.teachers, self.teacher_weights, self.cfg = teachers, teacher_weights, cfg
         self.chunk = chunk_for(self, chunk_size(cfg.loss_chunk_tokens))
+        if self.chunk:
+            for m, what in ((self.accelerator.unwrap_model(self.model), "student"), *((t, "teacher") for t in teachers)):
+                check_head(m, what)
         self.vocab_rows = [m.get_output_embeddings().weight.size(0) for m in
                            (self.accelerator.unwrap_model(self.model), *teachers)]
         self.pairs, self.projections = pairs, projections.to(self.args.device)
@@ -72,18 +75,15 @@ class LiveKDTrainer(Trainer):
         n = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else trained.sum(),
                             dtype=torch.float32, device=labels.device).clamp(min=1)
         temp = self.temperature()
-        ce_sum, kd_sum, weights = (self._chunked_terms if self.chunk else self._full_terms)(model, out, t_outs, labels,
-                                                                                           trained, temp)
+        ce_sum, kd_sum = (self._chunked_terms if self.chunk else self._full_terms)(model, out, t_outs, labels,
+                                                                                  trained, temp)
         terms = {"ce": ce_sum / n}
         if kd_sum is not None:
             terms["kd"] = temp * temp * kd_sum / n
         loss = (1 - c.kd.alpha) * terms["ce"] + c.kd.alpha * terms.get("kd", 0)
         share = trained.sum() / n  # per-token means weigh this micro-batch like the summed terms do
         tok_mask = inputs["labels"] != -100  # the trained tokens' own positions
-        # fp32 for the loss terms: under bf16 autocast the models return bf16 states (teachers are loaded in
-        # bf16), while the projections W are fp32 and compute_loss itself runs outside autocast
-        hs, ht = ((tuple(h.float() for h in out.hidden_states), tuple(h.float() for h in t_outs[0].hidden_states))
-                  if want_h else (None, None))
+        hs, ht = (out.hidden_states, t_outs[0].hidden_states) if want_h else (None, None)
         if c.features:
             f = sum(L.feature_loss(self._project(i, hs[s]), ht[t], tok_mask, c.features.loss)
                     for i, (s, t) in enumerate(self.pairs["features"]))
@@ -110,7 +110,7 @@ class LiveKDTrainer(Trainer):
         return (loss, out) if return_outputs else loss
 
     def _full_terms(self, model, out, t_outs, labels, trained, temp):
-        """(weighted CE sum, weighted divergence sum or None, example weights) from the full [B, L, V] logits."""
+        """(weighted CE sum, weighted divergence sum or None) from the full [B, L, V] logits."""
         c = self.cfg
         v = min(out.logits.size(-1), *(o.logits.size(-1) for o in t_outs))  # padding rows past the tokenizer
         logits = out.logits[:, :-1, :v].float()
@@ -120,10 +120,10 @@ class LiveKDTrainer(Trainer):
             weights = L.importance_weights(self._per_example(ce_tok, t_outs, trained, v), c.kd.importance)
         ce_sum = (ce_tok * (weights.unsqueeze(1) if weights is not None else 1)).sum()
         if c.kd.alpha == 0:
-            return ce_sum, None, weights
+            return ce_sum, None
         log_q = L.ensemble_log_probs([o.logits[:, :-1, :v] for o in t_outs], self.teacher_weights, temp)
         kd = L.soft_target_loss(logits, log_q, trained, temp, c.kd.divergence, c.kd.beta, weights, 1) / (temp * temp)
-        return ce_sum, kd, weights
+        return ce_sum, kd
 
     def _chunked_terms(self, model, out, t_outs, labels, trained, temp):
         """The same sums, ``self.chunk`` trained tokens at a time (L.token_chunks): memory O(chunk x V)."""
@@ -142,14 +142,14 @@ class LiveKDTrainer(Trainer):
             return L.soft_target_per_token(z_s, z_ts, lab, self.teacher_weights, temp, c.kd.divergence, c.kd.beta)
 
         ce_tok, d_tok, ent_tok = L.token_chunks(per_token, [h_s, labels[trained], *h_ts], self.chunk)
-        weights, w_tok = None, 1
+        w_tok = 1
         if c.kd.importance != "none":
             example = torch.arange(trained.size(0), device=trained.device).unsqueeze(1).expand_as(trained)[trained]
             stat = ce_tok.detach() if c.kd.importance == "student_loss" else ent_tok
             per_ex = torch.zeros(trained.size(0), device=stat.device).index_add_(0, example, stat.float())
             weights = L.importance_weights(per_ex / trained.sum(1).clamp(min=1), c.kd.importance)
             w_tok = weights[example]
-        return (ce_tok * w_tok).sum(), (d_tok * w_tok).sum() if c.kd.alpha > 0 else None, weights
+        return (ce_tok * w_tok).sum(), (d_tok * w_tok).sum() if c.kd.alpha > 0 else None
 
     def _per_example(self, ce_tok, t_outs, trained, v):
         counts = trained.sum(1).clamp(min=1)
@@ -161,8 +161,10 @@ class LiveKDTrainer(Trainer):
         return ent.sum(1) / counts
 
     def _project(self, i: int, h):
+        # compute_loss runs outside autocast: bf16 hidden states (a bf16 teacher's, or a model's without
+        # accelerate's output conversion) meet the fp32 projection W here
         p = self.projections[i] if i < len(self.projections) else None
-        return p(h) if p is not None and not isinstance(p, torch.nn.Identity) else h
+        return p(h.to(p.weight.dtype)) if p is not None and not isinstance(p, torch.nn.Identity) else h
 
     # ---- logging: each term's mean per token since the last log, and T
     def log(self, logs, start_time=None):
@@ -267,9 +269,6 @@ def build(cfg: TrainConfig):
         t = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **attn).eval()
         t.requires_grad_(False)
         teachers.append(t)
-    if chunk_size(cfg.loss_chunk_tokens):
-        for m, what in ((model, "student"), *((t, f"teacher {n}") for t, (n, _) in zip(teachers, specs))):
-            check_head(m, what)
     (ls, ds_), (lt, dt) = _depth_width(model), _depth_width(teachers[0])
     pairs: dict[str, list] = {}
     for term in ("features", "attention"):  # attention maps are head-averaged: any head counts compare

@@ -30,6 +30,8 @@ class CachedKDTrainer(Trainer):
     def __init__(self, *args, alpha: float, temperature: float, chunk: int = 0, **kw):
         super().__init__(*args, **kw)
         self.alpha, self.temperature, self.chunk = alpha, temperature, chunk_for(self, chunk)
+        if self.chunk:
+            check_head(self.accelerator.unwrap_model(self.model), "student")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # num_items_in_batch: trained tokens of the whole accumulated step (transformers counts them
@@ -167,8 +169,6 @@ def build(cfg: TrainConfig):
     args = training_args(TrainingArguments, cfg, remove_unused_columns=False,
                          train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
     model = load_student(cfg)
-    if chunk_size(cfg.loss_chunk_tokens):
-        check_head(model, "student")
     trainer = CachedKDTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                               data_collator=collate(tok.pad_token_id, k), alpha=cfg.kd.alpha,
                               temperature=cfg.kd.temperature, chunk=chunk_size(cfg.loss_chunk_tokens))

@@ -224,6 +224,7 @@ def attention_loss(a_s: torch.Tensor, a_t: torch.Tensor, attention_mask: torch.T
 
 def pooled(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of the hidden states over each example's masked (trained) positions: [B,L,d] -> [B,d]."""
+    h = h.float()
     m = mask.unsqueeze(-1).to(h.dtype)
     return (h * m).sum(1) / m.sum(1).clamp(min=1)
 
