@@ -208,3 +208,13 @@ def test_a_template_that_drops_the_reasoning_is_refused(tiny_student, tiny_model
 
     s = train.run(cfg(student, tmp_path / "fixed", max_steps=1, chat_template=CHAT_TEMPLATE, **kw))
     assert s["steps"] == 1
+
+
+def test_a_missing_chat_template_file_is_one_line(tiny_student, tmp_path):
+    with pytest.raises(CotdistillError, match=r"chat_template: .*nope\.jinja not found"):
+        train.run(cfg(tiny_student, tmp_path, chat_template=str(tmp_path / "nope.jinja")))
+    template = tmp_path / "t.jinja"
+    from cotdistill.tiny import CHAT_TEMPLATE
+
+    template.write_text(CHAT_TEMPLATE)
+    assert train.run(cfg(tiny_student, tmp_path / "ok", max_steps=1, chat_template=str(template)))["steps"] == 1

@@ -96,7 +96,9 @@ def load_tokenizer(name: str, field: str, chat_template: str | None = None):
         raise CotdistillError(f"{field}: cannot load tokenizer '{name}': {first_line(e)}") from None
     if chat_template:
         path = Path(chat_template)
-        tok.chat_template = path.read_text() if path.suffix in (".jinja", ".j2", ".txt") and path.is_file() else chat_template
+        if path.suffix in (".jinja", ".j2") and not path.is_file():
+            raise CotdistillError(f"chat_template: {path} not found; give a .jinja file that exists or the template text")
+        tok.chat_template = path.read_text() if path.suffix in (".jinja", ".j2") else chat_template
     if tok.pad_token is None:
         raise CotdistillError(f"{field}: tokenizer '{name}' has no pad token; set one (e.g. tokenizer.pad_token = "
                               f"'<|endoftext|>' or a reserved token) and save it, then re-run")
