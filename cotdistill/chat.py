@@ -1,11 +1,15 @@
-"""Chat-template facts every stage needs (a leaf module: no stage imports here): which tokens end a turn,
-which one the template writes after an assistant message, and whether a model's saved generation config stops
-on it."""
+"""Tokenizers and chat templates, for every stage (a leaf module: it imports no stage): loading a tokenizer with
+its chat template in one-line errors, its identity hash, rendering a prompt, which tokens end a turn, which one
+the template writes after an assistant message, and whether a model's saved generation config stops on it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+
+from cotdistill.errors import CotdistillError, first_line
+from cotdistill.records import Message
 
 
 def end_of_turn_ids(tok) -> set[int]:
@@ -55,3 +59,67 @@ def stop_token_problem(model_dir: str | Path) -> str | None:
             f"generation_config.json stops on {sorted(i for i in eos if i is not None)} and the tokenizer's EOS is "
             f"{tok.eos_token!r}: generation would not stop at the end of the answer; add {end} to eos_token_id in "
             f"{p / 'generation_config.json'}")
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """Identity of a tokenizer: sha256 over its (token, id) vocabulary and special tokens."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    special = sorted(str(t) for t in getattr(tokenizer, "all_special_tokens", []))
+    payload = json.dumps({"vocab": vocab, "special": special}, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Hub ids are "name" or "org/name" (dots allowed: "Qwen/Qwen2.5-0.5B-Instruct"); anything
+    rooted, relative with ./ or ~, deeper than one slash, or present on disk is a path."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def check_model_location(name: str, field_name: str) -> None:
+    """A local-looking path that does not exist fails here, in one line, before vLLM starts."""
+    if looks_like_local_path(name) and not Path(name).expanduser().exists():
+        raise CotdistillError(
+            f"{field_name}: model path '{name}' does not exist; give a local model directory or a hub id"
+        )
+
+
+def chat_template_text(value: str, field: str) -> str:
+    """A chat_template setting: a Jinja file's path (read) or the template text itself. A value that names a
+    .jinja/.j2 file, or holds no template syntax at all, is a path, and a missing one is a one-line error."""
+    path = Path(value).expanduser()
+    if "{" not in value and path.is_file():
+        return path.read_text()
+    if path.suffix in (".jinja", ".j2") or "{" not in value:
+        raise CotdistillError(f"{field}: {path} not found; give a .jinja file that exists or the template text")
+    return value
+
+
+def load_tokenizer(name: str, field: str, chat_template: str | None = None, *, revision: str | None = None,
+                   trust_remote_code: bool = False, need_pad: bool = True):
+    """A tokenizer that can render chats (the ``chat_template`` setting replaces its own), in one-line errors
+    naming ``field``: a missing local path, a tokenizer that does not load, no chat template, no pad token
+    (training pads; generation passes ``need_pad=False``)."""
+    from transformers import AutoTokenizer
+
+    check_model_location(name, field)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise CotdistillError(f"{field}: cannot load tokenizer '{name}': {first_line(e)}") from None
+    if chat_template:
+        tok.chat_template = chat_template_text(chat_template, field.rsplit(".", 1)[0] + ".chat_template"
+                                               if "." in field else "chat_template")
+    if need_pad and tok.pad_token is None:
+        raise CotdistillError(f"{field}: tokenizer '{name}' has no pad token; set one (e.g. tokenizer.pad_token = "
+                              f"'<|endoftext|>' or a reserved token) and save it, then re-run")
+    if not getattr(tok, "chat_template", None):
+        raise CotdistillError(f"{field}: tokenizer '{name}' has no chat template; save one with the tokenizer, or "
+                              "set chat_template to a Jinja file")
+    return tok
+
+
+def render_prompt_ids(tokenizer, messages: list[Message]) -> list[int]:
+    enc = tokenizer.apply_chat_template(
+        [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    return list(enc["input_ids"])

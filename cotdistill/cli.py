@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import List, Optional
 
 import typer
 
@@ -76,7 +75,9 @@ def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
             rows += config_keys(item, key + "[].")
         else:
             typ = str(ann) if getattr(ann, "__args__", None) else getattr(ann, "__name__", str(ann))
-            rows.append((key, typ.replace("typing.", "").replace("cotdistill.config.", ""), default, f.description or ""))
+            rows.append(
+                (key, typ.replace("typing.", "").replace("cotdistill.config.", ""), default, f.description or "")
+            )
     return rows
 
 
@@ -94,7 +95,7 @@ def keys(stage: str = typer.Argument(..., help="run | generate | filter | logits
 @app.command()
 def generate(
     config: str = typer.Argument(..., help="YAML config of the generation stage"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
 ):
     """Teacher generation: problems -> prompt template -> vLLM teacher -> traces.jsonl."""
     _run_stage("generate", "GenerateConfig", config, overrides)
@@ -103,7 +104,7 @@ def generate(
 @app.command("filter")
 def filter_(
     config: str = typer.Argument(..., help="YAML config of the filter stage"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
 ):
     """Verify and filter traces into a TRL training set with a dataset card."""
     _run_stage("filter", "FilterConfig", config, overrides)
@@ -112,7 +113,7 @@ def filter_(
 @app.command()
 def logits(
     config: str = typer.Argument(..., help="YAML config of the logits stage"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
 ):
     """Teacher top-k logprobs of the kept traces -> a columnar cache for cached-logit KD (logit_kd)."""
     _run_stage("logits", "LogitsConfig", config, overrides)
@@ -121,7 +122,7 @@ def logits(
 @app.command()
 def train(
     config: str = typer.Argument(..., help="YAML config of the distill stage"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
 ):
     """Distill the student: method sft | gkd | distill | logit_kd."""
     _run_stage("train", "TrainConfig", config, overrides)
@@ -130,7 +131,7 @@ def train(
 @app.command("eval")
 def eval_(
     config: str = typer.Argument(..., help="YAML config of the eval stage"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
 ):
     """Evaluate models on benchmarks: pass@1, pass@k, maj@k with 95% intervals -> results.json."""
     _run_stage("evaluate", "EvalConfig", config, overrides)
@@ -139,9 +140,11 @@ def eval_(
 @app.command("run")
 def run_(
     config: str = typer.Argument(..., help="YAML config of the whole pipeline (see data/configs/run_demo.yaml)"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
-    from_stage: Optional[str] = typer.Option(None, "--from", help="re-run this stage and everything after it"),
-    skip: Optional[List[str]] = typer.Option(None, "--skip", help="leave this stage out (repeatable; 'train' = all students)"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
+    from_stage: str | None = typer.Option(None, "--from", help="re-run this stage and everything after it"),
+    skip: list[str] | None = typer.Option(
+        None, "--skip", help="leave this stage out (repeatable; 'train' = all students)"
+    ),
 ):
     """The whole pipeline: generate -> filter -> train the students -> eval -> report, with retention."""
     from cotdistill import config as cfgmod

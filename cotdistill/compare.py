@@ -80,7 +80,9 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool = False, seed: int = 0
             "verdict": verdict, "paired_by_seed": paired, **({"level": level} if level != 0.95 else {})}
 
 
-def distillation_table(students: dict, results: dict, outcomes: dict[str, np.ndarray], targets, benchmark: str) -> dict:
+def distillation_table(
+    students: dict, results: dict, outcomes: dict[str, np.ndarray], targets, benchmark: str
+) -> dict:
     models = results["models"]
     score = {n: m["scores"][benchmark]["pass@1"] for n, m in models.items()}
     groups: dict[str, dict] = {}
@@ -105,14 +107,14 @@ def distillation_table(students: dict, results: dict, outcomes: dict[str, np.nda
         g["retention"] = round(g["accuracy"] / teacher, 4) if teacher else None
         g["worst_seed_retention"] = round(min(accs) / teacher, 4) if teacher else None
     seeds = {n: [x["seed"] for x in g["per_seed"]] for n, g in groups.items()}
-    paired = lambda a, b: seeds[a] == seeds[b] and None not in seeds[a]  # noqa: E731
+    paired = lambda a, b: seeds[a] == seeds[b] and None not in seeds[a]
     students_only = [n for n in groups if n != "teacher"]
     comparisons = [{"a": a, "b": b, **difference(mats[a], mats[b], paired(a, b))}
                    for i, a in enumerate(students_only) for b in students_only[i + 1:] if a in mats and b in mats]
 
     def worst(a, b) -> float:
         """The difference on the worst seed: seed by seed when paired, else a's lowest against b's highest."""
-        acc = lambda n: [x["accuracy"] for x in groups[n]["per_seed"]]  # noqa: E731
+        acc = lambda n: [x["accuracy"] for x in groups[n]["per_seed"]]
         if paired(a, b):
             return round(min(x - y for x, y in zip(acc(a), acc(b))), 4)
         return round(min(acc(a)) - max(acc(b)), 4)
@@ -130,9 +132,14 @@ def distillation_table(students: dict, results: dict, outcomes: dict[str, np.nda
     t, out = targets, {}
     if best and teacher:
         r = groups[best]
-        out["retention"] = {"best": best, "value": r["retention"], "target": t.min_retention,
-                            "met": r["retention"] >= t.min_retention,
-                            "worst_seed": r["worst_seed_retention"], "met_on_worst_seed": r["worst_seed_retention"] >= t.min_retention}
+        out["retention"] = {
+            "best": best,
+            "value": r["retention"],
+            "target": t.min_retention,
+            "met": r["retention"] >= t.min_retention,
+            "worst_seed": r["worst_seed_retention"],
+            "met_on_worst_seed": r["worst_seed_retention"] >= t.min_retention,
+        }
     if best and answers:
         a = max(answers, key=lambda n: groups[n]["accuracy"])
         gain = round(groups[best]["accuracy"] - groups[a]["accuracy"], 4)

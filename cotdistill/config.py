@@ -11,8 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-from cotdistill.loading import (apply_overrides, format_validation_error, load_config,  # noqa: F401 (re-exported)
-                                save_resolved)
+from cotdistill.loading import (  # noqa: F401 (re-exported)
+    apply_overrides,
+    format_validation_error,
+    load_config,
+    save_resolved,
+)
+from cotdistill.tiny import head_size_problem
 
 
 class StrictModel(BaseModel):
@@ -78,7 +83,9 @@ class OpenAITeacher(StrictModel):
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str  # the served model name
     api: Literal["chat", "completions"] = "chat"
-    api_key_env: str | None = Field(default=None, description="name of the env var holding the key (never the key itself)")
+    api_key_env: str | None = Field(
+        default=None, description="name of the env var holding the key (never the key itself)"
+    )
     max_concurrency: int = Field(default=64, ge=1)
     timeout_s: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
@@ -105,9 +112,13 @@ class SamplingConfig(StrictModel):
     seed: int = 0
     stop: list[str] = Field(default_factory=list)
     logprobs: int | None = Field(default=None, ge=1, le=100, description="capture top-k logprobs per token")
-    until_verified: int | None = Field(default=None, ge=1, description="generate: adaptive sampling, stop a problem "
-                                                                         "once this many distinct correct traces exist "
-                                                                         "(n is then the budget per problem)")
+    until_verified: int | None = Field(
+        default=None,
+        ge=1,
+        description="generate: adaptive sampling, stop a problem "
+        "once this many distinct correct traces exist "
+        "(n is then the budget per problem)",
+    )
 
     @model_validator(mode="after")
     def _budget(self):
@@ -142,9 +153,14 @@ class DistributedConfig(StrictModel):
                                                           "join the cluster `ray start` made; or 'ray://HOST:10001'")
     replicas: int = Field(default=2, ge=1, description="vLLM replicas = shards")
     cpus_per_replica: float = Field(default=1.0, ge=0, description="Ray CPUs each replica reserves")
-    gpus_per_replica: float = Field(default=0.0, ge=0, description="Ray GPUs each replica reserves: tensor_parallel_size "
-                                                                   "x pipeline_parallel_size on GPUs, 0 on CPU")
-    max_restarts: int = Field(default=3, ge=0, description="times Ray restarts a replica that died; it resumes its shard")
+    gpus_per_replica: float = Field(
+        default=0.0,
+        ge=0,
+        description="Ray GPUs each replica reserves: tensor_parallel_size x pipeline_parallel_size on GPUs, 0 on CPU",
+    )
+    max_restarts: int = Field(
+        default=3, ge=0, description="times Ray restarts a replica that died; it resumes its shard"
+    )
     local_cpus: int | None = Field(default=None, ge=1, description="CPUs of the local cluster (address None); "
                                                                    "default: replicas x cpus_per_replica")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of every replica")
@@ -155,8 +171,10 @@ class GenerateConfig(StrictModel):
     prompt: PromptConfig = PromptConfig()
     teacher: TeacherConfig
     extra_teachers: list[TeacherConfig] = Field(
-        default_factory=list, description="more teachers answering every problem (multi-teacher traces): teacher k "
-                                          "(0 = teacher) writes sample indices k*n .. k*n + n - 1; each trace names its teacher")
+        default_factory=list,
+        description="more teachers answering every problem (multi-teacher traces): teacher k "
+        "(0 = teacher) writes sample indices k*n .. k*n + n - 1; each trace names its teacher",
+    )
     sampling: SamplingConfig = SamplingConfig()
     output_dir: str
     shard: ShardConfig = ShardConfig()
@@ -170,8 +188,10 @@ class GenerateConfig(StrictModel):
     def _distributed_owns_shards(self):
         d = self.distributed
         if d is not None and self.shard.count > 1:
-            raise ValueError("distributed with shard.count > 1: the Ray replicas are the shards (distributed.replicas); "
-                             "drop the shard block")
+            raise ValueError(
+                "distributed with shard.count > 1: the Ray replicas are the shards (distributed.replicas); "
+                "drop the shard block"
+            )
         if d is not None and d.gpus_per_replica and self.teacher.backend == "vllm":
             need = self.teacher.tensor_parallel_size * self.teacher.pipeline_parallel_size
             if d.gpus_per_replica < need:
@@ -195,14 +215,18 @@ class LogitsConfig(StrictModel):
     tokenizer: str | None = Field(default=None, description="default: the teacher's")
     filter_dir: str  # a `cotdistill filter` output (sft/)
     output_dir: str
-    mode: Literal["score", "in_pass"] = Field(default="score", description="score: the teacher scores the kept traces "
-                                              "after the filter; in_pass: keep the logprobs vLLM captured while generating")
+    mode: Literal["score", "in_pass"] = Field(
+        default="score",
+        description="score: the teacher scores the kept traces "
+        "after the filter; in_pass: keep the logprobs vLLM captured while generating",
+    )
     logprobs: str | None = Field(default=None, description="in_pass: the generation stage's logprobs.jsonl")
     top_k: int = Field(default=8, ge=1, le=100)
     batch_size: int = Field(default=64, ge=1, description="score: sequences per forward pass")
     device: str = Field(default="auto", description="score: auto (cuda when there is one) | cpu | cuda[:N]")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="auto: bf16 on CUDA and "
-                                                                     "on CPUs with AMX / AVX512-BF16, else fp32")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: bf16 on CUDA and on CPUs with AMX / AVX512-BF16, else fp32"
+    )
     chunk_tokens: int | None = Field(default=None, ge=0, description="score: positions whose logits are made at "
                                      "once (bounded memory at large vocabularies); None: 512, 0: whole sequences")
     rows_per_group: int = Field(default=512, ge=1, description="parquet row group size (traces)")
@@ -219,7 +243,9 @@ class LogitsConfig(StrictModel):
 class DecontamConfig(StrictModel):
     eval_sets: list[HFSource] = Field(default_factory=list, description="benchmarks that must not leak into training")
     ngram: int = Field(default=8, ge=3, description="word n-gram length; a shared n-gram is a hit")
-    check_traces: bool = Field(default=True, description="also look for eval questions inside the teacher's completions")
+    check_traces: bool = Field(
+        default=True, description="also look for eval questions inside the teacher's completions"
+    )
 
 
 class FilterConfig(StrictModel):
@@ -229,7 +255,9 @@ class FilterConfig(StrictModel):
     require_stop: bool = Field(default=True, description="drop truncated traces (finish reason other than \"stop\")")
     min_completion_tokens: int = Field(default=1, ge=0)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    format_check: bool = Field(default=True, description="<think> balance when the template asks for it; one final answer section")
+    format_check: bool = Field(
+        default=True, description="<think> balance when the template asks for it; one final answer section"
+    )
     dedup_exact: bool = True
     near_dup_threshold: float | None = Field(default=0.9, gt=0, le=1, description="MinHash Jaccard within a problem")
     minhash_perm: int = Field(default=64, ge=16)
@@ -261,7 +289,9 @@ class GKDOptions(StrictModel):
     beta: float = Field(default=0.5, ge=0, le=1, description="generalized JSD: 0 = forward KL, 1 = reverse KL")
     temperature: float = Field(default=0.9, gt=0, description="sampling temperature of on-policy rollouts")
     seq_kd: bool = Field(default=False, description="also train on teacher-generated sequences")
-    max_new_tokens: int = Field(default=1024, ge=1, description="long enough for chain of thought (TRL's default is 128)")
+    max_new_tokens: int = Field(
+        default=1024, ge=1, description="long enough for chain of thought (TRL's default is 128)"
+    )
     use_vllm: bool | None = Field(default=None, description="distill: vLLM rollouts (colocated); None = on GPUs only")
 
 
@@ -285,9 +315,13 @@ class KDOptions(StrictModel):
     divergence: Literal["forward", "reverse", "jsd"] = Field(
         default="forward", description="kd: KL(teacher||student) (Hinton), KL(student||teacher), or JSD(beta)")
     beta: float = Field(default=0.5, gt=0, lt=1, description="kd, divergence jsd: the mixture weight")
-    schedule: TemperatureSchedule | None = Field(default=None, description="kd: anneal T instead of a fixed temperature")
+    schedule: TemperatureSchedule | None = Field(
+        default=None, description="kd: anneal T instead of a fixed temperature"
+    )
     importance: Literal["none", "student_loss", "teacher_entropy"] = Field(
-        default="none", description="kd: per-example weights (mean 1 per batch) from the student's CE or the teacher's entropy")
+        default="none",
+        description="kd: per-example weights (mean 1 per batch) from the student's CE or the teacher's entropy",
+    )
 
 
 LayerMap = Literal["uniform", "bottom_up", "top_down"] | list[tuple[int, int]]
@@ -357,12 +391,17 @@ class TrainConfig(StrictModel):
     method: Literal["sft", "gkd", "distill", "logit_kd", "kd"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
     teacher: str | None = Field(default=None, description="gkd / distill / kd: hub id or local directory")
-    teachers: list[TeacherWeight] | None = Field(default=None, min_length=1,
-                                                 description="kd: an ensemble; soft targets average their distributions")
+    teachers: list[TeacherWeight] | None = Field(
+        default=None, min_length=1, description="kd: an ensemble; soft targets average their distributions"
+    )
     features: FeatureTerm | None = Field(default=None, description="kd: FitNets hidden-state term")
-    attention: AttentionTerm | None = Field(default=None, description="kd: TinyBERT attention-map term (eager attention)")
+    attention: AttentionTerm | None = Field(
+        default=None, description="kd: TinyBERT attention-map term (eager attention)"
+    )
     relation: RelationTerm | None = Field(default=None, description="kd: RKD pairwise-similarity term")
-    cosine: float = Field(default=0.0, ge=0, description="kd: weight of DistilBERT's cosine term on the last hidden states")
+    cosine: float = Field(
+        default=0.0, ge=0, description="kd: weight of DistilBERT's cosine term on the last hidden states"
+    )
     dataset_dir: str  # a filter output directory (sft/, prompts/)
     qat: QATConfig | None = Field(default=None, description="sft / logit_kd / kd: quantization-aware training "
                                                             "(fake-quantized weights, straight-through gradients)")
@@ -389,7 +428,9 @@ class TrainConfig(StrictModel):
     save_total_limit: int | None = 2
     seed: int = 0
     length_grouped: bool = Field(default=True, description="batch examples of similar length (less padding)")
-    packing: bool = Field(default=False, description="only where attention honours sequence boundaries (flash-attention varlen)")
+    packing: bool = Field(
+        default=False, description="only where attention honours sequence boundaries (flash-attention varlen)"
+    )
     attn_implementation: str | None = Field(default=None, description="e.g. \"flash_attention_2\" on GPUs")
     bf16: bool | None = Field(default=None, description="None: bf16 where the GPU supports it, fp32 on CPU")
     gradient_checkpointing: bool | None = Field(default=None, description="None: on for GPUs, off on CPU")
@@ -409,7 +450,9 @@ class TrainConfig(StrictModel):
         live_terms = [n for n in ("teachers", "features", "attention", "relation") if getattr(self, n) is not None]
         live_terms += ["cosine"] * bool(self.cosine)
         live_terms += [f"kd.{n}" for n in ("schedule",) if getattr(self.kd, n) is not None]
-        live_terms += ["kd.importance"] * (self.kd.importance != "none") + ["kd.divergence"] * (self.kd.divergence != "forward")
+        live_terms += ["kd.importance"] * (self.kd.importance != "none") + ["kd.divergence"] * (
+            self.kd.divergence != "forward"
+        )
         if live_terms and self.method != "kd":
             raise ValueError(f"{', '.join(live_terms)}: only method 'kd' (live teacher) uses these; set method=kd")
         if self.attention is not None and self.attn_implementation not in (None, "eager"):
@@ -454,10 +497,14 @@ class EvalBenchmark(StrictModel):
 class EvalConfig(StrictModel):
     models: list[EvalModel] = Field(min_length=1)
     benchmarks: list[EvalBenchmark] = Field(min_length=1)
-    sampling: SamplingConfig = Field(default=SamplingConfig(n=4, temperature=0.6, max_tokens=1024), description="temperature 0 = greedy")
+    sampling: SamplingConfig = Field(
+        default=SamplingConfig(n=4, temperature=0.6, max_tokens=1024), description="temperature 0 = greedy"
+    )
     ks: list[int] = Field(default_factory=lambda: [1, 4], description="pass@k and maj@k for each k <= n")
     ci: Literal["bootstrap", "wilson"] = "bootstrap"
-    train_data: list[str] = Field(default_factory=list, description="filter outputs / jsonl files to check for overlap")
+    train_data: list[str] = Field(
+        default_factory=list, description="filter outputs / jsonl files to check for overlap"
+    )
     ngram: int = Field(default=8, ge=3)
     contamination: Literal["error", "warn"] | None = Field(
         default=None, description="benchmark questions sharing n-grams with train_data: None/error refuses to score; "
@@ -469,7 +516,10 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self):
-        for what, names in (("models", [m.name for m in self.models]), ("benchmarks", [b.name for b in self.benchmarks])):
+        for what, names in (
+            ("models", [m.name for m in self.models]),
+            ("benchmarks", [b.name for b in self.benchmarks]),
+        ):
             if len(set(names)) != len(names):
                 raise ValueError(f"{what} names must be unique, got {names}")
         return self
@@ -487,8 +537,6 @@ class StudentInit(StrictModel):
 
     @model_validator(mode="after")
     def _servable(self):
-        from cotdistill.tiny import head_size_problem
-
         problem = head_size_problem(self.hidden, self.heads)
         if problem:
             raise ValueError(problem)
@@ -554,17 +602,30 @@ class RunStudent(StrictModel):
     name: str = Field(description="label in results, the stage name train:<name>@<seed> and the output folder")
     data: Literal["filtered", "unfiltered", "answers_only"] = Field(
         default="filtered", description="training set: verified traces, every trace, or gold answers only")
-    train: dict[str, Any] = Field(default_factory=dict,
-                                  description="TrainConfig fields; student, dataset and output paths are filled in by the run")
-    seeds: list[int] | None = Field(default=None, min_length=1,
-                                    description="one trained student per seed (weights init + data order); default: the run's seeds")
-    init_from: str | None = Field(default=None, description="start from this (earlier) student's trained model of the "
-                                                            "same seed instead of the run's student, e.g. GKD after SFT")
-    student: StudentSpec | None = Field(default=None, description="this student's own starting model instead of the run's "
-                                                                  "(another size, or from_teacher)")
-    teacher_from: str | None = Field(default=None, description="kd / gkd / distill: the live teacher is this (earlier) "
-                                                               "student's model of the same seed: born-again rounds, or "
-                                                               "an assistant in progressive distillation")
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TrainConfig fields; student, dataset and output paths are filled in by the run",
+    )
+    seeds: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="one trained student per seed (weights init + data order); default: the run's seeds",
+    )
+    init_from: str | None = Field(
+        default=None,
+        description="start from this (earlier) student's trained model of the "
+        "same seed instead of the run's student, e.g. GKD after SFT",
+    )
+    student: StudentSpec | None = Field(
+        default=None,
+        description="this student's own starting model instead of the run's (another size, or from_teacher)",
+    )
+    teacher_from: str | None = Field(
+        default=None,
+        description="kd / gkd / distill: the live teacher is this (earlier) "
+        "student's model of the same seed: born-again rounds, or "
+        "an assistant in progressive distillation",
+    )
     ptq: QATConfig | None = Field(default=None, description="no training: post-training quantization (weight-only) "
                                                             "of the init_from student's model of the same seed")
 
@@ -588,11 +649,15 @@ class PTQStage(StrictModel):
 
 class RunEval(StrictModel):
     benchmarks: list[EvalBenchmark] = Field(min_length=1)
-    sampling: SamplingConfig = Field(default=SamplingConfig(n=1, temperature=0.0, max_tokens=1024), description="greedy")
+    sampling: SamplingConfig = Field(
+        default=SamplingConfig(n=1, temperature=0.0, max_tokens=1024), description="greedy"
+    )
     ks: list[int] = Field(default_factory=lambda: [1])
     ci: Literal["bootstrap", "wilson"] = "wilson"
     teacher: bool = Field(default=True, description="evaluate the teacher too (retention needs it)")
-    ngram: int = Field(default=8, ge=3, description="overlap check of benchmark questions against the filtered training set")
+    ngram: int = Field(
+        default=8, ge=3, description="overlap check of benchmark questions against the filtered training set"
+    )
     contamination: Literal["error", "warn"] | None = Field(
         default=None, description="benchmark questions found in the training data: None/error stops the run; warn "
                                   "goes on and records the opt-out in results.json")
@@ -612,17 +677,25 @@ class RunTargets(StrictModel):
 
 class RunConfig(StrictModel):
     output_dir: str
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
-                             description="student seeds: every student is trained once per seed unless it lists its own")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="student seeds: every student is trained once per seed unless it lists its own",
+    )
     teacher: TeacherConfig  # generates the traces and is evaluated as the reference
     student: StudentSpec  # hub id / directory, a fresh model on the teacher's tokenizer, or from_teacher
     generate: dict[str, Any]  # GenerateConfig fields except teacher and output_dir
     filter: dict[str, Any] = Field(default_factory=dict, description="FilterConfig fields except the directories")
-    logits: dict[str, Any] = Field(default_factory=dict, description="LogitsConfig fields (logit_kd students' teacher "
-                                   "top-k cache): mode score (default) | in_pass (when generate.sampling.logprobs is set)")
+    logits: dict[str, Any] = Field(
+        default_factory=dict,
+        description="LogitsConfig fields (logit_kd students' teacher "
+        "top-k cache): mode score (default) | in_pass (when generate.sampling.logprobs is set)",
+    )
     students: list[RunStudent] = Field(min_length=1)
     eval: RunEval
-    benchmark: str | None = Field(default=None, description="which eval benchmark the targets are judged on (default: the first)")
+    benchmark: str | None = Field(
+        default=None, description="which eval benchmark the targets are judged on (default: the first)"
+    )
     targets: RunTargets = RunTargets()
     sweep: SweepConfig | None = Field(default=None, description="repeat students at several sizes (compression sweep)")
 
@@ -689,14 +762,20 @@ class RunConfig(StrictModel):
         if self.benchmark is not None and self.benchmark not in bench:
             raise ValueError(f"benchmark '{self.benchmark}' is not one of the eval benchmarks {bench}")
         # validate the embedded stage configs now, not an hour into the run
-        parts = [("generate", GenerateConfig, {**self.generate, "teacher": self.teacher.model_dump(), "output_dir": "-"}),
-                 ("filter", FilterConfig, {**self.filter, "generate_dir": "-", "output_dir": "-"})]
+        parts = [
+            ("generate", GenerateConfig, {**self.generate, "teacher": self.teacher.model_dump(), "output_dir": "-"}),
+            ("filter", FilterConfig, {**self.filter, "generate_dir": "-", "output_dir": "-"}),
+        ]
         live = isinstance(self.teacher, VLLMTeacher)  # its model path can be the live teacher of gkd / distill
-        specs = [("student", self.student)] + [(f"students[{i}].student", s.student) for i, s in enumerate(self.students)]
+        specs = [("student", self.student)] + [
+            (f"students[{i}].student", s.student) for i, s in enumerate(self.students)
+        ]
         for where, spec in specs:
             if isinstance(spec, StudentFromTeacher) and not live:
-                raise ValueError(f"{where}: from_teacher copies the teacher's blocks, but the run's teacher is a server; "
-                                 f"give the student as a directory built with `python -m cotdistill.student_init`")
+                raise ValueError(
+                    f"{where}: from_teacher copies the teacher's blocks, but the run's teacher is a server; "
+                    f"give the student as a directory built with `python -m cotdistill.student_init`"
+                )
         for i, s in enumerate(self.students):
             if "seed" in s.train:
                 raise ValueError(f"students[{i}].train.seed: a run sets seeds with 'seeds' (run-wide or per student), "

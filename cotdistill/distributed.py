@@ -26,17 +26,18 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from cotdistill.artifacts import SHARD_CONFIG, output_paths, replica_file, shard_of
 from cotdistill.config import GenerateConfig, ShardConfig
 from cotdistill.errors import CotdistillError, first_line
+from cotdistill.shards import merge
+from cotdistill.sources import load_problems
+from cotdistill.store import write_atomic
 
 # a killed replica takes its engine with it (no orphaned engine-core process holding memory)
 DEFAULT_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def replica_file(out: Path, index: int) -> Path:
-    return out / "replicas" / f"shard-{index:05d}.json"
 
 
 def shard_config(cfg: GenerateConfig, index: int) -> GenerateConfig:
@@ -47,14 +48,13 @@ def shard_config(cfg: GenerateConfig, index: int) -> GenerateConfig:
 class Replica:
     """One vLLM replica owning one shard (a Ray actor; plain class so tests can call it in-process)."""
 
-    def __init__(self, cfg_json: str, index: int, cwd: str):
+    def __init__(self, cfg_json: str, index: int, cwd: str, work: Callable[[GenerateConfig], dict]):
         if os.path.isdir(cwd):
             os.chdir(cwd)
         self.cfg = GenerateConfig.model_validate_json(cfg_json)
-        self.index = index
+        self.index, self.work = index, work
         path = replica_file(Path(self.cfg.output_dir), index)
         attempt = json.loads(path.read_text()).get("attempt", 0) + 1 if path.exists() else 1
-        from cotdistill.store import write_atomic
 
         try:
             import ray
@@ -67,9 +67,7 @@ class Replica:
         self.attempt = attempt
 
     def run(self) -> dict:
-        from cotdistill import generate
-
-        summary = generate.run(self.cfg)
+        summary = self.work(self.cfg)
         summary["attempt"] = self.attempt
         return summary
 
@@ -100,16 +98,17 @@ class _LineCounter:
 
 
 def _check_directory(cfg: GenerateConfig, out: Path) -> None:
-    from cotdistill.shards import _SHARD_CFG
-
     if (out / "config.yaml").exists() and not list(out.glob("config-*-of-*.yaml")):
         raise CotdistillError(f"{out}: holds a single-process generation run; resume it without distributed, or use "
                               f"a new output_dir")
-    counts = {int(_SHARD_CFG.search(p.name).group(2)) for p in out.glob("config-*-of-*.yaml") if _SHARD_CFG.search(p.name)}
+    names = [p.name for p in out.glob("config-*-of-*.yaml")]
+    counts = {int(m.group(2)) for m in map(SHARD_CONFIG.search, names) if m}
     if counts and counts != {cfg.distributed.replicas}:
-        raise CotdistillError(f"{out}: holds shards of a run with {sorted(counts)} replicas, this one has "
-                              f"{cfg.distributed.replicas}; set distributed.replicas={min(counts)} to resume it, or use "
-                              f"a new output_dir")
+        raise CotdistillError(
+            f"{out}: holds shards of a run with {sorted(counts)} replicas, this one has "
+            f"{cfg.distributed.replicas}; set distributed.replicas={min(counts)} to resume it, or use "
+            f"a new output_dir"
+        )
 
 
 def _init_ray(d) -> bool:
@@ -128,23 +127,22 @@ def _init_ray(d) -> bool:
             ray.init(address=d.address, runtime_env={"env_vars": env}, log_to_driver=False, configure_logging=False)
     except Exception as e:  # ConnectionError, RuntimeError: no cluster at that address
         where = "a local Ray cluster" if d.address is None else f"the Ray cluster at '{d.address}'"
-        raise CotdistillError(f"distributed: cannot start or reach {where}: {first_line(e)}; start one with `ray start "
-                              f"--head` and set distributed.address=auto") from None
+        raise CotdistillError(
+            f"distributed: cannot start or reach {where}: {first_line(e)}; start one with `ray start "
+            f"--head` and set distributed.address=auto"
+        ) from None
     return True
 
 
-def run(cfg: GenerateConfig) -> dict:
-    """Generate every shard on the cluster, then merge; re-running resumes every shard."""
+def run(cfg: GenerateConfig, work: Callable[[GenerateConfig], dict]) -> dict:
+    """Generate every shard on the cluster, then merge; re-running resumes every shard. ``work`` generates one
+    shard in its replica (``generate.run``, passed in so that this module does not import the stage)."""
     try:
         import ray
     except ImportError:
         raise CotdistillError("distributed: Ray is not installed; pip install 'ray>=2.40' (or drop the distributed "
                               "block)") from None
     from tqdm.auto import tqdm
-
-    from cotdistill.generate import output_paths, shard_of
-    from cotdistill.shards import merge
-    from cotdistill.sources import load_problems
 
     d = cfg.distributed
     out = Path(cfg.output_dir)
@@ -164,7 +162,7 @@ def run(cfg: GenerateConfig) -> dict:
         actor = ray.remote(num_cpus=d.cpus_per_replica, num_gpus=d.gpus_per_replica, max_restarts=d.max_restarts,
                            max_task_retries=d.max_restarts)(Replica)
         cwd = os.getcwd()
-        replicas = [actor.remote(shard_config(cfg, i).model_dump_json(), i, cwd) for i in range(d.replicas)]
+        replicas = [actor.remote(shard_config(cfg, i).model_dump_json(), i, cwd, work) for i in range(d.replicas)]
         pending = {r.run.remote(): i for i, r in enumerate(replicas)}
         counter = _LineCounter(paths)
         bar = tqdm(total=None if cfg.sampling.until_verified else expected, desc=f"generate ({d.replicas} replicas)",
@@ -181,7 +179,8 @@ def run(cfg: GenerateConfig) -> dict:
                     except ray.exceptions.RayError as e:
                         raise CotdistillError(
                             f"distributed: replica {i} failed after {d.max_restarts} restarts: {first_line(e)}; its "
-                            f"records are kept: re-run the same command to resume (see {replica_file(out, i)})") from None
+                            f"records are kept: re-run the same command to resume (see {replica_file(out, i)})"
+                        ) from None
             bar.update(counter.new_lines())
         finally:
             bar.close()
@@ -192,7 +191,9 @@ def run(cfg: GenerateConfig) -> dict:
             ray.shutdown()
     incomplete = [i for i, s in sorted(shard_summaries.items()) if not s.get("complete")]
     if incomplete:
-        raise CotdistillError(f"distributed: shards {incomplete} did not finish; re-run the same command to resume them")
+        raise CotdistillError(
+            f"distributed: shards {incomplete} did not finish; re-run the same command to resume them"
+        )
     summary = merge(out)
     summary["distributed"] = {
         "replicas": d.replicas, "address": d.address or "local", "wall_s": round(time.perf_counter() - t0, 3),
@@ -202,7 +203,6 @@ def run(cfg: GenerateConfig) -> dict:
         "shards": {i: {"traces": s["traces"], "written_this_run": s["written_this_run"], "attempt": s["attempt"]}
                    for i, s in sorted(shard_summaries.items())},
     }
-    from cotdistill.store import write_atomic
 
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -17,15 +17,17 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from cotdistill import generate
 from cotdistill.chat import stop_token_problem
 from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig
-from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
 from cotdistill.env import machine, prepare_vllm_env
 from cotdistill.errors import CotdistillError
-from cotdistill.generate import load_problem_file
+from cotdistill.loading import save_resolved
 from cotdistill.metrics import summarize
+from cotdistill.sources import load_problem_file
 from cotdistill.store import iter_jsonl, write_atomic
+from cotdistill.teachers import make_teacher
 from cotdistill.verify import answer_key
 from cotdistill.verify_pool import verify_pairs
 
@@ -51,7 +53,11 @@ def fingerprint(model: str) -> dict:
 
 def source_hash(src) -> dict:
     if isinstance(src, HFSource) and Path(src.path).is_file():
-        return {"path": src.path, "split": src.split, "sha256": hashlib.sha256(Path(src.path).read_bytes()).hexdigest()[:16]}
+        return {
+            "path": src.path,
+            "split": src.split,
+            "sha256": hashlib.sha256(Path(src.path).read_bytes()).hexdigest()[:16],
+        }
     return src.model_dump(mode="json")
 
 
@@ -73,7 +79,11 @@ def training_index(paths: list[str], n: int) -> NgramIndex | None:
     index = NgramIndex(n)
     for raw in paths:
         p = Path(raw)
-        files = [p] if p.is_file() else [f for f in (p / "sft.jsonl", p / "prompts.jsonl", p / "problems.jsonl") if f.exists()]
+        files = (
+            [p]
+            if p.is_file()
+            else [f for f in (p / "sft.jsonl", p / "prompts.jsonl", p / "problems.jsonl") if f.exists()]
+        )
         for f in files:
             for lineno, obj in iter_jsonl(f):
                 msgs = obj.get("messages") or obj.get("prompt")
@@ -133,8 +143,6 @@ def _forget_if_changed(folder: Path, identity: dict) -> None:
 
 def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     """``teachers``: already built backends by model name (reused, not closed); others are built here."""
-    from cotdistill import generate
-    from cotdistill.teachers import make_teacher
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +155,8 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
         results["benchmarks"][b.name] = {"source": source_hash(b.source), "template": b.template}
     for m in cfg.models:
         problem = stop_token_problem(m.serve.model)
-        if problem and m.role == "student":  # ours are saved stopping on the turn's end (train.common.stop_on_turn_end)
+        # ours are saved stopping on the turn's end (train.common.stop_on_turn_end)
+        if problem and m.role == "student":
             raise CotdistillError(f"model '{m.name}': {problem}")
         if problem:
             results["warnings"].append(f"model '{m.name}': {problem}")
@@ -171,19 +180,35 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
                 found = verify_pairs([(t["completion"], problems[t["problem_id"]]) for t in traces],
                                      cfg.verify_workers, cfg.verify_timeout_s, cfg.progress)
                 verdicts = {(t["problem_id"], t["sample_index"]): v for t, v in zip(traces, found)}
-                write_atomic(out / m.name / b.name / "verdicts.jsonl", "".join(
-                    json.dumps({"problem_id": t["problem_id"], "sample_index": t["sample_index"],
-                                "completion_tokens": t["completion_tokens"], "finish_reason": t["finish_reason"],
-                                **verdicts[(t["problem_id"], t["sample_index"])].model_dump()}) + "\n" for t in traces))
+                write_atomic(
+                    out / m.name / b.name / "verdicts.jsonl",
+                    "".join(
+                        json.dumps(
+                            {
+                                "problem_id": t["problem_id"],
+                                "sample_index": t["sample_index"],
+                                "completion_tokens": t["completion_tokens"],
+                                "finish_reason": t["finish_reason"],
+                                **verdicts[(t["problem_id"], t["sample_index"])].model_dump(),
+                            }
+                        )
+                        + "\n"
+                        for t in traces
+                    ),
+                )
                 scores = summarize(_per_problem(traces, verdicts), cfg.ks, cfg.ci, seed=cfg.sampling.seed)
                 errors = [v for v in found if v.reason == "error"]
                 scores["verifier_errors"] = len(errors)
                 if errors:  # scored as wrong: say so, a verifier bug must not pass for a weaker model
-                    msg = (f"model '{m.name}' on '{b.name}': the verifier raised on {len(errors)} of {len(found)} samples, "
-                           f"scored as not correct (e.g. {errors[0].detail})")
+                    msg = (
+                        f"model '{m.name}' on '{b.name}': the verifier raised on {len(errors)} of {len(found)} "
+                        f"samples, scored as not correct (e.g. {errors[0].detail})"
+                    )
                     results["warnings"].append(msg)
                     print(f"warning: {msg}", file=sys.stderr)
-                scores["generation"] = {k: gsum.get(k) for k in ("completion_tokens", "completion_tokens_per_s", "generation_s")}
+                scores["generation"] = {
+                    k: gsum.get(k) for k in ("completion_tokens", "completion_tokens_per_s", "generation_s")
+                }
                 info["scores"][b.name] = scores
         finally:
             if given is None:
@@ -192,7 +217,7 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     teachers = [n for n, i in results["models"].items() if i["role"] == "teacher"]
     if teachers:
         t = results["models"][teachers[0]]["scores"]
-        for name, i in results["models"].items():
+        for i in results["models"].values():
             i["retention"] = {b: (round(s["pass@1"]["value"] / t[b]["pass@1"]["value"], 4)
                                   if t[b]["pass@1"]["value"] > 0 else None) for b, s in i["scores"].items()}
     write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")

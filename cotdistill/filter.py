@@ -21,9 +21,9 @@ from pathlib import Path
 
 from cotdistill.adaptive import normalise, verifiable
 from cotdistill.config import FilterConfig
-from cotdistill.loading import save_resolved
 from cotdistill.decontam import NgramIndex
 from cotdistill.errors import CotdistillError
+from cotdistill.loading import save_resolved
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, Trace, Verdict
 from cotdistill.sources import load_problems
@@ -102,8 +102,10 @@ def _load(gen: Path) -> tuple[dict[str, Problem], list[Trace]]:
         raise CotdistillError(f"{gen / 'traces.jsonl'}: no traces to filter")
     for i, t in enumerate(traces, start=1):
         if t.problem_id not in problems:
-            raise CotdistillError(f"{gen / 'traces.jsonl'}: line {i}: problem '{t.problem_id}' is not in problems.jsonl; "
-                                  f"traces and problems come from different runs")
+            raise CotdistillError(
+                f"{gen / 'traces.jsonl'}: line {i}: problem '{t.problem_id}' is not in problems.jsonl; "
+                f"traces and problems come from different runs"
+            )
     # generate writes traces as they complete, so the file's order depends on timing; every output
     # (training rows, dedup winners, prompts) follows this canonical order instead: problem order, then sample.
     rank = {pid: i for i, pid in enumerate(problems)}
@@ -144,7 +146,9 @@ def _contaminated_problems(index, problems) -> tuple[dict[str, list], list[dict]
     return problem_hit, hits_out
 
 
-def _per_trace_drops(cfg: FilterConfig, traces, verdicts, templates, index, problem_hit, contam_hits) -> dict[str, str]:
+def _per_trace_drops(
+    cfg: FilterConfig, traces, verdicts, templates, index, problem_hit, contam_hits
+) -> dict[str, str]:
     """The funnel stages that judge one trace alone, in order; the first that fails names the drop."""
     drop: dict[str, str] = {}
     for t in traces:
@@ -265,7 +269,9 @@ def _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, prob
     for name, data in (("sft", rows), ("prompts", prompts)):
         write_atomic(out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data))
         # an empty selection still gets a loadable dataset (no rows, the usual columns)
-        ds = datasets.Dataset.from_list(data) if data else datasets.Dataset.from_dict({c: [] for c in empty_cols[name]})
+        ds = (
+            datasets.Dataset.from_list(data) if data else datasets.Dataset.from_dict({c: [] for c in empty_cols[name]})
+        )
         ds.save_to_disk(str(out / name), num_shards=1 if not data else None)  # datasets fails on 0 rows otherwise
     write_atomic(out / "verdicts.jsonl", "".join(x + "\n" for x in verdict_lines))
 
@@ -273,8 +279,14 @@ def _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, prob
     n_samples = Counter(t.problem_id for t in traces)
     n_correct = Counter(t.problem_id for t in traces if verdicts[t.key].correct)
     pass_rates = [n_correct[pid] / n_samples[pid] for pid in n_samples]
-    bins = [("0", lambda r: r == 0), ("(0, 0.25]", lambda r: 0 < r <= 0.25), ("(0.25, 0.5]", lambda r: 0.25 < r <= 0.5),
-            ("(0.5, 0.75]", lambda r: 0.5 < r <= 0.75), ("(0.75, 1)", lambda r: 0.75 < r < 1), ("1", lambda r: r == 1)]
+    bins = [
+        ("0", lambda r: r == 0),
+        ("(0, 0.25]", lambda r: 0 < r <= 0.25),
+        ("(0.25, 0.5]", lambda r: 0.25 < r <= 0.5),
+        ("(0.5, 0.75]", lambda r: 0.5 < r <= 0.75),
+        ("(0.75, 1)", lambda r: 0.75 < r < 1),
+        ("1", lambda r: r == 1),
+    ]
     report = {
         "traces": len(traces), "kept": len(rows), "acceptance": round(len(rows) / len(traces), 4),
         "funnel": [{"stage": s, "dropped": counts.get(s, 0)} for s in FUNNEL],
@@ -293,7 +305,9 @@ def _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, prob
     }
     write_atomic(out / "filter_report.json", json.dumps(report, indent=2) + "\n")
     write_atomic(out / "README.md", dataset_card(cfg, report))
-    return {k: v for k, v in report.items() if k != "decontamination_hits"} | {"decontamination_hits": len(contam_hits)}
+    return {k: v for k, v in report.items() if k != "decontamination_hits"} | {
+        "decontamination_hits": len(contam_hits)
+    }
 
 
 def _adaptive_saving(traces, problems: int) -> dict | None:
@@ -348,13 +362,17 @@ def dataset_card(cfg: FilterConfig, r: dict) -> str:
         lines.append(f"| {name} | {c} | {'#' * round(30 * c / most)} |")
     lines += ["", "## Kept completion length (tokens)", ""]
     k = r["kept_completion_tokens"]
-    lines.append("No trace kept." if k is None else f"min {k['min']}, median {k['median']}, mean {k['mean']}, max {k['max']}")
+    lines.append(
+        "No trace kept." if k is None else f"min {k['min']}, median {k['median']}, mean {k['mean']}, max {k['max']}"
+    )
     lines += ["", "## Decontamination", ""]
     if not cfg.decontam.eval_sets:
         lines.append("No evaluation sets configured: not checked.")
     else:
         sets = ", ".join(f"`{s.path}`" for s in cfg.decontam.eval_sets)
-        lines.append(f"Checked against {sets} with {cfg.decontam.ngram}-word n-grams: {len(r['decontamination_hits'])} hits.")
+        lines.append(
+            f"Checked against {sets} with {cfg.decontam.ngram}-word n-grams: {len(r['decontamination_hits'])} hits."
+        )
         if r["decontamination_hits"]:
             lines += ["", "| problem | where | eval set | eval id | shared n-gram |", "|---|---|---|---|---|"]
             lines += [f"| {h['problem_id']} | {h['where']} | {h['eval_set']} | {h['eval_id']} | {h['ngram']} |"

@@ -12,39 +12,33 @@ Re-running the same command resumes: keys (problem id, sample index) already on 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from cotdistill import distributed
+from cotdistill.adaptive import Seen, next_samples, normalise, verifiable
+from cotdistill.artifacts import output_paths, shard_of, trace_summary
+from cotdistill.config import GenerateConfig
 from cotdistill.env import machine
-from cotdistill.config import GenerateConfig, ShardConfig
-from cotdistill.loading import save_resolved
 from cotdistill.errors import CotdistillError
+from cotdistill.loading import load_config, save_resolved
 from cotdistill.prompts import load_template
-from cotdistill.records import Problem, SamplingInfo, TokenLogprobs, Trace, trace_key
+from cotdistill.records import SamplingInfo, TokenLogprobs, Trace, trace_key
 from cotdistill.sources import load_problems
-from cotdistill.store import (AppendWriter, iter_jsonl, keep_only_keys, read_keys, read_records, repair_tail,
-                              write_atomic)
+from cotdistill.store import (
+    AppendWriter,
+    iter_jsonl,
+    keep_only_keys,
+    read_keys,
+    read_records,
+    repair_tail,
+    write_atomic,
+)
 from cotdistill.teachers import Job, Teacher, derive_seed, make_teacher
-
-
-def shard_of(problem_id: str, count: int) -> int:
-    return int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "little") % count
-
-
-def shard_suffix(shard: ShardConfig) -> str:
-    return "" if shard.count == 1 else f"-{shard.index:05d}-of-{shard.count:05d}"
-
-
-def output_paths(out: Path, shard: ShardConfig) -> dict[str, Path]:
-    sfx = shard_suffix(shard)
-    return {"config": out / f"config{sfx}.yaml", "traces": out / f"traces{sfx}.jsonl",
-            "logprobs": out / f"logprobs{sfx}.jsonl", "summary": out / f"summary{sfx}.json",
-            "problems": out / "problems.jsonl"}
+from cotdistill.verify_pool import verify_pairs
 
 
 def _check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: str | None = None) -> None:
@@ -59,10 +53,9 @@ def _check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: 
             f"{paths['traces']}: its traces were rendered with another version of template "
             f"'{cfg.prompt.template}' (hash {old_hash}, now {template_hash}); use a new output_dir, or restore the "
             f"template to resume")
-    from cotdistill.loading import load_config
 
     old = load_config(GenerateConfig, paths["config"])
-    keep = lambda c: c.model_dump(exclude={"output_dir", "progress", "flush_every"})  # noqa: E731
+    keep = lambda c: c.model_dump(exclude={"output_dir", "progress", "flush_every"})
     if keep(old) != keep(cfg):
         diff = [k for k in keep(cfg) if keep(cfg)[k] != keep(old).get(k)]
         raise CotdistillError(
@@ -71,27 +64,12 @@ def _check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: 
         )
 
 
-def summarize(traces_path: Path, problems: int, expected: int) -> dict:
-    reasons, prompt_toks, compl_toks, n = Counter(), 0, 0, 0
-    if traces_path.exists():
-        for _, obj in iter_jsonl(traces_path):
-            n += 1
-            reasons[obj["finish_reason"]] += 1
-            prompt_toks += obj["prompt_tokens"]
-            compl_toks += obj["completion_tokens"]
-    return {"problems": problems, "traces_expected": expected, "traces": n,
-            "prompt_tokens": prompt_toks, "completion_tokens": compl_toks,
-            "finish_reasons": dict(reasons)}
-
-
 def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
     """Generate the missing traces of this shard. ``teacher``: reuse an already built backend
     (e.g. one vLLM engine across several runs); by default one is built from ``cfg.teacher``.
     With ``cfg.distributed``: every shard on a Ray cluster, then the merge (cotdistill/distributed.py)."""
     if cfg.distributed is not None:
-        from cotdistill import distributed
-
-        return distributed.run(cfg)
+        return distributed.run(cfg, run)
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     paths = output_paths(out, cfg.shard)
@@ -138,7 +116,7 @@ def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
     finally:
         bar.close()
 
-    summary = summarize(paths["traces"], len(mine), expected)
+    summary = trace_summary(paths["traces"], len(mine), expected)
     written, new_prompt, new_compl, gen_s = totals
     summary.update({
         "shard": cfg.shard.model_dump(), "resumed_from": len(done), "written_this_run": written,
@@ -176,8 +154,6 @@ class _Engine:
 def _adaptive(cfg: GenerateConfig, paths, mine, rendered, template, sampling_info, bar, engine, totals) -> dict:
     """Rounds of sampling until every problem has k distinct correct traces or its budget is spent
     (cotdistill/adaptive.py). Resumes from the traces on disk, which are verified again."""
-    from cotdistill.adaptive import Seen, next_samples, normalise, verifiable
-    from cotdistill.verify_pool import verify_pairs
 
     s, by_id = cfg.sampling, {p.id: p for p in mine}
     seen: dict[str, dict[int, Seen]] = {p.id: {} for p in mine}
@@ -260,5 +236,3 @@ def _generate(cfg: GenerateConfig, paths, jobs, template, sampling_info, bar, en
     return out
 
 
-def load_problem_file(path: Path) -> list[Problem]:
-    return read_records(path, Problem, "problem")

@@ -75,7 +75,7 @@ if __name__ == "__main__":  # pragma: no cover
     try:
         print(to_transformers(args.gguf or smollm2_gguf(), args.out))
     except CotdistillError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
 
 
 # ------------------------------------------------------------ the header of a GGUF cut into chunks

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cotdistill.errors import CotdistillError
+from cotdistill.store import write_atomic
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -75,7 +76,10 @@ def format_validation_error(err: ValidationError, where: str | None, loc_prefix:
     for e in errors:
         if _rejected_union_branch(e, errors):
             continue
-        loc = ".".join([loc_prefix] * bool(loc_prefix) + [str(p) for p in e["loc"] if not str(p).startswith(("function-after", "="))])
+        loc = ".".join(
+            [loc_prefix] * bool(loc_prefix)
+            + [str(p) for p in e["loc"] if not str(p).startswith(("function-after", "="))]
+        )
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}' (check spelling; see the config's documented keys)")
         elif e["type"] == "missing":
@@ -127,6 +131,4 @@ def load_config(cls: type[M], path: str | os.PathLike | None, overrides: list[st
 
 
 def save_resolved(cfg: BaseModel, path: str | os.PathLike) -> None:
-    from cotdistill.store import write_atomic
-
     write_atomic(Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

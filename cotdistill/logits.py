@@ -21,102 +21,19 @@ import json
 import time
 from pathlib import Path
 
+from cotdistill.artifacts import load_filter_split
+from cotdistill.chat import load_tokenizer, tokenizer_hash
 from cotdistill.config import LogitsConfig, chunk_size
 from cotdistill.env import machine
-from cotdistill.lm_head import check_head, final_hidden, head_fn
 from cotdistill.errors import CotdistillError, first_line
-
-CACHE, META = "cache.parquet", "cache.json"
-LP_FLOOR = -65504.0  # float16's lowest finite value: stands for -inf (a padded top-k slot)
-
-
-def schema():
-    import pyarrow as pa
-
-    return pa.schema([("problem_id", pa.string()), ("sample_index", pa.int32()), ("token_ids", pa.list_(pa.int32())),
-                      ("top_ids", pa.list_(pa.int32())), ("top_logprobs", pa.list_(pa.float16()))])
-
-
-class CacheWriter:
-    """Rows buffered into parquet row groups; the file appears under its name only when closed whole."""
-
-    def __init__(self, path: Path, rows_per_group: int):
-        import pyarrow.parquet as pq
-
-        self.path, self.tmp = path, path.with_name(f".{path.name}.tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = pq.ParquetWriter(str(self.tmp), schema(), compression="zstd")
-        self.rows_per_group, self.buf = rows_per_group, []
-        self.rows = self.tokens = 0
-
-    def add(self, problem_id: str, sample_index: int, token_ids, top_ids, top_lp) -> None:
-        import numpy as np
-
-        lp = np.maximum(np.asarray(top_lp, dtype=np.float32), LP_FLOOR).astype(np.float16)
-        self.buf.append({"problem_id": problem_id, "sample_index": int(sample_index),
-                         "token_ids": np.asarray(token_ids, dtype=np.int32), "top_ids": np.asarray(top_ids, np.int32).ravel(),
-                         "top_logprobs": lp.ravel()})
-        self.rows += 1
-        self.tokens += len(token_ids)
-        if len(self.buf) >= self.rows_per_group:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if self.buf:
-            self.writer.write_table(pa.Table.from_pylist(self.buf, schema=schema()))
-            self.buf = []
-
-    def close(self) -> None:
-        import os
-
-        self.flush()
-        self.writer.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            self.writer.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-def iter_cache(path: Path, batch_rows: int = 256):
-    """(problem_id, sample_index, token_ids int32[T], top_ids int32[T, k], top_lp float32[T, k]) per row,
-    one row group slice at a time (memory does not grow with the cache)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    meta = read_meta(path.parent)
-    k = meta["top_k"]
-    for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=batch_rows):
-        cols = batch.to_pydict()
-        for pid, si, tids, tops, lps in zip(cols["problem_id"], cols["sample_index"], cols["token_ids"],
-                                            cols["top_ids"], cols["top_logprobs"]):
-            t = len(tids)
-            yield (pid, si, np.asarray(tids, np.int32), np.asarray(tops, np.int32).reshape(t, k),
-                   np.asarray(lps, np.float32).reshape(t, k))
-
-
-def read_meta(folder: Path) -> dict:
-    path = Path(folder) / META
-    if not path.exists():
-        raise CotdistillError(f"{path} not found; build the cache with `cotdistill logits` (or the run's logits stage)")
-    return json.loads(path.read_text())
+from cotdistill.lm_head import check_head, final_hidden, head_fn
+from cotdistill.loading import save_resolved
+from cotdistill.logit_cache import CACHE, META, CacheWriter, closing_token, in_pass_rows
+from cotdistill.store import write_atomic
 
 
 def _kept(cfg: LogitsConfig):
-    from cotdistill.train.common import load_filter_split
-
     return load_filter_split(cfg.filter_dir, "sft", "filter_dir")
-
-
-def _closing(tok) -> int:
-    from cotdistill.train.common import assistant_end_token
-
-    c = assistant_end_token(tok)
-    return tok.eos_token_id if c is None else c
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -141,7 +58,7 @@ def _score(cfg: LogitsConfig, ds, writer: CacheWriter, tok, bar) -> str:
         model = AutoModelForCausalLM.from_pretrained(cfg.teacher, dtype=dtype).to(device).eval()
     except Exception as e:
         raise CotdistillError(f"teacher: cannot load '{cfg.teacher}' with transformers: {first_line(e)}") from None
-    closing, k, window = _closing(tok), cfg.top_k, cfg.batch_size * 32
+    closing, k, window = closing_token(tok), cfg.top_k, cfg.batch_size * 32
     step = chunk_size(cfg.chunk_tokens)
     if step:
         check_head(model, "teacher")
@@ -150,7 +67,7 @@ def _score(cfg: LogitsConfig, ds, writer: CacheWriter, tok, bar) -> str:
         for w in range(0, len(ds), window):
             rows = ds[w:w + window]
             seqs = []
-            for j, (msgs, pid, si) in enumerate(zip(rows["messages"], rows["problem_id"], rows["sample_index"])):
+            for j, msgs in enumerate(rows["messages"]):
                 prompt = tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True,
                                                  return_dict=True)["input_ids"]
                 comp = tok(msgs[-1]["content"], add_special_tokens=False)["input_ids"] + [closing]
@@ -184,53 +101,6 @@ def _score(cfg: LogitsConfig, ds, writer: CacheWriter, tok, bar) -> str:
     return f"{device} {str(dtype).removeprefix('torch.')}"
 
 
-def in_pass_rows(path: Path, ds, tok, top_k: int | None = None):
-    """The kept traces' records of generate's logprobs.jsonl, streamed in dataset order (an index of
-    byte offsets, then one seek per trace: memory holds offsets, not logprobs), as iter_cache rows;
-    the first ``top_k`` of each record's entries (all when None)."""
-    import numpy as np
-
-    from cotdistill.records import TokenLogprobs, trace_key
-    from cotdistill.train.common import end_of_turn_ids
-
-    path = Path(path)
-    if not path.is_file():
-        raise CotdistillError(f"logprobs: {path} not found; generate with sampling.logprobs=K, or use mode=score")
-    keys = ds.select_columns(["problem_id", "sample_index"]).to_dict()
-    wanted = {trace_key(p, s) for p, s in zip(keys["problem_id"], keys["sample_index"])}
-    offsets: dict[str, int] = {}
-    with open(path, "rb") as f:
-        pos = 0
-        for line in f:
-            if line.endswith(b"\n") and line.strip():
-                head = json.loads(line)
-                key = trace_key(head["problem_id"], head["sample_index"])
-                if key in wanted:
-                    offsets[key] = pos
-            pos += len(line)
-    closing, eot_ids = _closing(tok), end_of_turn_ids(tok)
-    with open(path, "rb") as f:
-        for pid, si in zip(keys["problem_id"], keys["sample_index"]):
-            key = trace_key(pid, si)
-            if key not in offsets:
-                missing = sum(1 for p, s in zip(keys["problem_id"], keys["sample_index"]) if trace_key(p, s) not in offsets)
-                raise CotdistillError(f"{path}: no logprob record for kept trace {key} ({missing} kept traces have none); "
-                                      f"it was generated without logprobs: build the cache with mode=score")
-            f.seek(offsets[key])
-            rec = TokenLogprobs.model_validate_json(f.readline())
-            k = top_k or rec.top_k
-            if rec.top_k < k:
-                raise CotdistillError(f"{path}: {key} holds top-{rec.top_k} logprobs, top_k is {k}; lower top_k or "
-                                      f"generate with sampling.logprobs={k}")
-            a = rec.arrays()
-            comp, tids, tlp = a["token_ids"], a["top_ids"][:, :k], a["top_logprobs"][:, :k]
-            if not len(comp) or int(comp[-1]) not in eot_ids:  # the closing token: no teacher entry (padded)
-                comp = np.append(comp, closing).astype(np.int32)
-                tids = np.vstack([tids, np.full((1, k), -1, np.int32)])
-                tlp = np.vstack([tlp, np.full((1, k), -np.inf, np.float32)])
-            yield pid, si, comp, tids, tlp, rec.tokenizer_hash
-
-
 def _in_pass(cfg: LogitsConfig, ds, writer: CacheWriter, tok, bar) -> None:
     for pid, si, comp, tids, tlp, _ in in_pass_rows(Path(cfg.logprobs), ds, tok, cfg.top_k):
         writer.add(pid, si, comp, tids, tlp)
@@ -239,11 +109,6 @@ def _in_pass(cfg: LogitsConfig, ds, writer: CacheWriter, tok, bar) -> None:
 
 def run(cfg: LogitsConfig) -> dict:
     from tqdm.auto import tqdm
-
-    from cotdistill.loading import save_resolved
-    from cotdistill.store import write_atomic
-    from cotdistill.teachers.base import tokenizer_hash
-    from cotdistill.train.common import load_tokenizer
 
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)

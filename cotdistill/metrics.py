@@ -44,7 +44,9 @@ def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def bootstrap_ci(values: list[float], resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: list[float], resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     if not values:
         return (0.0, 0.0)
     rng = random.Random(seed)
@@ -72,7 +74,9 @@ def summarize(per_problem: list[dict], ks: list[int], ci: str = "bootstrap", see
             with_ci(f"pass@{k}", [pass_at_k(n, sum(bool(c) for c in p["correct"][:n]), k) for p in per_problem])
         if 1 < k <= n:
             with_ci(f"maj@{k}", [maj_at_k(p["answers"], p["correct"], k) for p in per_problem])
-    samples = [(t, tr, c) for p in per_problem for t, tr, c in zip(p["tokens"][:n], p["truncated"][:n], p["correct"][:n])]
+    samples = [
+        (t, tr, c) for p in per_problem for t, tr, c in zip(p["tokens"][:n], p["truncated"][:n], p["correct"][:n])
+    ]
     out["mean_completion_tokens"] = round(fmean(s[0] for s in samples), 2)
     out["truncation_rate"] = round(fmean(float(s[1]) for s in samples), 6)
     out["cannot_tell_rate"] = round(fmean(float(s[2] is None) for s in samples), 6)

@@ -20,7 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+from cotdistill.config import HFSource, VLLMTeacher
+from cotdistill.env import cuda_available, prepare_vllm_env
 from cotdistill.errors import CotdistillError
+from cotdistill.prompts import load_template
+from cotdistill.quant import to_int8_serving
+from cotdistill.sources import load_problems
+from cotdistill.teachers.vllm_offline import engine_kwargs
 
 
 def size_on_disk(model: str | Path) -> dict:
@@ -49,13 +55,8 @@ def _serve_once(spec: dict) -> dict:
     """Runs in a fresh process: one engine, warm-up, then TTFT, batch-1 and batch-B decode."""
     import resource
 
-    from cotdistill.env import cuda_available, prepare_vllm_env
-
     prepare_vllm_env(in_process=True)
     from vllm import LLM, SamplingParams
-
-    from cotdistill.config import VLLMTeacher
-    from cotdistill.teachers.vllm_offline import engine_kwargs
 
     cfg = VLLMTeacher(model=spec["model"], max_model_len=spec["max_model_len"], enforce_eager=True,
                       kv_cache_memory_bytes=spec.get("kv_cache_memory_bytes"), max_num_seqs=max(spec["batch"], 1))
@@ -93,8 +94,16 @@ def _serve_once(spec: dict) -> dict:
     return out
 
 
-def measure(models: list[str], messages: list[list[dict]], batch: int = 64, max_tokens: int = 64, repeats: int = 2,
-            max_model_len: int = 256, kv_cache_memory_bytes: int | None = 1 << 28, progress: bool = True) -> list[dict]:
+def measure(
+    models: list[str],
+    messages: list[list[dict]],
+    batch: int = 64,
+    max_tokens: int = 64,
+    repeats: int = 2,
+    max_model_len: int = 256,
+    kv_cache_memory_bytes: int | None = 1 << 28,
+    progress: bool = True,
+) -> list[dict]:
     """Every model measured ``repeats`` times, alternating the order; medians, and ratios to models[0]."""
     from tqdm.auto import tqdm
 
@@ -144,8 +153,6 @@ def torch_decode_speed(model_dir: str | Path, messages: list[list[dict]], batch:
     """Where vLLM has no weight-only int8 path (CPU): greedy decode tokens/s with transformers, the same
     model in fp32 and with its linears computing on int8 codes (quant.Int8Linear), alternating runs."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from cotdistill.quant import to_int8_serving
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     tok.padding_side = "left"
@@ -197,9 +204,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve_once:
         print(json.dumps(_serve_once(json.loads(args.serve_once))))
         return
-    from cotdistill.config import HFSource
-    from cotdistill.prompts import load_template
-    from cotdistill.sources import load_problems
 
     root = Path(__file__).resolve().parent.parent
     src = HFSource(kind="hf", path=args.prompts or str(root / "data/digit_chain_test.jsonl"), fields={"id": "id"},

@@ -19,8 +19,8 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cotdistill.loading import format_validation_error
 from cotdistill.errors import CotdistillError
+from cotdistill.loading import format_validation_error
 from cotdistill.records import Message, Problem, TemplateInfo
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"  # a source checkout
@@ -108,8 +108,9 @@ def resolve_template_path(name_or_path: str) -> Path:
             return candidate
     known = ", ".join(sorted({q.stem for d in dirs for q in d.glob("*.yaml")}))
     raise CotdistillError(
-        f"prompt.template: '{name_or_path}' is neither a template in {', '.join(map(str, dirs)) or 'any template directory'} "
-        f"({known}) nor an existing .yaml file; set COTDISTILL_PROMPTS to a directory of your own templates"
+        f"prompt.template: '{name_or_path}' is neither a template in "
+        f"{', '.join(map(str, dirs)) or 'any template directory'} ({known}) nor an existing .yaml file; "
+        "set COTDISTILL_PROMPTS to a directory of your own templates"
     )
 
 
@@ -118,7 +119,9 @@ def load_template(name_or_path: str) -> PromptTemplate:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise CotdistillError(f"{path}: malformed YAML in prompt template ({e.__class__.__name__}); fix the syntax") from None
+        raise CotdistillError(
+            f"{path}: malformed YAML in prompt template ({e.__class__.__name__}); fix the syntax"
+        ) from None
     if not isinstance(raw, dict):
         raise CotdistillError(f"{path}: a prompt template must be a mapping with at least 'name' and 'user'")
     try:

@@ -9,7 +9,7 @@ records share the key ``(problem_id, sample_index)`` so any stage can join, resu
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -82,7 +82,7 @@ class Trace(_Record):
     sampling: SamplingInfo
     seed: int  # per-sample seed, derived from the run seed, problem id and sample index
     round: int | None = None  # adaptive sampling: the round that requested this sample (0 = first)
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
     def key(self) -> str:
@@ -134,7 +134,7 @@ class TokenLogprobs(_Record):
         sampled_logprobs: np.ndarray,
         top_ids: np.ndarray,
         top_logprobs: np.ndarray,
-    ) -> "TokenLogprobs":
+    ) -> TokenLogprobs:
         t, k = top_ids.shape
         if len(token_ids) != t or len(sampled_logprobs) != t or top_logprobs.shape != (t, k):
             raise ValueError(f"logprob arrays of {problem_id}#{sample_index} disagree in shape")

@@ -55,7 +55,7 @@ def _lengths_plot(eval_dir: Path, results: dict, path: Path) -> bool:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     per_model = {}
-    for name, info in results["models"].items():
+    for name in results["models"]:
         toks = []
         for f in (eval_dir / name).glob("*/verdicts.jsonl"):
             toks += [json.loads(x)["completion_tokens"] for x in f.read_text().splitlines() if x.strip()]
@@ -72,8 +72,19 @@ def _lengths_plot(eval_dir: Path, results: dict, path: Path) -> bool:
     ax.set_title("Completion length per model (all benchmarks)")
     if any_data:
         many = len(per_model) > 12
-        ax.legend(frameon=False, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1), "ncol": 1 + len(per_model) // 25,
-                                      "fontsize": "x-small"} if many else {}))
+        ax.legend(
+            frameon=False,
+            **(
+                {
+                    "loc": "upper left",
+                    "bbox_to_anchor": (1.01, 1),
+                    "ncol": 1 + len(per_model) // 25,
+                    "fontsize": "x-small",
+                }
+                if many
+                else {}
+            ),
+        )
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return any_data
@@ -146,9 +157,15 @@ def write_report(run_dir: str | Path) -> Path:
         for name, info in results["models"].items():
             cells = [f"{s['pass@1']['value']:.3f} [{s['pass@1']['ci95'][0]:.3f}, {s['pass@1']['ci95'][1]:.3f}]"
                      for s in (info["scores"][b] for b in benches)]
-            ret = ", ".join(f"{b}: {v:.2f}" if v is not None else f"{b}: n/a" for b, v in info.get("retention", {}).items())
+            ret = ", ".join(
+                f"{b}: {v:.2f}" if v is not None else f"{b}: n/a" for b, v in info.get("retention", {}).items()
+            )
             md.append(f"| {name} | {info['role']} | " + " | ".join(cells) + f" | {ret or 'no teacher'} |")
-        md += ["", "| model | benchmark | other metrics | mean tokens | truncated | cannot tell |", "|---|---|---|---|---|---|"]
+        md += [
+            "",
+            "| model | benchmark | other metrics | mean tokens | truncated | cannot tell |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, info in results["models"].items():
             for b, s in info["scores"].items():
                 extra = ", ".join(f"{k} {v['value']:.3f}" for k, v in s.items() if "@" in k and k != "pass@1")
@@ -184,13 +201,19 @@ def write_report(run_dir: str | Path) -> Path:
         _loss_plot(logs, root, out / "loss.png")
         md += ["## Training loss", "", "![loss](loss.png)", ""]
     if gen_summaries:
-        md += ["## Generation cost", "", "| run | traces | prompt tokens | completion tokens | tokens/s | accepted per 1k teacher tokens |",
-               "|---|---:|---:|---:|---:|---:|"]
+        md += [
+            "## Generation cost",
+            "",
+            "| run | traces | prompt tokens | completion tokens | tokens/s | accepted per 1k teacher tokens |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for g in sorted(gen_summaries):
             s = json.loads(g.read_text())
             acc = _accepted_per_k(g.parent, filter_reports, s)
-            md.append(f"| {g.parent.relative_to(root)} | {s['traces']} | {s['prompt_tokens']} | {s['completion_tokens']} | "
-                      f"{s.get('completion_tokens_per_s') or '-'} | {acc} |")
+            md.append(
+                f"| {g.parent.relative_to(root)} | {s['traces']} | {s['prompt_tokens']} | {s['completion_tokens']} | "
+                f"{s.get('completion_tokens_per_s') or '-'} | {acc} |"
+            )
         md.append("")
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
@@ -214,22 +237,30 @@ def _payoff_md(p: dict, where) -> list[str]:
     """The compression sweep (scripts/compression_sweep.py): retention vs compression with the serving
     payoff per size, then the quantized students."""
     t, batch = p["teacher"], p["batch"]
-    md = [f"## Payoff ({where})", "",
-          f"Teacher: {t['params']:,} parameters, {t['bytes_on_disk']:,} bytes, accuracy {t['accuracy']:.3f}; vLLM decode "
-          f"{t[f'decode_tok_s_batch{batch}']:,.0f} tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, "
-          f"time to first token {t['ttft_ms']:.1f} ms, serving peak {t['serving_peak_mib']:,.0f} MiB (the whole process, "
-          f"measured). Model memory: weights + KV cache for batch {batch} x max_model_len tokens in the served dtype, "
-          f"computed from the config; the process floor is not in it. Retention = student / "
-          f"teacher accuracy, per seed; reference band: the seeds' expectation at that compression.", "",
-          f"| student | parameters | compression | retention mean [range] | reference band | decode speedup (batch {batch}) "
-          f"| batch 1 | TTFT ratio | serving peak ratio | model memory ratio | retention x speedup |",
-          "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    md = [
+        f"## Payoff ({where})",
+        "",
+        f"Teacher: {t['params']:,} parameters, {t['bytes_on_disk']:,} bytes, accuracy {t['accuracy']:.3f}; "
+        f"vLLM decode {t[f'decode_tok_s_batch{batch}']:,.0f} tok/s at batch {batch}, "
+        f"{t['decode_tok_s_batch1']:,.0f} at batch 1, time to first token {t['ttft_ms']:.1f} ms, "
+        f"serving peak {t['serving_peak_mib']:,.0f} MiB (the whole process, measured). Model memory: weights + "
+        f"KV cache for batch {batch} x max_model_len tokens in the served dtype, computed from the config; the "
+        "process floor is not in it. Retention = student / teacher accuracy, per seed; reference band: the seeds' "
+        "expectation at that compression.",
+        "",
+        f"| student | parameters | compression | retention mean [range] | reference band "
+        f"| decode speedup (batch {batch}) | batch 1 | TTFT ratio | serving peak ratio | model memory ratio "
+        "| retention x speedup |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in p["sizes"]:
         band = f"{r['band'][0]:.2f}-{r['band'][1]:.2f} ({r['vs_band']})" if r.get("band") else "-"
-        md.append(f"| {r['name']} | {r['params']:,} | {r['compression']:.1f}x | {r['retention_mean']:.3f} "
-                  f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] | {band} | {r['decode_speedup']:.2f}x | "
-                  f"{r['decode_speedup_batch1']:.2f}x | {r['ttft_ratio']:.2f}x | {r['memory_ratio']:.2f}x | "
-                  f"{_ratio(r.get('model_memory_ratio'))} | {r['retention_x_speedup']:.3f} |")
+        md.append(
+            f"| {r['name']} | {r['params']:,} | {r['compression']:.1f}x | {r['retention_mean']:.3f} "
+            f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] | {band} | {r['decode_speedup']:.2f}x | "
+            f"{r['decode_speedup_batch1']:.2f}x | {r['ttft_ratio']:.2f}x | {r['memory_ratio']:.2f}x | "
+            f"{_ratio(r.get('model_memory_ratio'))} | {r['retention_x_speedup']:.3f} |"
+        )
     quant = {**p.get("ptq", {}), **p.get("qat", {})}
     if quant:
         md += ["", "| quantized / KD student | method | bits | retention mean [range] | bytes shipped | vs teacher |",
@@ -283,9 +314,13 @@ def _speed_plot(p: dict, path: Path) -> None:
     c = [r["compression"] for r in rows]
     top = max(c + [2.0]) * 1.2
     ax.plot([1, top], [1, top], color="tab:gray", ls="--", lw=1, label="N x smaller = N x faster (reference)")
-    series = [("decode_speedup", f"decode speedup, batch {batch}", "o"), ("decode_speedup_batch1", "decode speedup, batch 1", "s"),
-              ("ttft_ratio", "time-to-first-token ratio", "^"), ("memory_ratio", "serving peak memory ratio", "v"),
-              ("model_memory_ratio", "model memory ratio (weights + KV cache, computed)", "D")]
+    series = [
+        ("decode_speedup", f"decode speedup, batch {batch}", "o"),
+        ("decode_speedup_batch1", "decode speedup, batch 1", "s"),
+        ("ttft_ratio", "time-to-first-token ratio", "^"),
+        ("memory_ratio", "serving peak memory ratio", "v"),
+        ("model_memory_ratio", "model memory ratio (weights + KV cache, computed)", "D"),
+    ]
     for key, label, marker in series:
         pts = [(r["compression"], r[key]) for r in rows if r.get(key)]
         if pts:
@@ -307,7 +342,7 @@ def _distillation_md(d: dict) -> list[str]:
     """The run's summary table: what each student's training data bought, over its seeds."""
     what = {"filtered": "verified teacher traces", "unfiltered": "all teacher traces (unfiltered)",
             "answers_only": "final answers only, no chain of thought"}
-    ci = lambda c: f"[{c[0]:.3f}, {c[1]:.3f}]" if c else "-"  # noqa: E731
+    ci = lambda c: f"[{c[0]:.3f}, {c[1]:.3f}]" if c else "-"
     md = ["", f"### Distillation on `{d['benchmark']}`", "",
           f"Accuracy is the mean over seeds; interval: {d.get('interval', '95%')}. Every seed is listed.", "",
           "| model | trained on | method | accuracy [95% CI] | per seed | retention (mean / worst seed) |",
@@ -328,26 +363,41 @@ def _distillation_md(d: dict) -> list[str]:
         for c in vs:
             sign, other = (1, c["b"]) if c["a"] == best else (-1, c["a"])
             lo, hi = sorted((sign * c["ci95"][0], sign * c["ci95"][1]))
-            verdict = c["verdict"] if sign == 1 else {"better": "worse", "worse": "better"}.get(c["verdict"], c["verdict"])
+            verdict = (
+                c["verdict"] if sign == 1 else {"better": "worse", "worse": "better"}.get(c["verdict"], c["verdict"])
+            )
             verdict = {"better": f"{best} better", "worse": f"{other} better"}.get(verdict, verdict)
-            md.append(f"| {other} | {100 * sign * c['difference']:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] | {verdict} |")
+            md.append(
+                f"| {other} | {100 * sign * c['difference']:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] | {verdict} |"
+            )
     md += ["", "| target | mean | goal | on the mean | worst seed | on the worst seed | significance |",
            "|---|---:|---:|---|---:|---|---|"]
     t = d["targets"]
-    ok = lambda x: "met" if x else "MISSED"  # noqa: E731
-    sig = lambda c: "-" if not c else f"{c['verdict']} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]"  # noqa: E731
+
+    def ok(x):
+        return "met" if x else "MISSED"
+
+    def sig(c):
+        return "-" if not c else f"{c['verdict']} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]"
+
     if "retention" in t:
         r = t["retention"]
         md.append(f"| best distilled student / teacher | {r['value']:.3f} | >= {r['target']:.2f} | {ok(r['met'])} | "
                   f"{r['worst_seed']:.3f} | {ok(r['met_on_worst_seed'])} | - |")
     if "gain_over_answers_only" in t:
         g = t["gain_over_answers_only"]
-        md.append(f"| best distilled - answers-only (points) | {100 * g['value']:+.1f} | >= {100 * g['target']:+.1f} | "
-                  f"{ok(g['met'])} | {100 * g['worst_seed']:+.1f} | {ok(g['met_on_worst_seed'])} | {sig(g.get('comparison'))} |")
+        md.append(
+            f"| best distilled - answers-only (points) | {100 * g['value']:+.1f} | >= {100 * g['target']:+.1f} | "
+            f"{ok(g['met'])} | {100 * g['worst_seed']:+.1f} | {ok(g['met_on_worst_seed'])} | "
+            f"{sig(g.get('comparison'))} |"
+        )
     if "filtered_vs_unfiltered" in t:
         f = t["filtered_vs_unfiltered"]
-        md.append(f"| filtered - unfiltered, same method (points) | {100 * f['value']:+.1f} | not significantly < 0 | {ok(f['met'])} | "
-                  f"{100 * f['worst_seed']:+.1f} | {ok(f['met_on_worst_seed'])} | {sig(f.get('comparison'))} |")
+        md.append(
+            f"| filtered - unfiltered, same method (points) | {100 * f['value']:+.1f} | not significantly < 0 | "
+            f"{ok(f['met'])} | {100 * f['worst_seed']:+.1f} | {ok(f['met_on_worst_seed'])} | "
+            f"{sig(f.get('comparison'))} |"
+        )
     md.append("\nWorst seed: seed by seed where both sides have the same seeds (the same initial weights and data "
               "order), else the lowest seed of one side against the highest of the other. Differences between "
               "students with the same seeds are paired by seed.")
@@ -381,7 +431,10 @@ def _accepted_per_k(gen_dir: Path, filter_reports: list[Path], summary: dict) ->
 
     for fr in filter_reports:
         cfg = fr.parent / "config.yaml"
-        if cfg.exists() and Path(yaml.safe_load(cfg.read_text()).get("generate_dir", "")).resolve() == gen_dir.resolve():
+        if (
+            cfg.exists()
+            and Path(yaml.safe_load(cfg.read_text()).get("generate_dir", "")).resolve() == gen_dir.resolve()
+        ):
             total = summary["prompt_tokens"] + summary["completion_tokens"]
             return f"{1000 * json.loads(fr.read_text())['kept'] / total:.2f}" if total else "-"
     return "-"

@@ -31,8 +31,20 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from cotdistill.config import (EvalConfig, EvalModel, FilterConfig, GenerateConfig, LogitsConfig, PTQStage, RunConfig, StudentFromTeacher, StudentInit,
-                               TrainConfig, VLLMTeacher, save_resolved)
+from cotdistill.config import (
+    EvalConfig,
+    EvalModel,
+    FilterConfig,
+    GenerateConfig,
+    LogitsConfig,
+    PTQStage,
+    RunConfig,
+    StudentFromTeacher,
+    StudentInit,
+    TrainConfig,
+    VLLMTeacher,
+    save_resolved,
+)
 from cotdistill.env import machine, release_memory  # noqa: F401 (release_memory: re-exported)
 from cotdistill.errors import CotdistillError
 from cotdistill.store import write_atomic
@@ -113,9 +125,11 @@ class Plan:
                   "output_dir": str(root / name.replace(":", "_")),
                   **({"logprobs": str(root / "generate" / "logprobs.jsonl")} if in_pass else {})}
             if "teacher" not in lc:
-                raise CotdistillError("logits: the teacher is an HTTP endpoint; scoring the kept traces needs its "
-                                      "weights: set logits.teacher to its hub id or directory, or capture logprobs while "
-                                      "generating (generate.sampling.logprobs=8)")
+                raise CotdistillError(
+                    "logits: the teacher is an HTTP endpoint; scoring the kept traces needs its "
+                    "weights: set logits.teacher to its hub id or directory, or capture logprobs while "
+                    "generating (generate.sampling.logprobs=8)"
+                )
             self._add(name, root / name.replace(":", "_"), LogitsConfig.model_validate(lc),
                       [datasets[data]] + (["generate"] if in_pass else []))
         self.students: dict[str, StudentRun] = {}  # by model name "<student>@<seed>"
@@ -147,7 +161,9 @@ class Plan:
                     "output_dir": str(root / "students" / s.name / f"seed{seed}"),
                     **({"logprobs": str(self.dirs[logits_stage(s.data)])} if method == "logit_kd" else {}),
                     **live, **s.train, "seed": seed})
-                deps = [data] + ([start] if start else []) + ([logits_stage(s.data)] if tc.method == "logit_kd" else [])
+                deps = (
+                    [data] + ([start] if start else []) + ([logits_stage(s.data)] if tc.method == "logit_kd" else [])
+                )
                 deps += [f"train:{s.teacher_from}@{seed}"] if s.teacher_from is not None else []
                 self._add(f"train:{s.name}@{seed}", Path(tc.output_dir), tc, deps)
                 label = f"{tc.method} + qat int{tc.qat.bits}" if tc.qat else tc.method
@@ -195,8 +211,8 @@ def _answers_only(plan: Plan) -> dict:
     """One example per problem: the prompt the teacher saw, answered with the gold answer alone."""
     import datasets
 
-    from cotdistill.generate import load_problem_file
     from cotdistill.prompts import load_template
+    from cotdistill.sources import load_problem_file
     from cotdistill.verify import final_gold
 
     gen, out = plan.dirs["generate"], plan.dirs["answers_only"]
@@ -245,7 +261,8 @@ def _eval_config(plan: Plan) -> EvalConfig:
 
 def distillation_table(plan: Plan, results: dict, outcomes: dict | None = None) -> dict:
     """Accuracy over seeds with intervals, retention, comparisons and targets on the target benchmark."""
-    from cotdistill.compare import distillation_table as table, load_outcomes
+    from cotdistill.compare import distillation_table as table
+    from cotdistill.compare import load_outcomes
 
     bench = plan.cfg.benchmark or plan.cfg.eval.benchmarks[0].name
     if outcomes is None:
@@ -264,14 +281,18 @@ def check_held_out(plan: Plan) -> None:
     train = key(plan.configs["generate"].source)
     for b in plan.cfg.eval.benchmarks:
         if key(b.source) == train and plan.cfg.eval.contamination != "warn":
-            raise CotdistillError(f"eval.benchmarks '{b.name}': the benchmark is the generate stage's own source "
-                                  f"({getattr(b.source, 'path', None) or b.source.model_dump(mode='json')}): the students "
-                                  f"would be scored on their training problems; evaluate on a held-out split, or set "
-                                  f"eval.contamination: warn")
+            raise CotdistillError(
+                f"eval.benchmarks '{b.name}': the benchmark is the generate stage's own source "
+                f"({getattr(b.source, 'path', None) or b.source.model_dump(mode='json')}): the students "
+                f"would be scored on their training problems; evaluate on a held-out split, or set "
+                f"eval.contamination: warn"
+            )
 
 
 def _run_stage(plan: Plan, name: str) -> dict:
-    from cotdistill import evaluate, filter as filter_stage, generate, report, train
+    from cotdistill import evaluate
+    from cotdistill import filter as filter_stage
+    from cotdistill import generate, report, train
     from cotdistill.tiny import build_student
 
     c = plan.configs[name]
@@ -279,7 +300,10 @@ def _run_stage(plan: Plan, name: str) -> dict:
         from cotdistill.student_init import from_teacher
 
         path = from_teacher(plan.cfg.teacher.model, plan.dirs[name] / "model", c.layers, c.every)
-        return {"model": str(path), "layers": json.loads((path / "cotdistill_from_teacher.json").read_text())["layers"]}
+        return {
+            "model": str(path),
+            "layers": json.loads((path / "cotdistill_from_teacher.json").read_text())["layers"],
+        }
     if name.startswith("student_init"):
         tok = plan.cfg.teacher.tokenizer or plan.cfg.teacher.model
         path = build_student(tok, plan.dirs[name] / "model", c.hidden, c.heads, c.layers, c.intermediate, c.seed)
@@ -346,7 +370,7 @@ class _Clock:
         guesses = [(n, self._guess(n)) for n in self.todo]
         eta = sum(g for _, g in guesses if g is not None)
         unknown = sorted({self.kinds(n)[-1] for n, g in guesses if g is None})
-        fmt = lambda x: f"{int(x // 60)}m{int(x % 60):02d}s"  # noqa: E731
+        fmt = lambda x: f"{int(x // 60)}m{int(x % 60):02d}s"
         left = (f"ETA {fmt(eta)}" + (f" + stages not yet timed ({', '.join(unknown)})" if unknown else "")
                 if self.todo else "last stage")
         return f"{len(self.todo)} stage(s) left, elapsed {fmt(time.perf_counter() - self.t0)}, {left}"
@@ -421,8 +445,15 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
         summary = _run_stage(plan, name)
         seconds = round(time.perf_counter() - t0, 2)
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / "stage.json", json.dumps({"stage": name, "fingerprint": plan.fps[name],
-                                                        "seconds": seconds, "summary": summary}, indent=2, default=str) + "\n")
+        write_atomic(
+            folder / "stage.json",
+            json.dumps(
+                {"stage": name, "fingerprint": plan.fps[name], "seconds": seconds, "summary": summary},
+                indent=2,
+                default=str,
+            )
+            + "\n",
+        )
         started.unlink(missing_ok=True)
         _log(f"{name}: done in {seconds:.1f} s; {clock.done(name, seconds)}")
         timings[name], summaries[name] = seconds, summary
@@ -432,5 +463,7 @@ def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple =
     write_atomic(root / "run.json", json.dumps(out, indent=2, default=str) + "\n")
     if dist and cfg.targets.strict and dist["all_targets_met"] is False:
         missed = [k for k, v in dist["targets"].items() if not v["met"]]
-        raise CotdistillError(f"{root / 'eval' / 'results.json'}: targets missed: {', '.join(missed)} (targets.strict is on)")
+        raise CotdistillError(
+            f"{root / 'eval' / 'results.json'}: targets missed: {', '.join(missed)} (targets.strict is on)"
+        )
     return out

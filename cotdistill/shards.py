@@ -11,16 +11,14 @@ the merged ``traces.jsonl``/``logprobs.jsonl`` are written atomically, in proble
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
+from cotdistill.artifacts import SHARD_CONFIG, output_paths, shard_of, trace_summary
 from cotdistill.config import GenerateConfig, ShardConfig
-from cotdistill.loading import load_config
 from cotdistill.errors import CotdistillError
-from cotdistill.generate import load_problem_file, output_paths, shard_of, summarize
+from cotdistill.loading import load_config
+from cotdistill.sources import load_problem_file
 from cotdistill.store import iter_jsonl, write_atomic
-
-_SHARD_CFG = re.compile(r"config-(\d{5})-of-(\d{5})\.yaml$")
 
 
 def _collect(path: Path, idx: int, count: int, order: dict, n: int, into: dict, dupes: list, strays: list):
@@ -45,18 +43,25 @@ def _finished(out: Path, idx: int, count: int) -> bool:
 
 def merge(output_dir: str | Path) -> dict:
     out = Path(output_dir)
-    found = sorted(p for p in out.glob("config-*-of-*.yaml") if _SHARD_CFG.search(p.name))
+    found = sorted(p for p in out.glob("config-*-of-*.yaml") if SHARD_CONFIG.search(p.name))
     if not found:
         raise CotdistillError(f"{out}: no shard configs (config-IIIII-of-NNNNN.yaml); nothing to merge")
-    counts = {int(_SHARD_CFG.search(p.name).group(2)) for p in found}
+    counts = {int(SHARD_CONFIG.search(p.name).group(2)) for p in found}
     if len(counts) != 1:
-        raise CotdistillError(f"{out}: shard files from runs with different shard counts {sorted(counts)}; clean the directory")
+        raise CotdistillError(
+            f"{out}: shard files from runs with different shard counts {sorted(counts)}; clean the directory"
+        )
     count = counts.pop()
-    cfgs = {int(_SHARD_CFG.search(p.name).group(1)): load_config(GenerateConfig, p) for p in found}
+    cfgs = {int(SHARD_CONFIG.search(p.name).group(1)): load_config(GenerateConfig, p) for p in found}
     missing_shards = sorted(set(range(count)) - set(cfgs))
     if missing_shards:
-        raise CotdistillError(f"{out}: shards {missing_shards} of {count} never ran; run them with shard.index=I shard.count={count}")
-    same = lambda c: c.model_dump(mode="json", exclude={"shard", "output_dir", "progress", "flush_every"})  # noqa: E731
+        raise CotdistillError(
+            f"{out}: shards {missing_shards} of {count} never ran; run them with shard.index=I shard.count={count}"
+        )
+
+    def same(c):
+        return c.model_dump(mode="json", exclude={"shard", "output_dir", "progress", "flush_every"})
+
     ref = same(cfgs[0])
     for idx, c in sorted(cfgs.items()):
         diff = [k for k, v in same(c).items() if v != ref.get(k)]
@@ -97,7 +102,9 @@ def merge(output_dir: str | Path) -> dict:
     missing = sorted(expected - set(by_key))
     if missing:
         ex = [f"{problems[i].id}#{s}" for i, s in missing[:3]]
-        raise CotdistillError(f"{out}: {len(missing)} of {len(expected)} traces missing (e.g. {ex}); re-run the shards to resume them")
+        raise CotdistillError(
+            f"{out}: {len(missing)} of {len(expected)} traces missing (e.g. {ex}); re-run the shards to resume them"
+        )
 
     if cfgs[0].sampling.logprobs and set(lp_by_key) != set(by_key):
         gap = sorted(set(by_key) ^ set(lp_by_key))
@@ -106,7 +113,7 @@ def merge(output_dir: str | Path) -> dict:
     write_atomic(out / "traces.jsonl", "".join(by_key[k] + "\n" for k in sorted(by_key)))
     if lp_by_key:
         write_atomic(out / "logprobs.jsonl", "".join(lp_by_key[k] + "\n" for k in sorted(lp_by_key)))
-    summary = summarize(out / "traces.jsonl", len(problems), len(expected))
+    summary = trace_summary(out / "traces.jsonl", len(problems), len(expected))
     summary.update({"merged_shards": count, "complete": True})
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

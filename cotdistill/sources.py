@@ -16,6 +16,7 @@ from pathlib import Path
 from cotdistill.config import HFSource, ReasoningGymSource
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import Problem
+from cotdistill.store import read_records
 
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -42,10 +43,14 @@ def _load_hf(src: HFSource):
         except ValueError as e:  # bad split expression
             if "corresponds to no data" in str(e):
                 raise CotdistillError(f"{where}: the file has no rows; it needs at least one problem row") from None
-            raise CotdistillError(f"{where}: cannot select split '{src.split}' ({first_line(e)}); local files have one split, 'train'") from None
+            raise CotdistillError(
+                f"{where}: cannot select split '{src.split}' ({first_line(e)}); local files have one split, 'train'"
+            ) from None
         except Exception as e:  # malformed file content
             cause = e.__cause__ or e
-            raise CotdistillError(f"{where}: cannot parse as {builder} ({type(cause).__name__}: {first_line(cause)})") from None
+            raise CotdistillError(
+                f"{where}: cannot parse as {builder} ({type(cause).__name__}: {first_line(cause)})"
+            ) from None
     if p.exists():
         raise CotdistillError(f"{where}: unsupported file type '{p.suffix}'; use .jsonl, .json, .parquet or .csv")
     try:
@@ -112,3 +117,7 @@ def _rg_problems(src: ReasoningGymSource) -> list[Problem]:
 
 def load_problems(src: HFSource | ReasoningGymSource) -> list[Problem]:
     return _hf_problems(src) if isinstance(src, HFSource) else _rg_problems(src)
+
+
+def load_problem_file(path: Path) -> list[Problem]:
+    return read_records(path, Problem, "problem")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cotdistill.chat import check_model_location
 from cotdistill.errors import CotdistillError, first_line
 
 
@@ -34,8 +35,6 @@ def from_teacher(teacher: str | Path, out: str | Path, layers: list[int] | None 
     """Write the reduced model and the teacher's tokenizer to ``out``; returns ``out``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from cotdistill.teachers.base import check_model_location
 
     check_model_location(str(teacher), "teacher")
     try:

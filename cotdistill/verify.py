@@ -81,9 +81,13 @@ def _first_clause(s: str) -> str:
 
 
 # what may stand between boxes that together are one answer ("\\boxed{2} and \\boxed{3}")
-_BOX_JOIN = re.compile(r"^(?:[\s$,;.]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\b[a-zA-Z]\s*=|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b)*$")
+_BOX_JOIN = re.compile(
+    r"^(?:[\s$,;.]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\b[a-zA-Z]\s*=|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b)*$"
+)
 # "I think the answer is 12 but let me check": a hedge, not a final answer
-_HEDGE_BEFORE = re.compile(r"\b(?:think|maybe|perhaps|might|probably|guess|suppose|assume|if|whether|unless|could)\b[^.!?\n]*$", re.I)
+_HEDGE_BEFORE = re.compile(
+    r"\b(?:think|maybe|perhaps|might|probably|guess|suppose|assume|if|whether|unless|could)\b[^.!?\n]*$", re.I
+)
 _HEDGE_AFTER = re.compile(r"^[^\n]*?(?:\?|\b(?:but|wait|let me|let's|check|verify|however|unless|or is it)\b)", re.I)
 _PROSE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 
@@ -305,10 +309,17 @@ def compare(gold: str, pred: str) -> bool | None:
     if one:
         return True
     gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
-    if gp and pp and len(gp) == len(pp) and not (g.strip().startswith(("(", "[")) and pred.strip().startswith(("(", "["))):
+    if (
+        gp
+        and pp
+        and len(gp) == len(pp)
+        and not (g.strip().startswith(("(", "[")) and pred.strip().startswith(("(", "[")))
+    ):
         left = list(pp)
         for a in gp:
-            hit = next((i for i, b in enumerate(left) if _compare_one(clean_answer(a) or a, clean_answer(b) or b)), None)
+            hit = next(
+                (i for i, b in enumerate(left) if _compare_one(clean_answer(a) or a, clean_answer(b) or b)), None
+            )
             if hit is None:
                 return False
             left.pop(hit)
@@ -337,8 +348,11 @@ def verify_completion(completion: str, gold: str | None, rg_task: str | None = N
     return Verdict(extracted=extracted, correct=ok, reason="match" if ok else "mismatch")
 
 
-_ANY_MARKER = re.compile(r"\\(?:boxed|fbox)\s*\{|^[ \t]*####|\bfinal\s+answer\s*(?:\*\*|__)?\s*[:：]|^[ \t>#*_]*answer\s*(?:\*\*|__)?\s*[:：]|\banswer\s+is\b",
-                         re.I | re.M)
+_ANY_MARKER = re.compile(
+    r"\\(?:boxed|fbox)\s*\{|^[ \t]*####|\bfinal\s+answer\s*(?:\*\*|__)?\s*[:：]|^[ "
+        r"\t>#*_]*answer\s*(?:\*\*|__)?\s*[:：]|\banswer\s+is\b",
+    re.I | re.M,
+)
 
 
 def check_format(completion: str, think: bool) -> str | None:

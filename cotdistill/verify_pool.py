@@ -16,20 +16,21 @@ import multiprocessing as mp
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
+from cotdistill import verify
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import Verdict
+from cotdistill.store import iter_jsonl
 
 if TYPE_CHECKING:
     from cotdistill.records import Problem
 
 
 def _worker(conn) -> None:
-    from cotdistill.verify import verify_completion
-
     while True:
         msg = conn.recv()
         if msg is None:
@@ -37,7 +38,9 @@ def _worker(conn) -> None:
         idx, item = msg
         t = time.perf_counter()
         try:
-            v = verify_completion(item["completion"], item.get("gold"), item.get("rg_task"), item.get("rg_entry"))
+            v = verify.verify_completion(
+                item["completion"], item.get("gold"), item.get("rg_task"), item.get("rg_entry")
+            )
         except Exception as e:  # a verifier crash on one item is "cannot tell", not a dead run, and says why
             v = Verdict(extracted=None, correct=None, reason="error", detail=f"{type(e).__name__}: {first_line(e)}")
         conn.send((idx, v.model_dump(), time.perf_counter() - t))
@@ -104,7 +107,7 @@ class VerifyPool:
         self.close()
 
 
-def verify_pairs(pairs: list[tuple[str, "Problem"]], workers: int = 0, timeout_s: float = 10.0,
+def verify_pairs(pairs: list[tuple[str, Problem]], workers: int = 0, timeout_s: float = 10.0,
                  progress: bool = False, desc: str = "verify") -> list[Verdict]:
     """Verdicts for (completion, problem) pairs, in order; reasoning-gym problems use their scorer."""
     from tqdm.auto import tqdm
@@ -125,8 +128,6 @@ def audit_file(input_path: str | Path, output_path: str | Path, workers: int = 0
                timeout_s: float = 10.0, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
-    from cotdistill.store import iter_jsonl
-
     src, dst = Path(input_path), Path(output_path)
     if not src.is_file():
         raise CotdistillError(f"{src}: input file not found")
@@ -134,7 +135,9 @@ def audit_file(input_path: str | Path, output_path: str | Path, workers: int = 0
     for lineno, obj in iter_jsonl(src, skip_torn_tail=False):
         for field in ("completion", "gold"):
             if field not in obj:
-                raise CotdistillError(f"{src}: line {lineno}: missing field '{field}'; each line needs 'completion' and 'gold'")
+                raise CotdistillError(
+                    f"{src}: line {lineno}: missing field '{field}'; each line needs 'completion' and 'gold'"
+                )
         if not isinstance(obj["completion"], str):
             raise CotdistillError(f"{src}: line {lineno}: field 'completion' must be a string")
         if obj["gold"] is not None and not isinstance(obj["gold"], str | int | float):

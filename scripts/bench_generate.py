@@ -30,7 +30,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cotdistill.env import machine  # noqa: E402 (after the path is set)
+from cotdistill.env import machine  # after the path is set
 
 
 def demo_config(out, limit: int, **sampling):
@@ -53,7 +53,8 @@ def adaptive_ratio(args, tmp: Path) -> dict:
     Sample i is the same trace in both runs, so the adaptive run finds a correct one for exactly the
     problems the fixed run does; it can keep fewer only where its one correct trace fails a later
     filter check (format, length) that another of the fixed run's samples passes: both counts are printed."""
-    from cotdistill import filter as filter_stage, generate
+    from cotdistill import filter as filter_stage
+    from cotdistill import generate
     from cotdistill.config import FilterConfig
     from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher
 
@@ -88,7 +89,8 @@ def capture_overhead(args, tmp: Path) -> dict:
     score = generate plain, filter, then `logits` scores the kept traces (one batched forward);
     in_pass = generate with top-k logprobs, filter, then `logits` keeps the kept traces' records.
     The filter is not timed (every run has it). Warm-up once, then ABBA repeats; medians and spread."""
-    from cotdistill import filter as filter_stage, generate, logits
+    from cotdistill import filter as filter_stage
+    from cotdistill import generate, logits
     from cotdistill.config import FilterConfig, LogitsConfig
     from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher
 
@@ -138,15 +140,21 @@ def capture_overhead(args, tmp: Path) -> dict:
     base = med(plain_s)
     ratios = {m: [x / base for x in v] for m, v in (("score", score_s), ("in_pass", in_pass_s))}
     for m, res in last.items():
-        print(f"[capture] {m}: generation {res['gen_s']:.1f} s + capture {res['capture_s']:.1f} s of {res['kept']} kept "
-              f"of {res['traces']} traces; {res['bytes_per_token']} bytes/token; ratio runs "
-              f"{[round(x, 3) for x in ratios[m]]} (plain generation {[round(x, 1) for x in plain_s]} s)")
+        print(
+            f"[capture] {m}: generation {res['gen_s']:.1f} s + capture {res['capture_s']:.1f} s of {res['kept']} kept "
+            f"of {res['traces']} traces; {res['bytes_per_token']} bytes/token; ratio runs "
+            f"{[round(x, 3) for x in ratios[m]]} (plain generation {[round(x, 1) for x in plain_s]} s)"
+        )
     best = min(ratios, key=lambda m: med(ratios[m]))
-    return {"capture_overhead": round(med(ratios["score"]), 4), "capture_overhead_in_pass": round(med(ratios["in_pass"]), 4),
-            "capture_overhead_range": [round(min(ratios["score"]), 4), round(max(ratios["score"]), 4)],
-            "capture_overhead_in_pass_range": [round(min(ratios["in_pass"]), 4), round(max(ratios["in_pass"]), 4)],
-            "capture_cheapest_mode": best, "capture_kept_share": round(last["score"]["kept"] / last["score"]["traces"], 4),
-            "cache_bytes_per_token": last["score"]["bytes_per_token"]}
+    return {
+        "capture_overhead": round(med(ratios["score"]), 4),
+        "capture_overhead_in_pass": round(med(ratios["in_pass"]), 4),
+        "capture_overhead_range": [round(min(ratios["score"]), 4), round(max(ratios["score"]), 4)],
+        "capture_overhead_in_pass_range": [round(min(ratios["in_pass"]), 4), round(max(ratios["in_pass"]), 4)],
+        "capture_cheapest_mode": best,
+        "capture_kept_share": round(last["score"]["kept"] / last["score"]["traces"], 4),
+        "cache_bytes_per_token": last["score"]["bytes_per_token"],
+    }
 
 
 def main() -> None:
@@ -230,18 +238,33 @@ def main() -> None:
             to.append(no / do)
         results[label] = {"vllm_tok_s": statistics.median(tb), "cotdistill_tok_s": statistics.median(to),
                           "tokens": nb}
-        print(f"[{label}] bare vLLM {results[label]['vllm_tok_s']:,.0f} tok/s, cotdistill "
-              f"{results[label]['cotdistill_tok_s']:,.0f} tok/s over {nb} tokens, runs {[round(x) for x in tb]} / {[round(x) for x in to]}")
+        print(
+            f"[{label}] bare vLLM {results[label]['vllm_tok_s']:,.0f} tok/s, cotdistill "
+            f"{results[label]['cotdistill_tok_s']:,.0f} tok/s over {nb} tokens, "
+            f"runs {[round(x) for x in tb]} / {[round(x) for x in to]}"
+        )
     teacher.close()
     adaptive = adaptive_ratio(args, tmp) if args.adaptive_problems else {}
     capture = capture_overhead(args, tmp) if args.capture_problems else {}
     final = {
-        **({"ratio_vs_vllm": round(results["plain"]["cotdistill_tok_s"] / results["plain"]["vllm_tok_s"], 4),
-            "ratio_vs_vllm_logprobs": round(results["logprobs"]["cotdistill_tok_s"] / results["logprobs"]["vllm_tok_s"], 4)}
-           if results else {}),
-        "requests": len(jobs), "max_tokens": args.max_tokens, "repeats": args.repeats, "logprobs_k": args.logprobs,
+        **(
+            {
+                "ratio_vs_vllm": round(results["plain"]["cotdistill_tok_s"] / results["plain"]["vllm_tok_s"], 4),
+                "ratio_vs_vllm_logprobs": round(
+                    results["logprobs"]["cotdistill_tok_s"] / results["logprobs"]["vllm_tok_s"], 4
+                ),
+            }
+            if results
+            else {}
+        ),
+        "requests": len(jobs),
+        "max_tokens": args.max_tokens,
+        "repeats": args.repeats,
+        "logprobs_k": args.logprobs,
         **{f"{k}_{m}": round(v, 1) for k, r in results.items() for m, v in r.items()},
-        **adaptive, **capture, "machine": machine(),
+        **adaptive,
+        **capture,
+        "machine": machine(),
     }
     print(json.dumps(final))
 

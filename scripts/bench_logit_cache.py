@@ -23,22 +23,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cotdistill.env import machine  # noqa: E402 (after the path is set)
+from cotdistill.env import machine  # after the path is set
 
 
 def build(tmp: Path, n: int, k: int, tok) -> tuple[Path, Path, dict]:
     import datasets
     import numpy as np
 
-    from cotdistill import logits
-    from cotdistill.teachers.base import tokenizer_hash
+    from cotdistill import logit_cache, logits
+    from cotdistill.chat import tokenizer_hash
 
     rng = np.random.default_rng(n)
     special = set(tok.all_special_ids)
     vocab = np.array([i for i in range(len(tok)) if i not in special and tok.decode([i]).strip().isalnum()])
-    closing = logits._closing(tok)
+    closing = logits.closing_token(tok)
     data, cache = tmp / f"data{n}", tmp / f"cache{n}"
-    writer = logits.CacheWriter(cache / logits.CACHE, 512)
+    writer = logit_cache.CacheWriter(cache / logit_cache.CACHE, 512)
     t = time.perf_counter()
 
     def rows():
@@ -53,9 +53,9 @@ def build(tmp: Path, n: int, k: int, tok) -> tuple[Path, Path, dict]:
     datasets.Dataset.from_list(list(rows())).save_to_disk(str(data / "sft"))  # the builder's memory is not measured
     writer.close()
     meta = {"tokenizer_hash": tokenizer_hash(tok), "top_k": k, "traces": writer.rows, "tokens": writer.tokens,
-            "bytes": (cache / logits.CACHE).stat().st_size}
+            "bytes": (cache / logit_cache.CACHE).stat().st_size}
     meta["bytes_per_token"] = round(meta["bytes"] / meta["tokens"], 1)
-    (cache / logits.META).write_text(json.dumps(meta))
+    (cache / logit_cache.META).write_text(json.dumps(meta))
     meta["build_s"] = round(time.perf_counter() - t, 2)
     return data, cache, meta
 

@@ -4,8 +4,9 @@
 
 Models: Qwen2-architecture students (hidden 64, 2 layers) and teacher (hidden 128, 2 layers) with Qwen's
 vocabulary size (151,936 rows), one training example of ``--tokens`` tokens (a short prompt, the rest
-trained; ``--kd-tokens`` for the kd step, whose unchunked side would not fit 24 GB at 4k). Three measurements, each chunked (``loss_chunk_tokens`` / ``chunk_tokens`` = ``--chunk``) and
-unchunked (0), each in a fresh process, one at a time:
+trained; ``--kd-tokens`` for the kd step, whose unchunked side would not fit 24 GB at 4k). Three measurements,
+each chunked (``loss_chunk_tokens`` / ``chunk_tokens`` = ``--chunk``) and unchunked (0), each in a fresh
+process, one at a time:
 
   logits    `cotdistill logits` score mode: the teacher's top-8 at every completion position
   logit_kd  one whole optimizer step of the logit_kd trainer (forward, loss, backward, AdamW) on that cache
@@ -57,10 +58,20 @@ def build(work: Path, vocab: int, tokens: int, kd_tokens: int) -> None:
     build_tokenizer(tok_dir)
     tok = AutoTokenizer.from_pretrained(tok_dir)
     for name, hidden in (("student", 64), ("teacher", 128)):
-        cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=max(tokens, kd_tokens) + 256,
-                          tie_word_embeddings=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                          initializer_range=0.2)  # spread-out logits: chunked vs unchunked differ in more than rounding
+        cfg = Qwen2Config(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=max(tokens, kd_tokens) + 256,
+            tie_word_embeddings=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            # spread-out logits: chunked vs unchunked differ in more than rounding
+            initializer_range=0.2,
+        )
         import torch
 
         torch.manual_seed(0 if name == "student" else 1)
@@ -92,24 +103,37 @@ def measure(kind: str, work: Path, chunk: int, tokens: int, cache_chunk: int = 0
 
     torch.manual_seed(0)
     if kind == "logits":
-        from cotdistill import logits
+        from cotdistill import logit_cache, logits
 
         base = rss_mib()
         out = work / f"cache{chunk}"
         logits.run(LogitsConfig(teacher=str(work / "teacher"), filter_dir=str(work / "data"), output_dir=str(out),
                                 top_k=8, batch_size=1, device="cpu", dtype="float32", chunk_tokens=chunk,
                                 progress=False))
-        row = next(iter(logits.iter_cache(out / logits.CACHE)))
+        row = next(iter(logit_cache.iter_cache(out / logit_cache.CACHE)))
         value = {"top_lp": row[4].ravel().tolist()}
     else:
         from cotdistill.train import kd, logit_kd
 
-        c = TrainConfig.model_validate(dict(
-            method=kind, student=str(work / "student"), dataset_dir=str(work / ("data" if kind == "logit_kd" else "data_kd")),
-            output_dir=str(work / f"out-{kind}-{chunk}"), max_length=tokens + 256, per_device_train_batch_size=1,
-            learning_rate=1e-4, progress=False, loss_chunk_tokens=chunk, bf16=False,
-            **({"logprobs": str(work / f"cache{cache_chunk}")} if kind == "logit_kd" else
-               {"teacher": str(work / "teacher"), "kd": {"temperature": 2.0, "alpha": 0.5}})))
+        c = TrainConfig.model_validate(
+            dict(
+                method=kind,
+                student=str(work / "student"),
+                dataset_dir=str(work / ("data" if kind == "logit_kd" else "data_kd")),
+                output_dir=str(work / f"out-{kind}-{chunk}"),
+                max_length=tokens + 256,
+                per_device_train_batch_size=1,
+                learning_rate=1e-4,
+                progress=False,
+                loss_chunk_tokens=chunk,
+                bf16=False,
+                **(
+                    {"logprobs": str(work / f"cache{cache_chunk}")}
+                    if kind == "logit_kd"
+                    else {"teacher": str(work / "teacher"), "kd": {"temperature": 2.0, "alpha": 0.5}}
+                ),
+            )
+        )
         trainer = (logit_kd if kind == "logit_kd" else kd).build(c)[0]
         trainer.create_optimizer_and_scheduler(num_training_steps=1)
         batch = next(iter(trainer.get_train_dataloader()))

@@ -35,7 +35,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cotdistill.env import machine  # noqa: E402 (after the path is set)
+from cotdistill.env import machine  # after the path is set
 
 
 def timed(trainer, warmup: int) -> dict:
@@ -125,13 +125,27 @@ def main() -> None:
 
     # 2. the embedded pair: the cache comes from the teacher that is live in kd / gkd
     teacher = ROOT / "data" / "teacher"
-    gen = GenerateConfig.model_validate({
-        "source": {"kind": "hf", "path": str(ROOT / "data/digit_chain_train.jsonl"), "fields": {"id": "id"}, "limit": args.problems},
-        "prompt": {"template": "arithmetic_cot"},
-        "teacher": {"backend": "vllm", "model": str(teacher), "max_model_len": 256,
-                    "kv_cache_memory_bytes": 256 << 20, "enforce_eager": True},
-        "sampling": {"n": 2, "temperature": 1.5, "max_tokens": 64, "seed": 0, "logprobs": 8},
-        "output_dir": str(tmp / "gen"), "progress": False})
+    gen = GenerateConfig.model_validate(
+        {
+            "source": {
+                "kind": "hf",
+                "path": str(ROOT / "data/digit_chain_train.jsonl"),
+                "fields": {"id": "id"},
+                "limit": args.problems,
+            },
+            "prompt": {"template": "arithmetic_cot"},
+            "teacher": {
+                "backend": "vllm",
+                "model": str(teacher),
+                "max_model_len": 256,
+                "kv_cache_memory_bytes": 256 << 20,
+                "enforce_eager": True,
+            },
+            "sampling": {"n": 2, "temperature": 1.5, "max_tokens": 64, "seed": 0, "logprobs": 8},
+            "output_dir": str(tmp / "gen"),
+            "progress": False,
+        }
+    )
     generate.run(gen)
     flt = filter_stage.run(FilterConfig(generate_dir=str(tmp / "gen"), output_dir=str(tmp / "flt"),
                                         max_completion_tokens=64, progress=False))

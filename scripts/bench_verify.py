@@ -20,12 +20,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cotdistill.env import machine  # noqa: E402 (after the path is set)
+from cotdistill.env import machine  # after the path is set
 
 ANSWERS = [  # (answer in the trace, gold)
-    ("{n}", "{n}"), ("{n}", "{m}"), ("{n}.0", "{n}"), ("\\frac{{{n}}}{{2}}", "{h}"), ("{n}\\sqrt{{2}}", "\\sqrt{{{sq}}}"),
-    ("x^2+{n}x", "x(x+{n})"), ("\\frac{{{n}\\pi}}{{3}}", "\\frac{{{n}}}{{3}}\\pi"), ("(1, {n})", "(1,{n})"), ("B", "B"), ("C", "(B)"), ("Paris", "paris"),
-    ("{n} apples", "{n}"), ("\\$1,{n:03d}", "1{n:03d}"),
+    ("{n}", "{n}"),
+    ("{n}", "{m}"),
+    ("{n}.0", "{n}"),
+    ("\\frac{{{n}}}{{2}}", "{h}"),
+    ("{n}\\sqrt{{2}}", "\\sqrt{{{sq}}}"),
+    ("x^2+{n}x", "x(x+{n})"),
+    ("\\frac{{{n}\\pi}}{{3}}", "\\frac{{{n}}}{{3}}\\pi"),
+    ("(1, {n})", "(1,{n})"),
+    ("B", "B"),
+    ("C", "(B)"),
+    ("Paris", "paris"),
+    ("{n} apples", "{n}"),
+    ("\\$1,{n:03d}", "1{n:03d}"),
 ]
 FORMATS = ["So the final result is \\boxed{{{a}}}.", "#### {a}", "Final answer: {a}", "Therefore, the answer is {a}.",
            "**Final Answer:** ${a}$"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cotdistill.env import machine  # noqa: E402 (after the path is set)
+from cotdistill.env import machine  # after the path is set
 
 BASELINE = "sft"
 HELPERS = {"assistant"}  # trained for another method (progressive), not a method itself
@@ -65,25 +65,40 @@ def method_rows(plan, table: dict, outcomes: dict) -> dict:
             paired = row["seeds"] == [x["seed"] for x in models[BASELINE]["per_seed"]]
             d = difference(a, b, paired=paired)
             strict = difference(a, b, paired=paired, level=level)
-            row["vs_sft"] = {"difference": d["difference"], "ci95": d["ci95"], "verdict": d["verdict"],
-                             "bonferroni": {"level": round(level, 5), "ci": strict["ci"], "verdict": strict["verdict"]}}
+            row["vs_sft"] = {
+                "difference": d["difference"],
+                "ci95": d["ci95"],
+                "verdict": d["verdict"],
+                "bonferroni": {"level": round(level, 5), "ci": strict["ci"], "verdict": strict["verdict"]},
+            }
         rows[n] = row
     return rows
 
 
 def print_table(rows: dict, teacher: float | None) -> None:
-    head = f"{'method':<22}{'mean':>7}  {'95% CI':<16}{'per seed':<24}{'vs sft (95% CI)':<32}{'s/step':>7}{'RSS+ MiB':>9}"
+    head = (
+        f"{'method':<22}{'mean':>7}  {'95% CI':<16}{'per seed':<24}{'vs sft (95% CI)':<32}{'s/step':>7}{'RSS+ MiB':>9}"
+    )
     print(head)
     print("-" * len(head))
     for n, r in rows.items():
         vs = r.get("vs_sft")
-        v = (f"{vs['difference']:+.3f} [{vs['ci95'][0]:+.3f},{vs['ci95'][1]:+.3f}] "
-             f"{ {'better': 'better', 'worse': 'worse'}.get(vs['verdict'], 'no diff')}"
-             + ("*" if vs["bonferroni"]["verdict"] != "no significant difference" else "")) if vs else "(baseline)" if n == BASELINE else ""
+        v = (
+            (
+                f"{vs['difference']:+.3f} [{vs['ci95'][0]:+.3f},{vs['ci95'][1]:+.3f}] "
+                f"{ {'better': 'better', 'worse': 'worse'}.get(vs['verdict'], 'no diff') }"
+                + ("*" if vs["bonferroni"]["verdict"] != "no significant difference" else "")
+            )
+            if vs
+            else "(baseline)"
+            if n == BASELINE
+            else ""
+        )
         ci = f"[{r['ci95'][0]:.3f},{r['ci95'][1]:.3f}]" if r["ci95"] else "-"
         seeds = " ".join(f"{x:.3f}" for x in r["per_seed"])
         label = n + (" (helper)" if r["helper"] else "")
-        print(f"{label:<22}{r['mean']:>7.3f}  {ci:<16}{seeds:<24}{v:<32}{r['s_per_step']:>7.3f}{r['peak_rss_growth_mib']:>9.0f}")
+        print(f"{label:<22}{r['mean']:>7.3f}  {ci:<16}{seeds:<24}{v:<32}", end="")
+        print(f"{r['s_per_step']:>7.3f}{r['peak_rss_growth_mib']:>9.0f}")
     if teacher is not None:
         print(f"{'teacher':<22}{teacher:>7.3f}")
     print("* also significant at the Bonferroni level (all comparisons with sft jointly)")
@@ -107,8 +122,10 @@ def main() -> None:
         for s in cfg.students:
             for t in s.train.get("teachers") or []:
                 if not Path(t["model"]).exists():
-                    raise CotdistillError(f"students '{s.name}': teacher {t['model']} not found; build it with "
-                                          f"`python scripts/train_teacher.py --out {t['model']} --seed 1` (about 11 min)")
+                    raise CotdistillError(
+                        f"students '{s.name}': teacher {t['model']} not found; build it with "
+                        f"`python scripts/train_teacher.py --out {t['model']} --seed 1` (about 11 min)"
+                    )
         summary = run(cfg)
     except CotdistillError as e:
         sys.exit(f"error: {e}")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cotdistill.env import machine  # noqa: E402 (after the path is set)
+from cotdistill.env import machine  # after the path is set
+
 
 def smoke_overrides(cfg_path: Path) -> list[str]:
     import yaml
@@ -85,34 +86,66 @@ def main() -> None:
     def accuracy_row(n):
         g = groups[n]
         per = [x["accuracy"] / teacher_acc for x in g["per_seed"]]
-        return {"name": n, "method": g.get("method"), "accuracy_mean": g["accuracy"],
-                "accuracy_per_seed": [x["accuracy"] for x in g["per_seed"]], "retention_mean": round(sum(per) / len(per), 4),
-                "retention_per_seed": [round(x, 4) for x in per], "retention_range": [round(min(per), 4), round(max(per), 4)]}
+        return {
+            "name": n,
+            "method": g.get("method"),
+            "accuracy_mean": g["accuracy"],
+            "accuracy_per_seed": [x["accuracy"] for x in g["per_seed"]],
+            "retention_mean": round(sum(per) / len(per), 4),
+            "retention_per_seed": [round(x, 4) for x in per],
+            "retention_range": [round(min(per), 4), round(max(per), 4)],
+        }
 
     rows = []
     for n in sizes:
         p = by_model[str(final[n])]
         b = band_of(p["compression"])  # the seeds' expected retention at this compression
         row = accuracy_row(n)
-        rows.append({**row, "compression": p["compression"], "params": p["params"], "bytes_on_disk": p["bytes_on_disk"],
-                     "decode_speedup": p[f"speedup_batch{batch}"], "decode_speedup_batch1": p["speedup_batch1"],
-                     "ttft_ratio": p["ttft_ratio"], "memory_ratio": p["memory_ratio"],
-                     "model_memory_ratio": p["model_memory_ratio"], "kv_bytes_per_token": p["kv_bytes_per_token"],
-                     "retention_x_speedup": round(row["retention_mean"] * p[f"speedup_batch{batch}"], 4),
-                     "band": b["retention"] if b else None,
-                     "vs_band": None if not b else ("above" if row["retention_range"][0] > b["retention"][1] else
-                                                    "below" if row["retention_range"][1] < b["retention"][0] else "within")})
+        rows.append(
+            {
+                **row,
+                "compression": p["compression"],
+                "params": p["params"],
+                "bytes_on_disk": p["bytes_on_disk"],
+                "decode_speedup": p[f"speedup_batch{batch}"],
+                "decode_speedup_batch1": p["speedup_batch1"],
+                "ttft_ratio": p["ttft_ratio"],
+                "memory_ratio": p["memory_ratio"],
+                "model_memory_ratio": p["model_memory_ratio"],
+                "kv_bytes_per_token": p["kv_bytes_per_token"],
+                "retention_x_speedup": round(row["retention_mean"] * p[f"speedup_batch{batch}"], 4),
+                "band": b["retention"] if b else None,
+                "vs_band": None
+                if not b
+                else (
+                    "above"
+                    if row["retention_range"][0] > b["retention"][1]
+                    else "below"
+                    if row["retention_range"][1] < b["retention"][0]
+                    else "within"
+                ),
+            }
+        )
     rows.sort(key=lambda r: r["compression"])
     def fp32_size(n):  # parameters (so compression, as for the sizes) and the fp32 bytes of final/
         d = size_on_disk(final[n])
-        return {"params": d["params"], "compression": round(t["params"] / d["params"], 3), "fp32_bytes": d["bytes_on_disk"]}
+        return {
+            "params": d["params"],
+            "compression": round(t["params"] / d["params"], 3),
+            "fp32_bytes": d["bytes_on_disk"],
+        }
 
     # quantized students: accuracy, and bytes a deployment ships (int codes + scales) against the teacher's
     quant = {}
     for n in sorted(quantized):
         info = json.loads((final[n] / "cotdistill_quant.json").read_text())
-        quant[n] = {**accuracy_row(n), **fp32_size(n), "bits": info["bits"], "quantized_bytes": info["quantized_bytes"],
-                    "disk_ratio_vs_teacher": round(t["bytes_on_disk"] / info["quantized_bytes"], 3)}
+        quant[n] = {
+            **accuracy_row(n),
+            **fp32_size(n),
+            "bits": info["bits"],
+            "quantized_bytes": info["quantized_bytes"],
+            "disk_ratio_vs_teacher": round(t["bytes_on_disk"] / info["quantized_bytes"], 3),
+        }
     demo = next((n for n in sizes if n.endswith("h128l2")), sizes[0] if sizes else None)
     speed = torch_decode_speed(final[demo], messages, batch=batch, max_tokens=max_tokens,
                                repeats=1 if args.smoke else 3) if demo else {}
@@ -121,17 +154,24 @@ def main() -> None:
     for n in [x for x in groups if x.startswith("logit_kd") and x not in quant]:
         qat[n] = {**accuracy_row(n), **fp32_size(n), "bits": None}
 
-    print(f"teacher: {t['params']:,} parameters, accuracy {teacher_acc:.3f}, decode {t[f'decode_tok_s_batch{batch}']:,.0f} "
-          f"tok/s at batch {batch}, {t['decode_tok_s_batch1']:,.0f} at batch 1, TTFT {t['ttft_ms']:.1f} ms (vLLM)")
+    print(
+        f"teacher: {t['params']:,} parameters, accuracy {teacher_acc:.3f}, "
+        f"decode {t[f'decode_tok_s_batch{batch}']:,.0f} tok/s at batch {batch}, "
+        f"{t['decode_tok_s_batch1']:,.0f} at batch 1, TTFT {t['ttft_ms']:.1f} ms (vLLM)"
+    )
     print(f"{'student':<22} {'params':>9} {'compr.':>7} {'retention mean [range]':>24} {'band':>11} "
           f"{'speedup':>8} {'b1':>6} {'mem':>6} {'model':>6}")
     for r in rows:
         band = f"{r['band'][0]:.2f}-{r['band'][1]:.2f}" if r["band"] else "-"
-        print(f"{r['name']:<22} {r['params']:>9,} {r['compression']:>6.1f}x {r['retention_mean']:>8.3f} "
-              f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] {band:>11} {r['decode_speedup']:>7.2f}x "
-              f"{r['decode_speedup_batch1']:>5.2f}x {r['memory_ratio']:>5.2f}x {r['model_memory_ratio']:>5.2f}x  "
-              f"{r['vs_band'] or ''}")
-    print(f"{'quantized / KD':<22} {'bits':>5} {'retention mean [range]':>24} {'shipped bytes':>14} {'vs teacher':>10}")
+        print(
+            f"{r['name']:<22} {r['params']:>9,} {r['compression']:>6.1f}x {r['retention_mean']:>8.3f} "
+            f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] {band:>11} {r['decode_speedup']:>7.2f}x "
+            f"{r['decode_speedup_batch1']:>5.2f}x {r['memory_ratio']:>5.2f}x {r['model_memory_ratio']:>5.2f}x  "
+            f"{r['vs_band'] or ''}"
+        )
+    print(
+        f"{'quantized / KD':<22} {'bits':>5} {'retention mean [range]':>24} {'shipped bytes':>14} {'vs teacher':>10}"
+    )
     for n, r in {**ptq, **qat}.items():
         shipped = r.get("quantized_bytes") or r["fp32_bytes"]
         print(f"{n:<22} {r['bits'] or 32:>5} {r['retention_mean']:>8.3f} [{r['retention_range'][0]:.3f}, "

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
 
 def _losses():
@@ -83,7 +83,10 @@ def check_master_weights(device, vocab, hidden, layers, tokens) -> dict:
     ids = torch.randint(0, vocab, (2, tokens), generator=torch.Generator().manual_seed(0)).to(device)
     seen = torch.unique(ids.cpu())
     out = {}
-    for name, dtype, autocast in (("fp32_master_bf16_autocast", torch.float32, True), ("bf16_weights", torch.bfloat16, False)):
+    for name, dtype, autocast in (
+        ("fp32_master_bf16_autocast", torch.float32, True),
+        ("bf16_weights", torch.bfloat16, False),
+    ):
         m = qwen2(vocab, hidden, layers, 0).to(device=device, dtype=dtype)
         before = {k: v.detach().float().cpu().clone() for k, v in m.state_dict().items()}
         train_steps(m, ids, 10, 1e-5, autocast, device)
@@ -153,8 +156,8 @@ def check_chunked(device, vocab, tokens, chunk) -> dict:
 
     out = {}
     for name, fn in (("logit_kd", logit_kd), ("kd", live)):
-        full_mib, ((full_loss, full_grad), full_s) = peak(device, lambda: fn(False))
-        part_mib, ((part_loss, part_grad), part_s) = peak(device, lambda: fn(True))
+        full_mib, ((full_loss, full_grad), full_s) = peak(device, lambda fn=fn: fn(False))
+        part_mib, ((part_loss, part_grad), part_s) = peak(device, lambda fn=fn: fn(True))
         out[name] = {"peak_mib_unchunked": full_mib, "peak_mib_chunked": part_mib,
                      "ratio": round(part_mib / full_mib, 4) if full_mib else None,
                      "loss_rel_diff": abs(part_loss - full_loss) / abs(full_loss),
@@ -178,7 +181,7 @@ def check_release(device, vocab, hidden, layers) -> dict:
     del m, ids
     release_memory()
     free_after = torch.cuda.mem_get_info()[0]
-    gib = lambda b: round(b / 2**30, 2)  # noqa: E731
+    gib = lambda b: round(b / 2**30, 2)
     return {"free_gib_before": gib(free_before), "free_gib_while_trained": gib(free_trained),
             "free_gib_after_release": gib(free_after), "total_gib": gib(total),
             "recovered_share": round((free_after - free_trained) / max(1, free_before - free_trained), 4)}

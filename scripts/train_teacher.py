@@ -101,10 +101,17 @@ def main() -> None:
     for name in SHIP:
         if (final / name).exists():
             shutil.copy2(final / name, out / name)
-    card = {"task": "digit_chain", "chain_steps": args.chain, "train_problems": args.train,
-            "heldout": "data/digit_chain_test.jsonl", "heldout_greedy_accuracy_hf": acc,
-            "train_minutes": round(minutes, 2), "last_logged_loss": summary["last_logged_loss"],
-            "command": "python scripts/train_teacher.py " + " ".join(sys.argv[1:]), "args": vars(args) | {"out": os.path.relpath(out, ROOT)}}
+    card = {
+        "task": "digit_chain",
+        "chain_steps": args.chain,
+        "train_problems": args.train,
+        "heldout": "data/digit_chain_test.jsonl",
+        "heldout_greedy_accuracy_hf": acc,
+        "train_minutes": round(minutes, 2),
+        "last_logged_loss": summary["last_logged_loss"],
+        "command": "python scripts/train_teacher.py " + " ".join(sys.argv[1:]),
+        "args": vars(args) | {"out": os.path.relpath(out, ROOT)},
+    }
     from safetensors import safe_open
 
     with safe_open(str(out / "model.safetensors"), "pt") as f:

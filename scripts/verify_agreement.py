@@ -29,7 +29,7 @@ def math_verify_keeps(c: dict) -> bool:
     gold = c["gold"] if "$" in c["gold"] or "\\boxed" in c["gold"] else f"${c['gold']}$"
     try:
         return bool(verify(parse(gold), parse(c["completion"])))
-    except Exception:  # noqa: BLE001 - a parser crash is a miss for the comparison
+    except Exception:  # a parser crash is a miss for the comparison
         return False
 
 
@@ -59,4 +59,8 @@ def main(path: str) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parent.parent / "data" / "verify_cases.jsonl"))
+    main(
+        sys.argv[1]
+        if len(sys.argv) > 1
+        else str(Path(__file__).resolve().parent.parent / "data" / "verify_cases.jsonl")
+    )

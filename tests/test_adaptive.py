@@ -12,8 +12,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT, read_jsonl
+
 from cotdistill.adaptive import Seen, next_samples
 from cotdistill.config import GenerateConfig
 
@@ -50,12 +50,26 @@ def test_until_verified_above_the_budget_is_refused():
 
 
 def _cfg(out, **sampling):
-    return {"source": {"kind": "hf", "path": str(ROOT / "data/digit_chain_test.jsonl"), "fields": {"id": "id"}, "limit": 40},
-            "prompt": {"template": "arithmetic_cot"},
-            "teacher": {"backend": "vllm", "model": str(ROOT / "data/teacher"), "max_model_len": 256,
-                        "kv_cache_memory_bytes": 268435456, "enforce_eager": True},
-            "sampling": {"n": 4, "temperature": 1.7, "max_tokens": 64, "seed": 3, **sampling},
-            "output_dir": str(out), "progress": False, "flush_every": 4}
+    return {
+        "source": {
+            "kind": "hf",
+            "path": str(ROOT / "data/digit_chain_test.jsonl"),
+            "fields": {"id": "id"},
+            "limit": 40,
+        },
+        "prompt": {"template": "arithmetic_cot"},
+        "teacher": {
+            "backend": "vllm",
+            "model": str(ROOT / "data/teacher"),
+            "max_model_len": 256,
+            "kv_cache_memory_bytes": 268435456,
+            "enforce_eager": True,
+        },
+        "sampling": {"n": 4, "temperature": 1.7, "max_tokens": 64, "seed": 3, **sampling},
+        "output_dir": str(out),
+        "progress": False,
+        "flush_every": 4,
+    }
 
 
 def _cli(tmp_path, name, cfg):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -24,22 +23,42 @@ def test_bench_train_smoke():
     out = _last_json(["scripts/bench_train.py", "--steps", "3", "--warmup", "1", "--repeats", "2", "--batch", "4",
                       "--problems", "20", "--mix", "16"])
     for key in ("batching_speedup", "cached_kd_step_vs_sft", "kd_live_step_vs_cached_kd", "gkd_step_vs_cached_kd"):
-        assert set(out[key]) == {"median", "min", "max"} and out[key]["min"] <= out[key]["median"] <= out[key]["max"] > 0
+        assert (
+            set(out[key]) == {"median", "min", "max"} and out[key]["min"] <= out[key]["median"] <= out[key]["max"] > 0
+        )
     assert set(out["step_ms"]) == {"sft", "cached_kd", "kd_live", "gkd_lmbda0"}
 
 
 def test_bench_generate_smoke():
-    out = _last_json(["scripts/bench_generate.py", "--problems", "8", "--n", "2", "--max-tokens", "16", "--repeats", "2",
-                      "--adaptive-problems", "20", "--capture-problems", "20"])
+    out = _last_json(
+        [
+            "scripts/bench_generate.py",
+            "--problems",
+            "8",
+            "--n",
+            "2",
+            "--max-tokens",
+            "16",
+            "--repeats",
+            "2",
+            "--adaptive-problems",
+            "20",
+            "--capture-problems",
+            "20",
+        ]
+    )
     assert out["ratio_vs_vllm"] > 0 and out["ratio_vs_vllm_logprobs"] > 0
     assert out["capture_overhead"] > 1 and out["capture_overhead_in_pass"] > 0 and out["cache_bytes_per_token"] > 0
     assert out["capture_cheapest_mode"] in ("score", "in_pass") and 0 < out["capture_kept_share"] <= 1
     assert 0 < out["adaptive_token_ratio"] <= 1
-    assert 0.9 * out["fixed_kept"] <= out["adaptive_kept"] <= out["fixed_kept"]  # a verified trace the filter still drops
+    # a verified trace the filter still drops
+    assert 0.9 * out["fixed_kept"] <= out["adaptive_kept"] <= out["fixed_kept"]
 
 
 def test_bench_logit_cache_smoke():
-    out = _last_json(["scripts/bench_logit_cache.py", "--traces", "50", "--factor", "4", "--steps", "2", "--repeats", "1"])
+    out = _last_json(
+        ["scripts/bench_logit_cache.py", "--traces", "50", "--factor", "4", "--steps", "2", "--repeats", "1"]
+    )
     assert out["traces"] == [50, 200] and out["rss_peak_ratio"] > 0 and out["bytes_per_token"] > 0
     assert set(out["rss_peak_mib"]) == {"50", "200"}
 

@@ -7,10 +7,9 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train import cfg, dataset_dir
 
 from cotdistill import train
-from cotdistill.config import TrainConfig
-from test_train import cfg, dataset_dir
 
 STEPS_CHANGED, STEPS_CURVE = 10, 50
 
@@ -65,9 +64,8 @@ def run(student, teacher, tmp_path, name, bf16, steps, tag):
 
 
 def seen_token_ids(student, tmp_path) -> set[int]:
-    from transformers import AutoTokenizer
-
     from test_train import ROWS
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(student))
     ids = set()

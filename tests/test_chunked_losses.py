@@ -59,8 +59,9 @@ KD_VARIANTS = {
 
 @pytest.mark.parametrize("name", list(KD_VARIANTS))
 def test_live_kd_chunked_loss_equals_full_logits(tiny_student, tiny_model, tmp_path, name):
-    from cotdistill.train import kd
     from test_train import cfg
+
+    from cotdistill.train import kd
 
     kw = dict(KD_VARIANTS[name])
     if kw.pop("teachers", None):
@@ -76,24 +77,34 @@ def test_live_kd_chunked_loss_equals_full_logits(tiny_student, tiny_model, tmp_p
 
 
 def test_logit_kd_trainer_chunked_equals_full_logits(tiny_student, tiny_model, tmp_path):
-    from cotdistill.train import logit_kd
     from test_bf16_training import teacher_cache
     from test_train import cfg
+
+    from cotdistill.train import logit_kd
 
     cache = teacher_cache(tiny_model, tmp_path)
     losses = []
     for chunk in (0, 3):
-        trainer, _, _ = logit_kd.build(cfg(tiny_student, tmp_path / f"c{chunk}", method="logit_kd", logprobs=str(cache),
-                                           loss_chunk_tokens=chunk, kd={"temperature": 2.0}))
+        trainer, _, _ = logit_kd.build(
+            cfg(
+                tiny_student,
+                tmp_path / f"c{chunk}",
+                method="logit_kd",
+                logprobs=str(cache),
+                loss_chunk_tokens=chunk,
+                kd={"temperature": 2.0},
+            )
+        )
         batch = next(iter(trainer.get_train_dataloader()))
         losses.append(float(trainer.compute_loss(trainer.model, batch)))
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
 
 
 def test_teacher_scoring_in_chunks_equals_whole_sequences(tiny_model, tmp_path):
-    from cotdistill import logits
-    from cotdistill.config import LogitsConfig
     from test_train import dataset_dir
+
+    from cotdistill import logit_cache, logits
+    from cotdistill.config import LogitsConfig
 
     data = dataset_dir(tmp_path)
     rows = []
@@ -101,7 +112,7 @@ def test_teacher_scoring_in_chunks_equals_whole_sequences(tiny_model, tmp_path):
         out = tmp_path / f"cache{chunk}"
         logits.run(LogitsConfig(teacher=str(tiny_model), filter_dir=str(data), output_dir=str(out), top_k=4,
                                 device="cpu", dtype="float32", chunk_tokens=chunk, progress=False))
-        rows.append(list(logits.iter_cache(out / logits.CACHE)))
+        rows.append(list(logit_cache.iter_cache(out / logit_cache.CACHE)))
     assert len(rows[0]) == len(rows[1]) == 8
     for a, b in zip(*rows):
         assert (a[0], a[1]) == (b[0], b[1]) and (a[2] == b[2]).all() and (a[3] == b[3]).all()

@@ -8,10 +8,10 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT, read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from cotdistill.cli import app
-from conftest import ROOT, read_jsonl, write_jsonl
 
 GOOD = """
 source: {{kind: hf, path: {data}, fields: {{id: id}}, limit: {limit}}}
@@ -44,16 +44,22 @@ def bad_cases(tmp_path, tiny_model):
     malformed = tmp_path / "bad.yaml"
     malformed.write_text("source: {kind: hf\n  teacher: [\n")
     names = iter(f"c{i}.yaml" for i in range(100))
-    good = lambda **kw: config(tmp_path, tiny_model, name=next(names), **kw)  # noqa: E731
+    good = lambda **kw: config(tmp_path, tiny_model, name=next(names), **kw)
     return {
         "malformed yaml": ([malformed], "malformed YAML"),
         "unknown key": ([good(extra="colour: red\n")], "unknown key 'colour'"),
         "missing column": ([good(data=nocol)], "column 'question' (source.fields.question) not found"),
         "empty dataset": ([good(data=empty)], "the file has no rows"),
-        "unknown rg task": ([good(), "source={kind: reasoning_gym, task: chain_summ}"], "unknown reasoning-gym task 'chain_summ'"),
+        "unknown rg task": (
+            [good(), "source={kind: reasoning_gym, task: chain_summ}"],
+            "unknown reasoning-gym task 'chain_summ'",
+        ),
         "template variable": ([good(), f"prompt.template={tmpl}"], "variable 'style' is missing"),
         "model path": ([good(), "teacher.model=/no/such/dir"], "model path '/no/such/dir' does not exist"),
-        "server down": ([good(), "teacher={backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m}"], "is unreachable"),
+        "server down": (
+            [good(), "teacher={backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m}"],
+            "is unreachable",
+        ),
         "missing config": ([tmp_path / "nope.yaml"], "config file not found"),
     }
 

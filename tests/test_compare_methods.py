@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -34,9 +33,11 @@ def test_every_method_runs_two_steps_and_is_reported(tmp_path):
     assert 0 < last["teacher"] <= 1
     assert "temperature_schedule" in p.stdout.split("\n", 2)[0] or "method" in p.stdout
     # each student's wiring, read back from what it trained
-    cfg = lambda n: (out / "students" / n / "seed0" / "config.yaml").read_text()  # noqa: E731
+    cfg = lambda n: (out / "students" / n / "seed0" / "config.yaml").read_text()
     assert "data/teacher_b" in cfg("multi_teacher") and "students/sft/seed0/final" in cfg("self_distillation")
     assert "students/assistant/seed0/final" in cfg("progressive")
-    assert json.loads((out / "student_init/teacher_init/from_teacher/model/cotdistill_from_teacher.json").read_text())["layers"] == [0]
+    assert json.loads((out / "student_init/teacher_init/from_teacher/model/cotdistill_from_teacher.json").read_text())[
+        "layers"
+    ] == [0]
     log = [json.loads(x) for x in (out / "students/attention/seed0/trainer_log.jsonl").read_text().splitlines()]
     assert any("kd/attention" in h for h in log)

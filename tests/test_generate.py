@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ROOT, read_jsonl, teacher_dict
 
 from cotdistill import generate
 from cotdistill.config import GenerateConfig
@@ -12,16 +13,22 @@ from cotdistill.errors import CotdistillError
 from cotdistill.records import TokenLogprobs, Trace
 from cotdistill.shards import merge
 from cotdistill.teachers import derive_seed
-from conftest import ROOT, read_jsonl, teacher_dict
 
 
 def make_cfg(tiny_model, out, **over) -> GenerateConfig:
     d = {
-        "source": {"kind": "hf", "path": str(ROOT / "data/arithmetic_test.jsonl"), "fields": {"id": "id"}, "limit": 10},
+        "source": {
+            "kind": "hf",
+            "path": str(ROOT / "data/arithmetic_test.jsonl"),
+            "fields": {"id": "id"},
+            "limit": 10,
+        },
         "prompt": {"template": "math_boxed_think"},
         "teacher": teacher_dict(tiny_model),
         "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 24, "seed": 11},
-        "output_dir": str(out), "progress": False, "flush_every": 4,
+        "output_dir": str(out),
+        "progress": False,
+        "flush_every": 4,
     }
     for k, v in over.items():
         node = d
@@ -90,7 +97,9 @@ def test_resume_after_torn_write_generates_only_missing(tiny_model, vllm_teacher
     generate.run(cfg, teacher=vllm_teacher)
     path = tmp_path / "traces.jsonl"
     lines = path.read_text().splitlines(keepends=True)
-    removed = {(json.loads(x)["problem_id"], json.loads(x)["sample_index"]): json.loads(x)["completion"] for x in lines[-5:]}
+    removed = {
+        (json.loads(x)["problem_id"], json.loads(x)["sample_index"]): json.loads(x)["completion"] for x in lines[-5:]
+    }
     path.write_text("".join(lines[:-5]) + lines[-5][: len(lines[-5]) // 2])  # 4 gone + 1 torn
     summary = generate.run(cfg, teacher=vllm_teacher)
     assert summary["resumed_from"] == 25 and summary["written_this_run"] == 5 and summary["traces"] == 30
@@ -123,7 +132,9 @@ def test_resume_refuses_an_edited_template_of_the_same_name(tiny_model, vllm_tea
     spec["examples"] = [{"user": "Compute 1 + 1.", "assistant": "\\boxed{2}"}]  # a few-shot turn, same system/user
     tmpl.write_text(yaml.safe_dump(spec))
     with pytest.raises(CotdistillError, match=r"rendered with another version of template .*use a new output_dir"):
-        generate.run(make_cfg(tiny_model, out, **{"source.limit": 2, "prompt.template": str(tmpl)}), teacher=vllm_teacher)
+        generate.run(
+            make_cfg(tiny_model, out, **{"source.limit": 2, "prompt.template": str(tmpl)}), teacher=vllm_teacher
+        )
 
 
 def test_merge_reports_missing_shards_and_traces(tiny_model, vllm_teacher, tmp_path):
@@ -146,7 +157,9 @@ def test_merge_checks_configs_and_logprob_records(tiny_model, vllm_teacher, tmp_
                           **{"sampling.temperature": 0.5}), teacher=vllm_teacher)
     for f in (tmp_path / "other").glob("*-00001-of-00002.*"):
         f.rename(tmp_path / f.name)
-    with pytest.raises(CotdistillError, match=r"shard 1 was run with another config than shard 0 \(differs in: sampling\)"):
+    with pytest.raises(
+        CotdistillError, match=r"shard 1 was run with another config than shard 0 \(differs in: sampling\)"
+    ):
         merge(tmp_path)
     for f in tmp_path.glob("*-00001-of-00002.*"):
         f.unlink()
@@ -202,7 +215,9 @@ def test_extra_teachers_write_their_own_samples_with_lineage(tiny_model, tiny_st
 
     s = cli()
     assert s["traces"] == 16 and s["complete"] and s["teachers"] == 2
-    by = {(r["problem_id"], r["sample_index"]): r["teacher"]["model"] for r in read_jsonl(tmp_path / "gen/traces.jsonl")}
+    by = {
+        (r["problem_id"], r["sample_index"]): r["teacher"]["model"] for r in read_jsonl(tmp_path / "gen/traces.jsonl")
+    }
     assert {i for (_, i), m in by.items() if m == str(tiny_model)} == {0, 1}
     assert {i for (_, i), m in by.items() if m == str(tiny_student)} == {2, 3}
     path = tmp_path / "gen/traces.jsonl"

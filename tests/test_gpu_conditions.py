@@ -3,11 +3,11 @@ rollouts under gradient checkpointing and its token count, optional dependencies
 
 import pytest
 import torch
+from test_train import cfg
 
 from cotdistill import train
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from test_train import cfg
 
 
 def test_one_process_never_wraps_the_student_in_data_parallel(tiny_student, tmp_path, monkeypatch):
@@ -78,7 +78,9 @@ def test_a_missing_optional_dependency_fails_before_any_work(tmp_path, monkeypat
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in ("tensorboard", "flash_attn") else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n in ("tensorboard", "flash_attn") else real(n, *a)
+    )
     c = TrainConfig.model_validate(dict(student=str(tmp_path / "nothing"), dataset_dir="d", output_dir="o",
                                         report_to=["tensorboard"]))
     with pytest.raises(CotdistillError, match=r"report_to: 'tensorboard' needs the tensorboard package.*"
@@ -93,9 +95,10 @@ def test_a_missing_optional_dependency_fails_before_any_work(tmp_path, monkeypat
 def test_run_checks_optional_dependencies_before_generating(tmp_path, monkeypatch):
     import importlib.util
 
+    from conftest import ROOT
+
     from cotdistill import run as run_mod
     from cotdistill.config import RunConfig, load_config
-    from conftest import ROOT
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
@@ -107,9 +110,10 @@ def test_run_checks_optional_dependencies_before_generating(tmp_path, monkeypatc
 
 
 def test_run_refuses_a_benchmark_that_is_its_training_source(tmp_path):
+    from conftest import ROOT
+
     from cotdistill import run as run_mod
     from cotdistill.config import RunConfig, load_config
-    from conftest import ROOT
 
     same = "eval.benchmarks.0.source.path=data/digit_chain_train.jsonl"
     c = load_config(RunConfig, ROOT / "data/configs/run_demo.yaml", [f"output_dir={tmp_path / 'run'}", same])
@@ -174,9 +178,10 @@ def test_students_are_saved_stopping_at_the_end_of_their_turn(tiny_student, tmp_
 
 
 def test_eval_refuses_a_student_that_would_not_stop(tiny_student, tmp_path):
+    from conftest import ROOT, teacher_dict
+
     from cotdistill import evaluate
     from cotdistill.config import EvalConfig
-    from conftest import ROOT, teacher_dict
 
     student = _base_model_eos(tiny_student, tmp_path)
     c = EvalConfig.model_validate({
@@ -188,10 +193,12 @@ def test_eval_refuses_a_student_that_would_not_stop(tiny_student, tmp_path):
         evaluate.run(c)
 
 
-R1_LIKE = ("{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}<|im_end|>\n"
-           "{% else %}{% set c = m['content'] %}{% if '</think>' in c %}{% set c = c.split('</think>')[-1] %}{% endif %}"
-           "<|im_start|>assistant\n{{ c }}<|im_end|>\n{% endif %}{% endfor %}"
-           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+R1_LIKE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}<|im_end|>\n"
+    "{% else %}{% set c = m['content'] %}{% if '</think>' in c %}{% set c = c.split('</think>')[-1] %}{% endif %}"
+    "<|im_start|>assistant\n{{ c }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 @pytest.mark.parametrize("method", ["sft", "gkd"])

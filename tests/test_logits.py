@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 import pytest
 
-from cotdistill import logits, train
+from cotdistill import logit_cache, logits, train
 from cotdistill.config import LogitsConfig, TrainConfig
 from cotdistill.errors import CotdistillError
 
@@ -17,10 +17,11 @@ from cotdistill.errors import CotdistillError
 @pytest.fixture(scope="module")
 def generated(tiny_model, vllm_teacher, tmp_path_factory):
     """A real generation with top-4 logprobs, filtered (everything kept but duplicates)."""
+    from test_generate import make_cfg
+
     from cotdistill import filter as filter_stage
     from cotdistill import generate
     from cotdistill.config import FilterConfig
-    from test_generate import make_cfg
 
     d = tmp_path_factory.mktemp("lg")
     generate.run(make_cfg(tiny_model, d / "gen", **{"source.limit": 6, "sampling.logprobs": 4,
@@ -44,8 +45,8 @@ def test_score_after_filter_matches_the_in_pass_capture(tiny_model, generated, t
                    logprobs=str(generated / "gen/logprobs.jsonl"))
     ds = datasets.load_from_disk(str(generated / "flt/sft"))
     assert score["traces"] == inpass["traces"] == len(ds) > 4 and score["bytes_per_token"] > 0
-    rows_s = list(logits.iter_cache(tmp_path / "score" / logits.CACHE))
-    rows_i = list(logits.iter_cache(tmp_path / "inpass" / logits.CACHE))
+    rows_s = list(logit_cache.iter_cache(tmp_path / "score" / logit_cache.CACHE))
+    rows_i = list(logit_cache.iter_cache(tmp_path / "inpass" / logit_cache.CACHE))
     assert [(r[0], r[1]) for r in rows_s] == [(r[0], r[1]) for r in rows_i] == list(
         zip(ds["problem_id"], ds["sample_index"]))  # the dataset's order, both modes
     compared = 0
@@ -65,7 +66,7 @@ def test_score_after_filter_matches_the_in_pass_capture(tiny_model, generated, t
     assert compared >= 20
     # bf16 (the default on GPUs and AMX CPUs): the same distributions within bf16's precision
     cache(tiny_model, generated, tmp_path / "bf16", dtype="bfloat16")
-    rows_b = list(logits.iter_cache(tmp_path / "bf16" / logits.CACHE))
+    rows_b = list(logit_cache.iter_cache(tmp_path / "bf16" / logit_cache.CACHE))
     assert json.loads((tmp_path / "bf16/cache.json").read_text())["device"] == "cpu bfloat16"
     top1 = np.concatenate([s[3][:, 0] == b[3][:, 0] for s, b in zip(rows_s, rows_b)])
     err = np.concatenate([np.abs(s[4][:, 0] - b[4][:, 0])[s[3][:, 0] == b[3][:, 0]] for s, b in zip(rows_s, rows_b)])
@@ -102,10 +103,19 @@ def test_in_pass_needs_a_record_for_every_kept_trace(tiny_model, generated, tmp_
     (tmp_path / "lp.jsonl").write_text("".join(kept))
     with pytest.raises(CotdistillError, match=f"no logprob record for kept trace {first}"):
         cache(tiny_model, generated, tmp_path / "c", mode="in_pass", logprobs=str(tmp_path / "lp.jsonl"))
-    assert not (tmp_path / "c" / logits.CACHE).exists() and not (tmp_path / "c" / logits.META).exists()
+    assert not (tmp_path / "c" / logit_cache.CACHE).exists() and not (tmp_path / "c" / logit_cache.META).exists()
     with pytest.raises(CotdistillError, match="holds top-4 logprobs, top_k is 8"):
-        logits.run(LogitsConfig(teacher=str(tiny_model), filter_dir=str(generated / "flt"), output_dir=str(tmp_path / "d"),
-                                mode="in_pass", logprobs=str(generated / "gen/logprobs.jsonl"), top_k=8, progress=False))
+        logits.run(
+            LogitsConfig(
+                teacher=str(tiny_model),
+                filter_dir=str(generated / "flt"),
+                output_dir=str(tmp_path / "d"),
+                mode="in_pass",
+                logprobs=str(generated / "gen/logprobs.jsonl"),
+                top_k=8,
+                progress=False,
+            )
+        )
 
 
 def synthetic(tok, tmp_path, n: int, k: int = 8, length: int = 48):
@@ -113,8 +123,8 @@ def synthetic(tok, tmp_path, n: int, k: int = 8, length: int = 48):
     rng = np.random.default_rng(0)
     special = set(tok.all_special_ids)
     vocab = np.array([i for i in range(len(tok)) if i not in special and tok.decode([i]).strip().isalnum()])
-    closing = logits._closing(tok)
-    rows, writer = [], logits.CacheWriter(tmp_path / f"c{n}" / logits.CACHE, 256)
+    closing = logits.closing_token(tok)
+    rows, writer = [], logit_cache.CacheWriter(tmp_path / f"c{n}" / logit_cache.CACHE, 256)
     (tmp_path / f"c{n}").mkdir(exist_ok=True)
     for i in range(n):
         text = tok.decode(rng.choice(vocab, length).tolist())  # plain ASCII: round-trips through the tokenizer
@@ -125,8 +135,8 @@ def synthetic(tok, tmp_path, n: int, k: int = 8, length: int = 48):
         writer.add(f"p{i:06d}", 0, comp, rng.integers(0, len(vocab), (len(comp), k)),
                    -rng.random((len(comp), k)) * 5)
     writer.close()
-    (tmp_path / f"c{n}" / logits.META).write_text(json.dumps(
-        {"tokenizer_hash": __import__("cotdistill.teachers.base", fromlist=["x"]).tokenizer_hash(tok), "top_k": k,
+    (tmp_path / f"c{n}" / logit_cache.META).write_text(json.dumps(
+        {"tokenizer_hash": __import__("cotdistill.chat", fromlist=["x"]).tokenizer_hash(tok), "top_k": k,
          "traces": n, "tokens": writer.tokens}))
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / f"d{n}" / "sft"))
     return tmp_path / f"d{n}", tmp_path / f"c{n}"
@@ -135,7 +145,7 @@ def synthetic(tok, tmp_path, n: int, k: int = 8, length: int = 48):
 def test_building_examples_does_not_grow_with_the_cache(tiny_student, tmp_path):
     """Python memory while joining traces with their cache: 10x the traces, about the same peak (the
     examples go to a memory-mapped Arrow file). The old builder held every top-k list: 10x."""
-    from cotdistill.train.common import load_tokenizer
+    from cotdistill.chat import load_tokenizer
     from cotdistill.train.logit_kd import build_examples
 
     tok = load_tokenizer(str(tiny_student), "student")

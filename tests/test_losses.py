@@ -76,7 +76,9 @@ def test_rounding_tail_is_not_a_bucket():
     lp = torch.log(torch.tensor([[0.5, 0.3, 0.2 - 1e-7]]))
     assert teacher_buckets(lp, torch.ones(1, 3, dtype=torch.bool))[0, -1] < -1e30
     lp = torch.log(torch.tensor([[0.5, 0.3, 0.19]]))
-    assert math.isclose(teacher_buckets(lp, torch.ones(1, 3, dtype=torch.bool))[0, -1].exp().item(), 0.01, rel_tol=1e-4)
+    assert math.isclose(
+        teacher_buckets(lp, torch.ones(1, 3, dtype=torch.bool))[0, -1].exp().item(), 0.01, rel_tol=1e-4
+    )
 
 
 def test_positions_without_a_teacher_entry_train_ce_only():
@@ -141,8 +143,14 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_student, tmp_path, t):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(tiny_student, dtype=torch.float32)
         model.train()
-        args = TrainingArguments(output_dir=str(tmp_path / f"ga{ga}"), per_device_train_batch_size=bs,
-                                 gradient_accumulation_steps=ga, use_cpu=True, report_to=[], remove_unused_columns=False)
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"ga{ga}"),
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            use_cpu=True,
+            report_to=[],
+            remove_unused_columns=False,
+        )
         tr = CachedKDTrainer(model=model, args=args, alpha=0.5, temperature=t)
         assert tr.model_accepts_loss_kwargs  # otherwise transformers would divide by GA itself
         micro = [_cat(rows[i:i + bs]) for i in range(0, 8, bs)]

@@ -7,8 +7,18 @@ import math
 import pytest
 import torch
 
-from cotdistill.train.losses import (attention_loss, divergence, ensemble_log_probs, feature_loss, importance_weights,
-                                     layer_map, pooled, relation_loss, soft_target_loss, temperature_at)
+from cotdistill.train.losses import (
+    attention_loss,
+    divergence,
+    ensemble_log_probs,
+    feature_loss,
+    importance_weights,
+    layer_map,
+    pooled,
+    relation_loss,
+    soft_target_loss,
+    temperature_at,
+)
 
 TEMPS = [1.0, 2.0, 4.0]
 
@@ -40,9 +50,13 @@ def test_soft_target_loss_by_hand(t):
     jsd = soft_target_loss(student[:, :1], log_q[:, :1], mask[:, :1], t, kind="jsd", beta=beta)
     assert jsd.item() == pytest.approx(t * t * (beta * kl(q, m) + (1 - beta) * kl(p, m)), rel=1e-5)
     # num_items divides the sum (gradient accumulation); weights scale each example
-    assert soft_target_loss(student, log_q, mask, t, num_items=4).item() == pytest.approx(t * t * kl(q, p) / 4, rel=1e-5)
+    assert soft_target_loss(student, log_q, mask, t, num_items=4).item() == pytest.approx(
+        t * t * kl(q, p) / 4, rel=1e-5
+    )
     w = torch.tensor([3.0])
-    assert soft_target_loss(student, log_q, mask, t, weights=w).item() == pytest.approx(3 * t * t * kl(q, p) / 2, rel=1e-5)
+    assert soft_target_loss(student, log_q, mask, t, weights=w).item() == pytest.approx(
+        3 * t * t * kl(q, p) / 2, rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("t", TEMPS)

@@ -48,10 +48,11 @@ def weights(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def generated(tiny_model, vllm_teacher, tmp_path_factory):
+    from test_generate import make_cfg
+
     from cotdistill import filter as filter_stage
     from cotdistill import generate
     from cotdistill.config import FilterConfig
-    from test_generate import make_cfg
 
     d = tmp_path_factory.mktemp("mp")
     generate.run(make_cfg(tiny_model, d / "gen", **{"source.limit": 8, "sampling.logprobs": 4}), teacher=vllm_teacher)
@@ -78,8 +79,10 @@ def test_two_processes_match_one_with_the_same_global_batch(method, generated, t
     one = launch(path, tmp_path / "one", processes=1, batch=8)
     two = launch(path, tmp_path / "two", processes=2, batch=4)
     assert (one["processes"], two["processes"]) == (1, 2) and one["steps"] == two["steps"] == 5
-    curve = lambda d: [h["loss"] for h in map(json.loads, (d / "trainer_log.jsonl").read_text().splitlines())  # noqa: E731
-                       if "loss" in h]
+
+    def curve(d):
+        return [h["loss"] for h in map(json.loads, (d / "trainer_log.jsonl").read_text().splitlines()) if "loss" in h]
+
     a, b = curve(tmp_path / "one"), curve(tmp_path / "two")
     assert len(a) == len(b) == 5 and a[-1] < a[0]
     assert max(abs(x - y) / abs(x) for x, y in zip(a, b)) < 1e-3, (a, b)

@@ -6,7 +6,6 @@ import sys
 import zipfile
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -18,10 +17,15 @@ def test_wheel_ships_templates(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(wheels.glob("cotdistill-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "cotdistill/templates/arithmetic_cot.yaml" in names and "cotdistill/templates/math_boxed_think.yaml" in names
+    assert (
+        "cotdistill/templates/arithmetic_cot.yaml" in names and "cotdistill/templates/math_boxed_think.yaml" in names
+    )
     target = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -36,7 +36,9 @@ def test_measure_serves_each_model_and_reports_ratios_to_the_first(tiny_model, t
         c = json.loads((d / "config.json").read_text())
         kv = 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * (c["hidden_size"] // c["num_attention_heads"])
         assert r["kv_bytes_per_token"] == kv * r["dtype_bytes"]
-        assert r["model_mib_batch4"] == pytest.approx((r["params"] + kv * 4 * 256) * r["dtype_bytes"] / 2**20, abs=1e-3)
+        assert r["model_mib_batch4"] == pytest.approx(
+            (r["params"] + kv * 4 * 256) * r["dtype_bytes"] / 2**20, abs=1e-3
+        )
     assert student["model_memory_ratio"] == pytest.approx(teacher["model_mib_batch4"] / student["model_mib_batch4"],
                                                           rel=1e-2)
     assert teacher["compression"] == teacher["speedup_batch4"] == 1.0

@@ -5,13 +5,12 @@ import json
 
 import pytest
 import torch
+from test_train import cfg as train_cfg
 
 from cotdistill import train
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.quant import (FakeQuant, Int8Linear, fake_quant, linear_weights, ptq, quantize,
-                              to_int8_serving)
-from test_train import cfg as train_cfg
+from cotdistill.quant import FakeQuant, Int8Linear, fake_quant, linear_weights, ptq, quantize, to_int8_serving
 
 
 def test_codes_and_scales_by_hand():
@@ -70,7 +69,9 @@ def test_qat_trains_and_leaves_quantized_weights(bits, tiny_student, tmp_path):
     for _, mod in linear_weights(m):
         assert torch.allclose(fake_quant(mod.weight, bits), mod.weight, atol=1e-6)  # on the grid
     start = AutoModelForCausalLM.from_pretrained(tiny_student)
-    moved = [(a.weight - b.weight).abs().max().item() for (_, a), (_, b) in zip(linear_weights(m), linear_weights(start))]
+    moved = [
+        (a.weight - b.weight).abs().max().item() for (_, a), (_, b) in zip(linear_weights(m), linear_weights(start))
+    ]
     assert max(moved) > 0
 
 

@@ -8,20 +8,23 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train import cfg
 
 from cotdistill import train
 from cotdistill.errors import CotdistillError
-from test_train import cfg
 
-pytestmark = pytest.mark.slow  # about 2 minutes: tokenizers of 49k-262k tokens converted from GGUF headers, 9 trainings
+# about 2 minutes: tokenizers of 49k-262k tokens converted from GGUF headers, 9 trainings
+pytestmark = pytest.mark.slow
 
 GEMMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>"
                   "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
                   "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 # R1's turn format without its "keep only what follows </think>" rule (\uff5c: fullwidth bar, \u2581: lower block)
-R1_KEEPING_REASONING = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}<\uff5cUser\uff5c>{{ m['content'] }}"
-                        "{% else %}<\uff5cAssistant\uff5c>{{ m['content'] }}<\uff5cend\u2581of\u2581sentence\uff5c>{% endif %}"
-                        "{% endfor %}{% if add_generation_prompt %}<\uff5cAssistant\uff5c>{% endif %}")
+R1_KEEPING_REASONING = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}<\uff5cUser\uff5c>{{ m['content'] }}"
+    "{% else %}<\uff5cAssistant\uff5c>{{ m['content'] }}<\uff5cend\u2581of\u2581sentence\uff5c>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<\uff5cAssistant\uff5c>{% endif %}"
+)
 
 
 def _tokenizer(name, out):
@@ -42,8 +45,14 @@ def _tokenizer(name, out):
 
 
 def _model(arch, vocab, hidden, layers, seed, tok):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config
-    from transformers import Qwen2ForCausalLM
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
@@ -99,12 +108,13 @@ def test_real_vocabulary_trains_in_bf16(real, tmp_path, method):
     if method == "kd":
         kw.update(teacher=str(dirs["teacher"]), features={"weight": 0.5})
     if method == "logit_kd":
-        from cotdistill import logits
-        from cotdistill.config import LogitsConfig
-        from test_train import dataset_dir
-
         # a teacher on the same (overridden) template as the student, scoring the kept traces
         import shutil
+
+        from test_train import dataset_dir
+
+        from cotdistill import logits
+        from cotdistill.config import LogitsConfig
 
         t = tmp_path / "teacher"
         shutil.copytree(dirs["teacher"], t)

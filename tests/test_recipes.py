@@ -1,10 +1,10 @@
 """Every shipped recipe in data/configs parses and validates (the GPU ones cannot run here)."""
 
 import pytest
+from conftest import ROOT
 
 from cotdistill.config import EvalConfig, FilterConfig, GenerateConfig, TrainConfig, load_config
 from cotdistill.prompts import load_template
-from conftest import ROOT
 
 RECIPES = sorted((ROOT / "data/configs").glob("generate_*.yaml"))
 
@@ -64,10 +64,23 @@ def test_run_recipe_validates(path):
 
 # Each chain of stage recipes in order: every runs/ path a later config reads is written by an earlier one.
 CHAINS = {
-    "math": ["generate_math_qwen7b", "filter_math_qwen7b", "train_sft_math_1p5b", "train_gkd_qwen",
-             "train_logit_kd_math_1p5b", "eval_math_gpu"],
+    "math": [
+        "generate_math_qwen7b",
+        "filter_math_qwen7b",
+        "train_sft_math_1p5b",
+        "train_gkd_qwen",
+        "train_logit_kd_math_1p5b",
+        "eval_math_gpu",
+    ],
     "gsm8k_r1": ["generate_gsm8k_server", "filter_gsm8k_r1_7b", "train_sft_qwen_lora", "eval_gsm8k_r1_gpu"],
-    "demo_stages": ["generate_demo", "filter_demo", "train_sft_demo", "logits_demo", "train_logit_kd_demo", "eval_demo"],
+    "demo_stages": [
+        "generate_demo",
+        "filter_demo",
+        "train_sft_demo",
+        "logits_demo",
+        "train_logit_kd_demo",
+        "eval_demo",
+    ],
 }
 EXTERNAL = {"runs/tiny-student", "runs/tiny-teacher"}  # built by the commands in the demo recipes comments
 
@@ -109,7 +122,7 @@ def test_recipe_chains_read_what_an_earlier_step_wrote(chain):
 def test_recipe_chains_hold_out_their_benchmarks(chain):
     """No chain generates its training data from a split it evaluates on, and the filter drops overlaps with
     every benchmark the chain scores."""
-    key = lambda s: (getattr(s, "path", None), getattr(s, "name", None), getattr(s, "split", None))  # noqa: E731
+    key = lambda s: (getattr(s, "path", None), getattr(s, "name", None), getattr(s, "split", None))
     cfgs = [_load(n) for n in CHAINS[chain]]
     sources = {key(c.source) for c in cfgs if isinstance(c, GenerateConfig)}
     benches = {key(b.source) for c in cfgs if isinstance(c, EvalConfig) for b in c.benchmarks}

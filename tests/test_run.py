@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT, read_jsonl, write_jsonl
+
 from cotdistill.config import RunConfig, load_config
 from cotdistill.errors import CotdistillError
 from cotdistill.run import Plan, distillation_table, run
@@ -45,7 +45,9 @@ def test_demo_config_plans_every_stage_in_order(tmp_path):
 def test_logit_kd_student_reads_the_logits_cache_of_its_data(tmp_path):
     data = yaml.safe_load(DEMO.read_text())
     data["output_dir"] = str(tmp_path / "run")
-    data["students"].append({"name": "logit_kd", "train": {"method": "logit_kd", "kd": {"alpha": 0.5, "temperature": 2.0}}})
+    data["students"].append(
+        {"name": "logit_kd", "train": {"method": "logit_kd", "kd": {"alpha": 0.5, "temperature": 2.0}}}
+    )
     plan = Plan(RunConfig.model_validate(data))
     kd = plan.students["logit_kd@0"].train
     assert kd.logprobs == str(tmp_path / "run/logits") and kd.kd.temperature == 2.0
@@ -68,7 +70,8 @@ def test_fingerprints_follow_inputs(tmp_path):
     a = Plan(demo(tmp_path))
     b = Plan(demo(tmp_path, "generate.sampling.temperature=0.7"))
     assert a.fps["student_init@0"] == b.fps["student_init@0"]
-    for stage in ("generate", "filter", "train:sft_filtered@0", "train:gkd@1", "eval", "report"):  # downstream of generate
+    # downstream of generate
+    for stage in ("generate", "filter", "train:sft_filtered@0", "train:gkd@1", "eval", "report"):
         assert a.fps[stage] != b.fps[stage], stage
     c = Plan(demo(tmp_path, "students.0.train.learning_rate=0.001"))
     assert c.fps["train:sft_filtered@0"] != a.fps["train:sft_filtered@0"]
@@ -78,9 +81,14 @@ def test_fingerprints_follow_inputs(tmp_path):
 
 def test_seeds_per_student_and_init_from_are_checked(tmp_path):
     p = Plan(demo(tmp_path, "seeds=[5]", "students.3.seeds=[5,6]"))
-    assert [n for n in p.order if n.startswith("train:answers_only")] == ["train:answers_only@5", "train:answers_only@6"]
+    assert [n for n in p.order if n.startswith("train:answers_only")] == [
+        "train:answers_only@5",
+        "train:answers_only@6",
+    ]
     assert "student_init@6" in p.order and p.students["answers_only@6"].train.seed == 6
-    with pytest.raises(CotdistillError, match=r"students\[1\].init_from: 'sft_filtered' is not trained with seed\(s\) \[9\]"):
+    with pytest.raises(
+        CotdistillError, match=r"students\[1\].init_from: 'sft_filtered' is not trained with seed\(s\) \[9\]"
+    ):
         demo(tmp_path, "students.1.seeds=[0,9]")
     with pytest.raises(CotdistillError, match=r"students\[0\].init_from: 'gkd' is not a student listed before"):
         demo(tmp_path, "students.0.init_from=gkd")
@@ -89,7 +97,9 @@ def test_seeds_per_student_and_init_from_are_checked(tmp_path):
 
 
 def test_config_errors_name_the_field(tmp_path):
-    with pytest.raises(CotdistillError, match=r"run_demo.yaml: students\[1\].train.learning_rate: Input should be greater than 0"):
+    with pytest.raises(
+        CotdistillError, match=r"run_demo.yaml: students\[1\].train.learning_rate: Input should be greater than 0"
+    ):
         demo(tmp_path, "students.1.train.learning_rate=-1")
     with pytest.raises(CotdistillError, match="unknown key 'filter.bogus'"):
         demo(tmp_path, "filter.bogus=1")
@@ -100,7 +110,9 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def test_unknown_stage_is_refused(tmp_path):
-    with pytest.raises(CotdistillError, match=r"unknown stage 'trian'.*student_init@\{0,1,2\}, generate, .*train:gkd@\{0,1,2\}"):
+    with pytest.raises(
+        CotdistillError, match=r"unknown stage 'trian'.*student_init@\{0,1,2\}, generate, .*train:gkd@\{0,1,2\}"
+    ):
         run(demo(tmp_path), skip=["trian"])
 
 
@@ -134,7 +146,9 @@ def test_skip_reenter_and_changed_config(tmp_path, capsys):
     assert "answers_only: done earlier" in capsys.readouterr().err
 
     changed = demo(tmp_path, "generate.prompt.template=gsm8k")
-    with pytest.raises(CotdistillError, match="stage 'answers_only' was run with a different config.*--from answers_only"):
+    with pytest.raises(
+        CotdistillError, match="stage 'answers_only' was run with a different config.*--from answers_only"
+    ):
         run(changed, skip=only)
     run(changed, from_stage="answers_only", skip=only)  # re-entered: rebuilt with the new template
     rows = read_jsonl(root / "answers_only" / "sft.jsonl")
@@ -174,24 +188,43 @@ def _results(accs: dict[str, float | list[float]]) -> tuple[dict, dict]:
 
 def test_distillation_table_seeds_intervals_and_targets(tmp_path):
     plan = Plan(demo(tmp_path))
-    res, out = _results({"teacher": 0.9, "sft_filtered": [0.88, 0.86, 0.87], "gkd": [0.86, 0.89, 0.85], "sft_unfiltered": [0.7, 0.72, 0.69], "answers_only": [0.2, 0.22, 0.25]})
+    res, out = _results(
+        {
+            "teacher": 0.9,
+            "sft_filtered": [0.88, 0.86, 0.87],
+            "gkd": [0.86, 0.89, 0.85],
+            "sft_unfiltered": [0.7, 0.72, 0.69],
+            "answers_only": [0.2, 0.22, 0.25],
+        }
+    )
     d = distillation_table(plan, res, out)
     assert d["best_distilled"] == "sft_filtered" and d["teacher_accuracy"] == 0.9
     m = d["models"]["sft_filtered"]
-    assert [s["seed"] for s in m["per_seed"]] == [0, 1, 2] and [s["accuracy"] for s in m["per_seed"]] == [0.88, 0.86, 0.87]
+    assert [s["seed"] for s in m["per_seed"]] == [0, 1, 2] and [s["accuracy"] for s in m["per_seed"]] == [
+        0.88,
+        0.86,
+        0.87,
+    ]
     assert m["accuracy"] == pytest.approx(0.87) and m["range"] == [0.86, 0.88]
     assert m["ci95"][0] < 0.86 and m["ci95"][1] > 0.88  # problem sampling widens it beyond the seeds' range
-    assert m["retention"] == pytest.approx(0.9667, abs=1e-4) and m["worst_seed_retention"] == pytest.approx(0.9556, abs=1e-4)
+    assert m["retention"] == pytest.approx(0.9667, abs=1e-4) and m["worst_seed_retention"] == pytest.approx(
+        0.9556, abs=1e-4
+    )
     assert d["models"]["answers_only"]["data"] == "answers_only" and d["models"]["teacher"]["method"] is None
     t = d["targets"]
     assert t["retention"]["met"] and t["retention"]["met_on_worst_seed"] is True
     assert t["gain_over_answers_only"]["value"] == pytest.approx(0.6467, abs=1e-4)
     g = t["gain_over_answers_only"]
-    assert g["worst_seed"] == pytest.approx(0.62) and g["comparison"]["verdict"] == "better"  # seed by seed: min(.68,.64,.62)
+    # seed by seed: min(.68,.64,.62)
+    assert g["worst_seed"] == pytest.approx(0.62) and g["comparison"]["verdict"] == "better"
     assert g["comparison"]["paired_by_seed"] is True
     f = t["filtered_vs_unfiltered"]
     assert f["filtered"] == "sft_filtered" and f["value"] == pytest.approx(0.1667, abs=1e-4) and f["met"]
-    assert f["comparison"]["verdict"] == "better" and f["worst_seed"] == pytest.approx(0.14) and d["all_targets_met"] is True
+    assert (
+        f["comparison"]["verdict"] == "better"
+        and f["worst_seed"] == pytest.approx(0.14)
+        and d["all_targets_met"] is True
+    )
     near = {(c["a"], c["b"]): c for c in d["comparisons"]}[("sft_filtered", "gkd")]
     assert near["verdict"] == "no significant difference" and near["ci95"][0] < 0 < near["ci95"][1]
 
@@ -272,7 +305,9 @@ def test_eval_config_covers_teacher_trained_students_and_overlap_ngram(tmp_path,
 
 
 def test_student_spec_with_a_head_size_vllm_cannot_serve_is_refused_at_load(tmp_path):
-    with pytest.raises(CotdistillError, match=r"run_demo.yaml: student: hidden 128 / heads 3: head size must be one of 32"):
+    with pytest.raises(
+        CotdistillError, match=r"run_demo.yaml: student: hidden 128 / heads 3: head size must be one of 32"
+    ):
         demo(tmp_path, "student.heads=3")
 
 
@@ -289,12 +324,18 @@ def test_a_killed_stage_does_not_resume_into_a_changed_config(tmp_path, monkeypa
     monkeypatch.setattr(runmod, "_run_stage", killed)
     with pytest.raises(KeyboardInterrupt):
         run(demo(tmp_path), skip=only)
-    assert (root / "answers_only" / "stage.started.json").exists() and not (root / "answers_only" / "stage.json").exists()
+    assert (root / "answers_only" / "stage.started.json").exists() and not (
+        root / "answers_only" / "stage.json"
+    ).exists()
     monkeypatch.undo()
-    with pytest.raises(CotdistillError, match="stage 'answers_only' was started .and not finished. with a different config"):
+    with pytest.raises(
+        CotdistillError, match="stage 'answers_only' was started .and not finished. with a different config"
+    ):
         run(demo(tmp_path, "generate.prompt.template=gsm8k"), skip=only)
     run(demo(tmp_path), skip=only)  # the same config resumes
-    assert (root / "answers_only" / "stage.json").exists() and not (root / "answers_only" / "stage.started.json").exists()
+    assert (root / "answers_only" / "stage.json").exists() and not (
+        root / "answers_only" / "stage.started.json"
+    ).exists()
 
 
 def test_eta_uses_the_same_students_other_seeds_first():
@@ -334,7 +375,9 @@ def test_per_student_inits_and_students_as_teachers(tmp_path):
     inits = [n for n in plan.order if n.startswith("student_init")]
     assert inits == ["student_init@0", "student_init@1", "student_init:teacher_init", "student_init:assistant@0",
                      "student_init:assistant@1"]
-    assert plan.configs["student_init:assistant@1"].seed == 1 and plan.configs["student_init:assistant@1"].hidden == 256
+    assert (
+        plan.configs["student_init:assistant@1"].seed == 1 and plan.configs["student_init:assistant@1"].hidden == 256
+    )
     ti = plan.students["teacher_init@1"].train
     assert ti.student.endswith("student_init/teacher_init/from_teacher/model")
     ba = plan.students["born_again@1"].train
@@ -353,12 +396,21 @@ def test_per_student_inits_and_students_as_teachers(tmp_path):
     assert other.fps["train:born_again@0"] != base.fps["train:born_again@0"]
 
 
-@pytest.mark.parametrize("students,expect", [
-    ([{"name": "a", "teacher_from": "b", "train": {"method": "kd"}}, {"name": "b"}], "teacher_from: 'b' is not a student listed before"),
-    ([{"name": "a"}, {"name": "b", "teacher_from": "a", "train": {"method": "sft"}}], "only live-teacher methods"),
-    ([{"name": "a"}, {"name": "b", "init_from": "a", "student": {"from_teacher": True}}], "init_from or student, not both"),
-    ([{"name": "a", "student": {"from_teacher": True, "layers": []}}], "students.0.student.layers"),
-])
+@pytest.mark.parametrize(
+    "students,expect",
+    [
+        (
+            [{"name": "a", "teacher_from": "b", "train": {"method": "kd"}}, {"name": "b"}],
+            "teacher_from: 'b' is not a student listed before",
+        ),
+        ([{"name": "a"}, {"name": "b", "teacher_from": "a", "train": {"method": "sft"}}], "only live-teacher methods"),
+        (
+            [{"name": "a"}, {"name": "b", "init_from": "a", "student": {"from_teacher": True}}],
+            "init_from or student, not both",
+        ),
+        ([{"name": "a", "student": {"from_teacher": True, "layers": []}}], "students.0.student.layers"),
+    ],
+)
 def test_student_wiring_errors(tmp_path, students, expect):
     with pytest.raises(CotdistillError, match=expect):
         _students(tmp_path, students)
@@ -399,7 +451,9 @@ def test_sweep_train_overrides_per_size(tmp_path):
     assert by["sft_filtered-h128l2"].train["learning_rate"] == base["learning_rate"]  # other sizes untouched
     assert by["gkd-teacher-b0_2"].train["learning_rate"] == 1.0e-3
     assert Plan(cfg).students["sft_filtered-teacher-b0_2@0"].train.learning_rate == 1.0e-3
-    with pytest.raises(ValueError, match=r"train: \['h256l2'\] name no size of this sweep; use one of \['h128l2', 'teacher-b0_2'\]"):
+    with pytest.raises(
+        ValueError, match=r"train: \['h256l2'\] name no size of this sweep; use one of \['h128l2', 'teacher-b0_2'\]"
+    ):
         RunConfig.model_validate({**data, "sweep": {"sizes": sizes, "train": {"h256l2": {"learning_rate": 1e-3}}}})
     with pytest.raises(ValueError, match="two sizes share a label"):
         RunConfig.model_validate({**data, "sweep": {"sizes": [sizes[0], sizes[0]]}})

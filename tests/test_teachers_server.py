@@ -9,13 +9,13 @@ import time
 import httpx
 import numpy as np
 import pytest
+from conftest import KV_BYTES, ROOT, read_jsonl
 
 from cotdistill import generate
 from cotdistill.config import GenerateConfig, OpenAITeacher
 from cotdistill.errors import CotdistillError
 from cotdistill.records import TokenLogprobs
 from cotdistill.teachers.openai_server import OpenAIServerTeacher
-from conftest import KV_BYTES, ROOT, read_jsonl
 
 
 def free_port() -> int:
@@ -73,7 +73,10 @@ def test_server_generation_with_logprobs(server, tiny_model, tmp_path, api):
     summary = generate.run(cfg_for(tiny_model, tmp_path, teacher, logprobs=3))
     assert summary["traces"] == 12 and summary["complete"]
     traces = read_jsonl(tmp_path / "traces.jsonl")
-    lps = {(r["problem_id"], r["sample_index"]): TokenLogprobs.model_validate(r) for r in read_jsonl(tmp_path / "logprobs.jsonl")}
+    lps = {
+        (r["problem_id"], r["sample_index"]): TokenLogprobs.model_validate(r)
+        for r in read_jsonl(tmp_path / "logprobs.jsonl")
+    }
     assert len({(t["problem_id"], t["sample_index"]) for t in traces}) == 12 and len(lps) == 12
     for t in traces:
         assert t["teacher"]["backend"] == "openai" and t["teacher"]["tokenizer_hash"]

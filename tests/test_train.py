@@ -80,12 +80,19 @@ TEMPLATE_NO_ASSISTANT = ("{% for m in messages %}{% if m['role'] != 'assistant' 
                          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-@pytest.mark.parametrize("variant,kw,expect", [
-    ({"template": TEMPLATE_NO_EOT}, {}, "the end-of-turn token is not trained"),
-    ({"template": TEMPLATE_NO_ASSISTANT}, {}, "the student's chat template rewrites the assistant turn (it keeps 0 of"),
-    ({"drop_pad": True}, {}, "has no pad token"),
-    ({}, {"max_length": 20, "max_truncated_share": 0.0}, "8 of 8 examples (100.0%) exceed max_length 20"),
-])
+@pytest.mark.parametrize(
+    "variant,kw,expect",
+    [
+        ({"template": TEMPLATE_NO_EOT}, {}, "the end-of-turn token is not trained"),
+        (
+            {"template": TEMPLATE_NO_ASSISTANT},
+            {},
+            "the student's chat template rewrites the assistant turn (it keeps 0 of",
+        ),
+        ({"drop_pad": True}, {}, "has no pad token"),
+        ({}, {"max_length": 20, "max_truncated_share": 0.0}, "8 of 8 examples (100.0%) exceed max_length 20"),
+    ],
+)
 def test_preflight_refusals(tiny_student, tmp_path, variant, kw, expect):
     student = with_template(tiny_student, tmp_path, **variant) if variant else tiny_student
     with pytest.raises(CotdistillError) as e:
@@ -133,10 +140,11 @@ def test_kd_loss_zero_when_student_matches_teacher():
 
 
 def test_logit_kd_from_real_generation(tiny_model, tiny_student, vllm_teacher, tmp_path):
+    from test_generate import make_cfg
+
     from cotdistill import filter as filter_stage
     from cotdistill import generate
     from cotdistill.config import FilterConfig
-    from test_generate import make_cfg
 
     generate.run(make_cfg(tiny_model, tmp_path / "gen", **{"source.limit": 4, "sampling.logprobs": 4}),
                  teacher=vllm_teacher)
@@ -176,7 +184,10 @@ def test_padding_only_vocab_difference_is_handled(tiny_student, tiny_model, tmp_
     m.save_pretrained(padded)
     s = train.run(cfg(padded, tmp_path, method="gkd", teacher=str(tiny_model), max_steps=2,
                       gkd={"max_new_tokens": 8, "lmbda": 0.0}))
-    assert s["steps"] == 2 and s["preflight"]["teacher_embedding_resized"] == {"teacher_vocab_size": 512, "resized_to": 576}
+    assert s["steps"] == 2 and s["preflight"]["teacher_embedding_resized"] == {
+        "teacher_vocab_size": 512,
+        "resized_to": 576,
+    }
 
 
 def test_lora_sft_merges_into_final(tiny_student, tmp_path):

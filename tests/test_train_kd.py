@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from test_train import cfg, with_template
 
 from cotdistill import train
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from test_train import cfg, with_template
 
 TERMS = {
     "soft_T2": {"kd": {"alpha": 0.7, "temperature": 2.0}},
@@ -53,9 +53,15 @@ def test_every_term_trains(tiny_student, tiny_model, tmp_path, name):
 
 
 def test_ensemble_of_teachers_trains(tiny_student, tiny_model, tmp_path):
-    s = train.run(cfg(tiny_student, tmp_path, method="kd",
-                      teachers=[{"model": str(tiny_model), "weight": 2.0}, {"model": str(tiny_student), "weight": 1.0}],
-                      features={"weight": 0.5}))
+    s = train.run(
+        cfg(
+            tiny_student,
+            tmp_path,
+            method="kd",
+            teachers=[{"model": str(tiny_model), "weight": 2.0}, {"model": str(tiny_student), "weight": 1.0}],
+            features={"weight": 0.5},
+        )
+    )
     assert s["steps"] == 4 and s["preflight"]["teachers"] == [str(tiny_model), str(tiny_student)]
 
 
@@ -125,19 +131,37 @@ def test_a_teacher_with_another_tokenizer_is_refused(tiny_student, tmp_path):
 def test_gradient_accumulation_matches_one_big_batch(tiny_student, tiny_model, tmp_path, t):
     """GA = 4 x batch 2 gives the gradient of GA = 1 x batch 8 (micro-batches of unequal token counts),
     for the soft-target, CE and feature terms together, projections included."""
-    from cotdistill.train import kd
     from test_train import dataset_dir
 
-    rows = [{"messages": [{"role": "user", "content": f"Compute {i} + {i}."},
-                          {"role": "assistant", "content": "<think>" + " then add" * i + f"</think>\\boxed{{{2 * i}}}"}],
-             "problem_id": f"p{i}", "sample_index": 0} for i in range(8)]
+    from cotdistill.train import kd
+
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Compute {i} + {i}."},
+                {"role": "assistant", "content": "<think>" + " then add" * i + f"</think>\\boxed{{{2 * i}}}"},
+            ],
+            "problem_id": f"p{i}",
+            "sample_index": 0,
+        }
+        for i in range(8)
+    ]
     data = dataset_dir(tmp_path, rows)
 
     def grads(ga, bs):
         torch.manual_seed(0)
-        c = TrainConfig(student=str(tiny_student), teacher=str(tiny_model), method="kd", dataset_dir=str(data),
-                        output_dir=str(tmp_path / f"ga{ga}"), per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
-                        kd={"alpha": 0.6, "temperature": t}, features={"weight": 2.0}, progress=False)
+        c = TrainConfig(
+            student=str(tiny_student),
+            teacher=str(tiny_model),
+            method="kd",
+            dataset_dir=str(data),
+            output_dir=str(tmp_path / f"ga{ga}"),
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            kd={"alpha": 0.6, "temperature": t},
+            features={"weight": 2.0},
+            progress=False,
+        )
         tr, _, _ = kd.build(c)
         tr.create_optimizer()
         ex = [tr.train_dataset[i] for i in range(8)]
@@ -148,7 +172,9 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_student, tiny_model, t
         for mb in micro:
             tr.training_step(tr.model, mb, num_items)
         params = list(tr.model.parameters()) + list(tr.projections.parameters())
-        return torch.cat([p.grad.flatten() for p in params if p.grad is not None]), len(list(tr.projections.parameters()))
+        return torch.cat([p.grad.flatten() for p in params if p.grad is not None]), len(
+            list(tr.projections.parameters())
+        )
 
     (g1, n1), (g4, _) = grads(1, 8), grads(4, 2)
     assert n1 > 0

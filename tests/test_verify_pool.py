@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from conftest import read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from cotdistill.cli import app
 from cotdistill.verify_pool import VerifyPool
-from conftest import read_jsonl, write_jsonl
 
 
 def test_pool_matches_in_process_and_keeps_indices():
@@ -48,7 +48,10 @@ def test_a_verifier_exception_keeps_its_message(monkeypatch):
 
     monkeypatch.setattr(v, "verify_completion", broken)
     with VerifyPool(workers=1, timeout_s=30) as pool:
-        got = {idx: verdict for idx, verdict, _ in pool.imap([{"completion": "bad", "gold": "1"}, {"completion": "ok", "gold": "1"}])}
+        got = {
+            idx: verdict
+            for idx, verdict, _ in pool.imap([{"completion": "bad", "gold": "1"}, {"completion": "ok", "gold": "1"}])
+        }
     assert got[0].reason == "error" and got[0].correct is None and got[0].detail == "KeyError: 'rg_entry'"
     assert got[1].correct and got[1].detail is None
 

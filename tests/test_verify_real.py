@@ -6,8 +6,8 @@ numbers). ``correct`` is what a careful human would keep as a correct training t
 import json
 
 import pytest
-
 from conftest import ROOT
+
 from cotdistill.verify import check_format, verify_completion
 
 CASES = [json.loads(line) for line in (ROOT / "data" / "verify_cases.jsonl").read_text().splitlines() if line.strip()]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from cotdistill.chat import tokenizer_hash
 from cotdistill.config import OpenAITeacher, VLLMTeacher
-from cotdistill.teachers.base import Job, Result, Teacher, derive_seed, tokenizer_hash
+from cotdistill.teachers.base import Job, Result, Teacher, derive_seed
 
 
 def make_teacher(cfg: VLLMTeacher | OpenAITeacher, seed: int = 0, need_logprobs: bool = False) -> Teacher:

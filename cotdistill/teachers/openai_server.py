@@ -14,14 +14,15 @@ import os
 import queue
 import random
 import threading
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from cotdistill.chat import load_tokenizer, render_prompt_ids, tokenizer_hash
 from cotdistill.config import OpenAITeacher, SamplingConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.records import TeacherInfo
-from cotdistill.teachers.base import Job, Result, load_chat_tokenizer, render_prompt_ids, tokenizer_hash
+from cotdistill.teachers.base import Job, Result
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _DONE = object()
@@ -77,9 +78,12 @@ class OpenAIServerTeacher:
         self.headers = {"Authorization": f"Bearer {key}"}
         self.tokenizer = None
         if cfg.tokenizer:
-            self.tokenizer = load_chat_tokenizer(cfg.tokenizer, None, None, field_name="teacher.tokenizer")
+            self.tokenizer = load_tokenizer(cfg.tokenizer, "teacher.tokenizer", need_pad=False)
         elif need_tokenizer:
-            raise CotdistillError("teacher.tokenizer: logprob capture over a server needs the teacher's tokenizer (path or hub id) to record its identity")
+            raise CotdistillError(
+                "teacher.tokenizer: logprob capture over a server needs the teacher's tokenizer (path or hub id) to "
+                    "record its identity"
+            )
         try:
             r = httpx.get(f"{self.base}/models", headers=self.headers, timeout=10.0)
         except httpx.HTTPError as e:
@@ -88,7 +92,9 @@ class OpenAIServerTeacher:
                 f"(python -m vllm.entrypoints.openai.api_server --model ...) or fix teacher.base_url"
             ) from None
         if r.status_code != 200:
-            raise CotdistillError(f"teacher.base_url: GET {self.base}/models answered HTTP {r.status_code}: {r.text[:200]}")
+            raise CotdistillError(
+                f"teacher.base_url: GET {self.base}/models answered HTTP {r.status_code}: {r.text[:200]}"
+            )
         served = [m.get("id") for m in r.json().get("data", [])]
         if served and cfg.model not in served:
             raise CotdistillError(f"teacher.model: '{cfg.model}' is not served at {self.base}; served: {served}")
@@ -159,7 +165,9 @@ class OpenAIServerTeacher:
                         return job, self._parse(job, r.json(), s)
                     last = f"HTTP {r.status_code}: {r.text[:200]}"
                     if r.status_code not in _RETRY_STATUS:
-                        raise CotdistillError(f"teacher server {self.base}{route} refused problem '{job.problem_id}': {last}")
+                        raise CotdistillError(
+                            f"teacher server {self.base}{route} refused problem '{job.problem_id}': {last}"
+                        )
                 except httpx.TransportError as e:  # connect errors, timeouts, dropped connections
                     last = f"{type(e).__name__}: {e}"
                 if attempt < self.cfg.max_retries:

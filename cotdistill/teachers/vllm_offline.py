@@ -9,16 +9,16 @@ teacher tokenizer's chat template and passed as token ids.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from cotdistill.chat import chat_template_text, check_model_location, render_prompt_ids, tokenizer_hash
 from cotdistill.config import SamplingConfig, VLLMTeacher
 from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, prepare_vllm_env
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import TeacherInfo
-from cotdistill.teachers.base import (Job, Result, apply_chat_template_override,
-                                      check_model_location, render_prompt_ids, tokenizer_hash)
+from cotdistill.teachers.base import Job, Result
 
 
 def engine_kwargs(cfg: VLLMTeacher, seed: int = 0) -> dict:
@@ -80,6 +80,7 @@ class VLLMOfflineTeacher:
         check_model_location(cfg.model, "teacher.model")
         if cfg.tokenizer:
             check_model_location(cfg.tokenizer, "teacher.tokenizer")
+        template = chat_template_text(cfg.chat_template, "teacher.chat_template") if cfg.chat_template else None
         prepare_vllm_env()
         import vllm
         from vllm import LLM
@@ -89,10 +90,12 @@ class VLLMOfflineTeacher:
         except Exception as e:  # vLLM raises many types; keep the first line, say which knob
             raise CotdistillError(f"teacher.model '{cfg.model}': vLLM engine failed to start: {first_line(e)}") from e
         self.tokenizer = self.llm.get_tokenizer()
-        apply_chat_template_override(self.tokenizer, cfg.chat_template)
+        if template:
+            self.tokenizer.chat_template = template
         if not getattr(self.tokenizer, "chat_template", None):
             raise CotdistillError(
-                f"teacher.model '{cfg.model}': tokenizer has no chat template; set teacher.chat_template to a Jinja file"
+                f"teacher.model '{cfg.model}': tokenizer has no chat template; "
+                "set teacher.chat_template to a Jinja file"
             )
         self.window = window
         self.info = TeacherInfo(

@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cotdistill.artifacts import load_filter_split
+from cotdistill.chat import assistant_end_token, check_model_location, end_of_turn_ids  # noqa: F401 (re-exported)
 from cotdistill.config import TrainConfig
-from cotdistill.chat import assistant_end_token, end_of_turn_ids  # noqa: F401 (re-exported)
 from cotdistill.env import machine
 from cotdistill.errors import CotdistillError, first_line
+from cotdistill.loading import save_resolved
+from cotdistill.quant import finalize_qat, prepare_qat, save_quantized
+from cotdistill.store import write_atomic
 
 
 def device_defaults(cfg: TrainConfig) -> dict:
@@ -29,8 +33,6 @@ def load_student(cfg: TrainConfig, attn_implementation: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cotdistill.teachers.base import check_model_location
-
     check_model_location(cfg.student, "student")
     attn = attn_implementation or cfg.attn_implementation
     try:
@@ -45,8 +47,6 @@ def load_student(cfg: TrainConfig, attn_implementation: str | None = None):
         if device_defaults(cfg)["gradient_checkpointing"]:
             model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input under LoRA
     if cfg.qat is not None:
-        from cotdistill.quant import prepare_qat
-
         prepare_qat(model, cfg.qat.bits)
     return model
 
@@ -74,50 +74,23 @@ def training_args(cls, cfg: TrainConfig, **extra):
 def trainer_kwargs(cfg: TrainConfig) -> dict:
     """Arguments shared by every TRL/transformers config class we build."""
     return dict(
-        output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
-        lr_scheduler_type=cfg.lr_scheduler_type, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, seed=cfg.seed, report_to=cfg.report_to,
-        disable_tqdm=not cfg.progress, **device_defaults(cfg),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        report_to=cfg.report_to,
+        disable_tqdm=not cfg.progress,
+        **device_defaults(cfg),
     )
-
-
-def load_tokenizer(name: str, field: str, chat_template: str | None = None):
-    from transformers import AutoTokenizer
-
-    from cotdistill.teachers.base import check_model_location
-
-    check_model_location(name, field)
-    try:
-        tok = AutoTokenizer.from_pretrained(name)
-    except Exception as e:
-        raise CotdistillError(f"{field}: cannot load tokenizer '{name}': {first_line(e)}") from None
-    if chat_template:
-        path = Path(chat_template)
-        if path.suffix in (".jinja", ".j2") and not path.is_file():
-            raise CotdistillError(f"chat_template: {path} not found; give a .jinja file that exists or the template text")
-        tok.chat_template = path.read_text() if path.suffix in (".jinja", ".j2") else chat_template
-    if tok.pad_token is None:
-        raise CotdistillError(f"{field}: tokenizer '{name}' has no pad token; set one (e.g. tokenizer.pad_token = "
-                              f"'<|endoftext|>' or a reserved token) and save it, then re-run")
-    if not getattr(tok, "chat_template", None):
-        raise CotdistillError(f"{field}: tokenizer '{name}' has no chat template; save one with the tokenizer")
-    return tok
-
-
-def load_filter_split(folder: str | Path, name: str, field: str):
-    """A split (sft/, prompts/) of a `cotdistill filter` output; a missing or empty one is a one-line error."""
-    import datasets
-
-    path = Path(folder) / name
-    if not path.exists():
-        raise CotdistillError(f"{field}: {path} not found; point {field} at a `cotdistill filter` output")
-    ds = datasets.load_from_disk(str(path))
-    if len(ds) == 0:
-        raise CotdistillError(f"{path}: the dataset is empty (the filter kept nothing); check its README.md funnel")
-    return ds
 
 
 def load_split(cfg: TrainConfig, name: str):
@@ -128,7 +101,9 @@ def example_name(ds, i: int) -> str:
     cols = ds.column_names
     if "problem_id" in cols:
         row = ds[i]
-        return f"example {i} (problem '{row['problem_id']}'" + (f", sample {row['sample_index']})" if "sample_index" in cols else ")")
+        return f"example {i} (problem '{row['problem_id']}'" + (
+            f", sample {row['sample_index']})" if "sample_index" in cols else ")"
+        )
     return f"example {i}"
 
 
@@ -162,8 +137,9 @@ def drop_too_long(ds, tok, max_length: int, max_share: float, column: str = "mes
     if share > max_share:
         raise CotdistillError(
             f"{len(too_long)} of {len(ds)} examples ({share:.1%}) exceed max_length {max_length} tokens (longest "
-            f"{max(lengths)}, e.g. {example_name(ds, too_long[0])}); raise max_length or max_truncated_share, or filter "
-            f"with max_completion_tokens")
+            f"{max(lengths)}, e.g. {example_name(ds, too_long[0])}); raise max_length or max_truncated_share, or "
+            f"filter with max_completion_tokens"
+        )
     skip = set(too_long)
     keep = [i for i in range(len(ds)) if i not in skip]
     return (ds.select(keep) if too_long else ds), len(too_long)
@@ -186,12 +162,12 @@ def check_loss_masks(ds, tok, source_ds=None) -> dict:
         raise CotdistillError(f"preflight: {name} has an empty loss mask (no assistant tokens to learn) and would be "
                               f"dropped silently; remove it or fix its messages")
     if "labels" in ds.column_names:
-        trained_of = lambda r: [t for t, lab in zip(r["input_ids"], r["labels"]) if lab != -100]  # noqa: E731
+        trained_of = lambda r: [t for t, lab in zip(r["input_ids"], r["labels"]) if lab != -100]
     else:
         col = next((c for c in ("assistant_masks", "completion_mask") if c in ds.column_names), None)
         if col is None:
             raise CotdistillError("preflight: the processed dataset has no loss mask; the loss would cover the prompt")
-        trained_of = lambda r: [t for t, m in zip(r["input_ids"], r[col]) if m]  # noqa: E731
+        trained_of = lambda r: [t for t, m in zip(r["input_ids"], r[col]) if m]
     eot = end_of_turn_ids(tok)
     trained_tokens = 0
     for i, row in enumerate(ds):
@@ -215,8 +191,10 @@ def check_same_vocab(student_tok, teacher_tok, what: str) -> None:
     if sv != tv:
         diff = len(set(sv.items()) ^ set(tv.items()))
         raise CotdistillError(
-            f"preflight: {what}: student and teacher tokenizers differ ({len(sv)} vs {len(tv)} tokens, {diff} entries "
-            f"differ); logit-level distillation needs the same tokenizer: use sft, or a teacher of the student's family")
+            f"preflight: {what}: student and teacher tokenizers differ ({len(sv)} vs {len(tv)} tokens, {diff} "
+            f"entries differ); logit-level distillation needs the same tokenizer: use sft, or a teacher of the "
+            "student's family"
+        )
 
 
 def peft_config(cfg: TrainConfig):
@@ -268,7 +246,7 @@ class PeakMemory:
     def summary(self) -> dict:
         import torch
 
-        mib = lambda b: round(b / 2**20, 1) if b is not None else None  # noqa: E731
+        mib = lambda b: round(b / 2**20, 1) if b is not None else None
         out = {"rss_start_mib": mib(self.start), "rss_peak_mib": mib(self.peak),
                "rss_growth_mib": mib(self.peak - self.start) if self.start is not None else None}
         if torch.cuda.is_available():
@@ -327,9 +305,6 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
 
     from transformers.trainer_utils import get_last_checkpoint
 
-    from cotdistill.loading import save_resolved
-    from cotdistill.store import write_atomic
-
     out = Path(cfg.output_dir)
     main = trainer.is_world_process_zero()  # under `accelerate launch` every process runs this; one writes
     last = get_last_checkpoint(str(out)) if cfg.resume and out.exists() else None
@@ -354,15 +329,12 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
         trainer.accelerator.wait_for_everyone()
         return summary
     if cfg.qat is not None:  # the weights keep their quantized values; the int codes ship beside them
-        from cotdistill.quant import finalize_qat
 
         finalize_qat(model)
     stop_on_turn_end(model, tok)
     model.save_pretrained(str(final))
     tok.save_pretrained(str(final))
     if cfg.qat is not None:
-        from cotdistill.quant import save_quantized
-
         summary["qat"] = save_quantized(model, final, cfg.qat.bits, f"qat ({cfg.method})")
     write_atomic(out / "trainer_log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -376,7 +348,10 @@ def chunk_for(trainer, chunk: int) -> int:
     if chunk and is_sharded(trainer):
         import warnings
 
-        warnings.warn("loss_chunk_tokens: the model is sharded (FSDP/ZeRO-3), so the logit loss runs unchunked, on the "
-                      "full [batch, length, vocab] logits", stacklevel=2)
+        warnings.warn(
+            "loss_chunk_tokens: the model is sharded (FSDP/ZeRO-3), so the logit loss runs unchunked, on the "
+            "full [batch, length, vocab] logits",
+            stacklevel=2,
+        )
         return 0
     return chunk

@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import os
 
+from cotdistill.chat import load_tokenizer
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.train.common import (check_loss_masks, check_same_vocab, check_template_keeps_completion,
-                                     device_defaults, drop_too_long, load_split, load_student, load_tokenizer,
-                                     train_and_save, training_args)
+from cotdistill.train.common import (
+    check_loss_masks,
+    check_same_vocab,
+    check_template_keeps_completion,
+    device_defaults,
+    drop_too_long,
+    load_split,
+    load_student,
+    train_and_save,
+    training_args,
+)
 
 
 def _teacher_kwargs(cfg: TrainConfig) -> dict:
@@ -126,7 +135,9 @@ def build(cfg: TrainConfig):
 
     ds = load_split(cfg, "prompts")
     if "prompt" not in ds.column_names:
-        raise CotdistillError(f"dataset_dir: {cfg.dataset_dir}/prompts has no 'prompt' column; re-run `cotdistill filter`")
+        raise CotdistillError(
+            f"dataset_dir: {cfg.dataset_dir}/prompts has no 'prompt' column; re-run `cotdistill filter`"
+        )
     ds, dropped = drop_too_long(ds, tok, cfg.max_length - g.max_new_tokens if cfg.max_length > g.max_new_tokens
                                 else cfg.max_length, cfg.max_truncated_share, column="prompt")
     use_vllm = g.use_vllm if g.use_vllm is not None else torch.cuda.is_available()

@@ -1,7 +1,7 @@
 """KD with live teachers: one trainer, many terms, composed by config weights.
 
-    loss = (1 - alpha) * CE + alpha * T(t)^2 * D(q_T || p_T)          soft targets (Hinton), D = forward/reverse KL or JSD
-         + features.weight  * sum_pairs ||h_t(l) - W_l h_s(l')||^2/d  FitNets (or cosine), W_l learned when widths differ
+    loss = (1 - alpha) * CE + alpha * T(t)^2 * D(q_T || p_T)          soft targets (Hinton), D = fwd/rev KL or JSD
+         + features.weight  * sum_pairs ||h_t(l) - W_l h_s(l')||^2/d  FitNets (or cosine), W_l learned if widths differ
          + attention.weight * sum_pairs MSE(head-mean maps)            TinyBERT attention transfer (eager attention)
          + relation.weight  * MSE(pairwise cosine of pooled states)    RKD
          + cosine           * (1 - cos(h_t, W h_s)) on the last layer  DistilBERT's cosine-embedding term
@@ -23,13 +23,23 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from cotdistill.chat import load_tokenizer
 from cotdistill.config import TrainConfig, chunk_size
-from cotdistill.lm_head import check_head, head_fn
 from cotdistill.errors import CotdistillError
+from cotdistill.lm_head import check_head, head_fn
 from cotdistill.train import losses as L
-from cotdistill.train.common import (assistant_end_token, chunk_for, check_same_vocab, device_defaults, end_of_turn_ids,
-                                     example_name, load_split, load_student, load_tokenizer, train_and_save,
-                                     training_args)
+from cotdistill.train.common import (
+    assistant_end_token,
+    check_same_vocab,
+    chunk_for,
+    device_defaults,
+    end_of_turn_ids,
+    example_name,
+    load_split,
+    load_student,
+    train_and_save,
+    training_args,
+)
 
 PROJECTIONS = "kd_projections.pt"
 
@@ -44,7 +54,10 @@ class LiveKDTrainer(Trainer):
         self.teachers, self.teacher_weights, self.cfg = teachers, teacher_weights, cfg
         self.chunk = chunk_for(self, chunk_size(cfg.loss_chunk_tokens))
         if self.chunk:
-            for m, what in ((self.accelerator.unwrap_model(self.model), "student"), *((t, "teacher") for t in teachers)):
+            for m, what in (
+                (self.accelerator.unwrap_model(self.model), "student"),
+                *((t, "teacher") for t in teachers),
+            ):
                 check_head(m, what)
         self.vocab_rows = [m.get_output_embeddings().weight.size(0) for m in
                            (self.accelerator.unwrap_model(self.model), *teachers)]
@@ -231,7 +244,9 @@ def build_examples(cfg: TrainConfig, tok, ds) -> tuple[list[dict], int]:
         if not msgs or msgs[-1]["role"] != "assistant":
             raise CotdistillError(f"{cfg.dataset_dir}/sft: {example_name(ds, i)}: the last message is not the "
                                   f"assistant's; re-run `cotdistill filter`")
-        prompt = tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        prompt = tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
         comp = tok(msgs[-1]["content"], add_special_tokens=False)["input_ids"]
         if not comp or comp[-1] not in eot:
             comp = comp + [closing]

@@ -17,13 +17,21 @@ import os
 import torch
 from transformers import Trainer
 
+from cotdistill import logit_cache
+from cotdistill.chat import load_tokenizer, tokenizer_hash
 from cotdistill.config import TrainConfig, chunk_size
 from cotdistill.errors import CotdistillError
-from cotdistill.teachers.base import tokenizer_hash
 from cotdistill.lm_head import check_head, final_hidden, head_fn
+from cotdistill.train.common import (
+    chunk_for,
+    end_of_turn_ids,
+    example_name,
+    load_split,
+    load_student,
+    train_and_save,
+    training_args,
+)
 from cotdistill.train.losses import kd_loss, kd_loss_chunked
-from cotdistill.train.common import (chunk_for, end_of_turn_ids, example_name, load_split, load_student, load_tokenizer,
-                                     train_and_save, training_args)
 
 
 class CachedKDTrainer(Trainer):
@@ -77,30 +85,35 @@ def teacher_rows(cfg: TrainConfig, tok, ds):
     dataset's order, streamed: from a `cotdistill logits` cache directory, or generate's logprobs.jsonl."""
     from pathlib import Path
 
-    from cotdistill import logits
 
     path = Path(cfg.logprobs)
     student_hash = tokenizer_hash(tok)
     if path.is_dir():
-        meta = logits.read_meta(path)
+        meta = logit_cache.read_meta(path)
         if meta["tokenizer_hash"] != student_hash:
-            raise CotdistillError(f"preflight: {path}: the cached logprobs come from tokenizer {meta['tokenizer_hash']}, "
-                                  f"the student's is {student_hash}; cached-logit KD needs the teacher's tokenizer")
+            raise CotdistillError(
+                f"preflight: {path}: the cached logprobs come from tokenizer {meta['tokenizer_hash']}, "
+                f"the student's is {student_hash}; cached-logit KD needs the teacher's tokenizer"
+            )
         if meta["traces"] != len(ds):
-            raise CotdistillError(f"preflight: {path} holds {meta['traces']} traces, {cfg.dataset_dir} keeps {len(ds)}; "
-                                  f"the cache was built from another filter output: rebuild it (cotdistill logits)")
+            raise CotdistillError(
+                f"preflight: {path} holds {meta['traces']} traces, {cfg.dataset_dir} keeps {len(ds)}; "
+                f"the cache was built from another filter output: rebuild it (cotdistill logits)"
+            )
         keys = ds.select_columns(["problem_id", "sample_index"]).to_dict()
-        for i, (row, pid, si) in enumerate(zip(logits.iter_cache(path / logits.CACHE), keys["problem_id"],
+        for i, (row, pid, si) in enumerate(zip(logit_cache.iter_cache(path / logit_cache.CACHE), keys["problem_id"],
                                                keys["sample_index"])):
             if (row[0], row[1]) != (pid, si):
-                raise CotdistillError(f"preflight: {path}: row {i} is {row[0]}#{row[1]}, {cfg.dataset_dir} has {pid}#{si} "
-                                      f"there; the cache was built from another filter output: rebuild it")
+                raise CotdistillError(
+                    f"preflight: {path}: row {i} is {row[0]}#{row[1]}, {cfg.dataset_dir} has {pid}#{si} "
+                    f"there; the cache was built from another filter output: rebuild it"
+                )
             yield row
         return
     if not path.is_file():
         raise CotdistillError(f"logprobs: {path} not found; build a cache with `cotdistill logits`, or generate with "
                               f"sampling.logprobs=K")
-    for pid, si, comp, tids, tlp, thash in logits.in_pass_rows(path, ds, tok):
+    for pid, si, comp, tids, tlp, thash in logit_cache.in_pass_rows(path, ds, tok):
         if thash != student_hash:
             name = example_name(ds, 0)
             raise CotdistillError(f"preflight: {name}: the cached logprobs come from tokenizer {thash}, the student's "
@@ -154,9 +167,9 @@ def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
 
 
 def build(cfg: TrainConfig):
-    import datasets
     from pathlib import Path
 
+    import datasets
     from transformers import TrainingArguments
 
     tok = load_tokenizer(cfg.student, "student", cfg.chat_template)

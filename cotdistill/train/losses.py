@@ -23,7 +23,9 @@ def teacher_buckets(top_lp: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     lp = top_lp.float().masked_fill(~valid, neg)
     covered = torch.exp(torch.logsumexp(lp.double(), -1))
     tail_mass = (1 - covered).clamp(min=0)
-    tail = torch.where(tail_mass > EMPTY_TAIL, torch.log(tail_mass.clamp(min=EMPTY_TAIL)), torch.full_like(tail_mass, neg))
+    tail = torch.where(
+        tail_mass > EMPTY_TAIL, torch.log(tail_mass.clamp(min=EMPTY_TAIL)), torch.full_like(tail_mass, neg)
+    )
     return torch.cat([lp, tail.float().unsqueeze(-1)], -1)
 
 
@@ -277,6 +279,8 @@ def layer_map(student_layers: int, teacher_layers: int, strategy) -> list[tuple[
     pairs = [(int(s), int(t)) for s, t in strategy]
     for s, t in pairs:
         if not 1 <= s <= student_layers or not 1 <= t <= teacher_layers:
-            raise ValueError(f"layer_map: pair [{s}, {t}] points past the models (student has {student_layers} layers, "
-                             f"teacher {teacher_layers}; layers count from 1)")
+            raise ValueError(
+                f"layer_map: pair [{s}, {t}] points past the models (student has {student_layers} layers, "
+                f"teacher {teacher_layers}; layers count from 1)"
+            )
     return pairs

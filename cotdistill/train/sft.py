@@ -8,9 +8,17 @@ token before the first step.
 
 from __future__ import annotations
 
+from cotdistill.chat import load_tokenizer
 from cotdistill.config import TrainConfig
-from cotdistill.train.common import (check_loss_masks, check_template_keeps_completion, drop_too_long, load_split,
-                                     load_student, load_tokenizer, train_and_save, training_args)
+from cotdistill.train.common import (
+    check_loss_masks,
+    check_template_keeps_completion,
+    drop_too_long,
+    load_split,
+    load_student,
+    train_and_save,
+    training_args,
+)
 
 
 def to_prompt_completion(ds):

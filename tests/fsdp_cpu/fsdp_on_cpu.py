@@ -10,7 +10,10 @@ _orig = _state.AcceleratorState.__init__
 
 def _init(self, *a, **kw):
     _orig(self, *a, **kw)
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and self.distributed_type == DistributedType.MULTI_CPU:
+    if (
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        and self.distributed_type == DistributedType.MULTI_CPU
+    ):
         self.distributed_type = DistributedType.FSDP
         if getattr(self, "fsdp_plugin", None) is None:
             self.fsdp_plugin = kw.get("fsdp_plugin") or FullyShardedDataParallelPlugin()
