@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import typer
@@ -42,9 +43,10 @@ def _run_stage(stage: str, config_cls: str, config: str, overrides: list[str] | 
     import importlib
 
     from cotdistill import config as cfgmod
+    from cotdistill.loading import load_config
 
     try:
-        cfg = cfgmod.load_config(getattr(cfgmod, config_cls), config, overrides or [])
+        cfg = load_config(getattr(cfgmod, config_cls), config, overrides or [])
         summary = importlib.import_module(f"cotdistill.{stage}").run(cfg)
     except CotdistillError as e:
         _fail(e)
@@ -75,9 +77,8 @@ def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
             rows += config_keys(item, key + "[].")
         else:
             typ = str(ann) if getattr(ann, "__args__", None) else getattr(ann, "__name__", str(ann))
-            rows.append(
-                (key, typ.replace("typing.", "").replace("cotdistill.config.", ""), default, f.description or "")
-            )
+            typ = re.sub(r"cotdistill\.config\.\w+\.|typing\.", "", typ)
+            rows.append((key, typ, default, f.description or ""))
     return rows
 
 
@@ -124,7 +125,7 @@ def train(
     config: str = typer.Argument(..., help="YAML config of the distill stage"),
     overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
 ):
-    """Distill the student: method sft | gkd | distill | logit_kd."""
+    """Distill the student: method sft | gkd | distill | logit_kd | kd."""
     _run_stage("train", "TrainConfig", config, overrides)
 
 
@@ -147,11 +148,12 @@ def run_(
     ),
 ):
     """The whole pipeline: generate -> filter -> train the students -> eval -> report, with retention."""
-    from cotdistill import config as cfgmod
     from cotdistill import run as runmod
+    from cotdistill.config import RunConfig
+    from cotdistill.loading import load_config
 
     try:
-        cfg = cfgmod.load_config(cfgmod.RunConfig, config, overrides or [])
+        cfg = load_config(RunConfig, config, overrides or [])
         summary = runmod.run(cfg, from_stage=from_stage, skip=skip or [])
     except CotdistillError as e:
         _fail(e)

@@ -17,7 +17,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from cotdistill import generate
 from cotdistill.chat import stop_token_problem
 from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig
 from cotdistill.decontam import NgramIndex
@@ -25,6 +24,7 @@ from cotdistill.env import machine, prepare_vllm_env
 from cotdistill.errors import CotdistillError
 from cotdistill.loading import save_resolved
 from cotdistill.metrics import summarize
+from cotdistill.sampling import generate_shard
 from cotdistill.sources import load_problem_file
 from cotdistill.store import iter_jsonl, write_atomic
 from cotdistill.teachers import make_teacher
@@ -172,7 +172,7 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
                 gdir = out / m.name / b.name / "generate"
                 gcfg = GenerateConfig(source=b.source, prompt=PromptConfig(template=b.template), teacher=m.serve,
                                       sampling=cfg.sampling, output_dir=str(gdir), progress=cfg.progress)
-                gsum = generate.run(gcfg, teacher=teacher)
+                gsum = generate_shard(gcfg, teacher=teacher)
                 problems = {p.id: p for p in load_problem_file(gdir / "problems.jsonl")}
                 if index is not None and "overlap" not in results["benchmarks"][b.name]:
                     _check_overlap(cfg, b.name, problems, index, results)

@@ -109,7 +109,8 @@ def estimate(path) -> dict[str, dict]:
     output started from: ``student_from`` in its header comment."""
     from pathlib import Path
 
-    from cotdistill.config import EvalConfig, GenerateConfig, RunConfig, TrainConfig, load_config
+    from cotdistill.config import EvalConfig, GenerateConfig, RunConfig, TrainConfig
+    from cotdistill.loading import load_config
 
     text = Path(path).read_text()
     kind = Path(path).name.split("_")[0]

@@ -43,10 +43,10 @@ from cotdistill.config import (
     StudentInit,
     TrainConfig,
     VLLMTeacher,
-    save_resolved,
 )
 from cotdistill.env import machine, release_memory  # noqa: F401 (release_memory: re-exported)
 from cotdistill.errors import CotdistillError
+from cotdistill.loading import save_resolved
 from cotdistill.store import write_atomic
 
 UNFILTERED = {"require_correct": False, "require_stop": False, "format_check": False, "dedup_exact": False,

@@ -112,8 +112,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from cotdistill.compare import load_outcomes
-    from cotdistill.config import RunConfig, load_config
+    from cotdistill.config import RunConfig
     from cotdistill.errors import CotdistillError
+    from cotdistill.loading import load_config
     from cotdistill.run import Plan, run
 
     overrides = (smoke_overrides(Path(args.config)) if args.smoke else []) + args.overrides

@@ -2,8 +2,9 @@
 
 import pytest
 
-from cotdistill.config import GenerateConfig, OpenAITeacher, load_config, save_resolved
+from cotdistill.config import GenerateConfig, OpenAITeacher
 from cotdistill.errors import CotdistillError
+from cotdistill.loading import load_config, save_resolved
 
 BASE = """
 source: {kind: hf, path: data/arithmetic_test.jsonl}

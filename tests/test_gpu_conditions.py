@@ -98,7 +98,8 @@ def test_run_checks_optional_dependencies_before_generating(tmp_path, monkeypatc
     from conftest import ROOT
 
     from cotdistill import run as run_mod
-    from cotdistill.config import RunConfig, load_config
+    from cotdistill.config import RunConfig
+    from cotdistill.loading import load_config
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
@@ -113,7 +114,8 @@ def test_run_refuses_a_benchmark_that_is_its_training_source(tmp_path):
     from conftest import ROOT
 
     from cotdistill import run as run_mod
-    from cotdistill.config import RunConfig, load_config
+    from cotdistill.config import RunConfig
+    from cotdistill.loading import load_config
 
     same = "eval.benchmarks.0.source.path=data/digit_chain_train.jsonl"
     c = load_config(RunConfig, ROOT / "data/configs/run_demo.yaml", [f"output_dir={tmp_path / 'run'}", same])

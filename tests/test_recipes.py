@@ -3,7 +3,8 @@
 import pytest
 from conftest import ROOT
 
-from cotdistill.config import EvalConfig, FilterConfig, GenerateConfig, TrainConfig, load_config
+from cotdistill.config import EvalConfig, FilterConfig, GenerateConfig, TrainConfig
+from cotdistill.loading import load_config
 from cotdistill.prompts import load_template
 
 RECIPES = sorted((ROOT / "data/configs").glob("generate_*.yaml"))

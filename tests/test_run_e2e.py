@@ -14,7 +14,8 @@ import json
 import pytest
 from conftest import ROOT
 
-from cotdistill.config import RunConfig, load_config
+from cotdistill.config import RunConfig
+from cotdistill.loading import load_config
 from cotdistill.run import run
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,70 @@
+"""Stage configs (pydantic models), one module per stage beside it, with every range check and exclusive
+option in the model; this package re-exports them. Reading YAML with overrides and error formatting are
+``cotdistill.loading``.
+
+    cfg = load_config(GenerateConfig, "data/configs/generate_demo.yaml", ["sampling.n=8"])
+
+    common.py    sources, teacher backends, sampling, prompt          (several stages)
+    generate.py  GenerateConfig, ShardConfig, DistributedConfig        cotdistill generate
+    filter.py    FilterConfig, DecontamConfig                          cotdistill filter
+    logits.py    LogitsConfig                                          cotdistill logits
+    train.py     TrainConfig and its method option blocks              cotdistill train
+    eval.py      EvalConfig, EvalModel, EvalBenchmark                  cotdistill eval
+    run.py       RunConfig: the whole pipeline                         cotdistill run
+"""
+
+from cotdistill.config.common import (
+    DEFAULT_CHUNK_TOKENS,
+    FieldMap,
+    HFSource,
+    OpenAITeacher,
+    PromptConfig,
+    ReasoningGymSource,
+    SamplingConfig,
+    SourceConfig,
+    StrictModel,
+    TeacherConfig,
+    VLLMTeacher,
+    chunk_size,
+)
+from cotdistill.config.eval import EvalBenchmark, EvalConfig, EvalModel
+from cotdistill.config.filter import DecontamConfig, FilterConfig
+from cotdistill.config.generate import DistributedConfig, GenerateConfig, ShardConfig
+from cotdistill.config.logits import LogitsConfig
+from cotdistill.config.run import (
+    PTQStage,
+    RunConfig,
+    RunEval,
+    RunStudent,
+    RunTargets,
+    StudentFromTeacher,
+    StudentInit,
+    StudentSpec,
+    SweepConfig,
+    size_label,
+)
+from cotdistill.config.train import (
+    OPTIONAL_DEPENDENCIES,
+    AttentionTerm,
+    FeatureTerm,
+    GKDOptions,
+    KDOptions,
+    LayerMap,
+    LoraConfig,
+    QATConfig,
+    RelationTerm,
+    TeacherWeight,
+    TemperatureSchedule,
+    TrainConfig,
+    optional_dependency_problems,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_TOKENS", "OPTIONAL_DEPENDENCIES", "AttentionTerm", "DecontamConfig", "DistributedConfig",
+    "EvalBenchmark", "EvalConfig", "EvalModel", "FeatureTerm", "FieldMap", "FilterConfig", "GKDOptions",
+    "GenerateConfig", "HFSource", "KDOptions", "LayerMap", "LogitsConfig", "LoraConfig", "OpenAITeacher",
+    "PTQStage", "PromptConfig", "QATConfig", "ReasoningGymSource", "RelationTerm", "RunConfig", "RunEval",
+    "RunStudent", "RunTargets", "SamplingConfig", "ShardConfig", "SourceConfig", "StrictModel", "StudentFromTeacher",
+    "StudentInit", "StudentSpec", "SweepConfig", "TeacherConfig", "TeacherWeight", "TemperatureSchedule",
+    "TrainConfig", "VLLMTeacher", "chunk_size", "optional_dependency_problems", "size_label",
+]

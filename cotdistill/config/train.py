@@ -1,0 +1,225 @@
+"""The train stage's config (cotdistill/train/): one TrainConfig whose ``method`` picks the trainer, the
+option blocks of each method, and the optional packages a config can ask for."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cotdistill.config.common import StrictModel
+
+
+class LoraConfig(StrictModel):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class GKDOptions(StrictModel):
+    lmbda: float = Field(default=0.5, ge=0, le=1, description="share of on-policy (student-generated) batches")
+    beta: float = Field(default=0.5, ge=0, le=1, description="generalized JSD: 0 = forward KL, 1 = reverse KL")
+    temperature: float = Field(default=0.9, gt=0, description="sampling temperature of on-policy rollouts")
+    seq_kd: bool = Field(default=False, description="also train on teacher-generated sequences")
+    max_new_tokens: int = Field(
+        default=1024, ge=1, description="long enough for chain of thought (TRL's default is 128)"
+    )
+    use_vllm: bool | None = Field(default=None, description="distill: vLLM rollouts (colocated); None = on GPUs only")
+
+
+class TemperatureSchedule(StrictModel):
+    """T(t) = max(floor, t_max * exp(-decay * t)), t = optimizer step."""
+
+    t_max: float = Field(default=4.0, gt=0)
+    decay: float = Field(default=0.01, ge=0, description="per optimizer step")
+    floor: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.floor > self.t_max:
+            raise ValueError(f"schedule: floor {self.floor} is above t_max {self.t_max}")
+        return self
+
+
+class KDOptions(StrictModel):
+    alpha: float = Field(default=0.5, ge=0, le=1, description="weight of the KL term; 1 - alpha on cross-entropy")
+    temperature: float = Field(default=1.0, gt=0)
+    divergence: Literal["forward", "reverse", "jsd"] = Field(
+        default="forward", description="kd: KL(teacher||student) (Hinton), KL(student||teacher), or JSD(beta)")
+    beta: float = Field(default=0.5, gt=0, lt=1, description="kd, divergence jsd: the mixture weight")
+    schedule: TemperatureSchedule | None = Field(
+        default=None, description="kd: anneal T instead of a fixed temperature"
+    )
+    importance: Literal["none", "student_loss", "teacher_entropy"] = Field(
+        default="none",
+        description="kd: per-example weights (mean 1 per batch) from the student's CE or the teacher's entropy",
+    )
+
+
+LayerMap = Literal["uniform", "bottom_up", "top_down"] | list[tuple[int, int]]
+
+
+class FeatureTerm(StrictModel):
+    weight: float = Field(default=1.0, ge=0)
+    loss: Literal["mse", "cosine"] = "mse"
+    layer_map: LayerMap = Field(default="uniform", description="student layer -> teacher layer (1-based)")
+
+
+class AttentionTerm(StrictModel):
+    weight: float = Field(default=1.0, ge=0)
+    layer_map: LayerMap = Field(default="uniform", description="student layer -> teacher layer (1-based)")
+
+
+class RelationTerm(StrictModel):
+    weight: float = Field(default=1.0, ge=0)
+
+
+class TeacherWeight(StrictModel):
+    model: str = Field(description="hub id or local directory; the student's tokenizer")
+    weight: float = Field(default=1.0, gt=0, description="share in the averaged soft targets (normalised)")
+
+
+class QATConfig(StrictModel):
+    """Quantization-aware training: the student's linear weights are fake-quantized (weight-only,
+    symmetric per output channel) in every forward pass; final/ holds the quantized values."""
+
+    bits: Literal[4, 8] = 8
+
+
+# what a train config may ask for that the core install lacks: (module, pip install argument)
+OPTIONAL_DEPENDENCIES = {
+    "tensorboard": ("tensorboard", "'cotdistill[tracking]'"), "wandb": ("wandb", "'cotdistill[tracking]'"),
+    "trackio": ("trackio", "trackio"), "mlflow": ("mlflow", "mlflow"), "comet_ml": ("comet_ml", "comet_ml"),
+    "flash_attention_2": ("flash_attn", "flash-attn --no-build-isolation (CUDA only)"),
+    "flash_attention_3": ("flash_attn_interface", "flash-attn 3 from its repository (Hopper GPUs only)"),
+}
+
+
+def optional_dependency_problems(report_to: list[str], attn_implementation: str | None) -> list[str]:
+    """One line per optional package a train config needs and this environment lacks, with the install
+    command: found when the config is loaded, not at trainer init after hours of generation."""
+    import importlib.util
+
+    out = []
+    for field, names in (("report_to", [n for n in report_to if n not in ("none", "all")]),
+                         ("attn_implementation", [attn_implementation] if attn_implementation else [])):
+        for name in names:
+            module, install = OPTIONAL_DEPENDENCIES.get(name, (None, None))
+            if module is not None and importlib.util.find_spec(module) is None:
+                out.append(f"{field}: '{name}' needs the {module} package, which is not installed: "
+                           f"pip install {install}")
+    return out
+
+
+class TrainConfig(StrictModel):
+    method: Literal["sft", "gkd", "distill", "logit_kd", "kd"] = "sft"
+    student: str  # hub id or local directory (an SFT checkpoint for a warm start)
+    teacher: str | None = Field(default=None, description="gkd / distill / kd: hub id or local directory")
+    teachers: list[TeacherWeight] | None = Field(
+        default=None, min_length=1, description="kd: an ensemble; soft targets average their distributions"
+    )
+    features: FeatureTerm | None = Field(default=None, description="kd: FitNets hidden-state term")
+    attention: AttentionTerm | None = Field(
+        default=None, description="kd: TinyBERT attention-map term (eager attention)"
+    )
+    relation: RelationTerm | None = Field(default=None, description="kd: RKD pairwise-similarity term")
+    cosine: float = Field(
+        default=0.0, ge=0, description="kd: weight of DistilBERT's cosine term on the last hidden states"
+    )
+    dataset_dir: str  # a filter output directory (sft/, prompts/)
+    qat: QATConfig | None = Field(default=None, description="sft / logit_kd / kd: quantization-aware training "
+                                                            "(fake-quantized weights, straight-through gradients)")
+    logprobs: str | None = Field(default=None, description="logit_kd: a `cotdistill logits` cache directory (or the "
+                                                           "generation stage's logprobs.jsonl)")
+    output_dir: str
+    max_length: int = Field(default=2048, ge=16)
+    max_truncated_share: float = Field(default=0.05, ge=0, le=1, description="refuse when more examples are too long")
+    chat_template: str | None = Field(default=None, description="the student's chat template instead of its "
+                                      "tokenizer's: a .jinja file or the template text (saved with final/)")
+    loss_chunk_tokens: int | None = Field(default=None, ge=0, description="logit_kd / kd: trained tokens whose logits "
+                                          "are made at once (activation-checkpointed chunks: memory O(chunk x vocab), "
+                                          "not O(batch x length x vocab)); None: 512, 0: unchunked")
+    per_device_train_batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW decoupled weight decay")
+    num_train_epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    lr_scheduler_type: str = "linear"
+    logging_steps: int = Field(default=10, ge=1)
+    save_steps: int = Field(default=500, ge=1)
+    save_total_limit: int | None = 2
+    seed: int = 0
+    length_grouped: bool = Field(default=True, description="batch examples of similar length (less padding)")
+    packing: bool = Field(
+        default=False, description="only where attention honours sequence boundaries (flash-attention varlen)"
+    )
+    attn_implementation: str | None = Field(default=None, description="e.g. \"flash_attention_2\" on GPUs")
+    bf16: bool | None = Field(default=None, description="None: bf16 where the GPU supports it, fp32 on CPU")
+    gradient_checkpointing: bool | None = Field(default=None, description="None: on for GPUs, off on CPU")
+    lora: LoraConfig | None = None
+    gkd: GKDOptions = GKDOptions()
+    kd: KDOptions = KDOptions()
+    report_to: list[str] = Field(default_factory=lambda: ["none"], description="tensorboard, wandb, trackio")
+    resume: bool = Field(default=True, description="continue from the last checkpoint in output_dir")
+    progress: bool = True
+
+    # one validator per rule, checked in this order
+    @model_validator(mode="after")
+    def _live_methods_need_a_teacher(self):
+        if self.method in ("gkd", "distill") and not self.teacher:
+            raise ValueError(f"method '{self.method}' needs a teacher model (set teacher)")
+        if self.method == "kd" and not (self.teacher or self.teachers):
+            raise ValueError("method 'kd' needs a live teacher (set teacher, or teachers for an ensemble)")
+        return self
+
+    @model_validator(mode="after")
+    def _kd_terms_only_with_kd(self):
+        live_terms = [n for n in ("teachers", "features", "attention", "relation") if getattr(self, n) is not None]
+        live_terms += ["cosine"] * bool(self.cosine)
+        live_terms += ["kd.schedule"] * (self.kd.schedule is not None)
+        live_terms += ["kd.importance"] * (self.kd.importance != "none")
+        live_terms += ["kd.divergence"] * (self.kd.divergence != "forward")
+        if live_terms and self.method != "kd":
+            raise ValueError(f"{', '.join(live_terms)}: only method 'kd' (live teacher) uses these; set method=kd")
+        return self
+
+    @model_validator(mode="after")
+    def _attention_needs_eager(self):
+        if self.attention is not None and self.attn_implementation not in (None, "eager"):
+            raise ValueError(f"attention: attention transfer reads the attention maps, which only 'eager' attention "
+                             f"returns; leave attn_implementation unset (got '{self.attn_implementation}')")
+        return self
+
+    @model_validator(mode="after")
+    def _qat_on_full_weights(self):
+        if self.qat is not None and (self.lora is not None or self.method in ("gkd", "distill")):
+            raise ValueError("qat: quantization-aware training runs with sft, logit_kd or kd on full weights; drop "
+                             "lora, or use one of those methods")
+        return self
+
+    @model_validator(mode="after")
+    def _logit_kd_needs_logprobs(self):
+        if self.method == "logit_kd" and not self.logprobs:
+            raise ValueError("method 'logit_kd' needs the cached teacher logprobs (set logprobs)")
+        return self
+
+    @model_validator(mode="after")
+    def _packing_needs_varlen_attention(self):
+        if self.packing and self.attn_implementation not in ("flash_attention_2", "flash_attention_3"):
+            raise ValueError("packing lets packed examples attend to each other unless attention honours "
+                             "sequence boundaries: set attn_implementation=flash_attention_2 (GPU) or packing=false")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_terms(self):
+        # both compare examples within one micro-batch: with one example RKD's pairwise term is exactly 0 and
+        # importance weights (mean 1 per batch) are all 1, so the option would silently do nothing
+        terms = ["relation"] * (self.relation is not None) + ["kd.importance"] * (self.kd.importance != "none")
+        if terms and self.per_device_train_batch_size < 2:
+            raise ValueError(f"{', '.join(terms)}: compares the examples of one micro-batch, and "
+                             f"per_device_train_batch_size is 1 (the term would be 0 / the weights all 1); set "
+                             f"per_device_train_batch_size >= 2 (use gradient_accumulation_steps to keep memory)")
+        return self
