@@ -89,7 +89,7 @@ def train_stage(c, student: Arch, default_teacher: Arch | None = None) -> dict:
 
 def run_recipe(cfg) -> dict[str, dict]:
     """Every stage of a RunConfig that needs a GPU, by stage name (one entry per student, seeds alike)."""
-    from cotdistill.run import Plan
+    from cotdistill.plan import Plan
 
     plan = Plan(cfg)
     teacher = arch(cfg.teacher.model)

@@ -15,7 +15,9 @@ import json
 from pathlib import Path
 
 from cotdistill.chat import check_model_location
+from cotdistill.config import StudentFromTeacher, StudentInit, VLLMTeacher
 from cotdistill.errors import CotdistillError, first_line
+from cotdistill.tiny import build_student
 
 
 def choose_layers(depth: int, layers: list[int] | None, every: int) -> list[int]:
@@ -65,6 +67,18 @@ def from_teacher(teacher: str | Path, out: str | Path, layers: list[int] | None 
     return out
 
 
+def run(spec: StudentInit | StudentFromTeacher, teacher: VLLMTeacher, folder: Path) -> dict:
+    """A run's student_init stage: the starting model in ``folder/model``, fresh on the teacher's tokenizer or
+    made of the teacher's own blocks."""
+    if isinstance(spec, StudentFromTeacher):
+        path = from_teacher(teacher.model, folder / "model", spec.layers, spec.every)
+        return {"model": str(path),
+                "layers": json.loads((path / "cotdistill_from_teacher.json").read_text())["layers"]}
+    tok = teacher.tokenizer or teacher.model
+    path = build_student(tok, folder / "model", spec.hidden, spec.heads, spec.layers, spec.intermediate, spec.seed)
+    return {"model": str(path)}
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -75,3 +89,4 @@ if __name__ == "__main__":
     ap.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], default=None)
     a = ap.parse_args()
     print(from_teacher(a.teacher, a.out, a.layers, a.every))
+

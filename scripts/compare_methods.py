@@ -115,7 +115,8 @@ def main() -> None:
     from cotdistill.config import RunConfig
     from cotdistill.errors import CotdistillError
     from cotdistill.loading import load_config
-    from cotdistill.run import Plan, run
+    from cotdistill.plan import Plan
+    from cotdistill.run import run
 
     overrides = (smoke_overrides(Path(args.config)) if args.smoke else []) + args.overrides
     try:

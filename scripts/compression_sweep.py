@@ -51,8 +51,9 @@ def main() -> None:
     from cotdistill.errors import CotdistillError
     from cotdistill.loading import load_config
     from cotdistill.payoff import measure
+    from cotdistill.plan import Plan
     from cotdistill.report import BANDS, band_of
-    from cotdistill.run import Plan, run
+    from cotdistill.run import run
 
     overrides = (smoke_overrides(Path(args.config)) if args.smoke else []) + args.overrides
     try:

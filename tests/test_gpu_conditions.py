@@ -145,8 +145,10 @@ def test_trainer_memory_is_released_before_eval_engines_start(tiny_student, tmp_
     monkeypatch.setattr(sft, "load_student", tracked)
     c = cfg(tiny_student, tmp_path, max_steps=1)
 
+    from cotdistill.plan import Stage
+
     class FakePlan:
-        configs = {"train:s@0": c}
+        stages = {"train:s@0": Stage("train:s@0", "train", tmp_path / "s", c, [], "-")}
 
     run_mod._run_stage(FakePlan(), "train:s@0")
     assert models and models[0]() is None

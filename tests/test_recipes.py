@@ -50,7 +50,7 @@ def test_eval_recipe_validates(path):
 @pytest.mark.parametrize("path", sorted((ROOT / "data/configs").glob("run_*.yaml")), ids=lambda p: p.name)
 def test_run_recipe_validates(path):
     from cotdistill.config import RunConfig
-    from cotdistill.run import Plan
+    from cotdistill.plan import Plan
 
     cfg = load_config(RunConfig, path)
     plan = Plan(cfg)  # every embedded stage config resolves

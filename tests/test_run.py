@@ -14,7 +14,8 @@ from conftest import ROOT, read_jsonl, write_jsonl
 from cotdistill.config import RunConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.loading import load_config
-from cotdistill.run import Plan, distillation_table, run
+from cotdistill.plan import Plan
+from cotdistill.run import distillation_table, run
 
 DEMO = ROOT / "data" / "configs" / "run_demo.yaml"
 
