@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cotdistill.results import EvalResults
+
 REPS = 2000
 
 
@@ -80,88 +82,107 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool = False, seed: int = 0
             "verdict": verdict, "paired_by_seed": paired, **({"level": level} if level != 0.95 else {})}
 
 
-def distillation_table(
-    students: dict, results: dict, outcomes: dict[str, np.ndarray], targets, benchmark: str
-) -> dict:
-    models = results["models"]
-    score = {n: m["scores"][benchmark]["pass@1"] for n, m in models.items()}
+def _groups(students: dict, results: EvalResults, outcomes: dict, benchmark: str) -> tuple[dict, dict]:
+    """Models grouped by student over their seeds: accuracy (mean over seeds), range, interval, retention; and
+    each group's [seeds, problems] outcome matrix where every seed has per-problem outcomes."""
     groups: dict[str, dict] = {}
-    for n, m in models.items():
+    for n, m in results.models.items():
         name, seed, data, method = students.get(n, (n, None, None, None))
-        g = groups.setdefault(name, {"role": m["role"], "data": data, "method": method, "per_seed": []})
-        g["per_seed"].append({"seed": seed, "model": n, "accuracy": score[n]["value"], "ci95": score[n]["ci95"]})
+        g = groups.setdefault(name, {"role": m.role, "data": data, "method": method, "per_seed": []})
+        score = m.scores[benchmark].pass1
+        g["per_seed"].append({"seed": seed, "model": n, "accuracy": score.value, "ci95": score.ci95})
     for g in groups.values():
         g["per_seed"].sort(key=lambda x: (x["seed"] is None, x["seed"]))
     teacher = groups["teacher"]["per_seed"][0]["accuracy"] if "teacher" in groups else None
-    mats = {}
+    matrices = {}
     for name, g in groups.items():
         accs = [s["accuracy"] for s in g["per_seed"]]
         g["accuracy"] = round(float(np.mean(accs)), 4)
         g["range"] = [min(accs), max(accs)]
         names = [x["model"] for x in g["per_seed"]]
         if all(n in outcomes for n in names):
-            mats[name] = np.stack([outcomes[n] for n in names])
-            g["ci95"] = interval(mats[name])
+            matrices[name] = np.stack([outcomes[n] for n in names])
+            g["ci95"] = interval(matrices[name])
         else:  # no per-problem outcomes: the single model's own interval
             g["ci95"] = g["per_seed"][0]["ci95"] if len(accs) == 1 else None
         g["retention"] = round(g["accuracy"] / teacher, 4) if teacher else None
         g["worst_seed_retention"] = round(min(accs) / teacher, 4) if teacher else None
-    seeds = {n: [x["seed"] for x in g["per_seed"]] for n, g in groups.items()}
-    paired = lambda a, b: seeds[a] == seeds[b] and None not in seeds[a]
-    students_only = [n for n in groups if n != "teacher"]
-    comparisons = [{"a": a, "b": b, **difference(mats[a], mats[b], paired(a, b))}
-                   for i, a in enumerate(students_only) for b in students_only[i + 1:] if a in mats and b in mats]
+    return groups, matrices
 
-    def worst(a, b) -> float:
+
+class _Pairs:
+    """Every pair of students compared (paired by seed where they share seeds), and the worst-seed difference."""
+
+    def __init__(self, groups: dict, matrices: dict):
+        self.groups = groups
+        self.seeds = {n: [x["seed"] for x in g["per_seed"]] for n, g in groups.items()}
+        names = [n for n in groups if n != "teacher"]
+        self.comparisons = [{"a": a, "b": b, **difference(matrices[a], matrices[b], self.paired(a, b))}
+                            for i, a in enumerate(names) for b in names[i + 1:] if a in matrices and b in matrices]
+
+    def paired(self, a: str, b: str) -> bool:
+        return self.seeds[a] == self.seeds[b] and None not in self.seeds[a]
+
+    def worst(self, a: str, b: str) -> float:
         """The difference on the worst seed: seed by seed when paired, else a's lowest against b's highest."""
-        acc = lambda n: [x["accuracy"] for x in groups[n]["per_seed"]]
-        if paired(a, b):
+        acc = lambda n: [x["accuracy"] for x in self.groups[n]["per_seed"]]
+        if self.paired(a, b):
             return round(min(x - y for x, y in zip(acc(a), acc(b))), 4)
         return round(min(acc(a)) - max(acc(b)), 4)
 
-    def cmp(a, b):
-        return next(({**c} for c in comparisons if (c["a"], c["b"]) == (a, b)), None) or next(
-            ({"a": a, "b": b, "difference": -c["difference"], "ci95": [-c["ci95"][1], -c["ci95"][0]],
-              "verdict": {"better": "worse", "worse": "better"}.get(c["verdict"], c["verdict"]),
-              "paired_by_seed": c["paired_by_seed"]}
-             for c in comparisons if (c["a"], c["b"]) == (b, a)), None)
+    def get(self, a: str, b: str) -> dict | None:
+        """a - b, from the comparison made in either order."""
+        for c in self.comparisons:
+            if (c["a"], c["b"]) == (a, b):
+                return {**c}
+            if (c["a"], c["b"]) == (b, a):
+                return {"a": a, "b": b, "difference": -c["difference"], "ci95": [-c["ci95"][1], -c["ci95"][0]],
+                        "verdict": {"better": "worse", "worse": "better"}.get(c["verdict"], c["verdict"]),
+                        "paired_by_seed": c["paired_by_seed"]}
+        return None
 
-    distilled = {n: g for n, g in groups.items() if g["data"] == "filtered"}
-    answers = [n for n, g in groups.items() if g["data"] == "answers_only"]
-    best = max(distilled, key=lambda n: distilled[n]["accuracy"]) if distilled else None
-    t, out = targets, {}
+
+def _targets(groups: dict, pairs: _Pairs, best: str | None, teacher: float | None, t) -> dict:
+    """Each target the run checks, on the mean and on the worst seed."""
+    out = {}
     if best and teacher:
         r = groups[best]
-        out["retention"] = {
-            "best": best,
-            "value": r["retention"],
-            "target": t.min_retention,
-            "met": r["retention"] >= t.min_retention,
-            "worst_seed": r["worst_seed_retention"],
-            "met_on_worst_seed": r["worst_seed_retention"] >= t.min_retention,
-        }
+        out["retention"] = {"best": best, "value": r["retention"], "target": t.min_retention,
+                            "met": r["retention"] >= t.min_retention, "worst_seed": r["worst_seed_retention"],
+                            "met_on_worst_seed": r["worst_seed_retention"] >= t.min_retention}
+    answers = [n for n, g in groups.items() if g["data"] == "answers_only"]
     if best and answers:
         a = max(answers, key=lambda n: groups[n]["accuracy"])
-        gain = round(groups[best]["accuracy"] - groups[a]["accuracy"], 4)
-        worst_ = worst(best, a)
+        gain, worst = round(groups[best]["accuracy"] - groups[a]["accuracy"], 4), pairs.worst(best, a)
         out["gain_over_answers_only"] = {"best": best, "value": gain, "target": t.min_gain_over_answers_only,
-                                         "met": gain >= t.min_gain_over_answers_only - 1e-9, "worst_seed": worst_,
-                                         "met_on_worst_seed": worst_ >= t.min_gain_over_answers_only - 1e-9,
-                                         "comparison": cmp(best, a)}
+                                         "met": gain >= t.min_gain_over_answers_only - 1e-9, "worst_seed": worst,
+                                         "met_on_worst_seed": worst >= t.min_gain_over_answers_only - 1e-9,
+                                         "comparison": pairs.get(best, a)}
     unf = {g["method"]: n for n, g in groups.items() if g["data"] == "unfiltered"}
-    same = [n for n, g in distilled.items() if g["method"] in unf]
+    same = [n for n, g in groups.items() if g["data"] == "filtered" and g["method"] in unf]
     if same and t.filtered_at_least_unfiltered:
         f = max(same, key=lambda n: groups[n]["accuracy"])
         u = unf[groups[f]["method"]]
-        worst_ = worst(f, u)
-        c = cmp(f, u)
+        worst, c = pairs.worst(f, u), pairs.get(f, u)
         # "filtering does not hurt": missed only when the unfiltered student is significantly better
         met = c["verdict"] != "worse" if c else groups[f]["accuracy"] >= groups[u]["accuracy"]
         out["filtered_vs_unfiltered"] = {"filtered": f, "unfiltered": u,
                                          "value": round(groups[f]["accuracy"] - groups[u]["accuracy"], 4),
-                                         "met": met, "worst_seed": worst_,
-                                         "met_on_worst_seed": worst_ >= 0, "comparison": c}
+                                         "met": met, "worst_seed": worst, "met_on_worst_seed": worst >= 0,
+                                         "comparison": c}
+    return out
+
+
+def distillation_table(
+    students: dict, results: EvalResults | dict, outcomes: dict[str, np.ndarray], targets, benchmark: str
+) -> dict:
+    groups, matrices = _groups(students, EvalResults.of(results), outcomes, benchmark)
+    teacher = groups["teacher"]["per_seed"][0]["accuracy"] if "teacher" in groups else None
+    pairs = _Pairs(groups, matrices)
+    distilled = {n: g for n, g in groups.items() if g["data"] == "filtered"}
+    best = max(distilled, key=lambda n: distilled[n]["accuracy"]) if distilled else None
+    out = _targets(groups, pairs, best, teacher, targets)
     return {"benchmark": benchmark, "teacher_accuracy": teacher, "models": groups, "best_distilled": best,
-            "comparisons": comparisons, "targets": out,
+            "comparisons": pairs.comparisons, "targets": out,
             "all_targets_met": all(x["met"] for x in out.values()) if out else None,
-            "interval": "95%, bootstrap over seeds then problems" if mats else "95%, per model"}
+            "interval": "95%, bootstrap over seeds then problems" if matrices else "95%, per model"}

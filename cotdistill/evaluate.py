@@ -24,6 +24,7 @@ from cotdistill.env import machine, prepare_vllm_env
 from cotdistill.errors import CotdistillError
 from cotdistill.loading import save_resolved
 from cotdistill.metrics import summarize
+from cotdistill.results import BenchmarkScores, EvalResults, ModelResult
 from cotdistill.sampling import generate_shard
 from cotdistill.sources import load_problem_file
 from cotdistill.store import iter_jsonl, write_atomic
@@ -109,11 +110,11 @@ def _per_problem(traces: list[dict], verdicts: dict) -> list[dict]:
     return rows
 
 
-def _check_overlap(cfg: EvalConfig, bench: str, problems: dict, index, results: dict) -> None:
+def _check_overlap(cfg: EvalConfig, bench: str, problems: dict, index, results: EvalResults) -> None:
     """Benchmark questions that share n-grams with the training data: an error unless the config opts out
     (contamination: warn), and then the opt-out is recorded next to the scores."""
     hits = [(pid, h) for pid, p in problems.items() for h in index.hits(p.question)]
-    results["benchmarks"][bench]["overlap"] = len({pid for pid, _ in hits})
+    results.benchmarks[bench]["overlap"] = len({pid for pid, _ in hits})
     if not hits:
         return
     msg = (f"benchmark '{bench}': {len({pid for pid, _ in hits})} of {len(problems)} problems share {cfg.ngram}-grams "
@@ -121,9 +122,8 @@ def _check_overlap(cfg: EvalConfig, bench: str, problems: dict, index, results: 
     if cfg.contamination != "warn":
         raise CotdistillError(f"{msg}: scores on a benchmark the students trained on measure memory, not reasoning; "
                               f"train on another split, or set contamination: warn to score anyway (recorded)")
-    results["benchmarks"][bench]["contamination_opt_out"] = True
-    results["warnings"].append(msg)
-    print(f"warning: {msg}", file=sys.stderr)
+    results.benchmarks[bench]["contamination_opt_out"] = True
+    _warn(results, msg)
 
 
 def _forget_if_changed(folder: Path, identity: dict) -> None:
@@ -141,85 +141,84 @@ def _forget_if_changed(folder: Path, identity: dict) -> None:
     write_atomic(mark, json.dumps(identity) + "\n")
 
 
+def _warn(results: EvalResults, msg: str) -> None:
+    results.warnings.append(msg)
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _check_stop_tokens(m, results: EvalResults) -> None:
+    """Ours are saved stopping at the end of their turn (train.common.stop_on_turn_end): a student that would not
+    stop is an error; another model is scored with a warning."""
+    problem = stop_token_problem(m.serve.model)
+    if problem and m.role == "student":
+        raise CotdistillError(f"model '{m.name}': {problem}")
+    if problem:
+        _warn(results, f"model '{m.name}': {problem}")
+
+
+def _score(cfg: EvalConfig, m, b, teacher, index, results: EvalResults) -> BenchmarkScores:
+    """Model ``m`` on benchmark ``b``: sample (resumable), verify, write verdicts.jsonl, summarize."""
+    out = Path(cfg.output_dir) / m.name / b.name
+    gcfg = GenerateConfig(source=b.source, prompt=PromptConfig(template=b.template), teacher=m.serve,
+                          sampling=cfg.sampling, output_dir=str(out / "generate"), progress=cfg.progress)
+    gsum = generate_shard(gcfg, teacher=teacher)
+    problems = {p.id: p for p in load_problem_file(out / "generate" / "problems.jsonl")}
+    if index is not None and "overlap" not in results.benchmarks[b.name]:
+        _check_overlap(cfg, b.name, problems, index, results)
+    traces = [obj for _, obj in iter_jsonl(out / "generate" / "traces.jsonl")]
+    found = verify_pairs([(t["completion"], problems[t["problem_id"]]) for t in traces],
+                         cfg.verify_workers, cfg.verify_timeout_s, cfg.progress)
+    verdicts = {(t["problem_id"], t["sample_index"]): v for t, v in zip(traces, found)}
+    rows = [{"problem_id": t["problem_id"], "sample_index": t["sample_index"],
+             "completion_tokens": t["completion_tokens"], "finish_reason": t["finish_reason"], **v.model_dump()}
+            for t, v in zip(traces, found)]
+    write_atomic(out / "verdicts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    scores = summarize(_per_problem(traces, verdicts), cfg.ks, cfg.ci, seed=cfg.sampling.seed)
+    errors = [v for v in found if v.reason == "error"]
+    scores["verifier_errors"] = len(errors)
+    if errors:  # scored as wrong: say so, a verifier bug must not pass for a weaker model
+        _warn(results, f"model '{m.name}' on '{b.name}': the verifier raised on {len(errors)} of {len(found)} "
+                       f"samples, scored as not correct (e.g. {errors[0].detail})")
+    scores["generation"] = {k: gsum.get(k) for k in ("completion_tokens", "completion_tokens_per_s", "generation_s")}
+    return BenchmarkScores.model_validate(scores)
+
+
+def _add_retention(results: EvalResults) -> None:
+    """Per model and benchmark: pass@1 / the teacher's (None when the teacher scored 0)."""
+    teacher = results.teacher()
+    if teacher is None:
+        return
+    t = results.models[teacher].scores
+    for m in results.models.values():
+        m.retention = {b: (round(s.pass1.value / t[b].pass1.value, 4) if t[b].pass1.value > 0 else None)
+                       for b, s in m.scores.items()}
+
+
 def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     """``teachers``: already built backends by model name (reused, not closed); others are built here."""
-
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
     prepare_vllm_env(in_process=True)  # one engine per model, many models: start them in this process
     index = training_index(cfg.train_data, cfg.ngram)
-    results: dict = {"models": {}, "benchmarks": {}, "warnings": [], "sampling": cfg.sampling.model_dump(),
-                     "versions": versions(), "ci": cfg.ci, "machine": machine()}
-    for b in cfg.benchmarks:
-        results["benchmarks"][b.name] = {"source": source_hash(b.source), "template": b.template}
+    benchmarks = {b.name: {"source": source_hash(b.source), "template": b.template} for b in cfg.benchmarks}
+    results = EvalResults(models={}, benchmarks=benchmarks, warnings=[], sampling=cfg.sampling.model_dump(),
+                          versions=versions(), ci=cfg.ci, machine=machine())
     for m in cfg.models:
-        problem = stop_token_problem(m.serve.model)
-        # ours are saved stopping on the turn's end (train.common.stop_on_turn_end)
-        if problem and m.role == "student":
-            raise CotdistillError(f"model '{m.name}': {problem}")
-        if problem:
-            results["warnings"].append(f"model '{m.name}': {problem}")
-            print(f"warning: model '{m.name}': {problem}", file=sys.stderr)
+        _check_stop_tokens(m, results)
         identity = fingerprint(m.serve.model)
         _forget_if_changed(out / m.name, identity)
         given = (teachers or {}).get(m.name)
         teacher = given or make_teacher(m.serve, seed=cfg.sampling.seed)
-        info = {"role": m.role, "dtype": getattr(m.serve, "dtype", None), "identity": identity,
-                "scores": {}}
+        info = ModelResult(role=m.role, dtype=getattr(m.serve, "dtype", None), identity=identity, scores={})
         try:
             for b in cfg.benchmarks:
-                gdir = out / m.name / b.name / "generate"
-                gcfg = GenerateConfig(source=b.source, prompt=PromptConfig(template=b.template), teacher=m.serve,
-                                      sampling=cfg.sampling, output_dir=str(gdir), progress=cfg.progress)
-                gsum = generate_shard(gcfg, teacher=teacher)
-                problems = {p.id: p for p in load_problem_file(gdir / "problems.jsonl")}
-                if index is not None and "overlap" not in results["benchmarks"][b.name]:
-                    _check_overlap(cfg, b.name, problems, index, results)
-                traces = [obj for _, obj in iter_jsonl(gdir / "traces.jsonl")]
-                found = verify_pairs([(t["completion"], problems[t["problem_id"]]) for t in traces],
-                                     cfg.verify_workers, cfg.verify_timeout_s, cfg.progress)
-                verdicts = {(t["problem_id"], t["sample_index"]): v for t, v in zip(traces, found)}
-                write_atomic(
-                    out / m.name / b.name / "verdicts.jsonl",
-                    "".join(
-                        json.dumps(
-                            {
-                                "problem_id": t["problem_id"],
-                                "sample_index": t["sample_index"],
-                                "completion_tokens": t["completion_tokens"],
-                                "finish_reason": t["finish_reason"],
-                                **verdicts[(t["problem_id"], t["sample_index"])].model_dump(),
-                            }
-                        )
-                        + "\n"
-                        for t in traces
-                    ),
-                )
-                scores = summarize(_per_problem(traces, verdicts), cfg.ks, cfg.ci, seed=cfg.sampling.seed)
-                errors = [v for v in found if v.reason == "error"]
-                scores["verifier_errors"] = len(errors)
-                if errors:  # scored as wrong: say so, a verifier bug must not pass for a weaker model
-                    msg = (
-                        f"model '{m.name}' on '{b.name}': the verifier raised on {len(errors)} of {len(found)} "
-                        f"samples, scored as not correct (e.g. {errors[0].detail})"
-                    )
-                    results["warnings"].append(msg)
-                    print(f"warning: {msg}", file=sys.stderr)
-                scores["generation"] = {
-                    k: gsum.get(k) for k in ("completion_tokens", "completion_tokens_per_s", "generation_s")
-                }
-                info["scores"][b.name] = scores
+                info.scores[b.name] = _score(cfg, m, b, teacher, index, results)
         finally:
             if given is None:
                 teacher.close()
-        results["models"][m.name] = info
-    teachers = [n for n, i in results["models"].items() if i["role"] == "teacher"]
-    if teachers:
-        t = results["models"][teachers[0]]["scores"]
-        for i in results["models"].values():
-            i["retention"] = {b: (round(s["pass@1"]["value"] / t[b]["pass@1"]["value"], 4)
-                                  if t[b]["pass@1"]["value"] > 0 else None) for b, s in i["scores"].items()}
-    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
-    return {name: {b: s["pass@1"] for b, s in i["scores"].items()} for name, i in results["models"].items()} | \
-        {"warnings": results["warnings"], "results": str(out / "results.json")}
+        results.models[m.name] = info
+    _add_retention(results)
+    results.save(out / "results.json")
+    return {name: {b: s.pass1.model_dump() for b, s in i.scores.items()} for name, i in results.models.items()} | \
+        {"warnings": results.warnings, "results": str(out / "results.json")}

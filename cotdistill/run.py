@@ -42,6 +42,7 @@ from cotdistill.env import machine, release_memory
 from cotdistill.errors import CotdistillError
 from cotdistill.loading import save_resolved
 from cotdistill.plan import Plan, Stage
+from cotdistill.results import EvalResults
 from cotdistill.store import write_atomic
 from cotdistill.train import ptq
 
@@ -71,11 +72,12 @@ def _eval_config(plan: Plan) -> EvalConfig:
                       output_dir=str(plan.dirs["eval"]))
 
 
-def distillation_table(plan: Plan, results: dict, outcomes: dict | None = None) -> dict:
+def distillation_table(plan: Plan, results: EvalResults | dict, outcomes: dict | None = None) -> dict:
     """Accuracy over seeds with intervals, retention, comparisons and targets on the target benchmark."""
+    results = EvalResults.of(results)
     bench = plan.cfg.benchmark or plan.cfg.eval.benchmarks[0].name
     if outcomes is None:
-        outcomes = load_outcomes(plan.dirs["eval"], list(results["models"]), bench)
+        outcomes = load_outcomes(plan.dirs["eval"], list(results.models), bench)
     students = {n: (sr.student, sr.seed, sr.data, sr.method) for n, sr in plan.students.items()}
     return table(students, results, outcomes, plan.cfg.targets, bench)
 
@@ -109,10 +111,10 @@ def _eval(plan: Plan, st: Stage) -> dict:
     ecfg = _eval_config(plan)
     evaluate.run(ecfg)
     results_path = Path(ecfg.output_dir) / "results.json"
-    results = json.loads(results_path.read_text())
-    results["distillation"] = distillation_table(plan, results)
-    write_atomic(results_path, json.dumps(results, indent=2) + "\n")
-    return {"results": str(results_path), "distillation": results["distillation"]}
+    results = EvalResults.load(results_path)
+    results.distillation = distillation_table(plan, results)
+    results.save(results_path)
+    return {"results": str(results_path), "distillation": results.distillation}
 
 
 # a stage's kind -> what runs it, given the plan and the stage record
