@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo teacher smollm2 test test-fast bench-generate bench-verify bench-train clean-venv
+.PHONY: venv demo teacher smollm2 lint test test-fast bench-generate bench-verify bench-train clean-venv
 
 $(BIN)/.installed: pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV) cpu
@@ -25,12 +25,16 @@ smollm2: venv
 	$(BIN)/python -m cotdistill.gguf runs/smollm2
 	$(BIN)/cotdistill run data/configs/run_smollm2.yaml
 
-# fast tests first, then the slow (server / subprocess) ones
-test: venv
+# ruff and isort (pyproject.toml), then the fast tests, then the slow (server / subprocess) ones
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/isort --check-only --quiet .
+
+test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 	$(BIN)/python -m pytest -q -m slow
 
-test-fast: venv
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench-generate: venv

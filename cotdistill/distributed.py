@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from cotdistill.artifacts import SHARD_CONFIG, output_paths, replica_file, shard_of
 from cotdistill.config import GenerateConfig, ShardConfig
 from cotdistill.errors import CotdistillError, first_line
@@ -134,6 +136,38 @@ def _init_ray(d) -> bool:
     return True
 
 
+def _plan_shards(cfg: GenerateConfig, out: Path) -> tuple[list[Path], int]:
+    """(each replica's traces file, traces expected); a source with fewer problem shards than replicas is refused
+    before any cluster starts, as is a bad source."""
+    d = cfg.distributed
+    problems = load_problems(cfg.source)
+    expected = len(problems) * cfg.sampling.n * (1 + len(cfg.extra_teachers))
+    sizes = [sum(1 for p in problems if shard_of(p.id, d.replicas) == i) for i in range(d.replicas)]
+    if any(s == 0 for s in sizes):
+        raise CotdistillError(f"distributed.replicas {d.replicas} is more than the shards with problems "
+                              f"({sum(1 for s in sizes if s)} of {len(problems)} problems); lower it")
+    return [output_paths(out, ShardConfig(index=i, count=d.replicas))["traces"] for i in range(d.replicas)], expected
+
+
+def _wait_for(ray, pending: dict, counter: _LineCounter, bar, cfg: GenerateConfig) -> dict[int, dict]:
+    """Each replica's summary as it finishes; the bar follows the lines appended to the shards' files."""
+    out, summaries = Path(cfg.output_dir), {}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+        bar.update(counter.new_lines())
+        for ref in ready:
+            i = pending.pop(ref)
+            try:
+                summaries[i] = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                raise CotdistillError(
+                    f"distributed: replica {i} failed after {cfg.distributed.max_restarts} restarts: {first_line(e)}; "
+                    f"its records are kept: re-run the same command to resume (see {replica_file(out, i)})"
+                ) from None
+    bar.update(counter.new_lines())
+    return summaries
+
+
 def run(cfg: GenerateConfig, work: Callable[[GenerateConfig], dict]) -> dict:
     """Generate every shard on the cluster, then merge; re-running resumes every shard. ``work`` generates one
     shard in its replica (``generate.run``, passed in so that this module does not import the stage)."""
@@ -142,20 +176,10 @@ def run(cfg: GenerateConfig, work: Callable[[GenerateConfig], dict]) -> dict:
     except ImportError:
         raise CotdistillError("distributed: Ray is not installed; pip install 'ray>=2.40' (or drop the distributed "
                               "block)") from None
-    from tqdm.auto import tqdm
-
-    d = cfg.distributed
-    out = Path(cfg.output_dir)
+    d, out = cfg.distributed, Path(cfg.output_dir)
     _check_directory(cfg, out)
-    problems = load_problems(cfg.source)  # bad source: fail here, before any cluster starts
-    per_problem = cfg.sampling.n * (1 + len(cfg.extra_teachers))
-    expected = len(problems) * per_problem
+    paths, expected = _plan_shards(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [output_paths(out, ShardConfig(index=i, count=d.replicas))["traces"] for i in range(d.replicas)]
-    sizes = [sum(1 for p in problems if shard_of(p.id, d.replicas) == i) for i in range(d.replicas)]
-    if any(s == 0 for s in sizes):
-        raise CotdistillError(f"distributed.replicas {d.replicas} is more than the shards with problems "
-                              f"({sum(1 for s in sizes if s)} of {len(problems)} problems); lower it")
     started = _init_ray(d)
     t0 = time.perf_counter()
     try:
@@ -163,25 +187,11 @@ def run(cfg: GenerateConfig, work: Callable[[GenerateConfig], dict]) -> dict:
                            max_task_retries=d.max_restarts)(Replica)
         cwd = os.getcwd()
         replicas = [actor.remote(shard_config(cfg, i).model_dump_json(), i, cwd, work) for i in range(d.replicas)]
-        pending = {r.run.remote(): i for i, r in enumerate(replicas)}
-        counter = _LineCounter(paths)
         bar = tqdm(total=None if cfg.sampling.until_verified else expected, desc=f"generate ({d.replicas} replicas)",
                    unit="trace", disable=not cfg.progress, dynamic_ncols=True)
-        shard_summaries: dict[int, dict] = {}
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
-                bar.update(counter.new_lines())
-                for ref in ready:
-                    i = pending.pop(ref)
-                    try:
-                        shard_summaries[i] = ray.get(ref)
-                    except ray.exceptions.RayError as e:
-                        raise CotdistillError(
-                            f"distributed: replica {i} failed after {d.max_restarts} restarts: {first_line(e)}; its "
-                            f"records are kept: re-run the same command to resume (see {replica_file(out, i)})"
-                        ) from None
-            bar.update(counter.new_lines())
+            summaries = _wait_for(ray, {r.run.remote(): i for i, r in enumerate(replicas)}, _LineCounter(paths),
+                                  bar, cfg)
         finally:
             bar.close()
             for r in replicas:
@@ -189,20 +199,25 @@ def run(cfg: GenerateConfig, work: Callable[[GenerateConfig], dict]) -> dict:
     finally:
         if started:
             ray.shutdown()
-    incomplete = [i for i, s in sorted(shard_summaries.items()) if not s.get("complete")]
+    return _merged(cfg, summaries, time.perf_counter() - t0)
+
+
+def _merged(cfg: GenerateConfig, summaries: dict[int, dict], wall_s: float) -> dict:
+    """Every shard finished: merge them, and add what the cluster did (restarts, throughput, per shard)."""
+    d, out = cfg.distributed, Path(cfg.output_dir)
+    incomplete = [i for i, s in sorted(summaries.items()) if not s.get("complete")]
     if incomplete:
         raise CotdistillError(
             f"distributed: shards {incomplete} did not finish; re-run the same command to resume them"
         )
     summary = merge(out)
+    tokens = sum(s.get("this_run_completion_tokens", 0) for s in summaries.values())
     summary["distributed"] = {
-        "replicas": d.replicas, "address": d.address or "local", "wall_s": round(time.perf_counter() - t0, 3),
-        "restarts": {i: s["attempt"] - 1 for i, s in sorted(shard_summaries.items()) if s["attempt"] > 1},
-        "completion_tokens_per_s": round(sum(s.get("this_run_completion_tokens", 0) for s in shard_summaries.values())
-                                         / max(1e-9, time.perf_counter() - t0), 1),
+        "replicas": d.replicas, "address": d.address or "local", "wall_s": round(wall_s, 3),
+        "restarts": {i: s["attempt"] - 1 for i, s in sorted(summaries.items()) if s["attempt"] > 1},
+        "completion_tokens_per_s": round(tokens / max(1e-9, wall_s), 1),
         "shards": {i: {"traces": s["traces"], "written_this_run": s["written_this_run"], "attempt": s["attempt"]}
-                   for i, s in sorted(shard_summaries.items())},
+                   for i, s in sorted(summaries.items())},
     }
-
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

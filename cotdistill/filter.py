@@ -14,8 +14,6 @@ gold answer get a voted pseudo-label when enough samples agree. Output directory
 
 from __future__ import annotations
 
-import json
-import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -23,16 +21,14 @@ from cotdistill.adaptive import normalise, verifiable
 from cotdistill.config import FilterConfig
 from cotdistill.decontam import NgramIndex
 from cotdistill.errors import CotdistillError
+from cotdistill.filter_outputs import Decisions, write
 from cotdistill.loading import save_resolved
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, Trace, Verdict
 from cotdistill.sources import load_problems
-from cotdistill.store import read_records, write_atomic
+from cotdistill.store import read_records
 from cotdistill.verify import answer_key, check_format, compare
 from cotdistill.verify_pool import verify_pairs
-
-FUNNEL = ["truncated", "length", "format", "contaminated", "cannot_tell", "incorrect",
-          "duplicate_exact", "near_duplicate", "over_per_problem_cap"]
 
 
 def _read(path: Path, cls, what: str) -> list:
@@ -233,148 +229,6 @@ def run(cfg: FilterConfig) -> dict:
     drop = _per_trace_drops(cfg, traces, verdicts, templates, index, problem_hit, contam_hits)
     for ts in by_problem.values():
         _dedup_and_cap(cfg, ts, drop)
-    return _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, problem_hit)
+    return write(cfg, out, traces, Decisions(verdicts, labels, drop, contam_hits, problem_hit))
 
 
-def _write(cfg, out, problems, traces, verdicts, labels, drop, contam_hits, problem_hit) -> dict:
-    import datasets
-
-    rows, kept_tokens = [], []
-    verdict_lines = []
-    for t in traces:
-        v = verdicts[t.key]
-        label, source = labels[t.problem_id]
-        verdict_lines.append(json.dumps({"problem_id": t.problem_id, "sample_index": t.sample_index,
-                                         **v.model_dump(), "label": label, "label_source": source,
-                                         "dropped": drop.get(t.key)}))
-        if t.key in drop:
-            continue
-        msgs = [m.model_dump() for m in t.messages] + [{"role": "assistant", "content": t.completion}]
-        rows.append({"messages": msgs, "problem_id": t.problem_id, "sample_index": t.sample_index,
-                     "teacher": t.teacher.model, "tokenizer_hash": t.teacher.tokenizer_hash,
-                     "template": t.template.name, "template_hash": t.template.hash, "gold": label,
-                     "label_source": source, "extracted": v.extracted, "correct": v.correct,
-                     "verify_reason": v.reason, "completion_tokens": t.completion_tokens})
-        kept_tokens.append(t.completion_tokens)
-    first = {}
-    for t in traces:
-        first.setdefault(t.problem_id, t)
-    prompts = [{"prompt": [m.model_dump() for m in t.messages], "problem_id": pid, "gold": labels[pid][0],
-                "label_source": labels[pid][1]}
-               for pid, t in first.items() if pid not in problem_hit and labels[pid][0] is not None]
-    empty_cols = {"sft": ["messages", "problem_id", "sample_index", "teacher", "tokenizer_hash", "template",
-                          "template_hash", "gold", "label_source", "extracted", "correct", "verify_reason",
-                          "completion_tokens"],
-                  "prompts": ["prompt", "problem_id", "gold", "label_source"]}
-    for name, data in (("sft", rows), ("prompts", prompts)):
-        write_atomic(out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data))
-        # an empty selection still gets a loadable dataset (no rows, the usual columns)
-        ds = (
-            datasets.Dataset.from_list(data) if data else datasets.Dataset.from_dict({c: [] for c in empty_cols[name]})
-        )
-        ds.save_to_disk(str(out / name), num_shards=1 if not data else None)  # datasets fails on 0 rows otherwise
-    write_atomic(out / "verdicts.jsonl", "".join(x + "\n" for x in verdict_lines))
-
-    counts = Counter(drop.values())
-    n_samples = Counter(t.problem_id for t in traces)
-    n_correct = Counter(t.problem_id for t in traces if verdicts[t.key].correct)
-    pass_rates = [n_correct[pid] / n_samples[pid] for pid in n_samples]
-    bins = [
-        ("0", lambda r: r == 0),
-        ("(0, 0.25]", lambda r: 0 < r <= 0.25),
-        ("(0.25, 0.5]", lambda r: 0.25 < r <= 0.5),
-        ("(0.5, 0.75]", lambda r: 0.5 < r <= 0.75),
-        ("(0.75, 1)", lambda r: 0.75 < r < 1),
-        ("1", lambda r: r == 1),
-    ]
-    report = {
-        "traces": len(traces), "kept": len(rows), "acceptance": round(len(rows) / len(traces), 4),
-        "funnel": [{"stage": s, "dropped": counts.get(s, 0)} for s in FUNNEL],
-        "verdicts": dict(Counter("correct" if v.correct else "cannot_tell" if v.correct is None else "incorrect"
-                                 for v in verdicts.values())),
-        "problems": len(n_samples), "problems_with_kept_traces": len({r["problem_id"] for r in rows}),
-        "voted_labels": sum(1 for lab, src in labels.values() if src == "voted"),
-        "pass_rate_histogram": {name: sum(1 for r in pass_rates if f(r)) for name, f in bins},
-        "mean_pass_rate": round(statistics.fmean(pass_rates), 4) if pass_rates else None,
-        "kept_completion_tokens": ({"min": min(kept_tokens), "median": statistics.median(kept_tokens),
-                                    "mean": round(statistics.fmean(kept_tokens), 1), "max": max(kept_tokens)}
-                                   if kept_tokens else None),
-        "decontamination_hits": contam_hits, "prompts": len(prompts),
-        "per_teacher": _per_teacher(traces, verdicts, drop),
-        "adaptive": _adaptive_saving(traces, len(n_samples)),
-    }
-    write_atomic(out / "filter_report.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(out / "README.md", dataset_card(cfg, report))
-    return {k: v for k, v in report.items() if k != "decontamination_hits"} | {
-        "decontamination_hits": len(contam_hits)
-    }
-
-
-def _adaptive_saving(traces, problems: int) -> dict | None:
-    """Adaptive sampling (until_verified): samples generated against the fixed-n budget."""
-    k = traces[0].sampling.until_verified if traces else None
-    if k is None:
-        return None
-    budget = problems * traces[0].sampling.n
-    rounds = Counter(t.round for t in traces)
-    return {"until_verified": k, "budget_traces": budget, "traces": len(traces),
-            "saved_share": round(1 - len(traces) / budget, 4) if budget else None,
-            "completion_tokens": sum(t.completion_tokens for t in traces),
-            "traces_per_round": {str(r): c for r, c in sorted(rounds.items(), key=lambda x: (x[0] is None, x[0]))}}
-
-
-def _per_teacher(traces, verdicts, drop) -> dict:
-    """Traces, verified-correct and kept traces by the teacher that wrote them (multi-teacher runs)."""
-    out: dict[str, dict] = {}
-    for t in traces:
-        row = out.setdefault(t.teacher.model, {"traces": 0, "correct": 0, "kept": 0})
-        row["traces"] += 1
-        row["correct"] += bool(verdicts[t.key].correct)
-        row["kept"] += t.key not in drop
-    return out
-
-
-def dataset_card(cfg: FilterConfig, r: dict) -> str:
-    lines = ["# cotdistill filtered traces", "",
-             f"Source generation: `{cfg.generate_dir}`. {r['kept']} of {r['traces']} traces kept "
-             f"(acceptance {r['acceptance']:.1%}) over {r['problems_with_kept_traces']} of {r['problems']} problems.",
-             "Files: `sft/` + `sft.jsonl` (TRL conversational `messages`), `prompts/` + `prompts.jsonl` "
-             "(prompt-only), `verdicts.jsonl` (every trace's verdict and drop reason).", "",
-             "## Funnel", "", "| stage | dropped | remaining |", "|---|---:|---:|"]
-    left = r["traces"]
-    lines.append(f"| generated | | {left} |")
-    for s in r["funnel"]:
-        left -= s["dropped"]
-        lines.append(f"| {s['stage']} | {s['dropped']} | {left} |")
-    if r.get("adaptive"):
-        a = r["adaptive"]
-        lines += ["", "## Adaptive sampling", "",
-                  f"`until_verified: {a['until_verified']}`: {a['traces']} traces generated of a budget of "
-                  f"{a['budget_traces']} ({a['saved_share']:.1%} saved); per round: "
-                  + ", ".join(f"{r}: {c}" for r, c in a["traces_per_round"].items()) + "."]
-    if len(r.get("per_teacher") or {}) > 1:
-        lines += ["", "## Traces per teacher", "", "| teacher | traces | correct | kept |", "|---|---:|---:|---:|"]
-        lines += [f"| `{m}` | {c['traces']} | {c['correct']} | {c['kept']} |" for m, c in r["per_teacher"].items()]
-    lines += ["", "## Teacher pass rate per problem", "", f"Mean pass rate: {r['mean_pass_rate']}. "
-              f"Pseudo-labels by vote: {r['voted_labels']}.", "", "| pass rate | problems | |", "|---|---:|---|"]
-    most = max(r["pass_rate_histogram"].values()) or 1
-    for name, c in r["pass_rate_histogram"].items():
-        lines.append(f"| {name} | {c} | {'#' * round(30 * c / most)} |")
-    lines += ["", "## Kept completion length (tokens)", ""]
-    k = r["kept_completion_tokens"]
-    lines.append(
-        "No trace kept." if k is None else f"min {k['min']}, median {k['median']}, mean {k['mean']}, max {k['max']}"
-    )
-    lines += ["", "## Decontamination", ""]
-    if not cfg.decontam.eval_sets:
-        lines.append("No evaluation sets configured: not checked.")
-    else:
-        sets = ", ".join(f"`{s.path}`" for s in cfg.decontam.eval_sets)
-        lines.append(
-            f"Checked against {sets} with {cfg.decontam.ngram}-word n-grams: {len(r['decontamination_hits'])} hits."
-        )
-        if r["decontamination_hits"]:
-            lines += ["", "| problem | where | eval set | eval id | shared n-gram |", "|---|---|---|---|---|"]
-            lines += [f"| {h['problem_id']} | {h['where']} | {h['eval_set']} | {h['eval_id']} | {h['ngram']} |"
-                      for h in r["decontamination_hits"][:200]]
-    return "\n".join(lines) + "\n"

@@ -41,8 +41,8 @@ def _finished(out: Path, idx: int, count: int) -> bool:
     return path.exists() and bool(json.loads(path.read_text()).get("complete"))
 
 
-def merge(output_dir: str | Path) -> dict:
-    out = Path(output_dir)
+def _shard_configs(out: Path) -> tuple[int, dict[int, GenerateConfig]]:
+    """(shard count, config by shard index): every shard ran, all with one count and one config."""
     found = sorted(p for p in out.glob("config-*-of-*.yaml") if SHARD_CONFIG.search(p.name))
     if not found:
         raise CotdistillError(f"{out}: no shard configs (config-IIIII-of-NNNNN.yaml); nothing to merge")
@@ -68,10 +68,12 @@ def merge(output_dir: str | Path) -> dict:
         if diff:
             raise CotdistillError(f"{out}: shard {idx} was run with another config than shard 0 (differs in: "
                                   f"{', '.join(diff)}); they are not one run: re-run it with the same settings")
-    n = cfgs[0].sampling.n * (1 + len(cfgs[0].extra_teachers))  # sample indices per problem (extra teachers: k*n..)
-    problems = load_problem_file(out / "problems.jsonl")
-    order = {p.id: i for i, p in enumerate(problems)}
+    return count, cfgs
 
+
+def _read_shards(out: Path, count: int, cfgs: dict, order: dict, n: int) -> tuple[dict, dict]:
+    """Every shard's traces and logprob records by (problem order, sample index); overlaps and strays, or two
+    template versions, are errors."""
     by_key: dict[tuple[int, int], str] = {}
     lp_by_key: dict[tuple[int, int], str] = {}
     dupes, strays, lp_dupes, hashes = [], [], [], set()
@@ -92,8 +94,15 @@ def merge(output_dir: str | Path) -> dict:
         what = (f"{len(dupes)} duplicated keys (e.g. {dupes[:3]})" if dupes else "") + \
                (f" {len(strays)} records outside their shard or problem set (e.g. {strays[:3]})" if strays else "")
         raise CotdistillError(f"{out}: shards overlap: {what.strip()}; shards were run with different settings")
+    return by_key, lp_by_key
+
+
+def _check_complete(out: Path, cfg: GenerateConfig, count: int, problems: list, n: int, by_key: dict,
+                    lp_by_key: dict) -> set:
+    """The keys the run should have (every problem x sample, or what adaptive rounds chose), all present and,
+    with logprobs, each paired with its record. Returns the expected keys."""
     expected = {(i, s) for i in range(len(problems)) for s in range(n)}
-    if cfgs[0].sampling.until_verified:  # adaptive: how many samples a problem needs is known to its shard only
+    if cfg.sampling.until_verified:  # adaptive: how many samples a problem needs is known to its shard only
         unfinished = [idx for idx in range(count) if not _finished(out, idx, count)]
         if unfinished:
             raise CotdistillError(f"{out}: shards {unfinished} did not finish their adaptive sampling rounds; re-run "
@@ -105,11 +114,21 @@ def merge(output_dir: str | Path) -> dict:
         raise CotdistillError(
             f"{out}: {len(missing)} of {len(expected)} traces missing (e.g. {ex}); re-run the shards to resume them"
         )
-
-    if cfgs[0].sampling.logprobs and set(lp_by_key) != set(by_key):
+    if cfg.sampling.logprobs and set(lp_by_key) != set(by_key):
         gap = sorted(set(by_key) ^ set(lp_by_key))
         raise CotdistillError(f"{out}: {len(gap)} traces and logprob records do not pair up (e.g. "
                               f"{[f'{problems[i].id}#{s}' for i, s in gap[:3]]}); re-run those shards to resume them")
+    return expected
+
+
+def merge(output_dir: str | Path) -> dict:
+    out = Path(output_dir)
+    count, cfgs = _shard_configs(out)
+    n = cfgs[0].sampling.n * (1 + len(cfgs[0].extra_teachers))  # sample indices per problem (extra teachers: k*n..)
+    problems = load_problem_file(out / "problems.jsonl")
+    order = {p.id: i for i, p in enumerate(problems)}
+    by_key, lp_by_key = _read_shards(out, count, cfgs, order, n)
+    expected = _check_complete(out, cfgs[0], count, problems, n, by_key, lp_by_key)
     write_atomic(out / "traces.jsonl", "".join(by_key[k] + "\n" for k in sorted(by_key)))
     if lp_by_key:
         write_atomic(out / "logprobs.jsonl", "".join(lp_by_key[k] + "\n" for k in sorted(lp_by_key)))
