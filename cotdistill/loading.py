@@ -3,7 +3,7 @@ errors that name the file and the dotted field, and the resolved copy saved next
 
     cfg = load_config(GenerateConfig, "data/configs/generate_demo.yaml", ["sampling.n=8"])
 
-The schemas themselves live in ``config.py``; nothing here knows a stage.
+The schemas themselves live in ``cotdistill/config/``; nothing here knows a stage.
 """
 
 from __future__ import annotations

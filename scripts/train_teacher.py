@@ -73,27 +73,27 @@ def main() -> None:
     args = ap.parse_args()
     import datasets
 
+    from cotdistill import train
     from cotdistill.config import TrainConfig
     from cotdistill.tasks import arithmetic_set
     from cotdistill.tiny import build_tiny_model
-    from cotdistill.train import sft
 
     held = [json.loads(line) for line in (ROOT / "data" / "digit_chain_test.jsonl").read_text().splitlines()]
-    train = arithmetic_set(args.train, seed=101, prefix="teacher-train", task="chain",
+    problems = arithmetic_set(args.train, seed=101, prefix="teacher-train", task="chain",
                            exclude={p["question"] for p in held}, steps=args.chain)
     work, out = Path(args.work), Path(args.out)
-    corpus = [f"user assistant {p['question']} {p['solution']} \\boxed{{{p['answer']}}}" for p in train[:3000]]
+    corpus = [f"user assistant {p['question']} {p['solution']} \\boxed{{{p['answer']}}}" for p in problems[:3000]]
     init = build_tiny_model(work / "init", hidden=args.hidden, heads=args.heads, layers=args.layers,
                             intermediate=2 * args.hidden, vocab_size=args.vocab, individual_digits=True,
                             corpus=corpus, seed=args.seed)
     datasets.Dataset.from_list([{"messages": messages(p), "problem_id": p["id"], "sample_index": 0}
-                                for p in train]).save_to_disk(str(work / "data" / "sft"))
+                                for p in problems]).save_to_disk(str(work / "data" / "sft"))
     cfg = TrainConfig(student=str(init), dataset_dir=str(work / "data"), output_dir=str(work / "train"),
                       max_steps=args.steps, per_device_train_batch_size=args.batch, learning_rate=args.lr,
                       lr_scheduler_type="cosine", warmup_ratio=0.03, logging_steps=50, save_steps=500,
                       max_length=128, seed=args.seed, length_grouped=False, resume=False)
     t = time.perf_counter()
-    summary = sft.run(cfg)
+    summary = train.run(cfg)
     minutes = (time.perf_counter() - t) / 60
     final = Path(summary["final_model"])
     acc = greedy_accuracy(final, held)

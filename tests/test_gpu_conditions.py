@@ -92,6 +92,26 @@ def test_a_missing_optional_dependency_fails_before_any_work(tmp_path, monkeypat
         train.run(c)
 
 
+def test_liger_kernels_are_asked_of_the_trainer_and_need_their_package(tmp_path, monkeypatch):
+    """use_liger_kernel reaches the trainer's arguments; without liger-kernel installed it fails before any work,
+    naming the extra (the kernels are Triton: they run on CUDA only, so CPU tests stop at the check)."""
+    import importlib.util
+
+    from transformers import TrainingArguments
+
+    from cotdistill.train.common import training_args
+
+    c = TrainConfig.model_validate(dict(student="s", dataset_dir="d", output_dir=str(tmp_path / "o"),
+                                        use_liger_kernel=True))
+    assert training_args(TrainingArguments, c).use_liger_kernel is True
+    assert training_args(TrainingArguments, c.model_copy(update={"use_liger_kernel": None})).use_liger_kernel is False
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "liger_kernel" else real(n, *a))
+    with pytest.raises(CotdistillError, match=r"use_liger_kernel: 'liger' needs the liger_kernel package.*"
+                                              r"pip install 'cotdistill\[gpu\]'"):
+        train.run(c)
+
+
 def test_run_checks_optional_dependencies_before_generating(tmp_path, monkeypatch):
     import importlib.util
 

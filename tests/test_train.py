@@ -205,7 +205,7 @@ def test_lora_sft_merges_into_final(tiny_student, tmp_path):
 def test_assistant_end_token_comes_from_the_chat_template(tiny_model):
     from transformers import AutoTokenizer
 
-    from cotdistill.train.common import assistant_end_token
+    from cotdistill.chat import assistant_end_token
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     assert assistant_end_token(tok) == tok.convert_tokens_to_ids("<|im_end|>")  # ChatML

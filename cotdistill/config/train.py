@@ -93,17 +93,20 @@ OPTIONAL_DEPENDENCIES = {
     "trackio": ("trackio", "trackio"), "mlflow": ("mlflow", "mlflow"), "comet_ml": ("comet_ml", "comet_ml"),
     "flash_attention_2": ("flash_attn", "flash-attn --no-build-isolation (CUDA only)"),
     "flash_attention_3": ("flash_attn_interface", "flash-attn 3 from its repository (Hopper GPUs only)"),
+    "liger": ("liger_kernel", "'cotdistill[gpu]' (Triton kernels: CUDA GPUs only)"),
 }
 
 
-def optional_dependency_problems(report_to: list[str], attn_implementation: str | None) -> list[str]:
+def optional_dependency_problems(report_to: list[str], attn_implementation: str | None,
+                                 use_liger_kernel: bool = False) -> list[str]:
     """One line per optional package a train config needs and this environment lacks, with the install
     command: found when the config is loaded, not at trainer init after hours of generation."""
     import importlib.util
 
     out = []
     for field, names in (("report_to", [n for n in report_to if n not in ("none", "all")]),
-                         ("attn_implementation", [attn_implementation] if attn_implementation else [])):
+                         ("attn_implementation", [attn_implementation] if attn_implementation else []),
+                         ("use_liger_kernel", ["liger"] if use_liger_kernel else [])):
         for name in names:
             module, install = OPTIONAL_DEPENDENCIES.get(name, (None, None))
             if module is not None and importlib.util.find_spec(module) is None:
@@ -157,6 +160,10 @@ class TrainConfig(StrictModel):
         default=False, description="only where attention honours sequence boundaries (flash-attention varlen)"
     )
     attn_implementation: str | None = Field(default=None, description="e.g. \"flash_attention_2\" on GPUs")
+    use_liger_kernel: bool | None = Field(
+        default=None, description="true: Liger's Triton layer kernels (RMSNorm, RoPE, SwiGLU; CUDA only, pip install "
+        "'cotdistill[gpu]') through the trainer's use_liger_kernel. The [tokens x vocab] logits are already avoided "
+        "by TRL's fused LM head (sft) and loss_chunk_tokens (logit_kd, kd); TRL 1.16's GKD has no fused JSD")
     bf16: bool | None = Field(default=None, description="None: bf16 where the GPU supports it, fp32 on CPU")
     gradient_checkpointing: bool | None = Field(default=None, description="None: on for GPUs, off on CPU")
     lora: LoraConfig | None = None

@@ -16,12 +16,14 @@ from cotdistill.errors import CotdistillError
 
 def check_dependencies(cfg: TrainConfig, where: str = "train") -> None:
     """Refuse, before any work, a config that needs a package this environment lacks (tracking, flash-attn)."""
-    missing = optional_dependency_problems(cfg.report_to, cfg.attn_implementation)
+    missing = optional_dependency_problems(cfg.report_to, cfg.attn_implementation, bool(cfg.use_liger_kernel))
     if missing:
         raise CotdistillError(f"{where}: {missing[0]}")
 
 
 def run(cfg: TrainConfig) -> dict:
+    """Build the method's trainer (each method module's ``build``), train, save ``final/`` and the summary. The
+    method modules import TRL and torch, so only the one asked for is imported."""
     check_dependencies(cfg)
     if cfg.method == "sft":
         from cotdistill.train import sft as m
@@ -31,4 +33,6 @@ def run(cfg: TrainConfig) -> dict:
         from cotdistill.train import kd as m
     else:
         from cotdistill.train import logit_kd as m
-    return m.run(cfg)
+    from cotdistill.train.common import fit
+
+    return fit(m.build, cfg)

@@ -1,13 +1,16 @@
-"""What every trainer shares: device defaults, data loading, and the preflight checks that
-refuse to start a run that would silently train the wrong thing."""
+"""What every trainer shares besides its data (train/data.py): device defaults and trainer arguments, the student
+loaded with fp32 master weights (+ LoRA, + QAT), the loss scale across processes, peak memory, and saving
+``final/`` (the full state dict gathered from sharded runs, the turn's end among the EOS ids) with the summary.
+``fit(build, cfg)`` is every method's run: its ``build`` returns (trainer, tokenizer, preflight)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from cotdistill.artifacts import load_filter_split
-from cotdistill.chat import assistant_end_token, check_model_location, end_of_turn_ids  # noqa: F401 (re-exported)
+import torch
+
+from cotdistill.chat import assistant_end_token, check_model_location
 from cotdistill.config import TrainConfig
 from cotdistill.env import machine
 from cotdistill.errors import CotdistillError, first_line
@@ -18,7 +21,6 @@ from cotdistill.store import write_atomic
 
 def device_defaults(cfg: TrainConfig) -> dict:
     """TRL defaults to bf16 + gradient checkpointing; both only pay off on GPUs."""
-    import torch
 
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
@@ -30,7 +32,6 @@ def load_student(cfg: TrainConfig, attn_implementation: str | None = None):
     """The student every method trains, loaded one way: fp32 master weights whatever the checkpoint's dtype
     (bf16 runs as autocast through the trainer's ``bf16`` flag, as TRL's SFT/GKD do: an AdamW update of
     ~1e-5 on a bf16 weight near 0.02 rounds away), then LoRA, then QAT's fake-quantized linears."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     check_model_location(cfg.student, "student")
@@ -89,112 +90,23 @@ def trainer_kwargs(cfg: TrainConfig) -> dict:
         seed=cfg.seed,
         report_to=cfg.report_to,
         disable_tqdm=not cfg.progress,
+        use_liger_kernel=bool(cfg.use_liger_kernel),
         **device_defaults(cfg),
     )
 
 
-def load_split(cfg: TrainConfig, name: str):
-    return load_filter_split(cfg.dataset_dir, name, "dataset_dir")
+def global_token_loss(trainer, loss, num_items_in_batch):
+    """A loss divided by the step's global trained-token count is scaled by the process count, because DDP
+    averages the gradients over processes (as transformers does for its own losses)."""
+    if num_items_in_batch is not None and trainer.args.average_tokens_across_devices:
+        return loss * trainer.accelerator.num_processes
+    return loss
 
 
-def example_name(ds, i: int) -> str:
-    cols = ds.column_names
-    if "problem_id" in cols:
-        row = ds[i]
-        return f"example {i} (problem '{row['problem_id']}'" + (
-            f", sample {row['sample_index']})" if "sample_index" in cols else ")"
-        )
-    return f"example {i}"
-
-
-def check_template_keeps_completion(tok, ds, field: str = "student") -> None:
-    """Refuse a chat template that rewrites the assistant turn it renders: DeepSeek-R1's drops everything up to
-    ``</think>`` from assistant messages (it is made for chat history), so a student with that template would
-    train on the answers only, silently (TRL only warns). Checked on every distinct shape of completion."""
-    checked = set()
-    for i, msgs in enumerate(ds["messages"]):
-        content = msgs[-1]["content"]
-        shape = ("<think>" in content, "</think>" in content)
-        if shape in checked:
-            continue
-        checked.add(shape)
-        text = tok.apply_chat_template(msgs, tokenize=False)
-        if content not in text:
-            kept = next((len(content) - j for j in range(len(content)) if content[j:] in text), 0)
-            raise CotdistillError(
-                f"preflight: {example_name(ds, i)}: the {field}'s chat template rewrites the assistant turn (it keeps "
-                f"{kept} of {len(content)} characters of the completion, e.g. DeepSeek-R1's keeps only the text after "
-                f"</think>): the student would not learn the reasoning; set chat_template to a template that renders "
-                f"assistant content unchanged")
-
-
-def drop_too_long(ds, tok, max_length: int, max_share: float, column: str = "messages"):
-    """Drop examples longer than max_length (their end-of-turn would be cut off: students that
-    never stop), refusing when more than ``max_share`` of them are too long."""
-    lengths = [len(tok.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"]) for m in ds[column]]
-    too_long = [i for i, n in enumerate(lengths) if n > max_length]
-    share = len(too_long) / len(ds)
-    if share > max_share:
-        raise CotdistillError(
-            f"{len(too_long)} of {len(ds)} examples ({share:.1%}) exceed max_length {max_length} tokens (longest "
-            f"{max(lengths)}, e.g. {example_name(ds, too_long[0])}); raise max_length or max_truncated_share, or "
-            f"filter with max_completion_tokens"
-        )
-    skip = set(too_long)
-    keep = [i for i in range(len(ds)) if i not in skip]
-    return (ds.select(keep) if too_long else ds), len(too_long)
-
-
-def _row_key(row) -> tuple:
-    return (row.get("problem_id"), row.get("sample_index"))
-
-
-def check_loss_masks(ds, tok, source_ds=None) -> dict:
-    """Token-level checks of a TRL-processed dataset (``labels``: -100 = not trained, or an
-    ``assistant_masks``/``completion_mask`` column): every example trains on something, and on an
-    end-of-turn token (otherwise the student never learns to stop). TRL silently drops examples
-    whose mask is empty; those are named here instead."""
-    source_ds = source_ds if source_ds is not None else ds
-    if len(ds) != len(source_ds):
-        have = {_row_key(r) for r in ds}
-        lost = [i for i, r in enumerate(source_ds) if _row_key(r) not in have]
-        name = example_name(source_ds, lost[0]) if lost else f"{len(source_ds) - len(ds)} examples"
-        raise CotdistillError(f"preflight: {name} has an empty loss mask (no assistant tokens to learn) and would be "
-                              f"dropped silently; remove it or fix its messages")
-    if "labels" in ds.column_names:
-        trained_of = lambda r: [t for t, lab in zip(r["input_ids"], r["labels"]) if lab != -100]
-    else:
-        col = next((c for c in ("assistant_masks", "completion_mask") if c in ds.column_names), None)
-        if col is None:
-            raise CotdistillError("preflight: the processed dataset has no loss mask; the loss would cover the prompt")
-        trained_of = lambda r: [t for t, m in zip(r["input_ids"], r[col]) if m]
-    eot = end_of_turn_ids(tok)
-    trained_tokens = 0
-    for i, row in enumerate(ds):
-        trained = trained_of(row)
-        name = example_name(source_ds, i)
-        if not trained:
-            raise CotdistillError(f"preflight: {name} has an empty loss mask (no assistant tokens to learn); "
-                                  f"remove it or fix its messages")
-        if not eot & set(trained):
-            raise CotdistillError(
-                f"preflight: {name}: the end-of-turn token is not trained (the student would never stop); the chat "
-                f"template must put {tok.convert_ids_to_tokens(sorted(eot))} inside the assistant turn")
-        trained_tokens += len(trained)
-    return {"examples": len(ds), "trained_tokens": trained_tokens}
-
-
-def check_same_vocab(student_tok, teacher_tok, what: str) -> None:
-    """Logit-level methods compare distributions token by token: the vocabularies must be the same
-    (extra rows in a model's embedding, e.g. 151936 vs 152064, are padding and are sliced off)."""
-    sv, tv = student_tok.get_vocab(), teacher_tok.get_vocab()
-    if sv != tv:
-        diff = len(set(sv.items()) ^ set(tv.items()))
-        raise CotdistillError(
-            f"preflight: {what}: student and teacher tokenizers differ ({len(sv)} vs {len(tv)} tokens, {diff} "
-            f"entries differ); logit-level distillation needs the same tokenizer: use sft, or a teacher of the "
-            "student's family"
-        )
+def fit(build, cfg: TrainConfig) -> dict:
+    """A method's ``run``: build its trainer, then train and save (train_and_save)."""
+    trainer, tok, preflight = build(cfg)
+    return train_and_save(trainer, cfg, tok, preflight)
 
 
 def peft_config(cfg: TrainConfig):
@@ -232,7 +144,6 @@ class PeakMemory:
                 self.peak = max(self.peak, now)
 
     def __enter__(self):
-        import torch
 
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -244,7 +155,6 @@ class PeakMemory:
         self._thread.join()
 
     def summary(self) -> dict:
-        import torch
 
         mib = lambda b: round(b / 2**20, 1) if b is not None else None
         out = {"rss_start_mib": mib(self.start), "rss_peak_mib": mib(self.peak),

@@ -17,16 +17,13 @@ import os
 from cotdistill.chat import load_tokenizer
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.train.common import (
+from cotdistill.train.common import device_defaults, load_student, training_args
+from cotdistill.train.data import (
     check_loss_masks,
     check_same_vocab,
     check_template_keeps_completion,
-    device_defaults,
     drop_too_long,
     load_split,
-    load_student,
-    train_and_save,
-    training_args,
 )
 
 
@@ -150,7 +147,3 @@ def build(cfg: TrainConfig):
     return trainer, tok, {"examples": len(ds), "dropped_too_long": dropped, "on_policy": True, "use_vllm": use_vllm,
                           "teacher_embedding_resized": resized}
 
-
-def run(cfg: TrainConfig) -> dict:
-    trainer, tok, preflight = build(cfg)
-    return train_and_save(trainer, cfg, tok, preflight)

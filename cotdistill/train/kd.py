@@ -23,23 +23,13 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from cotdistill.chat import load_tokenizer
+from cotdistill.chat import assistant_end_token, end_of_turn_ids, load_tokenizer
 from cotdistill.config import TrainConfig, chunk_size
 from cotdistill.errors import CotdistillError
 from cotdistill.lm_head import check_head, head_fn
 from cotdistill.train import losses as L
-from cotdistill.train.common import (
-    assistant_end_token,
-    check_same_vocab,
-    chunk_for,
-    device_defaults,
-    end_of_turn_ids,
-    example_name,
-    load_split,
-    load_student,
-    train_and_save,
-    training_args,
-)
+from cotdistill.train.common import chunk_for, device_defaults, global_token_loss, load_student, training_args
+from cotdistill.train.data import LengthGuard, check_same_vocab, example_name, load_split, pad_collator
 
 PROJECTIONS = "kd_projections.pt"
 
@@ -118,8 +108,7 @@ class LiveKDTrainer(Trainer):
         for k, val in terms.items():
             self._logged.setdefault(k, []).append(float(val.detach()) / float(share.detach().clamp(min=1e-9)))
         self._logged.setdefault("temperature", []).append(temp)
-        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-            loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
+        loss = global_token_loss(self, loss, num_items_in_batch)
         return (loss, out) if return_outputs else loss
 
     def _full_terms(self, model, out, t_outs, labels, trained, temp):
@@ -219,26 +208,13 @@ def check_outputs(out, t_out, want_h: bool, want_a: bool) -> None:
                               "needs attn_implementation 'eager' (leave attn_implementation unset)")
 
 
-def collate(pad_id: int):
-    def fn(rows):
-        n = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
-        att = torch.zeros((len(rows), n), dtype=torch.long)
-        lab = torch.full((len(rows), n), -100, dtype=torch.long)
-        for i, r in enumerate(rows):
-            m = len(r["input_ids"])
-            ids[i, :m], att[i, :m], lab[i, :m] = torch.tensor(r["input_ids"]), 1, torch.tensor(r["labels"])
-        return {"input_ids": ids, "attention_mask": att, "labels": lab}
-    return fn
-
-
 def build_examples(cfg: TrainConfig, tok, ds) -> tuple[list[dict], int]:
     """Prompt (the student's chat template with its generation prompt) + the trace's completion + the
     closing end-of-turn token; loss on the completion and the closing token."""
     closing = assistant_end_token(tok)
     closing = tok.eos_token_id if closing is None else closing
     eot = end_of_turn_ids(tok)
-    examples, too_long = [], 0
+    examples, guard = [], LengthGuard(ds, cfg.max_length, cfg.max_truncated_share)
     for i, row in enumerate(ds):
         msgs = row["messages"]
         if not msgs or msgs[-1]["role"] != "assistant":
@@ -251,14 +227,10 @@ def build_examples(cfg: TrainConfig, tok, ds) -> tuple[list[dict], int]:
         if not comp or comp[-1] not in eot:
             comp = comp + [closing]
         ids = list(prompt) + comp
-        if len(ids) > cfg.max_length:
-            too_long += 1
+        if not guard.fits(i, len(ids)):
             continue
         examples.append({"input_ids": ids, "labels": [-100] * len(prompt) + comp, "length": len(ids)})
-    if too_long / len(ds) > cfg.max_truncated_share:
-        raise CotdistillError(f"{too_long} of {len(ds)} examples exceed max_length {cfg.max_length}; raise max_length "
-                              f"or max_truncated_share, or filter with max_completion_tokens")
-    return examples, too_long
+    return examples, guard.check()
 
 
 def _depth_width(model) -> tuple[int, int]:
@@ -299,7 +271,7 @@ def build(cfg: TrainConfig):
     args = training_args(TrainingArguments, cfg, remove_unused_columns=False,
                          train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
     trainer = LiveKDTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(examples),
-                            processing_class=tok, data_collator=collate(tok.pad_token_id), teachers=teachers,
+                            processing_class=tok, data_collator=pad_collator(tok.pad_token_id), teachers=teachers,
                             teacher_weights=[w for _, w in specs], cfg=cfg, pairs=pairs, projections=projections)
     if trainer.accelerator.num_processes > 1 and any(True for _ in projections.parameters()):
         raise CotdistillError(f"method kd: the learned {ds_} -> {dt} feature/cosine projections are not synchronised "
@@ -310,7 +282,3 @@ def build(cfg: TrainConfig):
                  "trained_tokens": sum(sum(1 for x in e["labels"] if x != -100) for e in examples)}
     return trainer, tok, preflight
 
-
-def run(cfg: TrainConfig) -> dict:
-    trainer, tok, preflight = build(cfg)
-    return train_and_save(trainer, cfg, tok, preflight)

@@ -18,19 +18,12 @@ import torch
 from transformers import Trainer
 
 from cotdistill import logit_cache
-from cotdistill.chat import load_tokenizer, tokenizer_hash
+from cotdistill.chat import end_of_turn_ids, load_tokenizer, tokenizer_hash
 from cotdistill.config import TrainConfig, chunk_size
 from cotdistill.errors import CotdistillError
 from cotdistill.lm_head import check_head, final_hidden, head_fn
-from cotdistill.train.common import (
-    chunk_for,
-    end_of_turn_ids,
-    example_name,
-    load_split,
-    load_student,
-    train_and_save,
-    training_args,
-)
+from cotdistill.train.common import chunk_for, global_token_loss, load_student, training_args
+from cotdistill.train.data import LengthGuard, example_name, load_split, pad_collator
 from cotdistill.train.losses import kd_loss, kd_loss_chunked
 
 
@@ -54,30 +47,12 @@ class CachedKDTrainer(Trainer):
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
             loss, _, _ = kd_loss(out.logits, inputs["labels"], inputs["top_ids"], inputs["top_lp"],
                                  self.alpha, self.temperature, num_items=num_items_in_batch)
-        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-            loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
+        loss = global_token_loss(self, loss, num_items_in_batch)
         return (loss, out) if return_outputs else loss
 
 
 def collate(pad_id: int, k: int):
-    def fn(rows):
-        n = max(len(r["input_ids"]) for r in rows)
-        b = len(rows)
-        ids = torch.full((b, n), pad_id, dtype=torch.long)
-        att = torch.zeros((b, n), dtype=torch.long)
-        lab = torch.full((b, n), -100, dtype=torch.long)
-        tid = torch.full((b, n, k), -1, dtype=torch.long)
-        tlp = torch.zeros((b, n, k), dtype=torch.float32)
-        for i, r in enumerate(rows):
-            m = len(r["input_ids"])
-            ids[i, :m] = torch.tensor(r["input_ids"])
-            att[i, :m] = 1
-            lab[i, :m] = torch.tensor(r["labels"])
-            p = r["prompt_len"]
-            tid[i, p:m] = torch.tensor(r["top_ids"], dtype=torch.long).view(-1, k)
-            tlp[i, p:m] = torch.tensor(r["top_lp"], dtype=torch.float32).view(-1, k)
-        return {"input_ids": ids, "attention_mask": att, "labels": lab, "top_ids": tid, "top_lp": tlp}
-    return fn
+    return pad_collator(pad_id, {"top_ids": (k, -1, torch.long), "top_lp": (k, 0.0, torch.float32)})
 
 
 def teacher_rows(cfg: TrainConfig, tok, ds):
@@ -134,7 +109,7 @@ def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
         "prompt_len": datasets.Value("int32"), "top_ids": datasets.Sequence(datasets.Value("int32")),
         "top_lp": datasets.Sequence(datasets.Value("float32")), "length": datasets.Value("int32"),
         "problem_id": datasets.Value("string"), "sample_index": datasets.Value("int32")})
-    n, too_long, k = 0, 0, None
+    n, k, guard = 0, None, LengthGuard(ds, cfg.max_length, cfg.max_truncated_share)
     eot = end_of_turn_ids(tok)  # once, not per example
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = ArrowWriter(features=features, path=str(path), writer_batch_size=256)
@@ -150,8 +125,7 @@ def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
             prompt = tok.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True,
                                              return_dict=True)["input_ids"]
             ids = list(prompt) + comp.tolist()
-            if len(ids) > cfg.max_length:
-                too_long += 1
+            if not guard.fits(i, len(ids)):
                 continue
             writer.write({"input_ids": ids, "labels": [-100] * len(prompt) + comp.tolist(), "prompt_len": len(prompt),
                           "top_ids": tids.ravel().tolist(), "top_lp": np.maximum(tlp, -1e4).ravel().tolist(),
@@ -160,10 +134,7 @@ def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
         writer.finalize()
     finally:
         writer.close()
-    if too_long / len(ds) > cfg.max_truncated_share:
-        raise CotdistillError(f"{too_long} of {len(ds)} examples exceed max_length {cfg.max_length}; raise max_length "
-                              f"or max_truncated_share")
-    return n, too_long, k
+    return n, guard.check(), k
 
 
 def build(cfg: TrainConfig):
@@ -189,7 +160,3 @@ def build(cfg: TrainConfig):
                  "trained_tokens": int(sum(train_ds["length"]) - sum(train_ds["prompt_len"]))}
     return trainer, tok, preflight
 
-
-def run(cfg: TrainConfig) -> dict:
-    trainer, tok, preflight = build(cfg)
-    return train_and_save(trainer, cfg, tok, preflight)

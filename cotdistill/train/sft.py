@@ -10,15 +10,8 @@ from __future__ import annotations
 
 from cotdistill.chat import load_tokenizer
 from cotdistill.config import TrainConfig
-from cotdistill.train.common import (
-    check_loss_masks,
-    check_template_keeps_completion,
-    drop_too_long,
-    load_split,
-    load_student,
-    train_and_save,
-    training_args,
-)
+from cotdistill.train.common import load_student, training_args
+from cotdistill.train.data import check_loss_masks, check_template_keeps_completion, drop_too_long, load_split
 
 
 def to_prompt_completion(ds):
@@ -44,7 +37,3 @@ def build(cfg: TrainConfig):
     preflight.update({"dropped_too_long": dropped, "format": "messages" if markers else "prompt_completion"})
     return trainer, tok, preflight
 
-
-def run(cfg: TrainConfig) -> dict:
-    trainer, tok, preflight = build(cfg)
-    return train_and_save(trainer, cfg, tok, preflight)
