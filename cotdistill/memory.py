@@ -82,9 +82,9 @@ def train_stage(c, student: Arch, default_teacher: Arch | None = None) -> dict:
     """``train`` for a TrainConfig ``c`` whose student has the shape ``student``."""
     from cotdistill.config import chunk_size
 
-    teacher = arch(c.teacher) if c.teacher else default_teacher
+    teacher = arch(c.teacher) if getattr(c, "teacher", None) else default_teacher
     return train(student, c.method, c.max_length, c.per_device_train_batch_size, c.lora is not None, teacher,
-                 chunk_size(c.loss_chunk_tokens), c.gradient_checkpointing is not False)
+                 chunk_size(getattr(c, "loss_chunk_tokens", None)), c.gradient_checkpointing is not False)
 
 
 def run_recipe(cfg) -> dict[str, dict]:

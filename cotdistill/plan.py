@@ -118,7 +118,10 @@ class Plan:
         return json.loads(marker.read_text()) if marker.exists() else None
 
     def _add(self, name: str, kind: str, folder: Path, config, deps: list[str], *extra) -> None:
-        dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+        if hasattr(config, "fingerprint_dump"):
+            dump = config.fingerprint_dump()
+        else:
+            dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
         if isinstance(dump, dict):
             dump = {k: v for k, v in dump.items()
                     if k not in NOT_FINGERPRINTED and not (k in UNSET_NOT_FINGERPRINTED and v is None)}

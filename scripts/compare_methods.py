@@ -31,12 +31,13 @@ HELPERS = {"assistant"}  # trained for another method (progressive), not a metho
 def smoke_overrides(cfg_path: Path) -> list[str]:
     import yaml
 
-    n = len(yaml.safe_load(cfg_path.read_text())["students"])
+    students = yaml.safe_load(cfg_path.read_text())["students"]
     out = ["output_dir=runs/methods-smoke", "seeds=[0]", "generate.source.limit=12", "generate.sampling.n=2",
            "eval.benchmarks.0.source.limit=12", "eval.sampling.n=1", "eval.ks=[1]"]
-    for i in range(n):
-        out += [f"students.{i}.train.max_steps=2", f"students.{i}.train.logging_steps=1",
-                f"students.{i}.train.gkd.max_new_tokens=8"]
+    for i, s in enumerate(students):
+        out += [f"students.{i}.train.max_steps=2", f"students.{i}.train.logging_steps=1"]
+        if (s.get("train") or {}).get("method") in ("gkd", "distill"):  # rollouts: a few tokens
+            out.append(f"students.{i}.train.gkd.max_new_tokens=8")
     return out
 
 

@@ -1,8 +1,9 @@
 """Config loading: YAML + overrides, one-line errors naming the file and field."""
 
 import pytest
+from pydantic import ValidationError
 
-from cotdistill.config import GenerateConfig, OpenAITeacher
+from cotdistill.config import GenerateConfig, OpenAITeacher, TrainConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.loading import load_config, save_resolved
 
@@ -68,3 +69,25 @@ def test_missing_file_and_non_mapping(tmp_path):
 def test_openai_teacher_defaults():
     t = OpenAITeacher(model="m")
     assert t.api == "chat" and t.max_concurrency == 64 and t.base_url.endswith("/v1")
+
+
+def test_each_method_has_its_own_config_class_and_refuses_the_fields_of_others():
+    from cotdistill.config import TrainGKD, TrainKD, TrainLogitKD, TrainSFT
+    from cotdistill.config.train import METHOD_DEFAULTS
+
+    base = {"student": "s", "dataset_dir": "d", "output_dir": "o"}
+    assert type(TrainConfig.model_validate(base)) is TrainSFT
+    assert type(TrainConfig(**base, method="distill", teacher="t")) is TrainGKD
+    assert type(load_config(TrainConfig, None, ["student=s", "dataset_dir=d", "output_dir=o", "method=logit_kd",
+                                                "logprobs=c"])) is TrainLogitKD
+    kd = TrainConfig(**base, method="kd", teacher="t", cosine=0.5)
+    assert type(kd) is TrainKD and kd.cosine == 0.5
+    with pytest.raises(CotdistillError, match=r"logprobs: method 'sft' does not use this \(fields of logit_kd\)"):
+        load_config(TrainConfig, None, ["student=s", "dataset_dir=d", "output_dir=o", "logprobs=c"])
+    with pytest.raises(ValidationError, match="gkd: method 'kd' does not use this .fields of distill, gkd."):
+        TrainConfig(**base, method="kd", teacher="t", gkd={"lmbda": 1.0})
+    # a fingerprint hashes every method's fields: the absent ones at their defaults, as the one flat config did
+    sft = TrainConfig(**base).fingerprint_dump()
+    assert {"teacher", "teachers", "features", "logprobs", "gkd", "kd", "cosine"} <= set(sft)
+    assert sft["kd"] == METHOD_DEFAULTS["kd"] and sft["teacher"] is None
+    assert kd.fingerprint_dump()["cosine"] == 0.5 and kd.fingerprint_dump()["gkd"] == METHOD_DEFAULTS["gkd"]

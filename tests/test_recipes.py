@@ -104,7 +104,8 @@ def _reads_writes(cfg) -> tuple[set[str], set[str]]:
     if isinstance(cfg, LogitsConfig):
         return {cfg.filter_dir, cfg.teacher}, {cfg.output_dir}
     if isinstance(cfg, TrainConfig):
-        return {p for p in (cfg.student, cfg.dataset_dir, cfg.logprobs, cfg.teacher) if p}, {f"{cfg.output_dir}/final"}
+        reads = (cfg.student, cfg.dataset_dir, getattr(cfg, "logprobs", None), getattr(cfg, "teacher", None))
+        return {p for p in reads if p}, {f"{cfg.output_dir}/final"}
     return {m.serve.model for m in cfg.models} | set(cfg.train_data), {cfg.output_dir}
 
 

@@ -56,15 +56,20 @@ from cotdistill.config.train import (
     TeacherWeight,
     TemperatureSchedule,
     TrainConfig,
+    TrainGKD,
+    TrainKD,
+    TrainLogitKD,
+    TrainSFT,
     optional_dependency_problems,
 )
 
 __all__ = [
-    "DEFAULT_CHUNK_TOKENS", "OPTIONAL_DEPENDENCIES", "AttentionTerm", "DecontamConfig", "DistributedConfig",
-    "EvalBenchmark", "EvalConfig", "EvalModel", "FeatureTerm", "FieldMap", "FilterConfig", "GKDOptions",
-    "GenerateConfig", "HFSource", "KDOptions", "LayerMap", "LogitsConfig", "LoraConfig", "OpenAITeacher",
-    "PTQStage", "PromptConfig", "QATConfig", "ReasoningGymSource", "RelationTerm", "RunConfig", "RunEval",
-    "RunStudent", "RunTargets", "SamplingConfig", "ShardConfig", "SourceConfig", "StrictModel", "StudentFromTeacher",
+    "AttentionTerm", "DEFAULT_CHUNK_TOKENS", "DecontamConfig", "DistributedConfig", "EvalBenchmark", "EvalConfig",
+    "EvalModel", "FeatureTerm", "FieldMap", "FilterConfig", "GKDOptions", "GenerateConfig", "HFSource",
+    "KDOptions", "LayerMap", "LogitsConfig", "LoraConfig", "OPTIONAL_DEPENDENCIES", "OpenAITeacher", "PTQStage",
+    "PromptConfig", "QATConfig", "ReasoningGymSource", "RelationTerm", "RunConfig", "RunEval", "RunStudent",
+    "RunTargets", "SamplingConfig", "ShardConfig", "SourceConfig", "StrictModel", "StudentFromTeacher",
     "StudentInit", "StudentSpec", "SweepConfig", "TeacherConfig", "TeacherWeight", "TemperatureSchedule",
-    "TrainConfig", "VLLMTeacher", "chunk_size", "optional_dependency_problems", "size_label",
+    "TrainConfig", "TrainGKD", "TrainKD", "TrainLogitKD", "TrainSFT", "VLLMTeacher", "chunk_size",
+    "optional_dependency_problems", "size_label",
 ]

@@ -12,7 +12,7 @@ from cotdistill.config.common import SamplingConfig, StrictModel, TeacherConfig,
 from cotdistill.config.eval import EvalBenchmark
 from cotdistill.config.filter import FilterConfig
 from cotdistill.config.generate import GenerateConfig
-from cotdistill.config.train import QATConfig, TrainConfig
+from cotdistill.config.train import METHOD_CONFIGS, QATConfig, TrainConfig
 from cotdistill.loading import format_validation_error
 from cotdistill.tiny import head_size_problem
 
@@ -298,9 +298,11 @@ class RunConfig(StrictModel):
             ("generate", GenerateConfig, {**self.generate, "teacher": self.teacher.model_dump(), "output_dir": "-"}),
             ("filter", FilterConfig, {**self.filter, "generate_dir": "-", "output_dir": "-"}),
         ]
-        parts += [(f"students[{i}].train", TrainConfig,
-                   {"student": "-", "dataset_dir": "-", "output_dir": "-", "logprobs": "-", "teacher": "-", **s.train})
-                  for i, s in enumerate(self.students)]
+        for i, s in enumerate(self.students):  # the paths a method reads are filled in by the plan
+            method = METHOD_CONFIGS.get(s.train.get("method", "sft"), TrainConfig)
+            filled = {k: "-" for k in ("student", "dataset_dir", "output_dir", "logprobs", "teacher")
+                      if k in method.model_fields}
+            parts.append((f"students[{i}].train", TrainConfig, {**filled, **s.train}))
         for where, cls, data in parts:
             try:
                 cls.model_validate(data)

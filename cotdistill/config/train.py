@@ -116,33 +116,20 @@ def optional_dependency_problems(report_to: list[str], attn_implementation: str 
 
 
 class TrainConfig(StrictModel):
+    """The fields every method has. ``TrainConfig.model_validate(data)`` (and loading a train YAML) returns the
+    config class of ``data["method"]`` (TrainSFT, TrainGKD, TrainLogitKD, TrainKD), whose own fields follow; a
+    field of another method is an error that names the method it belongs to."""
+
     method: Literal["sft", "gkd", "distill", "logit_kd", "kd"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
-    teacher: str | None = Field(default=None, description="gkd / distill / kd: hub id or local directory")
-    teachers: list[TeacherWeight] | None = Field(
-        default=None, min_length=1, description="kd: an ensemble; soft targets average their distributions"
-    )
-    features: FeatureTerm | None = Field(default=None, description="kd: FitNets hidden-state term")
-    attention: AttentionTerm | None = Field(
-        default=None, description="kd: TinyBERT attention-map term (eager attention)"
-    )
-    relation: RelationTerm | None = Field(default=None, description="kd: RKD pairwise-similarity term")
-    cosine: float = Field(
-        default=0.0, ge=0, description="kd: weight of DistilBERT's cosine term on the last hidden states"
-    )
     dataset_dir: str  # a filter output directory (sft/, prompts/)
+    output_dir: str
     qat: QATConfig | None = Field(default=None, description="sft / logit_kd / kd: quantization-aware training "
                                                             "(fake-quantized weights, straight-through gradients)")
-    logprobs: str | None = Field(default=None, description="logit_kd: a `cotdistill logits` cache directory (or the "
-                                                           "generation stage's logprobs.jsonl)")
-    output_dir: str
     max_length: int = Field(default=2048, ge=16)
     max_truncated_share: float = Field(default=0.05, ge=0, le=1, description="refuse when more examples are too long")
     chat_template: str | None = Field(default=None, description="the student's chat template instead of its "
                                       "tokenizer's: a .jinja file or the template text (saved with final/)")
-    loss_chunk_tokens: int | None = Field(default=None, ge=0, description="logit_kd / kd: trained tokens whose logits "
-                                          "are made at once (activation-checkpointed chunks: memory O(chunk x vocab), "
-                                          "not O(batch x length x vocab)); None: 512, 0: unchunked")
     per_device_train_batch_size: int = Field(default=8, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)
@@ -167,50 +154,47 @@ class TrainConfig(StrictModel):
     bf16: bool | None = Field(default=None, description="None: bf16 where the GPU supports it, fp32 on CPU")
     gradient_checkpointing: bool | None = Field(default=None, description="None: on for GPUs, off on CPU")
     lora: LoraConfig | None = None
-    gkd: GKDOptions = GKDOptions()
-    kd: KDOptions = KDOptions()
     report_to: list[str] = Field(default_factory=lambda: ["none"], description="tensorboard, wandb, trackio")
     resume: bool = Field(default=True, description="continue from the last checkpoint in output_dir")
     progress: bool = True
 
-    # one validator per rule, checked in this order
-    @model_validator(mode="after")
-    def _live_methods_need_a_teacher(self):
-        if self.method in ("gkd", "distill") and not self.teacher:
-            raise ValueError(f"method '{self.method}' needs a teacher model (set teacher)")
-        if self.method == "kd" and not (self.teacher or self.teachers):
-            raise ValueError("method 'kd' needs a live teacher (set teacher, or teachers for an ensemble)")
-        return self
+    def __new__(cls, *args, **data):
+        """``TrainConfig(method=..., ...)`` builds the method's class too (as model_validate does)."""
+        if cls is TrainConfig and data:
+            sub = METHOD_CONFIGS.get(data.get("method", "sft"))
+            if sub is not None and not any(k not in sub.model_fields and k in METHOD_FIELDS for k in data):
+                cls = sub  # else: TrainConfig's own validation says what is wrong
+        return super().__new__(cls)
 
-    @model_validator(mode="after")
-    def _kd_terms_only_with_kd(self):
-        live_terms = [n for n in ("teachers", "features", "attention", "relation") if getattr(self, n) is not None]
-        live_terms += ["cosine"] * bool(self.cosine)
-        live_terms += ["kd.schedule"] * (self.kd.schedule is not None)
-        live_terms += ["kd.importance"] * (self.kd.importance != "none")
-        live_terms += ["kd.divergence"] * (self.kd.divergence != "forward")
-        if live_terms and self.method != "kd":
-            raise ValueError(f"{', '.join(live_terms)}: only method 'kd' (live teacher) uses these; set method=kd")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _by_method(cls, data, handler):
+        if cls is not TrainConfig or not isinstance(data, dict):
+            return handler(data)
+        sub = METHOD_CONFIGS.get(data.get("method", "sft"))
+        if sub is None:  # an unknown method: the Literal's error
+            return handler(data)
+        foreign = [k for k in data if k not in sub.model_fields and k in METHOD_FIELDS]
+        if foreign:
+            owners = sorted({m for k in foreign for m in METHOD_FIELDS[k]})
+            if owners == ["kd"]:
+                raise ValueError(f"{', '.join(foreign)}: only method 'kd' (live teacher) uses these; set method=kd")
+            raise ValueError(f"{', '.join(foreign)}: method '{data.get('method', 'sft')}' does not use "
+                             f"{'this' if len(foreign) == 1 else 'these'} (fields of {', '.join(owners)}); set method "
+                             f"or drop {'it' if len(foreign) == 1 else 'them'}")
+        return sub.model_validate(data)
 
-    @model_validator(mode="after")
-    def _attention_needs_eager(self):
-        if self.attention is not None and self.attn_implementation not in (None, "eager"):
-            raise ValueError(f"attention: attention transfer reads the attention maps, which only 'eager' attention "
-                             f"returns; leave attn_implementation unset (got '{self.attn_implementation}')")
-        return self
+    def fingerprint_dump(self) -> dict:
+        """The dump a run's stage fingerprint hashes: every method's fields, at their defaults where this method
+        has none (the one flat config's dump before the per-method classes, so earlier runs resume)."""
+        return {**METHOD_DEFAULTS, **self.model_dump(mode="json")}
 
+    # one validator per rule, checked in this order (each method class adds its own)
     @model_validator(mode="after")
     def _qat_on_full_weights(self):
-        if self.qat is not None and (self.lora is not None or self.method in ("gkd", "distill")):
+        if self.qat is not None and self.lora is not None:
             raise ValueError("qat: quantization-aware training runs with sft, logit_kd or kd on full weights; drop "
                              "lora, or use one of those methods")
-        return self
-
-    @model_validator(mode="after")
-    def _logit_kd_needs_logprobs(self):
-        if self.method == "logit_kd" and not self.logprobs:
-            raise ValueError("method 'logit_kd' needs the cached teacher logprobs (set logprobs)")
         return self
 
     @model_validator(mode="after")
@@ -218,6 +202,93 @@ class TrainConfig(StrictModel):
         if self.packing and self.attn_implementation not in ("flash_attention_2", "flash_attention_3"):
             raise ValueError("packing lets packed examples attend to each other unless attention honours "
                              "sequence boundaries: set attn_implementation=flash_attention_2 (GPU) or packing=false")
+        return self
+
+
+class TrainSFT(TrainConfig):
+    """sft: sequence-level KD, TRL SFTTrainer on the filtered traces (train/sft.py)."""
+
+    method: Literal["sft"] = "sft"
+
+
+class TrainGKD(TrainConfig):
+    """gkd: TRL GKDTrainer (generalized JSD, on-policy share lmbda); distill: TRL's fully on-policy
+    DistillationTrainer (train/gkd.py)."""
+
+    method: Literal["gkd", "distill"]
+    teacher: str | None = Field(default=None, description="hub id or local directory")
+    gkd: GKDOptions = GKDOptions()
+
+    @model_validator(mode="after")
+    def _needs_a_teacher(self):
+        if not self.teacher:
+            raise ValueError(f"method '{self.method}' needs a teacher model (set teacher)")
+        return self
+
+    @model_validator(mode="after")
+    def _no_qat(self):
+        if self.qat is not None:
+            raise ValueError("qat: quantization-aware training runs with sft, logit_kd or kd on full weights; drop "
+                             "lora, or use one of those methods")
+        return self
+
+
+class TrainLogitKD(TrainConfig):
+    """logit_kd: KD from the teacher's cached top-k logprobs, no teacher in memory (train/logit_kd.py); the kd
+    block's alpha and temperature apply."""
+
+    method: Literal["logit_kd"]
+    logprobs: str | None = Field(default=None, description="a `cotdistill logits` cache directory (or the "
+                                                           "generation stage's logprobs.jsonl)")
+    loss_chunk_tokens: int | None = Field(default=None, ge=0, description="trained tokens whose logits are made at "
+                                          "once (activation-checkpointed chunks: memory O(chunk x vocab), not "
+                                          "O(batch x length x vocab)); None: 512, 0: unchunked")
+    kd: KDOptions = KDOptions()
+
+    @model_validator(mode="after")
+    def _needs_logprobs(self):
+        if not self.logprobs:
+            raise ValueError("method 'logit_kd' needs the cached teacher logprobs (set logprobs)")
+        return self
+
+    @model_validator(mode="after")
+    def _live_options_only_with_kd(self):
+        live = (["kd.schedule"] * (self.kd.schedule is not None) + ["kd.importance"] * (self.kd.importance != "none")
+                + ["kd.divergence"] * (self.kd.divergence != "forward"))
+        if live:
+            raise ValueError(f"{', '.join(live)}: only method 'kd' (live teacher) uses these; set method=kd")
+        return self
+
+
+class TrainKD(TrainConfig):
+    """kd: live teacher(s) in memory, terms composed by their weights: soft targets at T (forward/reverse KL, JSD),
+    FitNets features, TinyBERT attention, RKD relations, DistilBERT cosine; ensembles, a T schedule, importance
+    weights (train/kd.py)."""
+
+    method: Literal["kd"]
+    teacher: str | None = Field(default=None, description="hub id or local directory")
+    teachers: list[TeacherWeight] | None = Field(
+        default=None, min_length=1, description="an ensemble; soft targets average their distributions"
+    )
+    features: FeatureTerm | None = Field(default=None, description="FitNets hidden-state term")
+    attention: AttentionTerm | None = Field(default=None, description="TinyBERT attention-map term (eager attention)")
+    relation: RelationTerm | None = Field(default=None, description="RKD pairwise-similarity term")
+    cosine: float = Field(default=0.0, ge=0, description="DistilBERT's cosine term on the last hidden states")
+    loss_chunk_tokens: int | None = Field(default=None, ge=0, description="trained tokens whose logits are made at "
+                                          "once (activation-checkpointed chunks); None: 512, 0: unchunked")
+    kd: KDOptions = KDOptions()
+
+    @model_validator(mode="after")
+    def _needs_a_teacher(self):
+        if not (self.teacher or self.teachers):
+            raise ValueError("method 'kd' needs a live teacher (set teacher, or teachers for an ensemble)")
+        return self
+
+    @model_validator(mode="after")
+    def _attention_needs_eager(self):
+        if self.attention is not None and self.attn_implementation not in (None, "eager"):
+            raise ValueError(f"attention: attention transfer reads the attention maps, which only 'eager' attention "
+                             f"returns; leave attn_implementation unset (got '{self.attn_implementation}')")
         return self
 
     @model_validator(mode="after")
@@ -230,3 +301,20 @@ class TrainConfig(StrictModel):
                              f"per_device_train_batch_size is 1 (the term would be 0 / the weights all 1); set "
                              f"per_device_train_batch_size >= 2 (use gradient_accumulation_steps to keep memory)")
         return self
+
+
+METHOD_CONFIGS: dict[str, type[TrainConfig]] = {
+    "sft": TrainSFT, "gkd": TrainGKD, "distill": TrainGKD, "logit_kd": TrainLogitKD, "kd": TrainKD}
+# a field that only some methods have -> those methods
+METHOD_FIELDS: dict[str, list[str]] = {}
+for _m, _cls in METHOD_CONFIGS.items():
+    for _f in _cls.model_fields:
+        if _f not in TrainConfig.model_fields:
+            METHOD_FIELDS.setdefault(_f, []).append(_m)
+# every method-only field at its default (fingerprint_dump)
+METHOD_DEFAULTS: dict = {}
+for _cls in (TrainKD, TrainLogitKD, TrainGKD):
+    for _f, _info in _cls.model_fields.items():
+        if _f not in TrainConfig.model_fields and _f != "method":
+            _d = _info.get_default(call_default_factory=True)
+            METHOD_DEFAULTS[_f] = _d.model_dump(mode="json") if hasattr(_d, "model_dump") else _d
