@@ -197,10 +197,10 @@ class Plan:
         data, method = DATA_STAGES[s.data], s.train.get("method", "sft")
         out = str(self.root / "students" / s.name / f"seed{seed}")
         if s.ptq is not None:  # quantize the init_from student's model; nothing is trained
-            tc = TrainConfig.model_validate({"student": student, "dataset_dir": str(self.stages[data].folder),
+            train_cfg = TrainConfig.model_validate({"student": student, "dataset_dir": str(self.stages[data].folder),
                                              "output_dir": out, "seed": seed})
             self._add(name, "ptq", Path(out), PTQStage(source=student, output_dir=out, bits=s.ptq.bits), [start])
-            self.students[key] = StudentRun(s.name, seed, s.data, tc, f"ptq int{s.ptq.bits}")
+            self.students[key] = StudentRun(s.name, seed, s.data, train_cfg, f"ptq int{s.ptq.bits}")
             return
         live = {}
         if s.teacher_from is not None:  # an earlier student of the same seed teaches this one
@@ -208,10 +208,10 @@ class Plan:
         elif method in ("gkd", "distill", "kd") and isinstance(cfg.teacher, VLLMTeacher):
             live = {"teacher": cfg.teacher.model}
         logprobs = {"logprobs": str(self.stages[logits_stage(s.data)].folder)} if method == "logit_kd" else {}
-        tc = TrainConfig.model_validate({"student": student, "dataset_dir": str(self.stages[data].folder),
+        train_cfg = TrainConfig.model_validate({"student": student, "dataset_dir": str(self.stages[data].folder),
                                          "output_dir": out, **logprobs, **live, **s.train, "seed": seed})
-        deps = [data] + ([start] if start else []) + ([logits_stage(s.data)] if tc.method == "logit_kd" else [])
+        deps = [data] + ([start] if start else []) + ([logits_stage(s.data)] if train_cfg.method == "logit_kd" else [])
         deps += [f"train:{s.teacher_from}@{seed}"] if s.teacher_from is not None else []
-        self._add(name, "train", Path(tc.output_dir), tc, deps)
-        label = f"{tc.method} + qat int{tc.qat.bits}" if tc.qat else tc.method
-        self.students[key] = StudentRun(s.name, seed, s.data, tc, label)
+        self._add(name, "train", Path(train_cfg.output_dir), train_cfg, deps)
+        label = f"{train_cfg.method} + qat int{train_cfg.qat.bits}" if train_cfg.qat else train_cfg.method
+        self.students[key] = StudentRun(s.name, seed, s.data, train_cfg, label)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+import jinja2.sandbox
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cotdistill.errors import CotdistillError
+from cotdistill.errors import CotdistillError, first_line
 from cotdistill.loading import format_validation_error
 from cotdistill.records import Message, Problem, TemplateInfo
 
@@ -84,6 +85,10 @@ class PromptTemplate:
                 msgs += [Message(role="user", content=ex.user), Message(role="assistant", content=ex.assistant)]
             msgs.append(Message(role="user", content=self._user.render(ctx)))
             return msgs
+        except jinja2.sandbox.SecurityError as e:
+            raise CotdistillError(f"template '{self.spec.name}' ({self.path}): refused by the template sandbox: "
+                                  f"{first_line(e)}; a prompt template may only use the question, id, metadata and "
+                                  f"prompt.variables") from None
         except jinja2.UndefinedError as e:
             m = re.search(r"'([^']+)' is undefined|has no attribute '([^']+)'", str(e))
             var = (m.group(1) or m.group(2)) if m else str(e)
@@ -93,8 +98,10 @@ class PromptTemplate:
             ) from None
 
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                          autoescape=False)
+# a template file is untrusted text: Jinja's sandbox (as transformers renders chat templates) refuses attribute
+# access to internals (``''.__class__.__mro__``) and the data it is given cannot be changed from a template
+_ENV = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+                                                   autoescape=False)
 
 
 def resolve_template_path(name_or_path: str) -> Path:

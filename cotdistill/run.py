@@ -58,12 +58,12 @@ def _eval_config(plan: Plan) -> EvalConfig:
         "backend": "vllm", "max_model_len": 4096, "enforce_eager": True}
     if cfg.eval.gpu_memory_utilization is not None:
         engine["gpu_memory_utilization"] = cfg.eval.gpu_memory_utilization
-    for name, sr in plan.students.items():
-        final = Path(sr.train.output_dir) / "final"
+    for name, student in plan.students.items():
+        final = Path(student.train.output_dir) / "final"
         if not (final / "config.json").exists():
             _log(f"eval: student '{name}' has no trained model at {final} (stage skipped?); left out")
             continue
-        role = "baseline" if sr.data != "filtered" else "student"
+        role = "baseline" if student.data != "filtered" else "student"
         models.append(EvalModel(name=name, role=role, serve=VLLMTeacher.model_validate(
             {**engine, "model": str(final), "tokenizer": None, "revision": None, "chat_template": None})))
     return EvalConfig(models=models, benchmarks=cfg.eval.benchmarks, sampling=cfg.eval.sampling, ks=cfg.eval.ks,

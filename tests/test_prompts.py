@@ -76,3 +76,13 @@ def test_a_user_template_directory_overrides_the_shipped_one(tmp_path, monkeypat
     monkeypatch.setenv("COTDISTILL_PROMPTS", str(tmp_path))
     assert load_template("arithmetic_cot").path == tmp_path / "arithmetic_cot.yaml"
     assert load_template("gsm8k").path.parent != tmp_path  # the others still come from the shipped set
+
+
+@pytest.mark.parametrize("user", ["{{ question.__class__.__mro__[1].__subclasses__() }}",
+                                  "{{ metadata.update({\"unit\": \"pears\"}) }}{{ metadata.unit }}"])
+def test_a_template_file_renders_in_the_sandbox(tmp_path, user):
+    """Templates from a user's file are untrusted: no reach into Python internals, no changing the problem."""
+    t = _custom(tmp_path, user)
+    with pytest.raises(CotdistillError, match=r"template 'custom' .*refused by the template sandbox"):
+        t.render(P)
+    assert P.metadata == {"unit": "apples"}

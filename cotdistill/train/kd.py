@@ -234,8 +234,8 @@ def build_examples(cfg: TrainConfig, tok, ds) -> tuple[list[dict], int]:
 
 
 def _depth_width(model) -> tuple[int, int]:
-    tc = model.config.get_text_config()
-    return tc.num_hidden_layers, tc.hidden_size
+    text = model.config.get_text_config()
+    return text.num_hidden_layers, text.hidden_size
 
 
 def build(cfg: TrainConfig):
