@@ -76,11 +76,39 @@ def looks_like_local_path(name: str) -> bool:
 
 
 def check_model_location(name: str, field_name: str) -> None:
-    """A local-looking path that does not exist fails here, in one line, before vLLM starts."""
-    if looks_like_local_path(name) and not Path(name).expanduser().exists():
+    """A local-looking path that does not exist, or a local model whose weights are cut short (an interrupted
+    download or copy), fails here, in one line, before vLLM or a trainer starts."""
+    path = Path(name).expanduser()
+    if looks_like_local_path(name) and not path.exists():
         raise CotdistillError(
             f"{field_name}: model path '{name}' does not exist; give a local model directory or a hub id"
         )
+    if path.is_dir():
+        for f in sorted(path.glob("*.safetensors")):
+            problem = safetensors_problem(f)
+            if problem:
+                raise CotdistillError(f"{field_name}: {f}: {problem}; download or copy the model again")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be whole, from its header alone (8 bytes of header length, the JSON
+    header, then the tensors the header places), or None."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than a safetensors header"
+        n = int.from_bytes(head, "little")
+        if 8 + n > size:
+            return f"the header says {n:,} bytes of metadata but the file has {size:,} bytes in all (truncated)"
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError):
+            return "the header is not valid JSON (not a safetensors file, or damaged)"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        return f"the tensors end at byte {8 + n + end:,} but the file has {size:,} bytes (truncated)"
+    return None
 
 
 def chat_template_text(value: str, field: str) -> str:

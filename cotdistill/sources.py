@@ -25,6 +25,19 @@ def _json_safe(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def _check_utf8(raw: bytes, where: str) -> None:
+    """A text file's bytes that are not UTF-8: one line naming the row and the byte (pyarrow's error is 40 lines)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        row = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1)
+        raise CotdistillError(
+            f"{where}: row {row} (line {row}, byte {col} of the line, offset {e.start} in the file): "
+            f"{raw[e.start:e.end]!r} is not UTF-8; re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
 def _load_hf(src: HFSource):
     import datasets
 
@@ -34,7 +47,10 @@ def _load_hf(src: HFSource):
     if builder is not None:
         if not p.is_file():
             raise CotdistillError(f"{where}: file not found; give an existing jsonl/json/parquet/csv file or a hub id")
-        text_rows = None if builder == "parquet" else [x for x in p.read_bytes().splitlines() if x.strip()]
+        raw = None if builder == "parquet" else p.read_bytes()
+        if raw is not None:
+            _check_utf8(raw, where)
+        text_rows = None if raw is None else [x for x in raw.splitlines() if x.strip()]
         if p.stat().st_size == 0 or text_rows == [] or (builder == "csv" and len(text_rows) == 1):
             raise CotdistillError(f"{where}: the file has no rows{' (a header only)' if text_rows else ''}; it needs "
                                   f"at least one problem row")

@@ -96,3 +96,15 @@ def test_reasoning_gym_bad_task_and_option():
         load_problems(ReasoningGymSource(task="chain_summ"))
     with pytest.raises(CotdistillError, match="invalid option for reasoning-gym task 'chain_sum'"):
         load_problems(ReasoningGymSource(task="chain_sum", config={"bogus": 1}))
+
+
+def test_a_file_that_is_not_utf8_names_its_row_and_byte(tmp_path):
+    """Invalid UTF-8 (a latin-1 export) used to end in a 40-line pyarrow traceback."""
+    p = tmp_path / "p.jsonl"
+    rows = [json.dumps({"question": "What is 2+2?", "answer": "4"}).encode(),
+            json.dumps({"question": "What is 3+3?", "answer": "6"}).encode(),
+            b'{"question": "Caf\xe9 bill: 5+7?", "answer": "12"}']
+    p.write_bytes(b"\n".join(rows) + b"\n")
+    with pytest.raises(CotdistillError, match=r"p.jsonl' *: row 3 \(line 3, byte 17 of the line, offset \d+ in the "
+                                              r"file\): b'\\xe9' is not UTF-8; re-save the file as UTF-8"):
+        load_problems(HFSource(path=str(p)))

@@ -27,3 +27,22 @@ def test_derive_seed_is_stable_and_distinct():
     assert derive_seed(0, "p1", 0) == derive_seed(0, "p1", 0)
     assert len({derive_seed(0, "p1", i) for i in range(100)}) == 100
     assert derive_seed(1, "p1", 0) != derive_seed(0, "p1", 0)
+
+
+def test_a_truncated_safetensors_file_is_named_before_any_engine_starts(tiny_model, tmp_path):
+    """An interrupted download leaves model.safetensors shorter than its header says: one line naming the file,
+    from its header alone, instead of vLLM's "engine failed to start" a minute later."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    check_model_location(str(model), "teacher.model")  # whole: accepted
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    cut = r"the tensors end at byte .* but the file has .* bytes \(truncated\); download or copy the model again"
+    with pytest.raises(CotdistillError, match=r"teacher.model: .*model.safetensors: " + cut):
+        check_model_location(str(model), "teacher.model")
+    weights.write_bytes(data[:100])
+    with pytest.raises(CotdistillError, match=r"model.safetensors: the header says .* \(truncated\)"):
+        check_model_location(str(model), "student")
