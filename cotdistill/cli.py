@@ -89,20 +89,20 @@ def keys(stage: str = typer.Argument(..., help="run | generate | filter | logits
 
     if stage not in _STAGE_CONFIGS:
         _fail(CotdistillError(f"unknown stage '{stage}'; one of: {', '.join(_STAGE_CONFIGS)}"))
-    classes = [getattr(cfgmod, _STAGE_CONFIGS[stage])]
+    shared = config_keys(getattr(cfgmod, _STAGE_CONFIGS[stage]))
+    sections = [("", shared)]
     if stage == "train":  # the fields every method has, then each method's own
-        classes += [cfgmod.TrainSFT, cfgmod.TrainGKD, cfgmod.TrainLogitKD, cfgmod.TrainKD]
-    shown: set[str] = set()
-    for i, cls in enumerate(classes):
-        rows = [r for r in config_keys(cls) if r[0] not in shown or r[0] == "method"]
-        if i:
-            typer.echo(f"\n# {cls.__doc__.split(':')[0]} ({cls.__name__}):")
-            rows = [r for r in rows if r[0] != "method"]
-            if not rows:
-                typer.echo("(no fields of its own)")
+        common = {r[0] for r in shared}
+        for c in (cfgmod.TrainSFT, cfgmod.TrainGKD, cfgmod.TrainLogitKD, cfgmod.TrainKD):
+            own = [r for r in config_keys(c) if r[0] not in common]
+            sections.append((f"\n# {c.__doc__.split(':')[0]} ({c.__name__}):", own))
+    for title, rows in sections:
+        if title:
+            typer.echo(title)
+        if not rows:
+            typer.echo("(no fields of its own)")
         for key, typ, default, help_ in rows:
             typer.echo(f"{key:<34} {typ:<28.28} {default:<14.14} {' '.join(help_.split())}")
-        shown |= {r[0] for r in rows} if i == 0 else set()
 
 
 @app.command()

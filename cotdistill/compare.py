@@ -82,9 +82,9 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool = False, seed: int = 0
             "verdict": verdict, "paired_by_seed": paired, **({"level": level} if level != 0.95 else {})}
 
 
-def _groups(students: dict, results: EvalResults, outcomes: dict, benchmark: str) -> tuple[dict, dict]:
+def _groups(students: dict, results: EvalResults, outcomes: dict, benchmark: str) -> tuple[dict, dict, float | None]:
     """Models grouped by student over their seeds: accuracy (mean over seeds), range, interval, retention; and
-    each group's [seeds, problems] outcome matrix where every seed has per-problem outcomes."""
+    each group's [seeds, problems] outcome matrix where every seed has per-problem outcomes; the teacher's accuracy."""
     groups: dict[str, dict] = {}
     for n, m in results.models.items():
         name, seed, data, method = students.get(n, (n, None, None, None))
@@ -107,7 +107,7 @@ def _groups(students: dict, results: EvalResults, outcomes: dict, benchmark: str
             g["ci95"] = g["per_seed"][0]["ci95"] if len(accs) == 1 else None
         g["retention"] = round(g["accuracy"] / teacher, 4) if teacher else None
         g["worst_seed_retention"] = round(min(accs) / teacher, 4) if teacher else None
-    return groups, matrices
+    return groups, matrices, teacher
 
 
 class _Pairs:
@@ -176,8 +176,7 @@ def _targets(groups: dict, pairs: _Pairs, best: str | None, teacher: float | Non
 def distillation_table(
     students: dict, results: EvalResults | dict, outcomes: dict[str, np.ndarray], targets, benchmark: str
 ) -> dict:
-    groups, matrices = _groups(students, EvalResults.of(results), outcomes, benchmark)
-    teacher = groups["teacher"]["per_seed"][0]["accuracy"] if "teacher" in groups else None
+    groups, matrices, teacher = _groups(students, EvalResults.of(results), outcomes, benchmark)
     pairs = _Pairs(groups, matrices)
     distilled = {n: g for n, g in groups.items() if g["data"] == "filtered"}
     best = max(distilled, key=lambda n: distilled[n]["accuracy"]) if distilled else None

@@ -103,7 +103,6 @@ def read_meta(folder: Path) -> dict:
 
 
 def closing_token(tok) -> int:
-
     c = assistant_end_token(tok)
     return tok.eos_token_id if c is None else c
 

@@ -115,6 +115,10 @@ def optional_dependency_problems(report_to: list[str], attn_implementation: str 
     return out
 
 
+QAT_ON_FULL_WEIGHTS = ("qat: quantization-aware training runs with sft, logit_kd or kd on full weights; drop lora, "
+                       "or use one of those methods")
+
+
 class TrainConfig(StrictModel):
     """The fields every method has. ``TrainConfig.model_validate(data)`` (and loading a train YAML) returns the
     config class of ``data["method"]`` (TrainSFT, TrainGKD, TrainLogitKD, TrainKD), whose own fields follow; a
@@ -162,7 +166,7 @@ class TrainConfig(StrictModel):
         """``TrainConfig(method=..., ...)`` builds the method's class too (as model_validate does)."""
         if cls is TrainConfig and data:
             sub = METHOD_CONFIGS.get(data.get("method", "sft"))
-            if sub is not None and not any(k not in sub.model_fields and k in METHOD_FIELDS for k in data):
+            if sub is not None and not _foreign_fields(sub, data):
                 cls = sub  # else: TrainConfig's own validation says what is wrong
         return super().__new__(cls)
 
@@ -174,7 +178,7 @@ class TrainConfig(StrictModel):
         sub = METHOD_CONFIGS.get(data.get("method", "sft"))
         if sub is None:  # an unknown method: the Literal's error
             return handler(data)
-        foreign = [k for k in data if k not in sub.model_fields and k in METHOD_FIELDS]
+        foreign = _foreign_fields(sub, data)
         if foreign:
             owners = sorted({m for k in foreign for m in METHOD_FIELDS[k]})
             if owners == ["kd"]:
@@ -193,8 +197,7 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _qat_on_full_weights(self):
         if self.qat is not None and self.lora is not None:
-            raise ValueError("qat: quantization-aware training runs with sft, logit_kd or kd on full weights; drop "
-                             "lora, or use one of those methods")
+            raise ValueError(QAT_ON_FULL_WEIGHTS)
         return self
 
     @model_validator(mode="after")
@@ -228,8 +231,7 @@ class TrainGKD(TrainConfig):
     @model_validator(mode="after")
     def _no_qat(self):
         if self.qat is not None:
-            raise ValueError("qat: quantization-aware training runs with sft, logit_kd or kd on full weights; drop "
-                             "lora, or use one of those methods")
+            raise ValueError(QAT_ON_FULL_WEIGHTS)
         return self
 
 
@@ -301,6 +303,11 @@ class TrainKD(TrainConfig):
                              f"per_device_train_batch_size is 1 (the term would be 0 / the weights all 1); set "
                              f"per_device_train_batch_size >= 2 (use gradient_accumulation_steps to keep memory)")
         return self
+
+
+def _foreign_fields(method_class: type[TrainConfig], data: dict) -> list[str]:
+    """The keys of ``data`` that are fields of other methods, not of ``method_class``."""
+    return [k for k in data if k not in method_class.model_fields and k in METHOD_FIELDS]
 
 
 METHOD_CONFIGS: dict[str, type[TrainConfig]] = {

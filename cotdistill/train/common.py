@@ -144,7 +144,6 @@ class PeakMemory:
                 self.peak = max(self.peak, now)
 
     def __enter__(self):
-
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         self._thread.start()
@@ -155,7 +154,6 @@ class PeakMemory:
         self._thread.join()
 
     def summary(self) -> dict:
-
         mib = lambda b: round(b / 2**20, 1) if b is not None else None
         out = {"rss_start_mib": mib(self.start), "rss_peak_mib": mib(self.peak),
                "rss_growth_mib": mib(self.peak - self.start) if self.start is not None else None}
@@ -239,7 +237,6 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
         trainer.accelerator.wait_for_everyone()
         return summary
     if cfg.qat is not None:  # the weights keep their quantized values; the int codes ship beside them
-
         finalize_qat(model)
     stop_on_turn_end(model, tok)
     model.save_pretrained(str(final))
