@@ -17,72 +17,30 @@ own scorer. "Cannot tell" is ``correct=None``.
 from __future__ import annotations
 
 import re
-import threading
-from fractions import Fraction
 
+from cotdistill.answer_values import (
+    answer_body,
+    as_number,
+    boxed_spans,
+    clean_answer,
+    normalize_text,
+    same_value,
+)
+from cotdistill.choice import chosen_letter
 from cotdistill.records import Verdict
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _HASHES = re.compile(r"^[ \t]*####[ \t]*(.+?)[ \t]*$", re.M)
 _ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*[:：]?\s*(.+)", re.I)
 # "Answer:" only at the start of a line; "Final answer:" anywhere
 _FINAL_LINE = re.compile(
     r"(?:^[ \t>#*_]*answer|\bfinal\s+answer)[ \t]*(?:\*\*|__)?[ \t]*[:：][ \t]*(?:\*\*|__)?[ \t]*(.+?)[ \t]*$",
     re.I | re.M)
-_NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$|^[-+]?\.\d+$")
-_NUM_WITH_UNIT = re.compile(r"^[-+]?\$?(\d[\d,]*(?:\.\d+)?)(?:\s*[A-Za-z%°][A-Za-z%°\s/.²³]*)?$")
-_CHOICE = re.compile(r"^\(?([A-J])\)?(?:[.:,]|\s|$)")
+_DISPLAY = re.compile(r"\\\[(.+?)\\\]|\$\$(.+?)\$\$|\\\((.+?)\\\)", re.S)
 
-
-def _boxed_spans(text: str) -> list[tuple[int, str]]:
-    # an unclosed \boxed{ (truncated trace) is no answer
-    return [(a, b) for a, b, _ in _boxed_spans_with_end(text)]
-
-
-def _strip_wrappers(s: str) -> str:
-    prev = None
-    while prev != s:
-        prev = s
-        s = s.strip().strip("`*_").strip()  # markdown emphasis, balanced or not
-        for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-            if len(s) > len(a) + len(b) - 1 and s.startswith(a) and s.endswith(b):
-                s = s[len(a): len(s) - len(b)].strip()
-        boxed = _boxed_spans(s)
-        if len(boxed) == 1 and boxed[0][0] == 0 and s.endswith("}"):
-            s = boxed[0][1]
-        s = s.rstrip(".,;:!。").strip()
-    return s
-
-
-def clean_answer(raw: str) -> str | None:
-    """Normalise a marked answer: emphasis, $...$, trailing punctuation/units, choice letters."""
-    s = _strip_wrappers(raw)
-    whole = re.fullmatch(r"\\(?:text|textbf|mbox|mathrm|textrm)\{([^{}]*)\}", s)
-    if whole:  # \text{(C)}, \text{yes}: the text is the answer
-        s = _strip_wrappers(whole.group(1))
-    else:
-        s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}\s*$", "", s)  # \text{ cm}
-    s = re.sub(r"\^\s*\{?\\circ\}?$", "", s).strip()
-    s = s.replace("\\!", "").replace("\\,", "").replace("\\ ", " ").strip()
-    s = re.sub(r"\\%$|%$", "", s).strip() if _NUMBER.match(re.sub(r"\\?%$", "", s).strip()) else s
-    m = _CHOICE.match(s)
-    if m and (len(s) <= 3 or s[m.end() - 1:m.end()] in (" ", ".", ":", ",") and s.startswith("(")):
-        return m.group(1)
-    m = _NUM_WITH_UNIT.match(s)
-    if m and not _NUMBER.match(s):
-        s = m.group(1)
-    s = _strip_wrappers(s)
-    return s or None
-
-
-def _first_clause(s: str) -> str:
-    # "the answer is 12. Next we..." -> "12"; a decimal point is not a sentence end
-    return re.split(r"(?<![\d])\.(?:\s|$)|\.(?=\s+[A-Z])|(?<=\d)\.\s", s, maxsplit=1)[0]
-
-
-# what may stand between boxes that together are one answer ("\\boxed{2} and \\boxed{3}")
+# what may stand between boxes that together are one answer ("\\boxed{2} and \\boxed{3}", "(a) ... (b) ...")
 _BOX_JOIN = re.compile(
-    r"^(?:[\s$,;.]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\b[a-zA-Z]\s*=|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b)*$"
+    r"^(?:[\s$,;.:*]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\b[a-zA-Z]\s*=|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b|"
+    r"\(?\b(?:[a-h]|i{1,3}|iv|vi{0,3}|ix|x)\)|\b(?:part|Part)\s*\(?[a-h1-9]\)?|\\item)*$"
 )
 # "I think the answer is 12 but let me check": a hedge, not a final answer
 _HEDGE_BEFORE = re.compile(
@@ -95,7 +53,7 @@ _PROSE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 def _boxed_answer(text: str) -> tuple[int, str] | None:
     """The last box, joined with the boxes right before it when only separators stand between them
     (all roots boxed one by one): "2, 3"."""
-    spans = _boxed_spans_with_end(text)
+    spans = boxed_spans(text)
     if not spans:
         return None
     group = [spans[-1]]
@@ -104,19 +62,25 @@ def _boxed_answer(text: str) -> tuple[int, str] | None:
             group.insert(0, prev)
         else:
             break
-    return group[0][0], ", ".join(g[1] for g in group)
+    contents = list(dict.fromkeys(g[1].strip() for g in group))  # the same answer boxed twice is one answer
+    return group[0][0], ", ".join(contents)
 
 
-def _boxed_spans_with_end(text: str) -> list[tuple[int, str, int]]:
-    out = []
-    for m in _BOXED.finditer(text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            out.append((m.start(), text[m.end(): i - 1], i))
-    return out
+def _first_clause(s: str) -> str:
+    # "the answer is 12. Next we..." -> "12"; a decimal point is not a sentence end
+    return re.split(r"(?<![\d])\.(?:\s|$)|\.(?=\s+[A-Z])|(?<=\d)\.\s", s, maxsplit=1)[0]
+
+
+def _closing_display(text: str) -> str | None:
+    """The display math that ends the completion, when nothing follows it: "So we get \\[ 14 \\]"
+    -> "14"; a closing equation gives its right-hand side ("\\[ 3 \\times 4 = 12 \\]" -> "12")."""
+    found = list(_DISPLAY.finditer(text))
+    last = found[-1] if found else None
+    if last is None or text[last.end():].strip(" \t\n.!。"):
+        return None
+    inner = next(g for g in last.groups() if g is not None).strip()
+    rhs = re.split(r"(?<![<>!\\])=", inner)[-1].strip()
+    return rhs or None
 
 
 def _bare(text: str) -> str | None:
@@ -138,8 +102,7 @@ def _heading(content: str, after: str) -> bool:
 
 def extract_answer(text: str) -> str | None:
     """The last explicitly marked final answer in ``text``, cleaned; None when there is none."""
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
+    text = answer_body(text)
     cands: list[tuple[int, str]] = []
     boxed = _boxed_answer(text)
     if boxed:
@@ -161,91 +124,9 @@ def extract_answer(text: str) -> str | None:
         ans = clean_answer(raw)
         if ans:
             return ans
-    return _bare(text) if not cands else None
-
-
-# ------------------------------------------------------------------ comparison
-_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-
-
-def _as_number(s: str) -> Fraction | None:
-    """Exact value of a plain number, fraction or decimal; commas only as thousands separators
-    ("1,234"), so "1,2" is not 12."""
-    t = s.replace("\\$", "").lstrip("$").strip().replace("{,}", ",")
-    if "," in t:
-        if not _THOUSANDS.match(t):
-            return None
-        t = t.replace(",", "")
-    m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", t)
-    if m:
-        t = f"{m.group(1)}/{m.group(2)}"
-    try:
-        if re.fullmatch(r"[-+]?\d+/\d+", t):
-            a, b = t.split("/")
-            return Fraction(int(a), int(b)) if int(b) else None
-        if re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", t):
-            return Fraction(t)
-    except (ValueError, ZeroDivisionError):
+    if cands:
         return None
-    return None
-
-
-def _same_number(gold: Fraction, pred: Fraction, pred_text: str) -> bool:
-    """Exact equality; a decimal written with 6 or more places may round a gold that has no finite
-    decimal (1/3 ~ 0.333333), nothing looser (1000000 != 1000001, 1e-7 != 9e-7)."""
-    if gold == pred:
-        return True
-    places = re.search(r"\.(\d+)$", pred_text.strip())
-    if places and len(places.group(1)) >= 6 and "e" not in pred_text.lower():
-        step = Fraction(1, 10 ** len(places.group(1)))
-        return abs(gold - pred) <= step / 2
-    return False
-
-
-_SEQ = re.compile(r"^(\(|\[|\\\{)(.*)(\)|\]|\\\})$")
-
-
-def _as_numbers(s: str) -> tuple[str, list[Fraction]] | None:
-    """'(1, 2)' -> ('()', [1, 2]); '\\{3,1\\}' -> ('{}', [1, 3]) (sets sorted); else None."""
-    m = _SEQ.match(s.replace(" ", ""))
-    if not m:
-        return None
-    kind = {"(": "()", "[": "[]", "\\{": "{}"}[m.group(1)]
-    if kind[1] != m.group(3)[-1]:
-        return None
-    parts = [_as_number(x) for x in m.group(2).split(",")]  # thousands commas inside tuples are not supported
-    if len(parts) < 2 or any(x is None for x in parts):
-        return None
-    return kind, sorted(parts) if kind == "{}" else parts
-
-
-def normalize_text(s: str) -> str:
-    s = _strip_wrappers(s).lower()
-    s = re.sub(r"\\text\{([^}]*)\}", r"\1", s)
-    s = re.sub(r"[\s]+", " ", s)
-    return s.strip(" .,;:!\"'")
-
-
-def _texty(s: str) -> bool:
-    return "\\" not in s and bool(re.search(r"[A-Za-z]{2,}", s)) and not re.search(r"[\^=+*/]|sqrt|frac|pi\b", s)
-
-
-def _math_verify(gold: str, pred: str) -> bool | None:
-    from math_verify import parse, verify
-
-    main = threading.current_thread() is threading.main_thread()
-    t = 5 if main else None  # math-verify's timeouts use signal.alarm: main thread only
-
-    def wrap(x: str) -> str:
-        return x if "$" in x or "\\(" in x or "\\[" in x or "\\boxed" in x else f"${x}$"
-
-    g = parse(wrap(gold), parsing_timeout=t)
-    if not g:
-        return None
-    p = parse(wrap(pred), parsing_timeout=t)
-    if not p:
-        return False
-    return bool(verify(g, p, timeout_seconds=t))
+    return _bare(text) or (clean_answer(d) if (d := _closing_display(text)) else None)
 
 
 def final_gold(gold: str) -> str:
@@ -254,82 +135,33 @@ def final_gold(gold: str) -> str:
     return (extract_answer(gold) or gold) if "####" in gold or "\\boxed" in gold else gold
 
 
-def _parts(s: str) -> list[str] | None:
-    """Top-level comma / "and" separated parts of an answer list ("2, 3", "2 \\text{ and } 3");
-    None for a single answer."""
-    t = re.sub(r"\\text\{\s*(and|or)\s*\}", ",", s)
-    t = re.sub(r"\s+(?:and|or)\s+", ",", t)
-    parts, depth, cur = [], 0, ""
-    for ch in t:
-        depth += ch in "({[" and 1 or ch in ")}]" and -1 or 0
-        if ch == "," and depth == 0:
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur.strip())
-    parts = [p for p in parts if p]
-    return parts if len(parts) > 1 else None
-
-
-def _compare_one(g: str, pred: str) -> bool | None:
-    if re.fullmatch(r"[A-J]", g):
-        return pred.strip().upper() == g
-    gn, pn = _as_number(g), _as_number(pred)
-    if gn is not None and pn is not None:
-        return _same_number(gn, pn, pred)
-    gs, ps = _as_numbers(g), _as_numbers(pred)
-    if gs is not None and ps is not None and gs[0] == ps[0]:  # numeric tuples/sets: no LaTeX parser needed
-        return len(gs[1]) == len(ps[1]) and all(a == b for a, b in zip(gs[1], ps[1]))
-    if normalize_text(g) == normalize_text(pred):
-        return True
-    if _texty(g) and _texty(pred):
-        return False
-    if gn is not None and pn is None and not re.search(r"\\|\d", pred):
-        return False  # numeric gold, wordy prediction
-    res = _math_verify(g, pred)
-    if res is None and _texty(g):
-        return False
-    return res
-
-
-def _unbracket(s: str) -> str:
-    m = re.fullmatch(r"\\\{(.*)\\\}|\{(.*)\}", s.strip())
-    return (m.group(1) if m.group(1) is not None else m.group(2)) if m else s
-
-
 def compare(gold: str, pred: str) -> bool | None:
-    """Is ``pred`` (an extracted answer) equal to ``gold``? None when the gold cannot be read.
-    A list of answers (several boxes, "2 and 3", a set) matches in any order."""
-    gold = final_gold(gold)
-    g = clean_answer(gold)
-    if g is None:
-        return None
-    one = _compare_one(g, pred)
-    if one:
-        return True
-    gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
-    if (
-        gp
-        and pp
-        and len(gp) == len(pp)
-        and not (g.strip().startswith(("(", "[")) and pred.strip().startswith(("(", "[")))
-    ):
-        left = list(pp)
-        for a in gp:
-            hit = next(
-                (i for i, b in enumerate(left) if _compare_one(clean_answer(a) or a, clean_answer(b) or b)), None
-            )
-            if hit is None:
-                return False
-            left.pop(hit)
-        return True
-    return one
+    """Is ``pred`` (an extracted answer) equal to ``gold``? None when the gold cannot be read."""
+    g = clean_answer(final_gold(gold))
+    return None if g is None else same_value(g, pred)
+
+
+def _choice(completion: str, choices: list[str] | None) -> str | None:
+    """The option letter a completion commits to; with the options known, an answer that names one
+    option's text ("The answer is Paris") counts as its letter."""
+    letter = chosen_letter(answer_body(completion))
+    if letter is None and choices:
+        said = extract_answer(completion)
+        hits = [i for i, c in enumerate(choices) if said and normalize_text(c) == normalize_text(said)]
+        letter = "ABCDEFGHIJ"[hits[0]] if len(hits) == 1 else None
+    return letter
 
 
 def verify_completion(completion: str, gold: str | None, rg_task: str | None = None,
-                      rg_entry: dict | None = None) -> Verdict:
-    """Verdict for one completion. Pure apart from math-verify's own (signal) timeouts."""
+                      rg_entry: dict | None = None, choices: list[str] | None = None) -> Verdict:
+    """Verdict for one completion. Pure apart from math-verify's own (signal) timeouts. A gold that is
+    one option letter (A-J) is multiple choice: the letter the completion commits to is compared."""
+    gold_letter = re.fullmatch(r"\s*\(?([A-J])\)?\s*", str(gold or ""))
+    if gold_letter and rg_task is None:
+        letter = _choice(completion, choices)
+        ok = letter == gold_letter.group(1)
+        return Verdict(extracted=letter, correct=ok, reason="no_answer" if letter is None else
+                       "match" if ok else "mismatch")
     extracted = extract_answer(completion)
     if rg_task is not None and rg_entry is not None:
         import reasoning_gym
@@ -382,5 +214,5 @@ def check_format(completion: str, think: bool) -> str | None:
 
 def answer_key(extracted: str) -> str:
     """Grouping key for majority votes: numbers by value, text normalised."""
-    n = _as_number(extracted)
+    n = as_number(extracted)
     return f"num:{n}" if n is not None else f"txt:{normalize_text(extracted)}"

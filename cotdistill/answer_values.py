@@ -1,0 +1,371 @@
+"""Is one written answer equal to another? Pure value comparison, no extraction, no I/O.
+
+    same_value("12,\\!500", "12500") -> True      same_value("y >= 3", "y > 3") -> False
+
+Numbers exactly (thousands separators: ``1,234``, ``12{,}500``, ``12,\\!500``, ``2 500``); numeric
+tuples and sets; intervals and one-variable inequalities as sets of reals (``x < 2 or x > 3`` equals
+``(-\\infty, 2) \\cup (3, \\infty)``); plain text after normalisation; everything else through
+math-verify. ``None`` is "cannot tell" (the gold cannot be read).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from fractions import Fraction
+
+# a chat template's turn markers: what follows one is not the completion (a model that ran past its stop)
+_CHAT_TOKEN = re.compile(
+    r"<\|im_(?:start|end)\|>|<\|eot_id\|>|<\|start_header_id\|>|<\|endoftext\|>|<end_of_turn>|<start_of_turn>|"
+    r"<｜end▁of▁sentence｜>|<｜(?:User|Assistant)｜>|<\|(?:user|assistant|end)\|>|</s>")
+# display math that closes the completion: "So we get \\[ 14 \\]"
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$|^[-+]?\.\d+$")
+_NUM_WITH_UNIT = re.compile(
+    r"^[-+]?\$?(\d[\d,]*(?:\.\d+)?)(?:\s*(?:[A-Za-z%°][A-Za-z%°\s/.²³]*|\\%))?$")
+_CHOICE = re.compile(r"^\(?([A-J])\)?(?:[.:,]|\s|$)")
+# LaTeX and typographic spacing used inside numbers ("12,\\!500", "12\\,500", thin spaces)
+_NUM_SPACING = re.compile(r"(?<=\d)(,?)(?:\\[!,;: ]|~|[\u2009\u202f\u00a0])\s*(?=\d)")
+
+
+def boxed_spans(text: str) -> list[tuple[int, str, int]]:
+    """(start, content, end) of every closed ``\\boxed{...}`` (nested braces); an unclosed one
+    (a truncated trace) is no answer."""
+    out = []
+    for m in _BOXED.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            out.append((m.start(), text[m.end(): i - 1], i))
+    return out
+
+
+def answer_body(text: str) -> str:
+    """The part of a completion that holds its final answer: after the last ``</think>`` (or
+    OpenThoughts' ``<|end_of_thought|>``), before any chat-template turn marker that follows."""
+    text = _CHAT_TOKEN.split(text, 1)[0]
+    for end in ("</think>", "<|end_of_thought|>"):
+        if end in text:
+            text = text.rsplit(end, 1)[1]
+    return text.replace("<|begin_of_solution|>", "").replace("<|end_of_solution|>", "")
+
+
+def strip_wrappers(s: str) -> str:
+    prev = None
+    while prev != s:
+        prev = s
+        s = s.strip().strip("`*_\"'“”").strip()  # markdown emphasis and quotes, balanced or not
+        for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+            if len(s) > len(a) + len(b) - 1 and s.startswith(a) and s.endswith(b):
+                s = s[len(a): len(s) - len(b)].strip()
+        boxed = boxed_spans(s)
+        if len(boxed) == 1 and boxed[0][0] == 0 and s.endswith("}"):
+            s = boxed[0][1]
+        s = s.rstrip(".,;:!。").strip()
+    return s
+
+
+def clean_answer(raw: str) -> str | None:
+    """Normalise a marked answer: emphasis, $...$, trailing punctuation/units, choice letters."""
+    s = strip_wrappers(raw)
+    whole = re.fullmatch(r"\\(?:text|textbf|mbox|mathrm|textrm)\{([^{}]*)\}", s)
+    if whole:  # \text{(C)}, \text{yes}: the text is the answer
+        s = strip_wrappers(whole.group(1))
+    else:
+        s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}\s*$", "", s)  # \text{ cm}
+    s = re.sub(r"\^\s*\{?\\circ\}?$", "", s).strip()
+    s = _NUM_SPACING.sub(lambda m: m.group(1), s)
+    s = re.sub(r"(?<!\\)\\[!,;:](?![A-Za-z])", "", s)
+    s = re.sub(r"(?<!\\)\\ ", " ", s).strip()  # "\\ " is a space; "\\\\ " (a matrix row break) is not
+    s = re.sub(r"\s*(?:\\%|%|percent|per\s+cent|pct)$", "", s).strip() if _NUMBER.match(
+        re.sub(r"\s*(?:\\?%|percent|per\s+cent|pct)$", "", s).strip()) else s
+    m = _CHOICE.match(s)
+    if m and (len(s) <= 3 or s[m.end() - 1:m.end()] in (" ", ".", ":", ",") and s.startswith("(")):
+        return m.group(1)
+    m = _NUM_WITH_UNIT.match(s)
+    if m and not _NUMBER.match(s):
+        s = m.group(1)
+    s = strip_wrappers(s)
+    return s or None
+
+
+# ------------------------------------------------------------------ numbers
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$|^[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?$")
+
+
+def as_number(s: str) -> Fraction | None:
+    """Exact value of a plain number, fraction or decimal; commas and single spaces only as thousands
+    separators ("1,234", "2 500"), so "1,2" is not 12 and "12, 500" (two answers?) is no number."""
+    t = s.replace("\\$", "").lstrip("$").strip().replace("{,}", ",")
+    t = _NUM_SPACING.sub(lambda m: m.group(1), t)
+    if "," in t or " " in t:
+        if not _THOUSANDS.match(t):
+            return None
+        t = t.replace(",", "").replace(" ", "")
+    m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", t)
+    if m:
+        t = f"{m.group(1)}/{m.group(2)}"
+    try:
+        if re.fullmatch(r"[-+]?\d+/\d+", t):
+            a, b = t.split("/")
+            return Fraction(int(a), int(b)) if int(b) else None
+        if re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", t):
+            return Fraction(t)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def _same_number(gold: Fraction, pred: Fraction, pred_text: str) -> bool:
+    """Exact equality; a decimal written with 6 or more places may round a gold that has no finite
+    decimal (1/3 ~ 0.333333), nothing looser (1000000 != 1000001, 1e-7 != 9e-7)."""
+    if gold == pred:
+        return True
+    places = re.search(r"\.(\d+)$", pred_text.strip())
+    if places and len(places.group(1)) >= 6 and "e" not in pred_text.lower():
+        step = Fraction(1, 10 ** len(places.group(1)))
+        return abs(gold - pred) <= step / 2
+    return False
+
+
+_SEQ = re.compile(r"^(\(|\[|\\\{)(.*)(\)|\]|\\\})$")
+
+
+def _as_numbers(s: str) -> tuple[str, list[Fraction]] | None:
+    """'(1, 2)' -> ('()', [1, 2]); '\\{3,1\\}' -> ('{}', [1, 3]) (sets sorted); else None."""
+    m = _SEQ.match(s.replace(" ", ""))
+    if not m:
+        return None
+    kind = {"(": "()", "[": "[]", "\\{": "{}"}[m.group(1)]
+    if kind[1] != m.group(3)[-1]:
+        return None
+    parts = [as_number(x) for x in m.group(2).split(",")]  # thousands commas inside tuples are not supported
+    if len(parts) < 2 or any(x is None for x in parts):
+        return None
+    return kind, sorted(parts) if kind == "{}" else parts
+
+
+# ------------------------------------------------------------------ sets of reals
+INF = float("inf")
+_OPS = [(r"\\leqslant|\\leq|\\le(?![a-z])|≤|=<", "<="), (r"\\geqslant|\\geq|\\ge(?![a-z])|≥|=>", ">="),
+        (r"\\neq|\\ne(?![a-z])|≠", "!="), (r"\\lt(?![a-z])", "<"), (r"\\gt(?![a-z])", ">")]
+_ATOM = re.compile(r"^(?:(?P<lo>[^<>!=]+?)\s*(?P<op1><=|<|>=|>)\s*)?(?P<var>[a-zA-Z])\s*"
+                   r"(?P<op2><=|<|>=|>|!=)\s*(?P<hi>[^<>!=]+)$|^(?P<lo2>[^<>!=a-zA-Z]+?)\s*(?P<op3><=|<|>=|>)\s*"
+                   r"(?P<var2>[a-zA-Z])$")
+Interval = tuple[float | Fraction, bool, float | Fraction, bool]  # lo, lo closed, hi, hi closed
+
+
+def _endpoint(s: str) -> float | Fraction | None:
+    t = s.strip().replace(" ", "")
+    if t in ("\\infty", "+\\infty", "∞", "+∞", "inf", "+inf", "oo"):
+        return INF
+    if t in ("-\\infty", "-∞", "-inf", "-oo"):
+        return -INF
+    return as_number(t)
+
+
+def _normalise(ivs: list[Interval]) -> list[Interval]:
+    """Sorted, non-empty, merged where they touch."""
+    keep = sorted((iv for iv in ivs if iv[0] < iv[2] or (iv[0] == iv[2] and iv[1] and iv[3])),
+                  key=lambda iv: (iv[0], not iv[1]))
+    out: list[Interval] = []
+    for lo, lc, hi, hc in keep:
+        if out and (lo < out[-1][2] or (lo == out[-1][2] and (lc or out[-1][3]))):
+            plo, plc, phi, phc = out[-1]
+            out[-1] = (plo, plc, max(phi, hi), (phc if phi > hi else hc if hi > phi else phc or hc))
+        else:
+            out.append((lo, lc, hi, hc))
+    return out
+
+
+def _intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
+    out = []
+    for alo, alc, ahi, ahc in a:
+        for blo, blc, bhi, bhc in b:
+            lo, lc = (alo, alc) if alo > blo else (blo, blc) if blo > alo else (alo, alc and blc)
+            hi, hc = (ahi, ahc) if ahi < bhi else (bhi, bhc) if bhi < ahi else (ahi, ahc and bhc)
+            out.append((lo, lc, hi, hc))
+    return _normalise(out)
+
+
+def _ray(op: str, v: Fraction) -> list[Interval]:
+    return {"<": [(-INF, False, v, False)], "<=": [(-INF, False, v, True)], ">": [(v, False, INF, False)],
+            ">=": [(v, True, INF, False)], "!=": [(-INF, False, v, False), (v, False, INF, False)]}[op]
+
+
+def _atom(s: str) -> tuple[str, list[Interval]] | None:
+    m = _ATOM.match(s.strip())
+    if not m:
+        return None
+    flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+    if m.group("var2"):
+        v = _endpoint(m.group("lo2"))
+        return (m.group("var2"), _ray(flip[m.group("op3")], v)) if isinstance(v, Fraction) else None
+    hi = _endpoint(m.group("hi"))
+    if not isinstance(hi, Fraction):
+        return None
+    ivs = _ray(m.group("op2"), hi)
+    if m.group("lo") is not None:
+        lo = _endpoint(m.group("lo"))
+        if not isinstance(lo, Fraction) or m.group("op2") == "!=":
+            return None
+        ivs = _intersect(_ray(flip[m.group("op1")], lo), ivs)
+    return m.group("var"), ivs
+
+
+def real_set(s: str) -> tuple[str | None, list[Interval]] | None:
+    """``(-\\infty, 2) \\cup [3, 5]`` -> (None, intervals); ``x < 2 or x >= 3`` -> ("x", intervals);
+    None when ``s`` is neither (or an endpoint is not a plain number)."""
+    t = re.sub(r"\\(?:left|right|big|Big)", "", s)
+    t = re.sub(r"\\(?:text|mathrm)\{\s*(or|and)\s*\}", r" \1 ", t)
+    for pat, op in _OPS:
+        t = re.sub(pat, op, t)
+    pieces = [p.strip() for p in re.split(r"\\cup|∪|\\lor|\\vee|\bor\b", t)]
+    if "<" in t or ">" in t or "!=" in t:
+        var, out = None, []
+        for p in pieces:
+            ivs = None
+            for part in re.split(r"\\land|\\wedge|\band\b", p):
+                a = _atom(part)
+                if a is None or (var is not None and a[0] != var):
+                    return None
+                var, ivs = a[0], a[1] if ivs is None else _intersect(ivs, a[1])
+            out += ivs or []
+        return var, _normalise(out)
+    out = []
+    for p in pieces:
+        m = re.fullmatch(r"([(\[])\s*([^,]+?)\s*,\s*([^,]+?)\s*([)\]])", p)
+        lo, hi = (_endpoint(m.group(2)), _endpoint(m.group(3))) if m else (None, None)
+        if lo is None or hi is None:
+            return None
+        out.append((lo, m.group(1) == "[" and lo != -INF, hi, m.group(4) == "]" and hi != INF))
+    return None, _normalise(out)
+
+
+def _same_set(g: str, pred: str) -> bool | None:
+    """Equal as sets of reals, when both sides read as one and at least one is clearly a set (an
+    inequality, a union, an infinite or half-open end), so that a point ``(1, 2)`` stays a tuple."""
+    def clearly_set(s: str) -> bool:
+        return bool(re.search(r"[<>≤≥]|\\[lg]e|\\[lg]t|\\ne|\\cup|∪|\\infty|∞|^\s*\[.*\)\s*$|^\s*\(.*\]\s*$", s))
+
+    if not (clearly_set(g) or clearly_set(pred)):
+        return None
+    a, b = real_set(g), real_set(pred)
+    if a is None or b is None:
+        return None
+    if a[0] and b[0] and a[0] != b[0]:
+        return False
+    return a[1] == b[1]
+
+
+# ------------------------------------------------------------------ text, LaTeX, lists
+def normalize_text(s: str) -> str:
+    s = strip_wrappers(s).lower()
+    s = re.sub(r"\\text\{([^}]*)\}", r"\1", s)
+    s = re.sub(r"[\s]+", " ", s)
+    return s.strip(" .,;:!\"'")
+
+
+def _texty(s: str) -> bool:
+    return "\\" not in s and bool(re.search(r"[A-Za-z]{2,}", s)) and not re.search(r"[\^=+*/<>]|sqrt|frac|pi\b", s)
+
+
+def _matrix_style(s: str) -> str:
+    """Every matrix bracket style written one way: math-verify reads ``pmatrix``; ``bmatrix``,
+    ``vmatrix``-free variants and ``\\left[\\begin{array}{cc}...\\end{array}\\right]`` are the same matrix."""
+    s = re.sub(r"\\left\s*[\[(]\s*\\begin\{array\}\{[^}]*\}", r"\\begin{pmatrix}", s)
+    s = re.sub(r"\\end\{array\}\s*\\right\s*[\])]", r"\\end{pmatrix}", s)
+    return re.sub(r"\\(begin|end)\{[bB]matrix\}", r"\\\1{pmatrix}", s)
+
+
+def _math_verify(gold: str, pred: str) -> bool | None:
+    from math_verify import parse, verify
+
+    main = threading.current_thread() is threading.main_thread()
+    t = 5 if main else None  # math-verify's timeouts use signal.alarm: main thread only
+
+    def wrap(x: str) -> str:
+        x = _matrix_style(x)
+        return x if "$" in x or "\\(" in x or "\\[" in x or "\\boxed" in x else f"${x}$"
+
+    g = parse(wrap(gold), parsing_timeout=t)
+    if not g:
+        return None
+    p = parse(wrap(pred), parsing_timeout=t)
+    if not p:
+        return False
+    return bool(verify(g, p, timeout_seconds=t))
+
+
+def _parts(s: str) -> list[str] | None:
+    """Top-level comma / "and" separated parts of an answer list ("2, 3", "2 \\text{ and } 3");
+    None for a single answer."""
+    t = re.sub(r"\\text\{\s*(and|or)\s*\}", ",", s)
+    t = re.sub(r"\s+(?:and|or)\s+", ",", t)
+    parts, depth, cur = [], 0, ""
+    for ch in t:
+        depth += ch in "({[" and 1 or ch in ")}]" and -1 or 0
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    parts = [p for p in parts if p]
+    return parts if len(parts) > 1 else None
+
+
+def _compare_one(g: str, pred: str) -> bool | None:
+    if re.fullmatch(r"[A-J]", g):
+        return pred.strip().upper() == g
+    gn, pn = as_number(g), as_number(pred)
+    if gn is not None and pn is not None:
+        return _same_number(gn, pn, pred)
+    gs, ps = _as_numbers(g), _as_numbers(pred)
+    if gs is not None and ps is not None and gs[0] == ps[0]:  # numeric tuples/sets: no LaTeX parser needed
+        return len(gs[1]) == len(ps[1]) and all(a == b for a, b in zip(gs[1], ps[1]))
+    same_set = _same_set(g, pred)
+    if same_set is not None:
+        return same_set
+    if normalize_text(g) == normalize_text(pred):
+        return True
+    if _texty(g) and _texty(pred):
+        return False
+    if gn is not None and pn is None and not re.search(r"\\|\d", pred):
+        return False  # numeric gold, wordy prediction
+    res = _math_verify(g, pred)
+    if res is None and _texty(g):
+        return False
+    return res
+
+
+def _unbracket(s: str) -> str:
+    m = re.fullmatch(r"\\\{(.*)\\\}|\{(.*)\}", s.strip())
+    return (m.group(1) if m.group(1) is not None else m.group(2)) if m else s
+
+
+def same_value(g: str, pred: str) -> bool | None:
+    """Is the cleaned answer ``pred`` equal to the cleaned gold ``g``? A list of answers (several
+    boxes, "2 and 3", a set) matches in any order."""
+    one = _compare_one(g, pred)
+    if one:
+        return True
+    gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
+    if (
+        gp
+        and pp
+        and len(gp) == len(pp)
+        and not (g.strip().startswith(("(", "[")) and pred.strip().startswith(("(", "[")))
+    ):
+        left = list(pp)
+        for a in gp:
+            hit = next(
+                (i for i, b in enumerate(left) if _compare_one(clean_answer(a) or a, clean_answer(b) or b)), None
+            )
+            if hit is None:
+                return False
+            left.pop(hit)
+        return True
+    return one

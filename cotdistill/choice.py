@@ -1,0 +1,58 @@
+"""Which lettered option (A-J) did a completion choose? Pure, no I/O.
+
+    chosen_letter("... It can't be C or D. So I'd pick **B**.")  -> "B"
+    chosen_letter("It is either B or C.")                           -> None (a hedge)
+
+A letter counts only where the text commits to it: ``\\boxed{C}``, ``Answer: "A"``, "the answer is
+(B)", "the correct option is D", "I'd pick C", "C is correct", or an answer section that opens with
+the letter ("B. because ..."). A letter that is ruled out ("not C", "C is wrong"), hedged ("maybe
+B", "B or C") or asked about ("is it C?") is no choice. The last committed letter wins.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cotdistill.answer_values import answer_body, boxed_spans, clean_answer
+
+_L = r"[\"'“(*\[]*\s*([A-J])(?![A-Za-z0-9'’-])[\"'”)*\]]*"
+_COMMIT = [
+    re.compile(r"\b(?:final\s+)?answer\s*(?:is|:|：|would\s+be|will\s+be|should\s+be)\s*(?:option\s+|choice\s+)?"
+               + _L, re.I),
+    re.compile(r"\b(?:correct|right|best)\s+(?:answer|option|choice)\s*(?:is|:|would\s+be|must\s+be)\s*"
+               r"(?:option\s+|choice\s+)?" + _L, re.I),
+    re.compile(r"\b(?:pick|choose|select|go\s+with|going\s+with|opt\s+for|answer\s+with)\s+(?:option\s+|choice\s+|"
+               r"answer\s+)?" + _L, re.I),
+    re.compile(r"(?:\boption\s+|\bchoice\s+|^|[\s*])\(?([A-J])\)?\**\s+(?:is|must\s+be)\s+(?:the\s+)?"
+               r"(?:correct|right|best|answer)\b", re.M),
+]
+# the answer section opens with the letter: "B. because ...", "(C) 42", "**D**"
+_OPENS = re.compile(r"^\s*(?:\*\*)?\(?([A-J])\)?(?:\*\*)?(?:[.:)]\s|\s*$|\s+[-–—]\s)")
+_NEGATED_BEFORE = re.compile(
+    r"(?:\bnot|n't|\bnever|\bnor|\brule\s+out|\bruled\s+out|\beliminate|\binstead\s+of|\brather\s+than|\bmaybe|"
+    r"\bperhaps|\bprobably|\bmight|\bcould|\bif|\bwhether|\beither|\bbetween|\bthink|\bguess)\b[^.!?\n,;]{0,40}$",
+    re.I)
+_NEGATED_AFTER = re.compile(
+    r"^[\"'”)*\]]*\s*(?:or\b|/|\?|is\s+(?:wrong|incorrect|not|false|out)|(?:is\s+)?(?:can't|cannot)|isn't|,?\s*but\b|"
+    r"is\s+unlikely|seems\s+wrong)", re.I)
+
+
+def chosen_letter(text: str) -> str | None:
+    """The option letter ``text`` commits to last, or None."""
+    body = answer_body(text)
+    found: list[tuple[int, str]] = []
+    for start, content, _ in boxed_spans(body):
+        letter = clean_answer(content)
+        m = re.fullmatch(r"\(?([A-J])\)?(?:[.:)]\s.*)?", letter or "", re.S)
+        if m:
+            found.append((start, m.group(1)))
+    for pat in _COMMIT:
+        for m in pat.finditer(body):
+            line_start = body.rfind("\n", 0, m.start()) + 1
+            if _NEGATED_BEFORE.search(body[line_start:m.start(1)]) or _NEGATED_AFTER.match(body[m.end(1):]):
+                continue
+            found.append((m.start(1), m.group(1)))
+    opens = _OPENS.match(body)
+    if opens and not _NEGATED_AFTER.match(body[opens.end(1):]):
+        found.append((opens.start(1), opens.group(1)))
+    return max(found)[1] if found else None
