@@ -10,7 +10,9 @@ reasoning-gym problems keep the full task entry in ``metadata["rg_entry"]`` and 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import random
 from pathlib import Path
 
 from cotdistill.config import HFSource, ReasoningGymSource
@@ -75,13 +77,55 @@ def _load_hf(src: HFSource):
         raise CotdistillError(f"{where}: could not load hub dataset (split '{src.split}'): {first_line(e)}") from None
 
 
+LETTERS = "ABCDEFGHIJ"
+
+
+def _options(row: dict, src: HFSource, where: str) -> list[str]:
+    cols = src.fields.choices
+    opts = row[cols] if isinstance(cols, str) else [row[c] for c in cols]
+    name = f"source.fields.choices ({cols!r})"
+    if not isinstance(opts, list) or not 2 <= len(opts) <= len(LETTERS):
+        raise CotdistillError(f"{where}: {name} must give a list of 2 to 10 options, got {str(opts)[:60]!r}")
+    if any(not isinstance(o, str | int | float) or not str(o).strip() for o in opts):
+        raise CotdistillError(f"{where}: {name}: an option is empty or not text; every option needs text")
+    return [str(o).strip() for o in opts]
+
+
+def _gold_index(ans, opts: list[str], field: str, where: str) -> int:
+    """The gold option of a multiple-choice row: the answer field as a 0-based index, a letter, or an option's text."""
+    text = "" if ans is None else str(ans).strip()
+    if (isinstance(ans, int) or text.isdigit()) and int(text) < len(opts):
+        return int(text)
+    if len(text) == 1 and text.upper() in LETTERS[:len(opts)]:
+        return LETTERS.index(text.upper())
+    if opts.count(text) == 1:
+        return opts.index(text)
+    raise CotdistillError(f"{where}: field '{field}' = {text[:40]!r} names no single option of {len(opts)}; give a "
+                          f"0-based index, a letter or the option's exact text")
+
+
+def _choice_problem(ans, row: dict, src: HFSource, pid: str, where: str) -> tuple[str | None, list[str]]:
+    """(gold letter, options in the order the prompt shows them)."""
+    opts = _options(row, src, where)
+    cols = src.fields.choices
+    if isinstance(cols, list) and src.fields.answer in cols:  # GPQA: the answer column is one of the options
+        ans = row[src.fields.answer]
+    gold = None if src.fields.answer is None else _gold_index(ans, opts, src.fields.answer, where)
+    order = list(range(len(opts)))
+    if src.fields.shuffle_choices:  # a fixed order per problem id: the same letters on every run and machine
+        random.Random(hashlib.sha256(pid.encode()).hexdigest()).shuffle(order)
+    return (None if gold is None else LETTERS[order.index(gold)]), [opts[k] for k in order]
+
+
 def _hf_problems(src: HFSource) -> list[Problem]:
     ds = _load_hf(src)
     where = f"source '{src.path}' split '{src.split}'"
     if len(ds) == 0:
         raise CotdistillError(f"{where}: the dataset is empty; check the file or the split selection")
     cols = set(ds.column_names)
-    for field, col in (("question", src.fields.question), ("answer", src.fields.answer), ("id", src.fields.id)):
+    choice_cols = [src.fields.choices] if isinstance(src.fields.choices, str) else src.fields.choices or []
+    for field, col in (("question", src.fields.question), ("answer", src.fields.answer), ("id", src.fields.id),
+                       *(("choices", c) for c in choice_cols)):
         if col is not None and col not in cols:
             raise CotdistillError(
                 f"{where}: column '{col}' (source.fields.{field}) not found; columns are {sorted(cols)}; "
@@ -100,6 +144,10 @@ def _hf_problems(src: HFSource) -> list[Problem]:
         seen[pid] = i
         ans = row[src.fields.answer] if src.fields.answer else None
         meta = {k: v for k, v in row.items() if k not in {src.fields.question, src.fields.answer, src.fields.id}}
+        if src.fields.choices:
+            ans, opts = _choice_problem(ans, row, src, pid, f"{where}: row {i}")
+            meta = {k: v for k, v in meta.items() if k not in choice_cols}
+            meta["choices"] = opts
         problems.append(Problem(id=pid, question=q, answer=None if ans is None else str(ans),
                                 source=origin, metadata=_json_safe(meta)))
     return problems

@@ -59,4 +59,22 @@ def chain_problem(rng: random.Random, pid: str, steps: int = 5) -> dict:
     return {"id": pid, "question": question, "answer": str(x), "solution": "\n".join(lines), "steps": steps}
 
 
-TASKS = {"arithmetic": arithmetic_problem, "chain": chain_problem}
+def choice_problem(rng: random.Random, pid: str) -> dict:
+    """The arithmetic problem as four-option multiple choice, in MMLU's shape (``choices`` list, 0-based
+    ``answer`` index). The distractors are the slips a solver makes: the other operation in the first
+    step, forgetting the last step, and an off-by-ten carry."""
+    p = arithmetic_problem(rng, pid)
+    right = int(p["answer"])
+    a, op1, b, _, c, op2, d = p["question"][len("Compute ("):-1].replace(")", "").split()
+    swapped = ((int(a) - int(b)) if op1 == "+" else (int(a) + int(b))) * int(c)
+    swapped = swapped + int(d) if op2 == "+" else swapped - int(d)
+    opts = [right]
+    for wrong in (swapped, right - int(d) if op2 == "+" else right + int(d), right + 10, right - 10, right + 1):
+        if wrong not in opts and len(opts) < 4:
+            opts.append(wrong)
+    rng.shuffle(opts)
+    return {"id": pid, "question": p["question"], "choices": [str(o) for o in opts], "answer": opts.index(right),
+            "solution": p["solution"]}
+
+
+TASKS = {"arithmetic": arithmetic_problem, "chain": chain_problem, "choice": choice_problem}

@@ -3,7 +3,8 @@
     cotdistill verify INPUT.jsonl --output OUTPUT.jsonl [--workers 2] [--timeout 10]
 
 Each input line needs ``completion`` and ``gold`` (optional ``rg_task``/``rg_entry`` select the
-reasoning-gym scorer); every other field is kept. Output lines add ``extracted``, ``correct``
+reasoning-gym scorer; a gold letter A-J is multiple choice, and optional ``choices`` lets an answer name
+an option by its text); every other field is kept. Output lines add ``extracted``, ``correct``
 (true/false/null) and ``verify_reason``. Workers run math-verify in their main thread (its
 timeouts use signals); a worker that overruns the hard limit is killed and replaced, and that item
 gets ``correct: null, verify_reason: "timeout"``. The output file is written atomically.
@@ -39,7 +40,7 @@ def _worker(conn) -> None:
         t = time.perf_counter()
         try:
             v = verify.verify_completion(
-                item["completion"], item.get("gold"), item.get("rg_task"), item.get("rg_entry")
+                item["completion"], item.get("gold"), item.get("rg_task"), item.get("rg_entry"), item.get("choices")
             )
         except Exception as e:  # a verifier crash on one item is "cannot tell", not a dead run, and says why
             v = Verdict(extracted=None, correct=None, reason="error", detail=f"{type(e).__name__}: {first_line(e)}")
@@ -116,7 +117,7 @@ def verify_pairs(pairs: list[tuple[str, Problem]], workers: int = 0, timeout_s: 
     for completion, p in pairs:
         rg = p.metadata.get("rg_task")
         items.append({"completion": completion, "gold": p.answer, "rg_task": rg,
-                      "rg_entry": p.metadata.get("rg_entry") if rg else None})
+                      "rg_entry": p.metadata.get("rg_entry") if rg else None, "choices": p.metadata.get("choices")})
     out: list[Verdict | None] = [None] * len(items)
     with VerifyPool(workers, timeout_s) as pool:
         for idx, v, _ in tqdm(pool.imap(items), total=len(items), desc=desc, disable=not progress):

@@ -1,14 +1,16 @@
 """Write the small offline problem files shipped in data/ (deterministic; re-run to regenerate).
 
     python scripts/make_problems.py            # writes data/arithmetic_{train,test}.jsonl, data/chain_sum_test.jsonl,
-                                               # data/digit_chain_{train,test}.jsonl, data/easy_arithmetic.jsonl
+                                               # data/digit_chain_{train,test}.jsonl, data/easy_arithmetic.jsonl,
+                                               # data/choice_arithmetic_test.jsonl
 
 arithmetic_*: multi-step integer arithmetic ("(a + b) * c - d") with a worked solution, one step
 per line, and the gold answer. chain_sum_test: a reasoning-gym snapshot (task chain_sum, seed 7),
 so the reasoning-gym path can be exercised from a plain file too. digit_chain_*: the embedded
 run's task (cotdistill/tasks.py chain_problem: "Last digit of 7+5*3-8+9, left to right."), five
 steps; train is what the teacher answers for distillation, test is held out from it and from the
-teacher's own training set (scripts/train_teacher.py).
+teacher's own training set (scripts/train_teacher.py). choice_arithmetic_test: the arithmetic task as
+four-option multiple choice in MMLU's shape (``choices``, 0-based ``answer``) for the multiple-choice path.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main() -> None:
 
     from cotdistill.tasks import arithmetic_set
 
+    write_jsonl(DATA / "choice_arithmetic_test.jsonl", arithmetic_set(50, seed=7003, prefix="choice", task="choice"))
     test = arithmetic_set(args.chain_test, seed=7001, prefix="chain-test", task="chain")
     write_jsonl(DATA / "digit_chain_test.jsonl", test)
     write_jsonl(DATA / "digit_chain_train.jsonl", arithmetic_set(

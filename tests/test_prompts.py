@@ -6,7 +6,7 @@ from cotdistill.errors import CotdistillError
 from cotdistill.prompts import PROMPTS_DIR, load_template
 from cotdistill.records import Problem
 
-P = Problem(id="p1", question="What is 2+2?", answer="4", source="test", metadata={"unit": "apples"})
+P = Problem(id="p1", question="What is 2+2?", answer="4", source="test", metadata={"unit": "apples", "choices": ["3", "4"]})
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml")))

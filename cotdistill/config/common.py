@@ -16,6 +16,15 @@ class FieldMap(StrictModel):
     question: str = "question"
     answer: str | None = Field(default="answer", description="None: the dataset has no gold answers")
     id: str | None = Field(default=None, description="None: ids are \"<row index>\" within the selected split")
+    choices: str | list[str] | None = Field(
+        default=None,
+        description="multiple choice: a column holding the list of options (MMLU: \"choices\"), or the columns that "
+                    "each hold one option (GPQA: [\"Correct Answer\", \"Incorrect Answer 1\", ...]); the gold then "
+                    "becomes the option's letter, read from the answer field as a 0-based index, a letter or the "
+                    "option's text")
+    shuffle_choices: bool = Field(
+        default=False, description="shuffle the options per problem, seeded by its id (GPQA lists the right one "
+                                   "first)")
 
 
 class HFSource(StrictModel):
