@@ -6,13 +6,13 @@ from cotdistill.errors import CotdistillError
 from cotdistill.prompts import PROMPTS_DIR, load_template
 from cotdistill.records import Problem
 
-P = Problem(id="p1", question="What is 2+2?", answer="4", source="test", metadata={"unit": "apples", "choices": ["3", "4"]})
+P = Problem(id="p1", question="What is 2+2?", answer="4", source="test", metadata={"unit": "apples"})
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml")))
 def test_shipped_templates_render(name):
     t = load_template(name)
-    msgs = t.render(P)
+    msgs = t.render(P.model_copy(update={"metadata": {**P.metadata, "choices": ["3", "4"]}}))
     assert msgs[-1].role == "user" and "What is 2+2?" in msgs[-1].content
     assert len(t.hash) == 16
 
