@@ -20,7 +20,8 @@ from cotdistill.store import write_atomic
 from cotdistill.verify import final_gold
 
 ANSWER_FORMATS = {"boxed": "\\boxed{{{}}}", "hashes": "#### {}", "final_answer": "Final answer: {}",
-                  "answer_is": "The answer is {}.", "choice": "The answer is ({})."}
+                  "answer_is": "The answer is {}.", "choice": "The answer is ({}).",
+                  "code": "```python\n{}\n```"}
 
 
 def run(prompt: PromptConfig, generate_dir: Path, output_dir: Path) -> dict:

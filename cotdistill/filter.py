@@ -155,7 +155,8 @@ def _per_trace_drops(
         elif t.completion_tokens < cfg.min_completion_tokens or (
                 cfg.max_completion_tokens is not None and t.completion_tokens > cfg.max_completion_tokens):
             reason = "length"
-        elif cfg.format_check and check_format(t.completion, templates[t.template.name].spec.think):
+        elif cfg.format_check and check_format(t.completion, templates[t.template.name].spec.think,
+                                               templates[t.template.name].spec.answer_format):
             reason = "format"
         elif t.problem_id in problem_hit:
             reason = "contaminated"

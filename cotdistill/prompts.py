@@ -55,7 +55,7 @@ class TemplateFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    answer_format: Literal["boxed", "hashes", "final_answer", "answer_is", "choice"] = "boxed"
+    answer_format: Literal["boxed", "hashes", "final_answer", "answer_is", "choice", "code"] = "boxed"
     think: bool = False
     system: str | None = None
     examples: list[FewShot] = []  # few-shot turns, e.g. to show a small model the answer format

@@ -153,9 +153,14 @@ def _choice(completion: str, choices: list[str] | None) -> str | None:
 
 
 def verify_completion(completion: str, gold: str | None, rg_task: str | None = None,
-                      rg_entry: dict | None = None, choices: list[str] | None = None) -> Verdict:
+                      rg_entry: dict | None = None, choices: list[str] | None = None, tests=None) -> Verdict:
     """Verdict for one completion. Pure apart from math-verify's own (signal) timeouts. A gold that is
-    one option letter (A-J) is multiple choice: the letter the completion commits to is compared."""
+    one option letter (A-J) is multiple choice: the letter the completion commits to is compared. With
+    ``tests`` (a code problem) the completion's final program runs against them in the sandbox."""
+    if tests is not None:
+        from cotdistill.code_verify import verify_code
+
+        return verify_code(completion, tests)
     gold_letter = re.fullmatch(r"\s*\(?([A-J])\)?\s*", str(gold or ""))
     if gold_letter and rg_task is None:
         letter = _choice(completion, choices)
@@ -187,7 +192,7 @@ _ANY_MARKER = re.compile(
 )
 
 
-def check_format(completion: str, think: bool) -> str | None:
+def check_format(completion: str, think: bool, answer_format: str = "boxed") -> str | None:
     """Why a completion is malformed for its template, or None when it is well-formed.
 
     ``think``: the template asks for one ``<think>...</think>`` block before the answer. A completion
@@ -198,6 +203,10 @@ def check_format(completion: str, think: bool) -> str | None:
         opens, closes = completion.count("<think>"), completion.count("</think>")
         if closes != 1 or opens > 1 or (opens == 1 and completion.index("<think>") > completion.index("</think>")):
             return "unbalanced <think> tags"
+    if answer_format == "code":
+        from cotdistill.code_verify import extract_program
+
+        return None if extract_program(completion) else "no final program (```python block)"
     tail = completion.rsplit("</think>", 1)[1] if "</think>" in completion else completion
     lines = tail.split("\n")
     marked = sorted({tail.count("\n", 0, m.start()) for m in _ANY_MARKER.finditer(tail)})

@@ -40,11 +40,23 @@ def _worker(conn) -> None:
         t = time.perf_counter()
         try:
             v = verify.verify_completion(
-                item["completion"], item.get("gold"), item.get("rg_task"), item.get("rg_entry"), item.get("choices")
+                item["completion"], item.get("gold"), item.get("rg_task"), item.get("rg_entry"), item.get("choices"),
+                item.get("tests")
             )
         except Exception as e:  # a verifier crash on one item is "cannot tell", not a dead run, and says why
             v = Verdict(extracted=None, correct=None, reason="error", detail=f"{type(e).__name__}: {first_line(e)}")
         conn.send((idx, v.model_dump(), time.perf_counter() - t))
+
+
+def _code_budget(item: dict) -> float:
+    """A code problem's programs run one sandboxed process per test: the item gets their time on top."""
+    tests = item.get("tests")
+    if tests is None:
+        return 0.0
+    from cotdistill.sandbox import Limits
+
+    n = len(tests.get("inputs", [])) if isinstance(tests, dict) else len(tests) if isinstance(tests, list) else 1
+    return n * (Limits().wall_s + 1.0)
 
 
 class VerifyPool:
@@ -61,7 +73,7 @@ class VerifyPool:
         p = self._ctx.Process(target=_worker, args=(child,), daemon=True)
         p.start()
         child.close()
-        return [p, parent, None, 0.0]  # process, pipe, current index, start time
+        return [p, parent, None, 0.0, self.timeout_s]  # process, pipe, current index, start time, time limit
 
     def imap(self, items: Iterable[dict]) -> Iterator[tuple[int, Verdict, float]]:
         todo = deque(enumerate(items))
@@ -72,6 +84,7 @@ class VerifyPool:
                     idx, item = todo.popleft()
                     slot[1].send((idx, item))
                     slot[2], slot[3] = idx, time.monotonic()
+                    slot[4] = self.timeout_s + _code_budget(item)
                     busy += 1
             ready = wait([s[1] for s in self._procs if s[2] is not None], timeout=0.05)
             for slot in self._procs:
@@ -82,7 +95,7 @@ class VerifyPool:
                     yield idx, Verdict(**v), dt
             now = time.monotonic()
             for i, slot in enumerate(self._procs):
-                if slot[2] is not None and now - slot[3] > self.timeout_s:
+                if slot[2] is not None and now - slot[3] > slot[4]:
                     idx, dt = slot[2], now - slot[3]
                     slot[0].kill()
                     slot[0].join()
@@ -91,7 +104,7 @@ class VerifyPool:
                     yield idx, Verdict(extracted=None, correct=None, reason="timeout"), dt
 
     def close(self) -> None:
-        for p, conn, _, _ in self._procs:
+        for p, conn, *_ in self._procs:
             try:
                 conn.send(None)
             except (BrokenPipeError, OSError):
@@ -117,7 +130,8 @@ def verify_pairs(pairs: list[tuple[str, Problem]], workers: int = 0, timeout_s: 
     for completion, p in pairs:
         rg = p.metadata.get("rg_task")
         items.append({"completion": completion, "gold": p.answer, "rg_task": rg,
-                      "rg_entry": p.metadata.get("rg_entry") if rg else None, "choices": p.metadata.get("choices")})
+                      "rg_entry": p.metadata.get("rg_entry") if rg else None, "choices": p.metadata.get("choices"),
+                      "tests": p.metadata.get("tests")})
     out: list[Verdict | None] = [None] * len(items)
     with VerifyPool(workers, timeout_s) as pool:
         for idx, v, _ in tqdm(pool.imap(items), total=len(items), desc=desc, disable=not progress):

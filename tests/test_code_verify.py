@@ -1,0 +1,104 @@
+"""Code answers: program extraction, tests in every accepted shape, verdicts that name the failing test, and the
+shipped code task through the verify pool, the filter's format check and an eval through vLLM."""
+
+import json
+
+import pytest
+from conftest import ROOT, teacher_dict
+
+from cotdistill.code_verify import extract_program, normalise_tests, verify_code
+from cotdistill.config import HFSource
+from cotdistill.sources import load_problems
+from cotdistill.verify import check_format
+from cotdistill.verify_pool import verify_pairs
+
+CODE_FILE = ROOT / "data/code_problems.jsonl"
+SOURCE = HFSource(path=str(CODE_FILE), fields={"id": "id", "answer": None})
+
+
+def fenced(code, tag="python"):
+    return f"```{tag}\n{code}\n```"
+
+
+@pytest.mark.parametrize("completion,program", [
+    ("Idea first.\n" + fenced("print(1)") + "\nThen better:\n" + fenced("print(2)"), "print(2)\n"),
+    (fenced("print(1)", "py") + "\n" + fenced("echo hi", "bash"), "print(1)\n"),  # other languages never run
+    (fenced("print(1)", "") + "\nThat's it.", "print(1)\n"),                    # untagged: only without python
+    (fenced("print(1)", "") + fenced("print(2)", "python3"), "print(2)\n"),
+    ("<think>\n" + fenced("print('draft')") + "\n</think>\nFinal:\n" + fenced("print('final')"), "print('final')\n"),
+    ("<think>\n" + fenced("print('draft')") + "\n</think>\nNo code here.", None),  # code only in the reasoning
+    ("print(1)", None),
+    ("```python\nprint(1)", None),                                                # unclosed: truncated
+    (fenced("print(3)") + "<|im_end|><|im_start|>user\n" + fenced("print(4)"), "print(3)\n"),
+])
+def test_extract_program(completion, program):
+    assert extract_program(completion) == program
+
+
+def test_test_shapes():
+    assert normalise_tests({"inputs": ["1\n", "2\n"], "outputs": ["1", "4"]}) == [
+        {"input": "1\n", "output": "1"}, {"input": "2\n", "output": "4"}]
+    assert normalise_tests("assert f(1) == 2") == [{"assert": "assert f(1) == 2"}]
+    assert normalise_tests([{"input": ["1", "2"], "output": 3}]) == [{"input": "1\n2", "output": "3"}]
+    for bad in ([], [{"input": "1"}], {"inputs": ["1"], "outputs": []}, 5):
+        with pytest.raises(ValueError):
+            normalise_tests(bad)
+
+
+TESTS = [{"input": "2 3\n", "output": "5"}, {"input": "-1 1\n", "output": "0"}]
+
+
+@pytest.mark.parametrize("program,correct,detail", [
+    ("a, b = map(int, input().split())\nprint(a + b)", True, "2 tests passed"),
+    ("a, b = map(int, input().split())\nprint(  a + b, '\\n')", True, "2 tests passed"),  # whitespace is not compared
+    ("a, b = map(int, input().split())\nprint(abs(a) + b)", False,
+     "test 2 of 2 (stdin/stdout): expected '0', got '2'"),
+    ("print(int(input()) + 1)", False, "test 1 of 2 (stdin/stdout): exited with code 1: ValueError"),
+    ("while True:\n    pass", False, "test 1 of 2 (stdin/stdout): timed out"),
+])
+def test_verdict_names_the_failing_test(program, correct, detail):
+    v = verify_code("Solution:\n" + fenced(program), TESTS)
+    assert v.correct is correct and v.detail.startswith(detail), v.detail
+    assert v.extracted == program + "\n"
+
+
+def test_assert_tests_and_missing_program():
+    ok = verify_code(fenced("def add(a, b):\n    return a + b"), [{"assert": "assert add(2, 3) == 5"}])
+    bad = verify_code(fenced("def add(a, b):\n    return a - b"), [{"assert": "assert add(2, 3) == 5"}])
+    none = verify_code("I would use a loop.", [{"assert": "assert add(2, 3) == 5"}])
+    assert ok.correct is True and bad.correct is False and "AssertionError" in bad.detail
+    assert (none.correct, none.reason) == (False, "no_answer")
+    assert verify_code(fenced("print(1)"), [{"nothing": 1}]).correct is None  # unreadable tests: cannot tell
+
+
+def test_shipped_code_task_solutions_pass_and_wrong_ones_fail():
+    problems = load_problems(SOURCE)
+    assert len(problems) >= 12 and all(p.answer is None and p.metadata["tests"] for p in problems)
+    right = [(fenced(p.metadata["solution"]), p) for p in problems]
+    wrong = [(fenced("print(42)"), p) for p in problems]
+    verdicts = verify_pairs(right + wrong, workers=2)
+    assert [v.correct for v in verdicts[:len(problems)]] == [True] * len(problems)
+    assert [v.correct for v in verdicts[len(problems):]] == [False] * len(problems)
+    assert all(v.detail.startswith("test 1 of") for v in verdicts[len(problems):])
+
+
+def test_format_check_for_code_templates():
+    assert check_format("So:\n" + fenced("print(1)"), False, "code") is None
+    assert check_format("no code at all", False, "code") == "no final program (```python block)"
+    assert check_format("<think>x\n" + fenced("print(1)") + "\n</think>\nok", True, "code") is not None
+
+
+def test_eval_runs_the_code_task_through_vllm(tiny_model, vllm_teacher, tmp_path):
+    from cotdistill import evaluate
+    from cotdistill.config import EvalConfig
+
+    cfg = EvalConfig.model_validate({
+        "models": [{"name": "teacher", "role": "teacher", "serve": teacher_dict(tiny_model)},
+                   {"name": "student", "role": "student", "serve": teacher_dict(tiny_model)}],
+        "benchmarks": [{"name": "code", "template": "code_python", "source": {
+            "kind": "hf", "path": str(CODE_FILE), "fields": {"id": "id", "answer": None}, "limit": 3}}],
+        "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 8, "seed": 0}, "ks": [1, 2],
+        "verify_workers": 1, "output_dir": str(tmp_path / "eval"), "progress": False})
+    evaluate.run(cfg, teachers={"teacher": vllm_teacher, "student": vllm_teacher})
+    verdicts = [json.loads(x) for x in (tmp_path / "eval/student/code/verdicts.jsonl").read_text().splitlines()]
+    assert len(verdicts) == 6 and all(v["reason"] == "no_answer" for v in verdicts)  # 8 random tokens: no program
