@@ -15,7 +15,7 @@ import re
 
 from cotdistill.answer_values import answer_body, boxed_spans, clean_answer
 
-_L = r"[\"'“(*\[]*\s*([A-J])(?![A-Za-z0-9'’-])[\"'”)*\]]*"
+_L = r"[\"'“(*\[$]*\s*([A-J])(?![A-Za-z0-9'’-])[\"'”)*\]$]*"
 _COMMIT = [
     re.compile(r"\b(?:final\s+)?answer\s*(?:is|:|：|would\s+be|will\s+be|should\s+be)\s*(?:option\s+|choice\s+)?"
                + _L, re.I),

@@ -145,8 +145,10 @@ def _choice(completion: str, choices: list[str] | None) -> str | None:
     """The option letter a completion commits to; with the options known, an answer that names one
     option's text ("The answer is Paris") counts as its letter."""
     letter = chosen_letter(answer_body(completion))
+    said = extract_answer(completion) if letter is None else None
+    if said and re.fullmatch(r"[A-J]", said):  # "#### C", "$B$": a marked answer that is a letter
+        return said
     if letter is None and choices:
-        said = extract_answer(completion)
         hits = [i for i, c in enumerate(choices) if said and normalize_text(c) == normalize_text(said)]
         letter = "ABCDEFGHIJ"[hits[0]] if len(hits) == 1 else None
     return letter

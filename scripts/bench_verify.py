@@ -5,7 +5,9 @@
 Traces are 2k-20k characters of step-by-step reasoning (equations, numbers, prose) ending in one
 of the supported answer formats (\\boxed{}, ####, "Final answer:", "the answer is", choice
 letters, LaTeX fractions/roots/polynomials, text), with golds that match, mismatch or are
-equivalent in another form; a few are pathological (\\(10^{10^{10}}\\) towers). The last line is JSON
+equivalent in another form (issue #22's families too: thousands separators, percent words, intervals and
+inequalities, matrix brackets, multiple-choice letters in free text); a few are pathological
+(\\(10^{10^{10}}\\) towers). The last line is JSON
 with ``traces_per_s_per_core`` (single process; target >= 300), the pool's rate, and
 ``worst_item_s`` (bounded by the per-item limit).
 """
@@ -36,7 +38,15 @@ ANSWERS = [  # (answer in the trace, gold)
     ("Paris", "paris"),
     ("{n} apples", "{n}"),
     ("\\$1,{n:03d}", "1{n:03d}"),
+    ("1{{,}}{n:03d}", "1{n:03d}"),                                       # issue #22's families
+    ("{n} percent", "{n}\\%"),
+    ("x \\geq {n}", "[{n}, \\infty)"),
+    ("(-\\infty, {n}) \\cup ({m}, \\infty)", "x < {n} \\text{{ or }} x > {m}"),
+    ("\\begin{{bmatrix}} 1 & {n} \\\\ 0 & 1 \\end{{bmatrix}}",
+     "\\begin{{pmatrix}} 1 & {n} \\\\ 0 & 1 \\end{{pmatrix}}"),
 ]
+CHOICE_ENDINGS = ["It can't be A, so I'd pick {l}.", "Answer: \"{l}\"", "{l}. The others fail the check.",
+                  "The correct option is **{l}**."]
 FORMATS = ["So the final result is \\boxed{{{a}}}.", "#### {a}", "Final answer: {a}", "Therefore, the answer is {a}.",
            "**Final Answer:** ${a}$"]
 
@@ -56,8 +66,12 @@ def make_trace(rng: random.Random) -> dict:
     n = rng.randint(3, 999)
     ans, gold = rng.choice(ANSWERS)
     fmt = dict(n=n, m=n + 1, h=n / 2, sq=2 * n * n)  # LaTeX answers vary: no parser cache hits
-    text = "<think>" + "\n".join(lines) + "</think>\n" + rng.choice(FORMATS).format(a=ans.format(**fmt))
-    return {"completion": text, "gold": gold.format(**fmt)}
+    if rng.random() < 0.1:  # multiple choice in free text
+        letter = rng.choice("BCD")
+        ending, gold = rng.choice(CHOICE_ENDINGS).format(l=letter), rng.choice([letter, "B"])
+    else:
+        ending, gold = rng.choice(FORMATS).format(a=ans.format(**fmt)), gold.format(**fmt)
+    return {"completion": "<think>" + "\n".join(lines) + "</think>\n" + ending, "gold": gold}
 
 
 def pathological() -> dict:

@@ -114,6 +114,8 @@ FAMILIES = {
         ("\\boxed{D}", "(D)", True),
         ("<think>The answer is A? No.</think>\n\n**Answer: D**", "D", True),
         ("I'll go with option E.", "E", True),
+        ("Working...\n#### C", "C", True),                     # the other answer markers hold letters too
+        ("**Final Answer:** $B$", "B", True),
         ("It can't be C, so the answer is B.", "C", False),        # a letter mentioned while rejecting it
         ("The answer is not C.", "C", False),
         ("It is either B or C.", "B", False),                      # a hedge
