@@ -52,7 +52,11 @@ def chosen_letter(text: str) -> str | None:
             if _NEGATED_BEFORE.search(body[line_start:m.start(1)]) or _NEGATED_AFTER.match(body[m.end(1):]):
                 continue
             found.append((m.start(1), m.group(1)))
-    opens = _OPENS.match(body)
-    if opens and not _NEGATED_AFTER.match(body[opens.end(1):]):
-        found.append((opens.start(1), opens.group(1)))
+    last = body.rstrip()
+    start = max(last.rfind("\n\n"), 0)
+    para = body[start:]
+    opens = _OPENS.match(para)  # the answer section (or its last paragraph) opens with the letter
+    listing = len(re.findall(r"^\s*\(?[A-J]\)?[.)]\s", para, re.M)) > 1  # the options repeated, not a choice
+    if opens and not listing and not _NEGATED_AFTER.match(para[opens.end(1):]):
+        found.append((start + opens.start(1), opens.group(1)))
     return max(found)[1] if found else None

@@ -124,6 +124,8 @@ FAMILIES = {
         ("Is the answer C? Let me check the units first", "C", False),
         ("C is wrong, so the answer must be something else", "C", False),
         ("I think the answer is C but let me verify", "C", False),
+        ("Let me list the options again.\n\nA. 12\nB. 14\nC. 16", "A", False),  # the options repeated
+        ("Checked every case.\n\nB. It cannot be C or D.", "B", True),       # the last paragraph opens with it
     ],
 }
 CASES = [(fam, *c) for fam, cases in FAMILIES.items() for c in cases]

@@ -11,6 +11,9 @@ from conftest import ROOT
 from cotdistill.verify import check_format, verify_completion
 
 CASES = [json.loads(line) for line in (ROOT / "data" / "verify_cases.jsonl").read_text().splitlines() if line.strip()]
+# scripts/make_verify_cases.py: the shapes above around issue #22's answer families, and completions gone wrong
+BUILT = [json.loads(line) for line in (ROOT / "data" / "verify_agreement.jsonl").read_text().splitlines()
+         if line.strip()]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c['category']}-{i}" for i, c in enumerate(CASES)])
@@ -29,3 +32,24 @@ def test_every_category_has_negatives_and_positives():
         cats.setdefault(c["category"], set()).add(c["correct"])
     assert set(cats) >= {"r1_distill", "qwq", "openthoughts", "gsm8k", "bare", "gold_boxes"}
     assert all(v == {True, False} for v in cats.values()), cats
+
+
+def test_the_built_agreement_set_is_current_and_fully_agreed(tmp_path):
+    """Every built case as a careful human labels it (0 false accepts), the file is what the generator writes, and
+    scripts/verify_agreement.py reports it."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("make_verify_cases", ROOT / "scripts/make_verify_cases.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert [json.loads(json.dumps(c)) for c in gen.cases()] == BUILT
+    wrong = [c["note"] for c in BUILT if (verify_completion(c["completion"], c["gold"]).correct is True)
+             != c["correct"]]
+    assert wrong == [] and len(BUILT) + len(CASES) >= 200
+    out = subprocess.run([sys.executable, str(ROOT / "scripts/verify_agreement.py")], capture_output=True, text=True,
+                         check=True).stdout
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["all"]["n"] == len(BUILT) + len(CASES) and last["cotdistill_false_accepts"] == 0
+    assert last["all"]["cotdistill"] > last["all"]["math_verify"]
