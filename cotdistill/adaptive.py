@@ -32,7 +32,7 @@ def normalise(text: str) -> str:
 
 
 def verifiable(p: Problem) -> bool:
-    return p.answer is not None or bool(p.metadata.get("rg_task"))
+    return p.answer is not None or bool(p.metadata.get("rg_task")) or bool(p.metadata.get("tests"))
 
 
 def next_samples(k: int, n: int, seen: dict[int, Seen], can_verify: bool = True) -> tuple[list[int], int]:

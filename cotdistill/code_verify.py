@@ -14,6 +14,7 @@ The verdict names the first failing test and why (wrong output, error, timeout, 
 
 from __future__ import annotations
 
+import json
 import re
 
 from cotdistill.answer_values import answer_body
@@ -34,7 +35,13 @@ def extract_program(completion: str) -> str | None:
 
 
 def normalise_tests(tests) -> list[dict]:
-    """Tests in one shape: a list of {"input", "output"} or {"assert"} dicts; ValueError says what is wrong."""
+    """Tests in one shape: a list of {"input", "output"} or {"assert"} dicts; ValueError says what is wrong.
+    A JSON string (APPS stores ``input_output`` as one) is decoded first."""
+    if isinstance(tests, str) and tests.strip()[:1] in ("{", "["):
+        try:
+            tests = json.loads(tests)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"tests look like JSON but do not parse ({e.msg} at character {e.pos})") from None
     if isinstance(tests, dict) and "inputs" in tests and "outputs" in tests:
         ins, outs = tests["inputs"], tests["outputs"]
         if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):

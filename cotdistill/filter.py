@@ -115,7 +115,7 @@ def _pseudo_labels(cfg: FilterConfig, problems, by_problem, verdicts) -> dict[st
     for pid, ts in by_problem.items():
         p = problems[pid]
         if verifiable(p):
-            labels[pid] = (p.answer, "gold")
+            labels[pid] = (p.answer, "tests" if p.answer is None and p.metadata.get("tests") else "gold")
             continue
         label = _vote(ts, verdicts, cfg.vote_threshold)
         labels[pid] = (label, "voted" if label else None)

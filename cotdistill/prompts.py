@@ -75,6 +75,10 @@ class PromptTemplate:
         return TemplateInfo(name=self.spec.name, hash=self.hash)
 
     def render(self, problem: Problem, variables: dict[str, Any] | None = None) -> list[Message]:
+        if self.spec.answer_format == "code" and not problem.metadata.get("tests"):
+            raise CotdistillError(
+                f"template '{self.spec.name}' ({self.path}) is a code template but problem '{problem.id}' has no "
+                f"tests; set source.fields.tests to the column of {{input, output}} or {{assert}} tests")
         ctx = {**(variables or {}), "question": problem.question, "id": problem.id,
                "metadata": problem.metadata}
         try:
@@ -92,9 +96,11 @@ class PromptTemplate:
         except jinja2.UndefinedError as e:
             m = re.search(r"'([^']+)' is undefined|has no attribute '([^']+)'", str(e))
             var = (m.group(1) or m.group(2)) if m else str(e)
+            fix = ("set source.fields.choices to the options column(s)" if var == "choices" else
+                   "add it to prompt.variables or to the problem's metadata")
             raise CotdistillError(
                 f"template '{self.spec.name}' ({self.path}): variable '{var}' is missing for problem "
-                f"'{problem.id}'; add it to prompt.variables or to the problem's metadata"
+                f"'{problem.id}'; {fix}"
             ) from None
 
 

@@ -117,6 +117,15 @@ def _choice_problem(ans, row: dict, src: HFSource, pid: str, where: str) -> tupl
     return (None if gold is None else LETTERS[order.index(gold)]), [opts[k] for k in order]
 
 
+def _tests(raw, where: str) -> list[dict]:
+    from cotdistill.code_verify import normalise_tests
+
+    try:
+        return normalise_tests(raw)
+    except ValueError as e:
+        raise CotdistillError(f"{where}: {e}") from None
+
+
 def _hf_problems(src: HFSource) -> list[Problem]:
     ds = _load_hf(src)
     where = f"source '{src.path}' split '{src.split}'"
@@ -124,8 +133,9 @@ def _hf_problems(src: HFSource) -> list[Problem]:
         raise CotdistillError(f"{where}: the dataset is empty; check the file or the split selection")
     cols = set(ds.column_names)
     choice_cols = [src.fields.choices] if isinstance(src.fields.choices, str) else src.fields.choices or []
+    tests_col = src.fields.tests or ("tests" if "tests" in cols else None)
     for field, col in (("question", src.fields.question), ("answer", src.fields.answer), ("id", src.fields.id),
-                       *(("choices", c) for c in choice_cols)):
+                       ("tests", src.fields.tests), *(("choices", c) for c in choice_cols)):
         if col is not None and col not in cols:
             raise CotdistillError(
                 f"{where}: column '{col}' (source.fields.{field}) not found; columns are {sorted(cols)}; "
@@ -148,6 +158,9 @@ def _hf_problems(src: HFSource) -> list[Problem]:
             ans, opts = _choice_problem(ans, row, src, pid, f"{where}: row {i}")
             meta = {k: v for k, v in meta.items() if k not in choice_cols}
             meta["choices"] = opts
+        if tests_col:
+            meta.pop(tests_col, None)
+            meta["tests"] = _tests(row[tests_col], f"{where}: row {i}: field '{tests_col}'")
         problems.append(Problem(id=pid, question=q, answer=None if ans is None else str(ans),
                                 source=origin, metadata=_json_safe(meta)))
     return problems

@@ -102,3 +102,35 @@ def test_eval_runs_the_code_task_through_vllm(tiny_model, vllm_teacher, tmp_path
     evaluate.run(cfg, teachers={"teacher": vllm_teacher, "student": vllm_teacher})
     verdicts = [json.loads(x) for x in (tmp_path / "eval/student/code/verdicts.jsonl").read_text().splitlines()]
     assert len(verdicts) == 6 and all(v["reason"] == "no_answer" for v in verdicts)  # 8 random tokens: no program
+
+
+@pytest.mark.parametrize("row,fields,message", [
+    ({"id": "p", "question": "q", "tests": []}, {}, r"row 0: field 'tests': tests must be a non-empty list"),
+    ({"id": "p", "question": "q", "tests": [{"input": "1"}]}, {}, r"row 0: field 'tests': test 0: needs 'input' and"),
+    ({"id": "p", "question": "q", "io": "{\"inputs\": [1"}, {"tests": "io"}, r"field 'io': tests look like JSON but"),
+    ({"id": "p", "question": "q"}, {"tests": "io"}, r"column 'io' \(source.fields.tests\) not found"),
+])
+def test_bad_tests_fail_at_load_in_one_line(tmp_path, row, fields, message):
+    from conftest import write_jsonl
+
+    from cotdistill.errors import CotdistillError
+
+    path = write_jsonl(tmp_path / "code.jsonl", [row])
+    with pytest.raises(CotdistillError, match=message):
+        load_problems(HFSource(path=str(path), fields={"id": "id", "answer": None, **fields}))
+
+
+def test_apps_input_output_column_and_a_code_template_without_tests(tmp_path):
+    from conftest import write_jsonl
+
+    from cotdistill.errors import CotdistillError
+    from cotdistill.prompts import load_template
+
+    io = json.dumps({"inputs": ["2\n"], "outputs": ["4\n"]})
+    path = write_jsonl(tmp_path / "apps.jsonl", [{"id": "a", "question": "Double it.", "input_output": io}])
+    p = load_problems(HFSource(path=str(path), fields={"id": "id", "answer": None, "tests": "input_output"}))[0]
+    assert p.metadata["tests"] == [{"input": "2\n", "output": "4\n"}] and "input_output" not in p.metadata
+    assert verify_code(fenced("print(int(input()) * 2)"), p.metadata["tests"]).correct is True
+    bare = p.model_copy(update={"metadata": {}})
+    with pytest.raises(CotdistillError, match=r"is a code template but problem 'a' has no tests; set source.fields"):
+        load_template("code_python").render(bare)

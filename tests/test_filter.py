@@ -295,3 +295,19 @@ def test_output_does_not_depend_on_trace_file_order(run_dir, tmp_path):
                      (out / "verdicts.jsonl").read_text(), prompts["problem_id"]))
     assert outs[0] == outs[1]
     assert outs[0][0] == sorted(outs[0][0])  # problem order of problems.jsonl (p1, p2), then sample index
+
+
+def test_code_traces_are_kept_when_their_program_passes_the_tests(tmp_path):
+    tests = [{"input": "3\n", "output": "9"}]
+    probs = [Problem(id="sq", question="Square the input.", answer=None, source="t", metadata={"tests": tests})]
+    good = "Read n, print n*n.\n```python\nn = int(input())\nprint(n * n)\n```"
+    traces = [trace("sq", 0, good, template="code_python"),
+              trace("sq", 1, "Easy.\n```python\nprint(int(input()) * 2)\n```", template="code_python"),  # wrong
+              trace("sq", 2, "Just multiply n by itself.", template="code_python")]                        # no code
+    d = write_run(tmp_path / "g", probs, traces)
+    s = stage.run(FilterConfig(generate_dir=str(d), output_dir=str(tmp_path / "o"), verify_workers=1,
+                               progress=False))
+    rows = {r["sample_index"]: r for r in read_jsonl(tmp_path / "o/verdicts.jsonl")}
+    assert rows[0]["dropped"] is None and rows[0]["correct"] is True and rows[0]["label_source"] == "tests"
+    assert rows[1]["dropped"] == "incorrect" and "expected '9', got '6'" in rows[1]["detail"]
+    assert rows[2]["dropped"] == "format" and s["kept"] == 1

@@ -12,7 +12,8 @@ P = Problem(id="p1", question="What is 2+2?", answer="4", source="test", metadat
 @pytest.mark.parametrize("name", sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml")))
 def test_shipped_templates_render(name):
     t = load_template(name)
-    msgs = t.render(P.model_copy(update={"metadata": {**P.metadata, "choices": ["3", "4"]}}))
+    task_fields = {"choices": ["3", "4"], "tests": [{"assert": "1"}]}  # multiple-choice and code templates
+    msgs = t.render(P.model_copy(update={"metadata": {**P.metadata, **task_fields}}))
     assert msgs[-1].role == "user" and "What is 2+2?" in msgs[-1].content
     assert len(t.hash) == 16
 

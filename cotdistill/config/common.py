@@ -22,6 +22,9 @@ class FieldMap(StrictModel):
                     "each hold one option (GPQA: [\"Correct Answer\", \"Incorrect Answer 1\", ...]); the gold then "
                     "becomes the option's letter, read from the answer field as a 0-based index, a letter or the "
                     "option's text")
+    tests: str | None = Field(
+        default=None, description="code problems: the column of tests ({input, output} or {assert} objects, or "
+                                  "APPS' input_output JSON); a column named 'tests' is used without this")
     shuffle_choices: bool = Field(
         default=False, description="shuffle the options per problem, seeded by its id (GPQA lists the right one "
                                    "first)")
