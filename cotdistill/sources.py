@@ -137,9 +137,11 @@ def _hf_problems(src: HFSource) -> list[Problem]:
     for field, col in (("question", src.fields.question), ("answer", src.fields.answer), ("id", src.fields.id),
                        ("tests", src.fields.tests), *(("choices", c) for c in choice_cols)):
         if col is not None and col not in cols:
+            sep = next((c for c in (";", "\t", "|") if len(cols) == 1 and c in next(iter(cols))), None)
+            fix = (f"the file looks {sep!r}-separated: save it comma-separated (or as JSONL)" if sep else
+                   f"set source.fields.{field}")
             raise CotdistillError(
-                f"{where}: column '{col}' (source.fields.{field}) not found; columns are {sorted(cols)}; "
-                f"set source.fields.{field}"
+                f"{where}: column '{col}' (source.fields.{field}) not found; columns are {sorted(cols)}; {fix}"
             )
     problems, seen = [], {}
     origin = f"hf:{src.path}" + (f"/{src.name}" if src.name else "") + f"[{src.split}]"

@@ -67,6 +67,9 @@ def test_bad_inputs_name_file_row_field(tmp_path):
     blank = write_jsonl(tmp_path / "blank.jsonl", [{"question": "x"}, {"question": "  "}])
     with pytest.raises(CotdistillError, match=r"row 1: field 'question' is empty"):
         load_problems(HFSource(path=str(blank), fields=FieldMap(answer=None)))
+    (tmp_path / "semi.csv").write_text("question;answer\nWhat is 1+1?;2\n")  # a spreadsheet's ';' export
+    with pytest.raises(CotdistillError, match=r"looks ';'-separated: save it comma-separated"):
+        load_problems(HFSource(path=str(tmp_path / "semi.csv")))
     (tmp_path / "p.txt").write_text("hi")
     with pytest.raises(CotdistillError, match="unsupported file type"):
         load_problems(HFSource(path=str(tmp_path / "p.txt")))
