@@ -161,3 +161,34 @@ def test_retries_then_one_line_error_when_server_dies_mid_run(tmp_path):
         assert calls["post"] == 3
     finally:
         srv.shutdown()
+
+
+@pytest.mark.slow
+def test_served_teacher_scores_and_grades_on_policy_rollouts(server, tiny_model, tiny_student, tmp_path):
+    """The server's prompt logprobs equal a transformers forward pass of the teacher, and an on-policy run trains
+    with the teacher behind the server only (nothing of it loaded in the trainer)."""
+    import json
+
+    import torch
+    from test_train import cfg
+    from transformers import AutoModelForCausalLM
+
+    from cotdistill import train
+
+    t = OpenAIServerTeacher(OpenAITeacher(base_url=server, model="tiny", tokenizer=str(tiny_model)))
+    seq = list(range(20, 36))
+    g = t.score([seq], [6], 4)[0]
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.no_grad():
+        lp = torch.log_softmax(ref(torch.tensor([seq])).logits[0], -1)
+    want = lp[5:-1].gather(-1, torch.tensor(seq[6:]).unsqueeze(-1)).squeeze(-1)
+    assert g["sampled_logprobs"] == pytest.approx(want.numpy(), abs=2e-3) and g["top_ids"].shape == (10, 4)
+    teacher = {"backend": "openai", "base_url": server, "model": "tiny", "tokenizer": str(tiny_model), "api":
+               "completions"}
+    s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teacher=teacher, max_steps=2,
+                      on_policy={"max_new_tokens": 8}))
+    rows = [json.loads(x) for x in (tmp_path / "out/rollouts.jsonl").read_text().splitlines()]
+    assert s["steps"] == 2 and [r["teacher"] for r in rows] == ["tiny", "tiny"]
+    no_tok = {k: v for k, v in teacher.items() if k != "tokenizer"}
+    with pytest.raises(CotdistillError, match="a served teacher must name its tokenizer"):
+        train.run(cfg(tiny_student, tmp_path / "x", method="on_policy", teacher=no_tok, max_steps=1))

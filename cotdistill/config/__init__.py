@@ -51,6 +51,7 @@ from cotdistill.config.train import (
     KDOptions,
     LayerMap,
     LoraConfig,
+    OnPolicyOptions,
     QATConfig,
     RelationTerm,
     TeacherWeight,
@@ -59,6 +60,7 @@ from cotdistill.config.train import (
     TrainGKD,
     TrainKD,
     TrainLogitKD,
+    TrainOnPolicy,
     TrainSFT,
     optional_dependency_problems,
 )
@@ -70,6 +72,6 @@ __all__ = [
     "PromptConfig", "QATConfig", "ReasoningGymSource", "RelationTerm", "RunConfig", "RunEval", "RunStudent",
     "RunTargets", "SamplingConfig", "ShardConfig", "SourceConfig", "StrictModel", "StudentFromTeacher",
     "StudentInit", "StudentSpec", "SweepConfig", "TeacherConfig", "TeacherWeight", "TemperatureSchedule",
-    "TrainConfig", "TrainGKD", "TrainKD", "TrainLogitKD", "TrainSFT", "VLLMTeacher", "chunk_size",
-    "optional_dependency_problems", "size_label",
+    "TrainConfig", "TrainGKD", "TrainKD", "TrainLogitKD", "TrainOnPolicy", "OnPolicyOptions", "TrainSFT",
+    "VLLMTeacher", "chunk_size", "optional_dependency_problems", "size_label",
 ]

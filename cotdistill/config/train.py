@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cotdistill.config.common import StrictModel
+from cotdistill.config.common import StrictModel, TeacherConfig
 
 
 class LoraConfig(StrictModel):
@@ -26,6 +26,21 @@ class GKDOptions(StrictModel):
         default=1024, ge=1, description="long enough for chain of thought (TRL's default is 128)"
     )
     use_vllm: bool | None = Field(default=None, description="distill: vLLM rollouts (colocated); None = on GPUs only")
+
+
+class OnPolicyOptions(StrictModel):
+    """on_policy: the student writes, a served teacher grades every token it wrote."""
+
+    loss: Literal["reverse_kl", "topk"] = Field(
+        default="reverse_kl", description="reverse_kl: log p_student - log p_teacher of each sampled token as its "
+        "(negative) reward, as Thinking Machines' on-policy distillation; topk: the divergence over the teacher's "
+        "top-k + 1 tail bucket at every rollout position (train/losses.py)")
+    divergence: Literal["forward", "reverse", "jsd"] = Field(default="reverse", description="topk: which divergence")
+    beta: float = Field(default=0.5, gt=0, lt=1, description="topk, divergence jsd: the mixture weight")
+    temperature: float = Field(default=1.0, gt=0, description="topk: both distributions at this temperature")
+    top_k: int = Field(default=8, ge=1, le=64, description="teacher logprobs per position (topk)")
+    rollout_temperature: float = Field(default=1.0, gt=0, description="the student's sampling temperature")
+    max_new_tokens: int = Field(default=256, ge=1, description="rollout length; a rollout cut here is still graded")
 
 
 class TemperatureSchedule(StrictModel):
@@ -121,10 +136,10 @@ QAT_ON_FULL_WEIGHTS = ("qat: quantization-aware training runs with sft, logit_kd
 
 class TrainConfig(StrictModel):
     """The fields every method has. ``TrainConfig.model_validate(data)`` (and loading a train YAML) returns the
-    config class of ``data["method"]`` (TrainSFT, TrainGKD, TrainLogitKD, TrainKD), whose own fields follow; a
-    field of another method is an error that names the method it belongs to."""
+    config class of ``data["method"]`` (TrainSFT, TrainGKD, TrainLogitKD, TrainKD, TrainOnPolicy), whose own fields
+    follow; a field of another method is an error that names the method it belongs to."""
 
-    method: Literal["sft", "gkd", "distill", "logit_kd", "kd"] = "sft"
+    method: Literal["sft", "gkd", "distill", "logit_kd", "kd", "on_policy"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
     dataset_dir: str  # a filter output directory (sft/, prompts/)
     output_dir: str
@@ -305,13 +320,39 @@ class TrainKD(TrainConfig):
         return self
 
 
+class TrainOnPolicy(TrainConfig):
+    """on_policy: the student samples completions for the training prompts; a teacher that is not loaded in the
+    trainer (an in-process vLLM engine or an OpenAI-compatible vLLM server) scores every sampled token; the
+    student learns from the per-token divergence (train/on_policy.py)."""
+
+    method: Literal["on_policy"]
+    teacher: str | TeacherConfig | None = Field(
+        default=None, description="a local path or hub id (an in-process vLLM engine), or a teacher block "
+        "({backend: vllm, ...} / {backend: openai, base_url: ..., model: ...}); it must share the student's "
+        "tokenizer")
+    on_policy: OnPolicyOptions = OnPolicyOptions()
+
+    @model_validator(mode="after")
+    def _needs_a_teacher(self):
+        if not self.teacher:
+            raise ValueError("method 'on_policy' needs a teacher (a path, or a served teacher block)")
+        return self
+
+    @model_validator(mode="after")
+    def _no_qat(self):
+        if self.qat is not None:
+            raise ValueError(QAT_ON_FULL_WEIGHTS)
+        return self
+
+
 def _foreign_fields(method_class: type[TrainConfig], data: dict) -> list[str]:
     """The keys of ``data`` that are fields of other methods, not of ``method_class``."""
     return [k for k in data if k not in method_class.model_fields and k in METHOD_FIELDS]
 
 
 METHOD_CONFIGS: dict[str, type[TrainConfig]] = {
-    "sft": TrainSFT, "gkd": TrainGKD, "distill": TrainGKD, "logit_kd": TrainLogitKD, "kd": TrainKD}
+    "sft": TrainSFT, "gkd": TrainGKD, "distill": TrainGKD, "logit_kd": TrainLogitKD, "kd": TrainKD,
+    "on_policy": TrainOnPolicy}
 # a field that only some methods have -> those methods
 METHOD_FIELDS: dict[str, list[str]] = {}
 for _m, _cls in METHOD_CONFIGS.items():

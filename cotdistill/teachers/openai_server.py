@@ -22,7 +22,7 @@ from cotdistill.chat import load_tokenizer, render_prompt_ids, tokenizer_hash
 from cotdistill.config import OpenAITeacher, SamplingConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.records import TeacherInfo
-from cotdistill.teachers.base import Job, Result
+from cotdistill.teachers.base import Job, Result, prompt_logprob_arrays
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _DONE = object()
@@ -214,6 +214,45 @@ class OpenAIServerTeacher:
                 raise item
             yield item
         th.join()
+
+    async def _score_one(self, client, sem, i: int, seq: list[int], start: int, k: int) -> dict[str, np.ndarray]:
+        import httpx
+
+        body = {"model": self.cfg.model, "prompt": list(seq), "max_tokens": 1, "temperature": 0.0,
+                "prompt_logprobs": k}
+        where, last = f"teacher server {self.base}/completions (scoring sequence {i})", ""
+        async with sem:
+            for attempt in range(self.cfg.max_retries + 1):
+                try:
+                    r = await client.post(self.base + "/completions", json=body, headers=self.headers)
+                    if r.status_code == 200:
+                        try:
+                            plp = [None if d is None else {int(t): (v["logprob"], v.get("rank")) for t, v in d.items()}
+                                   for d in r.json()["choices"][0]["prompt_logprobs"]]
+                            return prompt_logprob_arrays(list(seq), start, plp, k, where)
+                        except (KeyError, IndexError, TypeError, ValueError) as e:
+                            raise CotdistillError(f"{where}: malformed response ({type(e).__name__}: {e}); the "
+                                                  f"server must be vLLM's (prompt_logprobs)") from None
+                    last = f"HTTP {r.status_code}: {r.text[:200]}"
+                    if r.status_code not in _RETRY_STATUS:
+                        raise CotdistillError(f"{where}: refused: {last}")
+                except httpx.TransportError as e:
+                    last = f"{type(e).__name__}: {e}"
+                if attempt < self.cfg.max_retries:
+                    await asyncio.sleep(self.cfg.backoff_s * (2 ** attempt) * (0.5 + random.random()))
+        raise CotdistillError(f"{where}: failed after {self.cfg.max_retries + 1} attempts ({last}); the run stops "
+                              f"here and resumes from its last checkpoint")
+
+    def score(self, sequences: list[list[int]], starts: list[int], k: int) -> list[dict[str, np.ndarray]]:
+        import httpx
+
+        async def run():
+            sem = asyncio.Semaphore(self.cfg.max_concurrency)
+            async with httpx.AsyncClient(timeout=self.cfg.timeout_s) as client:
+                return await asyncio.gather(*(self._score_one(client, sem, i, s, st, k)
+                                              for i, (s, st) in enumerate(zip(sequences, starts))))
+
+        return list(asyncio.run(run()))
 
     def close(self) -> None:
         pass

@@ -18,7 +18,7 @@ from cotdistill.config import SamplingConfig, VLLMTeacher
 from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, prepare_vllm_env
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import TeacherInfo
-from cotdistill.teachers.base import Job, Result
+from cotdistill.teachers.base import Job, Result, prompt_logprob_arrays
 
 
 def engine_kwargs(cfg: VLLMTeacher, seed: int = 0) -> dict:
@@ -155,6 +155,22 @@ class VLLMOfflineTeacher:
                 refill()
             while queue:
                 yield queue.popleft()
+
+    def score(self, sequences: list[list[int]], starts: list[int], k: int) -> list[dict[str, np.ndarray]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(s)) for s in sequences], params, use_tqdm=False)
+        res = []
+        for i, (seq, start, out) in enumerate(zip(sequences, starts, outs)):
+            plp = [None if d is None else {t: (v.logprob, v.rank) for t, v in d.items()} for d in out.prompt_logprobs]
+            try:
+                where = f"teacher '{self.info.model}' sequence {i}"
+                res.append(prompt_logprob_arrays(list(seq), start, plp, k, where))
+            except ValueError as e:
+                raise CotdistillError(str(e)) from None
+        return res
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

@@ -6,6 +6,8 @@
     logit_kd  KD from the teacher's cached top-k logprobs, no teacher      (train/logit_kd.py)
     kd        live teacher(s): soft targets at T, features, attention,
               relations, cosine; ensembles, T schedule, importance weights  (train/kd.py)
+    on_policy student rollouts graded token by token by a teacher outside
+              the trainer (in-process vLLM engine or a vLLM server)      (train/on_policy.py)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def run(cfg: TrainConfig) -> dict:
         from cotdistill.train import gkd as m
     elif cfg.method == "kd":
         from cotdistill.train import kd as m
+    elif cfg.method == "on_policy":
+        from cotdistill.train import on_policy as m
     else:
         from cotdistill.train import logit_kd as m
     from cotdistill.train.common import fit

@@ -284,3 +284,35 @@ def layer_map(student_layers: int, teacher_layers: int, strategy) -> list[tuple[
                 f"teacher {teacher_layers}; layers count from 1)"
             )
     return pairs
+
+
+def sampled_reverse_kl_loss(student_lp: torch.Tensor, teacher_lp: torch.Tensor, num_items=None):
+    """On-policy distillation's per-token reverse KL on the student's own samples y_t (Thinking Machines' on-policy
+    distillation, MiniLLM's single-step form), the teacher's log-probability as the reward:
+
+        r_t  = log p_s(y_t) - log p_t(y_t)            (detached)
+        loss = sum_t r_t * log p_s(y_t) / N
+
+    Its gradient is the score-function estimate of the gradient of E_{y ~ p_s}[log p_s(y_t) - log p_t(y_t)], each
+    token credited with its own term only (discount 0). student_lp/teacher_lp [N]: the sampled tokens' logprobs.
+    Returns (loss, mean r): mean r estimates the per-token reverse KL(p_s || p_t), 0 when they agree."""
+    r = (student_lp - teacher_lp).detach()
+    n = torch.as_tensor(num_items if num_items is not None else student_lp.numel(), dtype=torch.float32).clamp(min=1)
+    return (r * student_lp).sum() / n, r.mean() if r.numel() else torch.zeros(())
+
+
+def topk_divergence_loss(student_log_probs: torch.Tensor, top_ids: torch.Tensor, top_lp: torch.Tensor,
+                         kind: str = "reverse", beta: float = 0.5, temperature: float = 1.0, num_items=None):
+    """The divergence between teacher and student over the teacher's top-k tokens + 1 tail bucket at each rollout
+    position, both tempered bucket-wise at T:
+
+        loss = T^2 * sum_pos D(q_T, p_T) / N,   D = forward KL(q||p), reverse KL(p||q) or JSD(beta)
+
+    student_log_probs [N, V] (log_softmax at T = 1); top_ids/top_lp [N, k] from the teacher's scoring (id -1:
+    none). Differentiable in the student's logits directly (no sampling estimator). Returns (loss, mean D)."""
+    valid = top_ids >= 0
+    log_q = torch.log_softmax(teacher_buckets(top_lp, valid) / temperature, -1)
+    log_p = torch.log_softmax(student_buckets(student_log_probs, top_ids, valid) / temperature, -1)
+    d = divergence(log_q, log_p, kind, beta)
+    n = torch.as_tensor(num_items if num_items is not None else d.numel(), dtype=torch.float32).clamp(min=1)
+    return temperature * temperature * d.sum() / n, d.detach().mean() if d.numel() else torch.zeros(())

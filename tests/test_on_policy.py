@@ -1,0 +1,165 @@
+"""On-policy distillation with a teacher outside the trainer: the losses against hand-computed values, the
+teacher's scoring of tokens it did not write against a transformers forward pass, training through the in-process
+vLLM teacher, and a run whose teacher fails mid-run resuming to exactly the uninterrupted run's rollouts."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_train import cfg
+
+from cotdistill import train
+from cotdistill.errors import CotdistillError
+from cotdistill.teachers.base import prompt_logprob_arrays
+from cotdistill.train.losses import sampled_reverse_kl_loss, topk_divergence_loss
+
+
+def test_sampled_reverse_kl_by_hand():
+    s = torch.tensor([math.log(0.5), math.log(0.25)], requires_grad=True)
+    t = torch.tensor([math.log(0.25), math.log(0.25)])
+    loss, mean_r = sampled_reverse_kl_loss(s, t)
+    # r = [log 2, 0]; loss = (log2 * log0.5 + 0) / 2; gradient wrt s = r / N (the score-function weight)
+    assert loss.item() == pytest.approx(math.log(2) * math.log(0.5) / 2, rel=1e-6)
+    assert mean_r.item() == pytest.approx(math.log(2) / 2, rel=1e-6)
+    loss.backward()
+    assert s.grad.tolist() == pytest.approx([math.log(2) / 2, 0.0], rel=1e-6)
+    same, zero = sampled_reverse_kl_loss(t.clone().requires_grad_(), t)
+    assert zero.item() == 0 and same.item() == 0
+
+
+def test_topk_divergence_by_hand():
+    # vocabulary of 4; the teacher's top-2 covers 0.9, the tail 0.1; the student is uniform
+    q = torch.tensor([[0.6, 0.3]]).log()
+    ids = torch.tensor([[2, 0]])
+    p = torch.full((1, 4), 0.25).log()
+    qb, pb = np.array([0.6, 0.3, 0.1]), np.array([0.25, 0.25, 0.5])
+    for kind, want in [("forward", (qb * np.log(qb / pb)).sum()), ("reverse", (pb * np.log(pb / qb)).sum())]:
+        loss, d = topk_divergence_loss(p, ids, q, kind=kind)
+        assert loss.item() == pytest.approx(want, rel=1e-5) and d.item() == pytest.approx(want, rel=1e-5)
+    m = 0.5 * qb + 0.5 * pb
+    jsd = 0.5 * (qb * np.log(qb / m)).sum() + 0.5 * (pb * np.log(pb / m)).sum()
+    assert topk_divergence_loss(p, ids, q, kind="jsd", beta=0.5)[0].item() == pytest.approx(jsd, rel=1e-5)
+    full = torch.tensor([[0.6, 0.3, 0.05, 0.05]]).log()
+    loss, _ = topk_divergence_loss(full, ids, q, kind="forward")
+    assert abs(loss.item()) < 1e-6  # the student equals the teacher on every bucket
+
+
+def test_prompt_logprob_parsing():
+    plp = [None, {7: (-0.1, 1), 3: (-2.5, 2)}, {5: (-3.0, 4), 1: (-0.2, 1), 2: (-1.0, 2)}]
+    a = prompt_logprob_arrays([4, 7, 5], 1, plp, 2, "x")
+    assert a["sampled_logprobs"].tolist() == pytest.approx([-0.1, -3.0])
+    assert a["top_ids"].tolist() == [[7, 3], [1, 2]] and a["token_ids"].tolist() == [7, 5]
+    with pytest.raises(ValueError, match="position 2 has no logprob for its own token 6"):
+        prompt_logprob_arrays([4, 7, 6], 1, plp, 2, "x")
+
+
+def test_teacher_scores_tokens_it_did_not_write_as_transformers_does(tiny_model, vllm_teacher):
+    from transformers import AutoModelForCausalLM
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(5, 200, size=n).tolist() for n in (12, 20)]
+    graded = vllm_teacher.score(seqs, [4, 9], 5)
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    for s, st, g in zip(seqs, [4, 9], graded):
+        with torch.no_grad():
+            lp = torch.log_softmax(ref(torch.tensor([s])).logits[0].float(), -1)
+        want = lp[st - 1:-1].gather(-1, torch.tensor(s[st:]).unsqueeze(-1)).squeeze(-1)
+        assert g["sampled_logprobs"] == pytest.approx(want.numpy(), abs=2e-3)
+        assert g["top_ids"][:, 0].tolist() == lp[st - 1:-1].argmax(-1).tolist()
+        assert g["top_logprobs"].shape == (len(s) - st, 5)
+
+
+def rollouts(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+class Shared:
+    """The session's vLLM teacher as the scorer, left open for the tests after this one (engines started and
+    closed inside the pytest process tear down the parallel state the session engine needs; the path-teacher
+    route, which starts its own engine, runs in a subprocess in test_on_policy_cli_with_a_teacher_path)."""
+
+    def __init__(self, inner):
+        self.inner, self.info = inner, inner.info
+
+    def score(self, *a):
+        return self.inner.score(*a)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def shared_teacher(vllm_teacher, monkeypatch):
+    from cotdistill.train import on_policy
+
+    monkeypatch.setattr(on_policy, "make_scorer", lambda c: Shared(vllm_teacher))
+    return on_policy
+
+
+def test_on_policy_trains_through_the_vllm_teacher(tiny_student, tiny_model, tmp_path, shared_teacher):
+    s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teacher=str(tiny_model), max_steps=3,
+                      on_policy={"max_new_tokens": 10, "loss": "topk", "top_k": 4}))
+    rows = rollouts(tmp_path / "out/rollouts.jsonl")
+    assert s["steps"] == 3 and (tmp_path / "out/final/config.json").exists()
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(len(r["problem_ids"]) == 4 for r in rows)
+    assert all(r["teacher"] == str(tiny_model) and r["rollout_s"] > 0 and r["teacher_s"] > 0 for r in rows)
+    assert all(0 < t <= 10 for r in rows for t in r["completion_tokens"])
+
+
+class FailingScorer:
+    """The teacher dies at its ``fail_at``-th scoring call (a server gone after its retries)."""
+
+    def __init__(self, inner, fail_at):
+        self.inner, self.calls, self.fail_at, self.info = inner, 0, fail_at, inner.info
+
+    def score(self, *a):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise CotdistillError("teacher server http://127.0.0.1:9/v1/completions: failed after 6 attempts")
+        return self.inner.score(*a)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_a_run_whose_teacher_fails_resumes_to_the_uninterrupted_rollouts(tiny_student, tiny_model, tmp_path,
+                                                                         monkeypatch, shared_teacher):
+    on_policy = shared_teacher
+    kw = dict(method="on_policy", teacher=str(tiny_model), max_steps=4, save_steps=2,
+              on_policy={"max_new_tokens": 8}, per_device_train_batch_size=2)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    train.run(cfg(tiny_student, whole, **kw))
+    real = on_policy.make_scorer
+    monkeypatch.setattr(on_policy, "make_scorer", lambda c: FailingScorer(real(c), fail_at=4))
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    with pytest.raises(CotdistillError, match="failed after 6 attempts"):
+        train.run(cfg(tiny_student, cut, **kw))
+    assert [r["step"] for r in rollouts(cut / "out/rollouts.jsonl")] == [1, 2, 3]
+    monkeypatch.setattr(on_policy, "make_scorer", real)
+    train.run(cfg(tiny_student, cut, **kw))  # resumes from checkpoint-2
+    a, b = rollouts(whole / "out/rollouts.jsonl"), rollouts(cut / "out/rollouts.jsonl")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [(r["problem_ids"], r["completions"]) for r in a] == [(r["problem_ids"], r["completions"]) for r in b]
+
+
+@pytest.mark.slow
+def test_on_policy_cli_with_a_teacher_path(tiny_student, tiny_model, tmp_path):
+    """The path-teacher route end to end in its own process: the in-process engine starts, grades, closes."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    c = cfg(tiny_student, tmp_path, method="on_policy", teacher=str(tiny_model), max_steps=2,
+            on_policy={"max_new_tokens": 8})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(c.model_dump(mode="json")))
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    p = subprocess.run([sys.executable, "-m", "cotdistill", "train", str(tmp_path / "t.yaml")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert [r["step"] for r in rollouts(tmp_path / "out/rollouts.jsonl")] == [1, 2]
