@@ -41,7 +41,7 @@ def test_topk_divergence_by_hand():
     m = 0.5 * qb + 0.5 * pb
     jsd = 0.5 * (qb * np.log(qb / m)).sum() + 0.5 * (pb * np.log(pb / m)).sum()
     assert topk_divergence_loss(p, ids, q, kind="jsd", beta=0.5)[0].item() == pytest.approx(jsd, rel=1e-5)
-    full = torch.tensor([[0.6, 0.3, 0.05, 0.05]]).log()
+    full = torch.tensor([[0.3, 0.05, 0.6, 0.05]]).log()  # id 2 has 0.6, id 0 has 0.3, the rest 0.1
     loss, _ = topk_divergence_loss(full, ids, q, kind="forward")
     assert abs(loss.item()) < 1e-6  # the student equals the teacher on every bucket
 
@@ -66,7 +66,7 @@ def test_teacher_scores_tokens_it_did_not_write_as_transformers_does(tiny_model,
         with torch.no_grad():
             lp = torch.log_softmax(ref(torch.tensor([s])).logits[0].float(), -1)
         want = lp[st - 1:-1].gather(-1, torch.tensor(s[st:]).unsqueeze(-1)).squeeze(-1)
-        assert g["sampled_logprobs"] == pytest.approx(want.numpy(), abs=2e-3)
+        assert g["sampled_logprobs"] == pytest.approx(want.numpy(), rel=1e-3, abs=5e-3)  # vLLM CPU kernels
         assert g["top_ids"][:, 0].tolist() == lp[st - 1:-1].argmax(-1).tolist()
         assert g["top_logprobs"].shape == (len(s) - st, 5)
 
@@ -140,10 +140,15 @@ def test_a_run_whose_teacher_fails_resumes_to_the_uninterrupted_rollouts(tiny_st
         train.run(cfg(tiny_student, cut, **kw))
     assert [r["step"] for r in rollouts(cut / "out/rollouts.jsonl")] == [1, 2, 3]
     monkeypatch.setattr(on_policy, "make_scorer", real)
-    train.run(cfg(tiny_student, cut, **kw))  # resumes from checkpoint-2
+    summary = train.run(cfg(tiny_student, cut, **kw))
+    assert summary["resumed_from"].endswith("checkpoint-2")
     a, b = rollouts(whole / "out/rollouts.jsonl"), rollouts(cut / "out/rollouts.jsonl")
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert [(r["problem_ids"], r["completions"]) for r in a] == [(r["problem_ids"], r["completions"]) for r in b]
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(str(d / "out/final/model.safetensors")) for d in (whole, cut))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the same weights as the run that never stopped
 
 
 @pytest.mark.slow

@@ -336,6 +336,9 @@ class TrainOnPolicy(TrainConfig):
     def _needs_a_teacher(self):
         if not self.teacher:
             raise ValueError("method 'on_policy' needs a teacher (a path, or a served teacher block)")
+        if getattr(self.teacher, "backend", None) == "openai" and not self.teacher.tokenizer:
+            raise ValueError("teacher.tokenizer: a served teacher must name its tokenizer (path or hub id), so that "
+                             "the run can check it is the student's: rollouts are scored token by token")
         return self
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from cotdistill.chat import load_tokenizer, tokenizer_hash
-from cotdistill.config import OpenAITeacher, TrainConfig, VLLMTeacher
+from cotdistill.config import TrainConfig, VLLMTeacher
 from cotdistill.errors import CotdistillError
 from cotdistill.train.common import load_student, stop_on_turn_end, training_args
 from cotdistill.train.data import load_split
@@ -139,9 +139,6 @@ def make_scorer(cfg: TrainConfig):
     t = cfg.teacher
     if isinstance(t, str):
         t = VLLMTeacher(model=t, max_model_len=cfg.max_length + cfg.on_policy.max_new_tokens, enforce_eager=True)
-    if isinstance(t, OpenAITeacher) and not t.tokenizer:
-        raise CotdistillError("teacher.tokenizer: a served teacher must name its tokenizer (path or hub id), so that "
-                              "the run can check it is the student's: rollouts are scored token by token")
     return make_teacher(t, seed=cfg.seed)
 
 
