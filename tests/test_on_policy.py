@@ -168,3 +168,37 @@ def test_on_policy_cli_with_a_teacher_path(tiny_student, tiny_model, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert [r["step"] for r in rollouts(tmp_path / "out/rollouts.jsonl")] == [1, 2]
+
+
+def server_processes() -> list[int]:
+    from pathlib import Path
+
+    from cotdistill.lifecycle import descendants
+
+    out = []
+    for pid in descendants():
+        try:
+            if b"api_server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_serve_teacher_starts_a_server_for_the_run_and_stops_it(tiny_student, tiny_model, tmp_path):
+    """serve_teacher: the run's own vLLM server on a free port grades the rollouts (the trainer process holds no
+    teacher), and is gone when training ends, as when it fails."""
+    teacher = {"backend": "vllm", "model": str(tiny_model), "max_model_len": 512, "enforce_eager": True,
+               "kv_cache_memory_bytes": 1 << 28}
+    s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teacher=teacher, max_steps=2,
+                      on_policy={"max_new_tokens": 8, "serve_teacher": True}))
+    rows = rollouts(tmp_path / "out/rollouts.jsonl")
+    assert s["steps"] == 2 and [r["teacher"] for r in rows] == [str(tiny_model)] * 2
+    assert s["preflight"]["teacher_backend"] == "openai" and (tmp_path / "out/teacher_server.log").stat().st_size
+    assert server_processes() == []
+    bad = {**teacher, "max_model_len": 100000}  # longer than the model allows: the server exits while starting
+    with pytest.raises(CotdistillError, match=r"the teacher server exited with code \d+ while starting"):
+        train.run(cfg(tiny_student, tmp_path / "bad", method="on_policy", teacher=bad, max_steps=1,
+                      on_policy={"max_new_tokens": 8, "serve_teacher": True}))
+    assert server_processes() == []

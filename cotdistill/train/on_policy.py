@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 from cotdistill.chat import load_tokenizer, tokenizer_hash
 from cotdistill.config import TrainConfig, VLLMTeacher
@@ -44,6 +44,14 @@ class OnPolicyTrainer(Trainer):
         super().__init__(*args, **kw)
         self.scorer, self.opts, self.stop_ids = scorer, opts, stop_ids
         self.log_path, self.teacher_name = log_path, teacher_name
+
+    def train(self, *args, **kw):
+        """The teacher (an engine, or a server this run started) goes when training ends or fails: saving final/
+        needs no teacher, and a failed run must not leave a server behind."""
+        try:
+            return super().train(*args, **kw)
+        finally:
+            self.scorer.close()
 
     def _rollout(self, model, prompts: list[list[int]], problem_ids: list[str]) -> list[list[int]]:
         """The student's completions (the stop token included when it stopped), sampled with a seed fixed by the
@@ -122,23 +130,18 @@ class OnPolicyTrainer(Trainer):
             f.write(json.dumps(row) + "\n")
 
 
-class CloseTeacher(TrainerCallback):
-    """The teacher engine goes when training ends (saving final/ needs no teacher)."""
-
-    def __init__(self, scorer):
-        self.scorer = scorer
-
-    def on_train_end(self, args, state, control, **kw):
-        self.scorer.close()
-
-
 def make_scorer(cfg: TrainConfig):
-    """The teacher backend that grades rollouts: a served teacher block as given, a path as an in-process engine."""
+    """The teacher backend that grades rollouts: a served teacher block as given, a path as an in-process engine,
+    or, with ``serve_teacher``, as a vLLM server this run starts and stops."""
     from cotdistill.teachers import make_teacher
 
     t = cfg.teacher
     if isinstance(t, str):
         t = VLLMTeacher(model=t, max_model_len=cfg.max_length + cfg.on_policy.max_new_tokens, enforce_eager=True)
+    if cfg.on_policy.serve_teacher and isinstance(t, VLLMTeacher):
+        from cotdistill.teachers.served import ServedTeacher
+
+        return ServedTeacher(t, Path(cfg.output_dir) / "teacher_server.log", seed=cfg.seed)
     return make_teacher(t, seed=cfg.seed)
 
 
@@ -167,12 +170,20 @@ def _trim_log(path: Path, output_dir: Path) -> None:
 
 
 def build(cfg: TrainConfig):
-    import datasets
-    from transformers import TrainingArguments
-
     tok = load_tokenizer(cfg.student, "student", cfg.chat_template)
     rows = prompt_rows(cfg, tok)
     scorer = make_scorer(cfg)
+    try:
+        return _assemble(cfg, tok, rows, scorer)
+    except BaseException:
+        scorer.close()  # nothing will train: the teacher goes now
+        raise
+
+
+def _assemble(cfg: TrainConfig, tok, rows: list[dict], scorer):
+    import datasets
+    from transformers import TrainingArguments
+
     t_hash = scorer.info.tokenizer_hash
     if t_hash is not None and t_hash != tokenizer_hash(tok):
         raise CotdistillError(f"preflight: the teacher's tokenizer ({t_hash}) is not the student's "
@@ -190,7 +201,7 @@ def build(cfg: TrainConfig):
     trainer = OnPolicyTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                               processing_class=tok, data_collator=lambda b: {k: [x[k] for x in b] for k in b[0]},
                               scorer=scorer, opts=cfg.on_policy, stop_ids=stop_ids, log_path=log_path,
-                              teacher_name=scorer.info.model, callbacks=[CloseTeacher(scorer)])
+                              teacher_name=scorer.info.model)
     preflight = {"prompts": len(rows), "teacher": scorer.info.model, "teacher_backend": scorer.info.backend,
                  "loss": cfg.on_policy.loss}
     return trainer, tok, preflight
