@@ -81,3 +81,11 @@ def test_gpu_check_runs_on_cpu():
     for name in ("logit_kd", "kd"):
         assert out["chunked"][name]["loss_rel_diff"] < 1e-2 and out["chunked"][name]["grad_max_abs_diff"] < 1e-2
     assert out["release"] == {"skipped": "no CUDA device"}
+
+
+def test_bench_on_policy_smoke(tmp_path):
+    out = _last_json(["scripts/bench_on_policy.py", "--smoke", "--out", str(tmp_path / "bop")])
+    assert set(out) >= {"on_policy_vs_gkd", "on_policy_vs_sft", "trainer_peak_ratio_served_vs_inmemory",
+                        "overlap_speedup", "step_split", "machine"}
+    assert 0 < out["trainer_peak_ratio_served_vs_inmemory"] < 1.5 and out["step_split"]["teacher_s"] > 0
+    assert set(out["methods"]) == {"sft_filtered", "on_policy", "gkd", "more_sft"}
