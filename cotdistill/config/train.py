@@ -232,7 +232,17 @@ class TrainSFT(TrainConfig):
     method: Literal["sft"] = "sft"
 
 
-class TrainGKD(TrainConfig):
+class _RolloutMethod(TrainConfig):
+    """The methods whose student writes rollouts (gkd, distill, on_policy): no quantization-aware training."""
+
+    @model_validator(mode="after")
+    def _no_qat(self):
+        if self.qat is not None:
+            raise ValueError(QAT_ON_FULL_WEIGHTS)
+        return self
+
+
+class TrainGKD(_RolloutMethod):
     """gkd: TRL GKDTrainer (generalized JSD, on-policy share lmbda); distill: TRL's fully on-policy
     DistillationTrainer (train/gkd.py)."""
 
@@ -244,12 +254,6 @@ class TrainGKD(TrainConfig):
     def _needs_a_teacher(self):
         if not self.teacher:
             raise ValueError(f"method '{self.method}' needs a teacher model (set teacher)")
-        return self
-
-    @model_validator(mode="after")
-    def _no_qat(self):
-        if self.qat is not None:
-            raise ValueError(QAT_ON_FULL_WEIGHTS)
         return self
 
 
@@ -323,7 +327,7 @@ class TrainKD(TrainConfig):
         return self
 
 
-class TrainOnPolicy(TrainConfig):
+class TrainOnPolicy(_RolloutMethod):
     """on_policy: the student samples completions for the training prompts; a teacher that is not loaded in the
     trainer (an in-process vLLM engine or an OpenAI-compatible vLLM server) scores every sampled token; the
     student learns from the per-token divergence (train/on_policy.py)."""
@@ -342,12 +346,6 @@ class TrainOnPolicy(TrainConfig):
         if getattr(self.teacher, "backend", None) == "openai" and not self.teacher.tokenizer:
             raise ValueError("teacher.tokenizer: a served teacher must name its tokenizer (path or hub id), so that "
                              "the run can check it is the student's: rollouts are scored token by token")
-        return self
-
-    @model_validator(mode="after")
-    def _no_qat(self):
-        if self.qat is not None:
-            raise ValueError(QAT_ON_FULL_WEIGHTS)
         return self
 
 
