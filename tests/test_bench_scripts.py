@@ -88,4 +88,5 @@ def test_bench_on_policy_smoke(tmp_path):
     assert set(out) >= {"on_policy_vs_gkd", "on_policy_vs_sft", "trainer_peak_ratio_served_vs_inmemory",
                         "overlap_speedup", "step_split", "machine"}
     assert 0 < out["trainer_peak_ratio_served_vs_inmemory"] < 1.5 and out["step_split"]["teacher_s"] > 0
+    assert out["overlap_speedup"] > 0 and out["overlap"]["steps_each"] == 2
     assert set(out["methods"]) == {"sft_filtered", "on_policy", "gkd", "more_sft"}

@@ -202,3 +202,48 @@ def test_serve_teacher_starts_a_server_for_the_run_and_stops_it(tiny_student, ti
         train.run(cfg(tiny_student, tmp_path / "bad", method="on_policy", teacher=bad, max_steps=1,
                       on_policy={"max_new_tokens": 8, "serve_teacher": True}))
     assert server_processes() == []
+
+
+class SlowServer:
+    """Stands for a served teacher (backend openai): records when each grading starts, in which thread, and
+    answers with made-up grades of the right shapes after a pause."""
+
+    def __init__(self, info):
+        self.info = info.model_copy(update={"backend": "openai"})
+        self.events = []
+
+    def score(self, seqs, starts, k):
+        import threading
+        import time
+
+        self.events.append(("score", time.perf_counter(), threading.current_thread().name))
+        time.sleep(0.2)
+        return [{"sampled_logprobs": np.full(len(s) - st, -1.0, dtype=np.float32),
+                 "top_ids": np.tile(np.arange(k, dtype=np.int32), (len(s) - st, 1)),
+                 "top_logprobs": np.full((len(s) - st, k), -2.0, dtype=np.float32)} for s, st in zip(seqs, starts)]
+
+    def close(self):
+        pass
+
+
+def test_overlap_grades_a_chunk_while_the_next_is_written(tiny_student, tiny_model, tmp_path, vllm_teacher,
+                                                          monkeypatch):
+    from cotdistill.train import on_policy
+
+    fake = SlowServer(vllm_teacher.info)
+    monkeypatch.setattr(on_policy, "make_scorer", lambda c: fake)
+    real_rollout, ends = on_policy.OnPolicyTrainer._rollout, []
+
+    def rollout(self, *a):
+        out = real_rollout(self, *a)
+        ends.append(__import__("time").perf_counter())
+        return out
+
+    monkeypatch.setattr(on_policy.OnPolicyTrainer, "_rollout", rollout)
+    s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teacher=str(tiny_model), max_steps=1,
+                      on_policy={"max_new_tokens": 6, "overlap_chunks": 2}))
+    assert s["steps"] == 1 and len(fake.events) == 2 and len(ends) == 2
+    assert fake.events[0][1] < ends[1]  # chunk 1 was being graded while chunk 2 was written
+    assert all(name != "MainThread" for _, _, name in fake.events)
+    row = rollouts(tmp_path / "out/rollouts.jsonl")[0]
+    assert len(row["problem_ids"]) == 4 and row["teacher_s"] > 0

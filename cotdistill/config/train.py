@@ -41,6 +41,9 @@ class OnPolicyOptions(StrictModel):
     top_k: int = Field(default=8, ge=1, le=64, description="teacher logprobs per position (topk)")
     rollout_temperature: float = Field(default=1.0, gt=0, description="the student's sampling temperature")
     max_new_tokens: int = Field(default=256, ge=1, description="rollout length; a rollout cut here is still graded")
+    overlap_chunks: int = Field(
+        default=1, ge=1, description="a served teacher grades chunk i of the batch while the student writes chunk "
+        "i + 1 (no stale weights: all within one step); 1 = no overlap. An in-process engine grades after")
     serve_teacher: bool = Field(
         default=False, description="a path / vllm teacher: start it as a vLLM server on 127.0.0.1 (a free port) for "
         "this run and stop it after, so its weights and KV cache live in another process")

@@ -43,6 +43,7 @@ class OnPolicyTrainer(Trainer):
     def __init__(self, *args, scorer, opts, stop_ids: list[int], log_path: Path, teacher_name: str, **kw):
         super().__init__(*args, **kw)
         self.scorer, self.opts, self.stop_ids = scorer, opts, stop_ids
+        self.overlap = getattr(scorer, "info", None) is not None and scorer.info.backend == "openai"
         self.log_path, self.teacher_name = log_path, teacher_name
 
     def train(self, *args, **kw):
@@ -93,15 +94,35 @@ class OnPolicyTrainer(Trainer):
         return ids, mask, (torch.tensor(rows), torch.tensor(cols)), torch.tensor(tok), torch.cat(t_lp), \
             torch.cat(t_ids), torch.cat(t_top)
 
+    def _rollout_and_grade(self, model, prompts, pids) -> tuple[list, list, list, list, float, float]:
+        """Rollouts and their grades, (completions, sequences, starts, grades of the non-empty ones, rollout s,
+        teacher s). With ``overlap_chunks`` > 1 and a served teacher, the batch goes in chunks and the teacher
+        grades chunk i over HTTP while the student writes chunk i + 1; teacher s is then the wait after the last
+        rollout. Each chunk's rollouts are seeded by its own problem ids, so a setting always gives the same."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = max(1, min(self.opts.overlap_chunks if self.overlap else 1, len(prompts)))
+        bounds = [round(i * len(prompts) / n) for i in range(n + 1)]
+        comps, futures, rollout_s = [], [], 0.0
+        with ThreadPoolExecutor(1) as pool:
+            for a, b in zip(bounds, bounds[1:]):
+                t = time.perf_counter()
+                part = self._rollout(model, prompts[a:b], pids[a:b])
+                rollout_s += time.perf_counter() - t
+                comps += part
+                keep = [i for i in range(a, b) if comps[i]]  # an empty rollout has nothing to grade
+                futures.append(pool.submit(self.scorer.score, [prompts[i] + comps[i] for i in keep],
+                                           [len(prompts[i]) for i in keep], self.opts.top_k) if keep else None)
+            t = time.perf_counter()
+            graded = [g for f in futures if f is not None for g in f.result()]
+            teacher_s = time.perf_counter() - t
+        seqs, starts = [p + c for p, c in zip(prompts, comps)], [len(p) for p in prompts]
+        return comps, seqs, starts, graded, rollout_s, teacher_s
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         prompts, pids = inputs["prompt_ids"], inputs["problem_id"]
-        t0 = time.perf_counter()
-        comps = self._rollout(model, prompts, pids)
-        t1 = time.perf_counter()
-        seqs, starts = [p + c for p, c in zip(prompts, comps)], [len(p) for p in prompts]
-        keep = [i for i, c in enumerate(comps) if c]  # an empty rollout has nothing to grade
-        graded = self.scorer.score([seqs[i] for i in keep], [starts[i] for i in keep], self.opts.top_k)
-        t2 = time.perf_counter()
+        comps, seqs, starts, graded, rollout_s, teacher_s = self._rollout_and_grade(model, prompts, pids)
+        keep = [i for i, c in enumerate(comps) if c]
         if not keep:
             return torch.zeros((), requires_grad=True, device=model.device)
         ids, mask, where, tok, t_lp, t_ids, t_top = self._batch([seqs[i] for i in keep], [starts[i] for i in keep],
@@ -116,7 +137,7 @@ class OnPolicyTrainer(Trainer):
         else:
             loss, _ = topk_divergence_loss(log_probs, t_ids.to(dev), t_top.to(dev), self.opts.divergence,
                                            self.opts.beta, self.opts.temperature)
-        self._record(pids, comps, float(rkl), t1 - t0, t2 - t1)
+        self._record(pids, comps, float(rkl), rollout_s, teacher_s)
         return (loss, out) if return_outputs else loss
 
     def _record(self, pids, comps, rkl: float, rollout_s: float, teacher_s: float) -> None:
