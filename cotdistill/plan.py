@@ -207,7 +207,7 @@ class Plan:
             live = {"teacher": str(Path(self.students[f"{s.teacher_from}@{seed}"].train.output_dir) / "final")}
         elif method in ("gkd", "distill", "kd") and isinstance(cfg.teacher, VLLMTeacher):
             live = {"teacher": cfg.teacher.model}
-        elif method == "on_policy":  # the run's teacher grades the rollouts as it is: an engine or a server
+        elif method == "on_policy" and not s.train.get("teachers"):  # the run's teacher as it is: engine or server
             live = {"teacher": cfg.teacher.model_dump(mode="json")}
         logprobs = {"logprobs": str(self.stages[logits_stage(s.data)].folder)} if method == "logit_kd" else {}
         train_cfg = TrainConfig.model_validate({"student": student, "dataset_dir": str(self.stages[data].folder),

@@ -94,7 +94,7 @@ class Shared:
 def shared_teacher(vllm_teacher, monkeypatch):
     from cotdistill.train import on_policy
 
-    monkeypatch.setattr(on_policy, "make_scorer", lambda c: Shared(vllm_teacher))
+    monkeypatch.setattr(on_policy, "make_scorer", lambda c: on_policy.OneTeacher("tiny", Shared(vllm_teacher)))
     return on_policy
 
 
@@ -105,6 +105,7 @@ def test_on_policy_trains_through_the_vllm_teacher(tiny_student, tiny_model, tmp
     assert s["steps"] == 3 and (tmp_path / "out/final/config.json").exists()
     assert [r["step"] for r in rows] == [1, 2, 3] and all(len(r["problem_ids"]) == 4 for r in rows)
     assert all(r["teacher"] == str(tiny_model) and r["rollout_s"] > 0 and r["teacher_s"] > 0 for r in rows)
+    assert all(r["graded_by"] == ["tiny"] * 4 for r in rows)
     assert all(0 < t <= 10 for r in rows for t in r["completion_tokens"])
 
 
@@ -133,7 +134,8 @@ def test_a_run_whose_teacher_fails_resumes_to_the_uninterrupted_rollouts(tiny_st
     whole.mkdir()
     train.run(cfg(tiny_student, whole, **kw))
     real = on_policy.make_scorer
-    monkeypatch.setattr(on_policy, "make_scorer", lambda c: FailingScorer(real(c), fail_at=4))
+    monkeypatch.setattr(on_policy, "make_scorer",
+                        lambda c: on_policy.OneTeacher("tiny", FailingScorer(real(c).scorer, fail_at=4)))
     cut = tmp_path / "cut"
     cut.mkdir()
     with pytest.raises(CotdistillError, match="failed after 6 attempts"):
@@ -231,7 +233,7 @@ def test_overlap_grades_a_chunk_while_the_next_is_written(tiny_student, tiny_mod
     from cotdistill.train import on_policy
 
     fake = SlowServer(vllm_teacher.info)
-    monkeypatch.setattr(on_policy, "make_scorer", lambda c: fake)
+    monkeypatch.setattr(on_policy, "make_scorer", lambda c: on_policy.OneTeacher("slow", fake))
     real_rollout, ends = on_policy.OnPolicyTrainer._rollout, []
 
     def rollout(self, *a):
@@ -247,3 +249,38 @@ def test_overlap_grades_a_chunk_while_the_next_is_written(tiny_student, tiny_mod
     assert all(name != "MainThread" for _, _, name in fake.events)
     row = rollouts(tmp_path / "out/rollouts.jsonl")[0]
     assert len(row["problem_ids"]) == 4 and row["teacher_s"] > 0
+
+
+def test_several_teachers_each_grade_the_prompts_their_weights_give_them(tiny_student, tiny_model, tmp_path,
+                                                                        vllm_teacher, monkeypatch):
+    from cotdistill.train import on_policy
+
+    seen = {"a": [], "b": []}
+
+    class Named(Shared):
+        def __init__(self, inner, name):
+            super().__init__(inner)
+            self.name = name
+
+        def score(self, seqs, starts, k):
+            seen[self.name].append(len(seqs))
+            return super().score(seqs, starts, k)
+
+    monkeypatch.setattr(on_policy, "_start_teacher",
+                        lambda c, t: Named(vllm_teacher, "a" if t == "ta" else "b"))
+    teachers = [{"name": "a", "teacher": "ta", "weight": 3}, {"name": "b", "teacher": "tb", "weight": 1}]
+    s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teachers=teachers, max_steps=2,
+                      on_policy={"max_new_tokens": 6}))
+    rows = rollouts(tmp_path / "out/rollouts.jsonl")
+    by = {pid: g for r in rows for pid, g in zip(r["problem_ids"], r["graded_by"])}
+    assert s["steps"] == 2 and set(by.values()) <= {"a", "b"} and sum(seen["a"]) + sum(seen["b"]) == 8
+    pick = on_policy.TeacherMix.pick
+    holder = type("M", (), {"cum": [0.75, 1.0]})()
+    assert all(g == ["a", "b"][pick(holder, pid)] for pid, g in by.items())  # the id's hash picks, every run
+    ids = [f"p{i}" for i in range(4000)]
+    share = sum(pick(holder, i) == 0 for i in ids) / len(ids)
+    assert abs(share - 0.75) < 0.03
+    with pytest.raises(ValueError, match="two teachers share a name"):
+        cfg(tiny_student, tmp_path / "x", method="on_policy", teachers=[teachers[0], {**teachers[1], "name": "a"}])
+    with pytest.raises(ValueError, match="one of the two"):
+        cfg(tiny_student, tmp_path / "y", method="on_policy", teachers=teachers, teacher="t")

@@ -331,6 +331,12 @@ class TrainKD(TrainConfig):
         return self
 
 
+class MixedTeacher(StrictModel):
+    name: str = Field(min_length=1, description="recorded in rollouts.jsonl for every rollout it grades")
+    teacher: str | TeacherConfig = Field(description="a path / hub id, or a teacher block, as on_policy's teacher")
+    weight: float = Field(default=1.0, gt=0, description="its share of the prompts (normalised)")
+
+
 class TrainOnPolicy(_RolloutMethod):
     """on_policy: the student samples completions for the training prompts; a teacher that is not loaded in the
     trainer (an in-process vLLM engine or an OpenAI-compatible vLLM server) scores every sampled token; the
@@ -341,15 +347,24 @@ class TrainOnPolicy(_RolloutMethod):
         default=None, description="a local path or hub id (an in-process vLLM engine), or a teacher block "
         "({backend: vllm, ...} / {backend: openai, base_url: ..., model: ...}); it must share the student's "
         "tokenizer")
+    teachers: list[MixedTeacher] | None = Field(
+        default=None, min_length=2, description="several teachers: each prompt is graded by one, chosen by its "
+        "problem id against the weights (the same teacher for a problem on every run); instead of teacher")
     on_policy: OnPolicyOptions = OnPolicyOptions()
 
     @model_validator(mode="after")
     def _needs_a_teacher(self):
-        if not self.teacher:
-            raise ValueError("method 'on_policy' needs a teacher (a path, or a served teacher block)")
-        if getattr(self.teacher, "backend", None) == "openai" and not self.teacher.tokenizer:
-            raise ValueError("teacher.tokenizer: a served teacher must name its tokenizer (path or hub id), so that "
-                             "the run can check it is the student's: rollouts are scored token by token")
+        if bool(self.teacher) == bool(self.teachers):
+            raise ValueError("method 'on_policy' needs a teacher (a path, or a served teacher block), or teachers "
+                             "(several, each with a name and a weight): one of the two")
+        named = [("teacher", self.teacher)] if self.teacher else [(f"teachers.{t.name}", t.teacher)
+                                                                  for t in self.teachers]
+        for where, t in named:
+            if getattr(t, "backend", None) == "openai" and not t.tokenizer:
+                raise ValueError(f"{where}.tokenizer: a served teacher must name its tokenizer (path or hub id), so "
+                                 f"that the run can check it is the student's: rollouts are scored token by token")
+        if self.teachers and len({t.name for t in self.teachers}) < len(self.teachers):
+            raise ValueError("teachers: two teachers share a name; names label the rollouts they grade")
         return self
 
 

@@ -43,7 +43,8 @@ class OnPolicyTrainer(Trainer):
     def __init__(self, *args, scorer, opts, stop_ids: list[int], log_path: Path, teacher_name: str, **kw):
         super().__init__(*args, **kw)
         self.scorer, self.opts, self.stop_ids = scorer, opts, stop_ids
-        self.overlap = getattr(scorer, "info", None) is not None and scorer.info.backend == "openai"
+        self.overlap = scorer.info.backend == "openai"
+        self._graders: list[str] = []
         self.log_path, self.teacher_name = log_path, teacher_name
 
     def train(self, *args, **kw):
@@ -111,11 +112,14 @@ class OnPolicyTrainer(Trainer):
                 rollout_s += time.perf_counter() - t
                 comps += part
                 keep = [i for i in range(a, b) if comps[i]]  # an empty rollout has nothing to grade
-                futures.append(pool.submit(self.scorer.score, [prompts[i] + comps[i] for i in keep],
-                                           [len(prompts[i]) for i in keep], self.opts.top_k) if keep else None)
+                futures.append(pool.submit(self.scorer.grade, [pids[i] for i in keep],
+                                           [prompts[i] + comps[i] for i in keep], [len(prompts[i]) for i in keep],
+                                           self.opts.top_k) if keep else None)
             t = time.perf_counter()
-            graded = [g for f in futures if f is not None for g in f.result()]
+            done = [f.result() for f in futures if f is not None]
             teacher_s = time.perf_counter() - t
+        graded = [g for grades, _ in done for g in grades]
+        self._graders = [n for _, names in done for n in names]
         seqs, starts = [p + c for p, c in zip(prompts, comps)], [len(p) for p in prompts]
         return comps, seqs, starts, graded, rollout_s, teacher_s
 
@@ -144,6 +148,7 @@ class OnPolicyTrainer(Trainer):
         if not self.accelerator.is_main_process:
             return
         row = {"step": self.state.global_step + 1, "problem_ids": list(pids), "teacher": self.teacher_name,
+               "graded_by": list(self._graders),
                "completion_tokens": [len(c) for c in comps], "reverse_kl": round(rkl, 6),
                "rollout_s": round(rollout_s, 4), "teacher_s": round(teacher_s, 4),
                "completions": [self.processing_class.decode(c) for c in comps]}
@@ -151,12 +156,71 @@ class OnPolicyTrainer(Trainer):
             f.write(json.dumps(row) + "\n")
 
 
+class OneTeacher:
+    """One teacher grading every rollout."""
+
+    def __init__(self, name: str, scorer):
+        self.name, self.scorer, self.info = name, scorer, scorer.info
+        self.members = [scorer]
+
+    def grade(self, pids, seqs, starts, k) -> tuple[list[dict], list[str]]:
+        return self.scorer.score(seqs, starts, k), [self.name] * len(seqs)
+
+    def close(self) -> None:
+        self.scorer.close()
+
+
+class TeacherMix:
+    """Several teachers; each prompt is graded by the one its problem id picks against the weights (a hash, so a
+    problem meets the same teacher on every run, resumed or not)."""
+
+    def __init__(self, named: list[tuple[str, object, float]]):
+        self.names, self.members = [n for n, _, _ in named], [s for _, s, _ in named]
+        total = sum(w for _, _, w in named)
+        self.cum = [sum(w for _, _, w in named[: i + 1]) / total for i in range(len(named))]
+        backends = {m.info.backend for m in self.members}
+        self.info = self.members[0].info.model_copy(update={
+            "model": "+".join(self.names), "backend": backends.pop() if len(backends) == 1 else "vllm"})
+
+    def pick(self, pid: str) -> int:
+        u = int.from_bytes(hashlib.sha256(pid.encode()).digest()[:8], "little") / 2 ** 64
+        return next(i for i, c in enumerate(self.cum) if u < c or i == len(self.cum) - 1)
+
+    def grade(self, pids, seqs, starts, k) -> tuple[list[dict], list[str]]:
+        who = [self.pick(p) for p in pids]
+        out: list[dict | None] = [None] * len(seqs)
+        for m in sorted(set(who)):
+            idx = [i for i, w in enumerate(who) if w == m]
+            for i, g in zip(idx, self.members[m].score([seqs[i] for i in idx], [starts[i] for i in idx], k)):
+                out[i] = g
+        return out, [self.names[w] for w in who]
+
+    def close(self) -> None:
+        for m in self.members:
+            m.close()
+
+
 def make_scorer(cfg: TrainConfig):
+    """The grader of the rollouts: one teacher, or a weighted mix of named teachers."""
+    if cfg.teachers:
+        named = []
+        try:
+            for t in cfg.teachers:
+                named.append((t.name, _start_teacher(cfg, t.teacher), t.weight))
+        except BaseException:
+            for _, sc, _ in named:
+                sc.close()
+            raise
+        return TeacherMix(named)
+    one = _start_teacher(cfg, cfg.teacher)
+    return OneTeacher(one.info.model, one)
+
+
+def _start_teacher(cfg: TrainConfig, t):
     """The teacher backend that grades rollouts: a served teacher block as given, a path as an in-process engine,
     or, with ``serve_teacher``, as a vLLM server this run starts and stops."""
     from cotdistill.teachers import make_teacher
 
-    t = cfg.teacher
     if isinstance(t, str):
         t = VLLMTeacher(model=t, max_model_len=cfg.max_length + cfg.on_policy.max_new_tokens, enforce_eager=True)
     if cfg.on_policy.serve_teacher and isinstance(t, VLLMTeacher):
@@ -205,10 +269,11 @@ def _assemble(cfg: TrainConfig, tok, rows: list[dict], scorer):
     import datasets
     from transformers import TrainingArguments
 
-    t_hash = scorer.info.tokenizer_hash
-    if t_hash is not None and t_hash != tokenizer_hash(tok):
-        raise CotdistillError(f"preflight: the teacher's tokenizer ({t_hash}) is not the student's "
-                              f"({tokenizer_hash(tok)}); on-policy scoring needs one tokenizer")
+    for m in getattr(scorer, "members", [scorer]):
+        t_hash = m.info.tokenizer_hash
+        if t_hash is not None and t_hash != tokenizer_hash(tok):
+            raise CotdistillError(f"preflight: the tokenizer of teacher '{m.info.model}' ({t_hash}) is not the "
+                                  f"student's ({tokenizer_hash(tok)}); on-policy scoring needs one tokenizer")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / ROLLOUTS
