@@ -1,6 +1,7 @@
 """OpenAI-compatible teacher against a real vLLM server subprocess on 127.0.0.1."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def start_server(model, port: int, log):
            "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
            "--max-model-len", "512", "--enforce-eager", "--kv-cache-memory-bytes", str(KV_BYTES)]
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        # its own process group: the server and its EngineCore child are stopped (or SIGKILLed) together
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -42,17 +44,27 @@ def start_server(model, port: int, log):
                 return proc
         except httpx.HTTPError:
             time.sleep(1)
-    proc.kill()
+    stop_server(proc)
     pytest.fail("vLLM server did not become healthy in 180 s")
 
 
 def stop_server(proc) -> None:
-    proc.terminate()
+    """The whole group, so no EngineCore is left behind (also when the server itself was SIGKILLed)."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGKILL or proc.returncode is not None:
+            break
     try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their server
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -205,12 +217,11 @@ def test_served_teacher_scores_and_grades_on_policy_rollouts(server, tiny_model,
 
 @pytest.mark.slow
 def test_teacher_server_killed_mid_run_then_the_resumed_run_matches(server, tiny_model, tiny_student, tmp_path,
-                                                                    monkeypatch):
+                                                                    monkeypatch, request):
     """SIGKILL of the real teacher server during step 3 of 4: retries, a one-line error, checkpoint-2 kept; a new
     server on the same address, the run resumed: rollouts prompt for prompt and final weights equal those of a
     run that never stopped."""
     import json
-    import signal
 
     import torch
     from safetensors.torch import load_file
@@ -221,6 +232,7 @@ def test_teacher_server_killed_mid_run_then_the_resumed_run_matches(server, tiny
 
     port = free_port()
     proc = start_server(tiny_model, port, tmp_path / "killed.log")
+    request.addfinalizer(lambda: stop_server(proc))  # its EngineCore child outlives the SIGKILL of the server
     teacher = {"backend": "openai", "model": "tiny", "tokenizer": str(tiny_model), "max_retries": 2,
                "backoff_s": 0.2, "timeout_s": 30}
     kw = dict(method="on_policy", max_steps=4, save_steps=2, per_device_train_batch_size=2,
