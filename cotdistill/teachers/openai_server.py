@@ -152,30 +152,40 @@ class OpenAIServerTeacher:
         except (KeyError, IndexError, TypeError) as e:
             raise CotdistillError(f"{where}: malformed response ({type(e).__name__}: {e})") from None
 
-    async def _one(self, client, sem, job: Job, s: SamplingConfig) -> tuple[Job, Result]:
+    async def _post(self, client, route: str, body: dict, refused, exhausted) -> dict:
+        """POST with bounded retries and exponential backoff on transport errors and retryable statuses; the
+        response's JSON, or a one-line error: ``refused(last)`` at once for other statuses, ``exhausted(last)``
+        after the last attempt."""
         import httpx
 
-        route, body = self._payload(job, s)
         last = ""
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                r = await client.post(self.base + route, json=body, headers=self.headers)
+                if r.status_code == 200:
+                    try:
+                        return r.json()
+                    except ValueError:
+                        raise CotdistillError(refused(f"HTTP 200 whose body is not JSON: {r.text[:200]}")) from None
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                if r.status_code not in _RETRY_STATUS:
+                    raise CotdistillError(refused(last))
+            except httpx.TransportError as e:  # connect errors, timeouts, dropped connections
+                last = f"{type(e).__name__}: {e}"
+            if attempt < self.cfg.max_retries:
+                await asyncio.sleep(self.cfg.backoff_s * (2 ** attempt) * (0.5 + random.random()))
+        raise CotdistillError(exhausted(last))
+
+    async def _one(self, client, sem, job: Job, s: SamplingConfig) -> tuple[Job, Result]:
+        route, body = self._payload(job, s)
         async with sem:
-            for attempt in range(self.cfg.max_retries + 1):
-                try:
-                    r = await client.post(self.base + route, json=body, headers=self.headers)
-                    if r.status_code == 200:
-                        return job, self._parse(job, r.json(), s)
-                    last = f"HTTP {r.status_code}: {r.text[:200]}"
-                    if r.status_code not in _RETRY_STATUS:
-                        raise CotdistillError(
-                            f"teacher server {self.base}{route} refused problem '{job.problem_id}': {last}"
-                        )
-                except httpx.TransportError as e:  # connect errors, timeouts, dropped connections
-                    last = f"{type(e).__name__}: {e}"
-                if attempt < self.cfg.max_retries:
-                    await asyncio.sleep(self.cfg.backoff_s * (2 ** attempt) * (0.5 + random.random()))
-        raise CotdistillError(
-            f"teacher server {self.base}{route}: problem '{job.problem_id}' sample {job.sample_index} failed after "
-            f"{self.cfg.max_retries + 1} attempts ({last}); records so far are saved, re-run to resume"
-        )
+            data = await self._post(
+                client, route, body,
+                lambda last: f"teacher server {self.base}{route} refused problem '{job.problem_id}': {last}",
+                lambda last: f"teacher server {self.base}{route}: problem '{job.problem_id}' sample "
+                             f"{job.sample_index} failed after {self.cfg.max_retries + 1} attempts ({last}); records "
+                             f"so far are saved, re-run to resume")
+        return job, self._parse(job, data, s)
 
     async def _run(self, jobs: Iterable[Job], s: SamplingConfig, out: queue.Queue) -> None:
         import httpx
@@ -216,32 +226,21 @@ class OpenAIServerTeacher:
         th.join()
 
     async def _score_one(self, client, sem, i: int, seq: list[int], start: int, k: int) -> dict[str, np.ndarray]:
-        import httpx
-
         body = {"model": self.cfg.model, "prompt": list(seq), "max_tokens": 1, "temperature": 0.0,
                 "prompt_logprobs": k}
-        where, last = f"teacher server {self.base}/completions (scoring sequence {i})", ""
+        where = f"teacher server {self.base}/completions (scoring sequence {i})"
         async with sem:
-            for attempt in range(self.cfg.max_retries + 1):
-                try:
-                    r = await client.post(self.base + "/completions", json=body, headers=self.headers)
-                    if r.status_code == 200:
-                        try:
-                            plp = [None if d is None else {int(t): (v["logprob"], v.get("rank")) for t, v in d.items()}
-                                   for d in r.json()["choices"][0]["prompt_logprobs"]]
-                            return prompt_logprob_arrays(list(seq), start, plp, k, where)
-                        except (KeyError, IndexError, TypeError, ValueError) as e:
-                            raise CotdistillError(f"{where}: malformed response ({type(e).__name__}: {e}); the "
-                                                  f"server must be vLLM's (prompt_logprobs)") from None
-                    last = f"HTTP {r.status_code}: {r.text[:200]}"
-                    if r.status_code not in _RETRY_STATUS:
-                        raise CotdistillError(f"{where}: refused: {last}")
-                except httpx.TransportError as e:
-                    last = f"{type(e).__name__}: {e}"
-                if attempt < self.cfg.max_retries:
-                    await asyncio.sleep(self.cfg.backoff_s * (2 ** attempt) * (0.5 + random.random()))
-        raise CotdistillError(f"{where}: failed after {self.cfg.max_retries + 1} attempts ({last}); the run stops "
-                              f"here and resumes from its last checkpoint")
+            data = await self._post(
+                client, "/completions", body, lambda last: f"{where}: refused: {last}",
+                lambda last: f"{where}: failed after {self.cfg.max_retries + 1} attempts ({last}); the run stops "
+                             f"here and resumes from its last checkpoint")
+        try:
+            plp = [None if d is None else {int(t): (v["logprob"], v.get("rank")) for t, v in d.items()}
+                   for d in data["choices"][0]["prompt_logprobs"]]
+            return prompt_logprob_arrays(list(seq), start, plp, k, where)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise CotdistillError(f"{where}: malformed response ({type(e).__name__}: {e}); the server must be "
+                                  f"vLLM's (prompt_logprobs)") from None
 
     def score(self, sequences: list[list[int]], starts: list[int], k: int) -> list[dict[str, np.ndarray]]:
         import httpx

@@ -245,11 +245,14 @@ def prompt_rows(cfg: TrainConfig, tok) -> list[dict]:
 
 
 def _trim_log(path: Path, output_dir: Path) -> None:
-    """Resuming from checkpoint-S: the records of steps after S will be written again."""
+    """Resuming from checkpoint-S (the one train_and_save resumes from): the records of steps after S will be
+    written again."""
+    from transformers.trainer_utils import get_last_checkpoint
+
     if not path.exists():
         return
-    steps = [int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
-    last = max(steps, default=0)
+    ckpt = get_last_checkpoint(str(output_dir))
+    last = int(Path(ckpt).name.rsplit("-", 1)[1]) if ckpt else 0
     keep = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= last]
     path.write_text("".join(x + "\n" for x in keep))
 
