@@ -284,3 +284,18 @@ def test_several_teachers_each_grade_the_prompts_their_weights_give_them(tiny_st
         cfg(tiny_student, tmp_path / "x", method="on_policy", teachers=[teachers[0], {**teachers[1], "name": "a"}])
     with pytest.raises(ValueError, match="one of the two"):
         cfg(tiny_student, tmp_path / "y", method="on_policy", teachers=teachers, teacher="t")
+
+
+def test_bf16_on_policy_keeps_fp32_master_weights(tiny_student, tiny_model, tmp_path, shared_teacher):
+    """bf16 autocast (as on GPUs): the trained and saved weights stay fp32 and 10 AdamW steps at lr 1e-5 move
+    nearly all of them (the embeddings of tokens never seen aside)."""
+    from safetensors.torch import load_file
+    from test_bf16_training import changed_share, seen_token_ids
+
+    before = load_file(str(tiny_student / "model.safetensors"))
+    s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teacher=str(tiny_model), max_steps=10, bf16=True,
+                      learning_rate=1e-5, on_policy={"max_new_tokens": 8, "loss": "topk"}))
+    after = load_file(str(tmp_path / "out/final/model.safetensors"))
+    assert s["steps"] == 10 and all(t.dtype == torch.float32 for t in after.values())
+    share = changed_share({k: v.float() for k, v in before.items()}, after, seen_token_ids(tiny_student, tmp_path))
+    assert share > 0.99, f"only {share:.1%} of the weights moved"
