@@ -230,6 +230,7 @@ def run(cfg: FilterConfig) -> dict:
     drop = _per_trace_drops(cfg, traces, verdicts, templates, index, problem_hit, contam_hits)
     for ts in by_problem.values():
         _dedup_and_cap(cfg, ts, drop)
-    return write(cfg, out, traces, Decisions(verdicts, labels, drop, contam_hits, problem_hit))
+    fields = {pid: p.fields() for pid, p in problems.items()}
+    return write(cfg, out, traces, Decisions(verdicts, labels, drop, contam_hits, problem_hit, fields))
 
 

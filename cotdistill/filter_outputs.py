@@ -27,12 +27,13 @@ class Decisions:
     drop: dict[str, str]  # trace key -> the funnel stage that dropped it
     contam_hits: list  # decontamination hits, for the report
     problem_hit: set  # problems found in an eval set: no prompt row either
+    fields: dict[str, dict]  # problem id -> Problem.fields(), carried on the prompt rows
 
 
 EMPTY_COLUMNS = {"sft": ["messages", "problem_id", "sample_index", "teacher", "tokenizer_hash", "template",
                          "template_hash", "gold", "label_source", "extracted", "correct", "verify_reason",
                          "completion_tokens"],
-                 "prompts": ["prompt", "problem_id", "gold", "label_source"]}
+                 "prompts": ["prompt", "problem_id", "gold", "label_source", "problem_fields"]}
 
 
 PASS_RATE_BINS = [("0", lambda r: r == 0), ("(0, 0.25]", lambda r: 0 < r <= 0.25),
@@ -61,12 +62,13 @@ def _rows(traces, d: Decisions) -> tuple[list[dict], list[str]]:
 
 
 def _prompts(traces, d: Decisions) -> list[dict]:
-    """One prompt per labelled, uncontaminated problem (for on-policy methods: GKD rolls out from these)."""
+    """One prompt per labelled, uncontaminated problem (for on-policy methods: GKD rolls out from these), with the
+    problem's fields as JSON text (on_policy routes prompts to teachers by them)."""
     first = {}
     for t in traces:
         first.setdefault(t.problem_id, t)
     return [{"prompt": [m.model_dump() for m in t.messages], "problem_id": pid, "gold": d.labels[pid][0],
-             "label_source": d.labels[pid][1]}
+             "label_source": d.labels[pid][1], "problem_fields": json.dumps(d.fields[pid], sort_keys=True)}
             for pid, t in first.items() if pid not in d.problem_hit and d.labels[pid][0] is not None]
 
 

@@ -35,6 +35,13 @@ class Problem(_Record):
     source: str  # e.g. "hf:data/arithmetic_test.jsonl[train]" or "reasoning_gym:chain_sum"
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    def fields(self) -> dict[str, str]:
+        """What a later stage may select this problem by (e.g. on_policy's teacher routing): its source and its
+        scalar metadata (a dataset's extra columns: domain, level, tag; reasoning-gym's rg_task), as text."""
+        scalar = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in self.metadata.items()
+                  if isinstance(v, str | int | float | bool)}
+        return {"source": self.source, **scalar}
+
 
 class Message(_Record):
     role: Literal["system", "user", "assistant"]

@@ -93,6 +93,7 @@ def test_funnel_votes_and_outputs(run_dir, tmp_path):
     assert {"problem_id", "sample_index", "teacher", "template_hash", "correct"} <= set(sft.column_names)
     prompts = datasets.load_from_disk(str(out / "prompts"))
     assert sorted(prompts["problem_id"]) == ["p1", "p2"] and prompts[0]["prompt"][-1]["role"] == "user"
+    assert [json.loads(f) for f in prompts["problem_fields"]] == [{"source": "t"}] * 2  # on_policy routes by them
     card = (out / "README.md").read_text()
     assert "| contaminated | 1 |" in card and "p3" in card and "## Teacher pass rate per problem" in card
     report = json.loads((out / "filter_report.json").read_text())

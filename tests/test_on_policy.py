@@ -14,6 +14,7 @@ from cotdistill import train
 from cotdistill.errors import CotdistillError
 from cotdistill.teachers.base import prompt_logprob_arrays
 from cotdistill.train.losses import sampled_reverse_kl_loss, topk_divergence_loss
+from cotdistill.train.teacher_mix import OneTeacher
 
 
 def test_sampled_reverse_kl_by_hand():
@@ -94,7 +95,7 @@ class Shared:
 def shared_teacher(vllm_teacher, monkeypatch):
     from cotdistill.train import on_policy
 
-    monkeypatch.setattr(on_policy, "make_scorer", lambda c: on_policy.OneTeacher("tiny", Shared(vllm_teacher)))
+    monkeypatch.setattr(on_policy, "make_scorer", lambda c, rows: OneTeacher("tiny", Shared(vllm_teacher)))
     return on_policy
 
 
@@ -135,7 +136,7 @@ def test_a_run_whose_teacher_fails_resumes_to_the_uninterrupted_rollouts(tiny_st
     train.run(cfg(tiny_student, whole, **kw))
     real = on_policy.make_scorer
     monkeypatch.setattr(on_policy, "make_scorer",
-                        lambda c: on_policy.OneTeacher("tiny", FailingScorer(real(c).scorer, fail_at=4)))
+                        lambda c, rows: OneTeacher("tiny", FailingScorer(real(c, rows).scorer, fail_at=4)))
     cut = tmp_path / "cut"
     cut.mkdir()
     with pytest.raises(CotdistillError, match="failed after 6 attempts"):
@@ -233,7 +234,7 @@ def test_overlap_grades_a_chunk_while_the_next_is_written(tiny_student, tiny_mod
     from cotdistill.train import on_policy
 
     fake = SlowServer(vllm_teacher.info)
-    monkeypatch.setattr(on_policy, "make_scorer", lambda c: on_policy.OneTeacher("slow", fake))
+    monkeypatch.setattr(on_policy, "make_scorer", lambda c, rows: OneTeacher("slow", fake))
     real_rollout, ends = on_policy.OnPolicyTrainer._rollout, []
 
     def rollout(self, *a):
@@ -251,39 +252,86 @@ def test_overlap_grades_a_chunk_while_the_next_is_written(tiny_student, tiny_mod
     assert len(row["problem_ids"]) == 4 and row["teacher_s"] > 0
 
 
+class Named(Shared):
+    """The session's teacher under a name, counting what it grades."""
+
+    def __init__(self, inner, name, seen):
+        super().__init__(inner)
+        self.name, self.seen = name, seen
+
+    def score(self, seqs, starts, k):
+        self.seen[self.name].append(len(seqs))
+        return super().score(seqs, starts, k)
+
+
 def test_several_teachers_each_grade_the_prompts_their_weights_give_them(tiny_student, tiny_model, tmp_path,
                                                                         vllm_teacher, monkeypatch):
-    from cotdistill.train import on_policy
+    from cotdistill.train import teacher_mix
 
     seen = {"a": [], "b": []}
-
-    class Named(Shared):
-        def __init__(self, inner, name):
-            super().__init__(inner)
-            self.name = name
-
-        def score(self, seqs, starts, k):
-            seen[self.name].append(len(seqs))
-            return super().score(seqs, starts, k)
-
-    monkeypatch.setattr(on_policy, "_start_teacher",
-                        lambda c, t: Named(vllm_teacher, "a" if t == "ta" else "b"))
+    monkeypatch.setattr(teacher_mix, "start_teacher",
+                        lambda c, t: Named(vllm_teacher, "a" if t == "ta" else "b", seen))
     teachers = [{"name": "a", "teacher": "ta", "weight": 3}, {"name": "b", "teacher": "tb", "weight": 1}]
     s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teachers=teachers, max_steps=2,
                       on_policy={"max_new_tokens": 6}))
     rows = rollouts(tmp_path / "out/rollouts.jsonl")
     by = {pid: g for r in rows for pid, g in zip(r["problem_ids"], r["graded_by"])}
     assert s["steps"] == 2 and set(by.values()) <= {"a", "b"} and sum(seen["a"]) + sum(seen["b"]) == 8
-    pick = on_policy.TeacherMix.pick
-    holder = type("M", (), {"cum": [0.75, 1.0]})()
-    assert all(g == ["a", "b"][pick(holder, pid)] for pid, g in by.items())  # the id's hash picks, every run
+    assert all(g == ["a", "b"][teacher_mix.pick_by_weight(pid, [3, 1])] for pid, g in by.items())  # every run
     ids = [f"p{i}" for i in range(4000)]
-    share = sum(pick(holder, i) == 0 for i in ids) / len(ids)
+    share = sum(teacher_mix.pick_by_weight(i, [3, 1]) == 0 for i in ids) / len(ids)
     assert abs(share - 0.75) < 0.03
     with pytest.raises(ValueError, match="two teachers share a name"):
         cfg(tiny_student, tmp_path / "x", method="on_policy", teachers=[teachers[0], {**teachers[1], "name": "a"}])
     with pytest.raises(ValueError, match="one of the two"):
         cfg(tiny_student, tmp_path / "y", method="on_policy", teachers=teachers, teacher="t")
+    with pytest.raises(ValueError, match="at least one field"):
+        cfg(tiny_student, tmp_path / "z", method="on_policy", teachers=[{**teachers[0], "route": {"domain": []}},
+                                                                       teachers[1]])
+
+
+def test_teachers_routed_by_a_problem_field(tiny_student, tiny_model, tmp_path, vllm_teacher, monkeypatch):
+    """Prompts go to the teacher whose route their problem's fields match (the filter stage's problem_fields),
+    the rest to the teacher without a route; a prompt no teacher may take stops the run before any teacher
+    starts, and so do prompts without problem_fields."""
+    import datasets
+    from test_train import ROWS
+
+    from cotdistill.train import teacher_mix
+
+    domain = {r["problem_id"]: "math" if int(r["problem_id"][1:]) % 3 else "code" for r in ROWS}
+    d = tmp_path / "routed"  # cfg() writes tmp_path/data
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(d / "sft"))
+    datasets.Dataset.from_list([{"prompt": r["messages"][:1], "problem_id": r["problem_id"], "gold": "x",
+                                 "problem_fields": json.dumps({"source": "s", "domain": domain[r["problem_id"]]})}
+                                for r in ROWS]).save_to_disk(str(d / "prompts"))
+    seen = {"coder": [], "general": [], "math": []}
+    started = []
+
+    def start(c, t):
+        started.append(t)
+        return Named(vllm_teacher, t, seen)
+
+    monkeypatch.setattr(teacher_mix, "start_teacher", start)
+    teachers = [{"name": "coder", "teacher": "coder", "route": {"domain": ["code"]}},
+                {"name": "general", "teacher": "general"}]
+    kw = dict(method="on_policy", max_steps=2, on_policy={"max_new_tokens": 6}, dataset_dir=str(d))
+    s = train.run(cfg(tiny_student, tmp_path, teachers=teachers, **kw))
+    rows = rollouts(tmp_path / "out/rollouts.jsonl")
+    by = {pid: g for r in rows for pid, g in zip(r["problem_ids"], r["graded_by"])}
+    assert s["steps"] == 2 and len(by) == 8
+    assert by == {pid: "coder" if dom == "code" else "general" for pid, dom in domain.items()}
+    assert s["preflight"]["prompts_per_teacher"] == {"coder": 3, "general": 5}
+    started.clear()
+    only_routes = [teachers[0], {"name": "math", "teacher": "math", "route": {"domain": ["math"], "source": ["x"]}}]
+    with pytest.raises(CotdistillError, match=r"problem 'p1' \(\{'domain': 'math', 'source': 's'\}\) matches no "
+                                              r"teacher's route and every teacher has one"):
+        train.run(cfg(tiny_student, tmp_path / "r", teachers=only_routes, **kw))
+    assert started == []
+    with pytest.raises(CotdistillError, match="prompts have no problem_fields column.*re-run the filter stage"):
+        train.run(cfg(tiny_student, tmp_path / "n", teachers=teachers,
+                      **{k: v for k, v in kw.items() if k != "dataset_dir"}))
+    assert started == []
 
 
 def test_bf16_on_policy_keeps_fp32_master_weights(tiny_student, tiny_model, tmp_path, shared_teacher):

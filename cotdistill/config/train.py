@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cotdistill.config.common import StrictModel, TeacherConfig
 
@@ -334,7 +334,19 @@ class TrainKD(TrainConfig):
 class MixedTeacher(StrictModel):
     name: str = Field(min_length=1, description="recorded in rollouts.jsonl for every rollout it grades")
     teacher: str | TeacherConfig = Field(description="a path / hub id, or a teacher block, as on_policy's teacher")
-    weight: float = Field(default=1.0, gt=0, description="its share of the prompts (normalised)")
+    weight: float = Field(default=1.0, gt=0, description="its share of the prompts it may grade (normalised "
+                          "among the teachers a prompt's route allows)")
+    route: dict[str, list[str]] | None = Field(
+        default=None, description="grade only the prompts whose problem fields match: {field: [values]}, every "
+        "field matching (fields: source, or a metadata column of the problem such as domain or rg_task; values "
+        "compared as text); prompts no route matches go to the teachers without a route")
+
+    @field_validator("route")
+    @classmethod
+    def _route_not_empty(cls, v):
+        if v is not None and (not v or any(not vals for vals in v.values())):
+            raise ValueError("route: give at least one field, each with at least one value, e.g. {domain: [math]}")
+        return v
 
 
 class TrainOnPolicy(_RolloutMethod):
@@ -349,7 +361,8 @@ class TrainOnPolicy(_RolloutMethod):
         "tokenizer")
     teachers: list[MixedTeacher] | None = Field(
         default=None, min_length=2, description="several teachers: each prompt is graded by one, chosen by its "
-        "problem id against the weights (the same teacher for a problem on every run); instead of teacher")
+        "problem's fields (route) and, among the teachers allowed, by its problem id against the weights (the "
+        "same teacher for a problem on every run); instead of teacher")
     on_policy: OnPolicyOptions = OnPolicyOptions()
 
     @model_validator(mode="after")

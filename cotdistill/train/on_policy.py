@@ -25,11 +25,12 @@ import torch
 from transformers import Trainer
 
 from cotdistill.chat import load_tokenizer, tokenizer_hash
-from cotdistill.config import TrainConfig, VLLMTeacher
+from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.train.common import load_student, stop_on_turn_end, training_args
 from cotdistill.train.data import load_split
 from cotdistill.train.losses import sampled_reverse_kl_loss, topk_divergence_loss
+from cotdistill.train.teacher_mix import make_scorer
 
 ROLLOUTS = "rollouts.jsonl"
 
@@ -156,80 +157,6 @@ class OnPolicyTrainer(Trainer):
             f.write(json.dumps(row) + "\n")
 
 
-class OneTeacher:
-    """One teacher grading every rollout."""
-
-    def __init__(self, name: str, scorer):
-        self.name, self.scorer, self.info = name, scorer, scorer.info
-        self.members = [scorer]
-
-    def grade(self, pids, seqs, starts, k) -> tuple[list[dict], list[str]]:
-        return self.scorer.score(seqs, starts, k), [self.name] * len(seqs)
-
-    def close(self) -> None:
-        self.scorer.close()
-
-
-class TeacherMix:
-    """Several teachers; each prompt is graded by the one its problem id picks against the weights (a hash, so a
-    problem meets the same teacher on every run, resumed or not)."""
-
-    def __init__(self, named: list[tuple[str, object, float]]):
-        self.names, self.members = [n for n, _, _ in named], [s for _, s, _ in named]
-        total = sum(w for _, _, w in named)
-        self.cum = [sum(w for _, _, w in named[: i + 1]) / total for i in range(len(named))]
-        backends = {m.info.backend for m in self.members}
-        self.info = self.members[0].info.model_copy(update={
-            "model": "+".join(self.names), "backend": backends.pop() if len(backends) == 1 else "vllm"})
-
-    def pick(self, pid: str) -> int:
-        u = int.from_bytes(hashlib.sha256(pid.encode()).digest()[:8], "little") / 2 ** 64
-        return next(i for i, c in enumerate(self.cum) if u < c or i == len(self.cum) - 1)
-
-    def grade(self, pids, seqs, starts, k) -> tuple[list[dict], list[str]]:
-        who = [self.pick(p) for p in pids]
-        out: list[dict | None] = [None] * len(seqs)
-        for m in sorted(set(who)):
-            idx = [i for i, w in enumerate(who) if w == m]
-            for i, g in zip(idx, self.members[m].score([seqs[i] for i in idx], [starts[i] for i in idx], k)):
-                out[i] = g
-        return out, [self.names[w] for w in who]
-
-    def close(self) -> None:
-        for m in self.members:
-            m.close()
-
-
-def make_scorer(cfg: TrainConfig):
-    """The grader of the rollouts: one teacher, or a weighted mix of named teachers."""
-    if cfg.teachers:
-        named = []
-        try:
-            for t in cfg.teachers:
-                named.append((t.name, _start_teacher(cfg, t.teacher), t.weight))
-        except BaseException:
-            for _, sc, _ in named:
-                sc.close()
-            raise
-        return TeacherMix(named)
-    one = _start_teacher(cfg, cfg.teacher)
-    return OneTeacher(one.info.model, one)
-
-
-def _start_teacher(cfg: TrainConfig, t):
-    """The teacher backend that grades rollouts: a served teacher block as given, a path as an in-process engine,
-    or, with ``serve_teacher``, as a vLLM server this run starts and stops."""
-    from cotdistill.teachers import make_teacher
-
-    if isinstance(t, str):
-        t = VLLMTeacher(model=t, max_model_len=cfg.max_length + cfg.on_policy.max_new_tokens, enforce_eager=True)
-    if cfg.on_policy.serve_teacher and isinstance(t, VLLMTeacher):
-        from cotdistill.teachers.served import ServedTeacher
-
-        return ServedTeacher(t, Path(cfg.output_dir) / "teacher_server.log", seed=cfg.seed)
-    return make_teacher(t, seed=cfg.seed)
-
-
 def prompt_rows(cfg: TrainConfig, tok) -> list[dict]:
     ds = load_split(cfg, "prompts")
     rows = []
@@ -237,7 +164,8 @@ def prompt_rows(cfg: TrainConfig, tok) -> list[dict]:
         ids = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
                                       return_dict=True)["input_ids"]
         if len(ids) + cfg.on_policy.max_new_tokens <= cfg.max_length:
-            rows.append({"prompt_ids": list(ids), "problem_id": r["problem_id"]})
+            rows.append({"prompt_ids": list(ids), "problem_id": r["problem_id"],
+                         **({"problem_fields": r["problem_fields"]} if "problem_fields" in r else {})})
     if not rows:
         raise CotdistillError(f"preflight: no prompt of {cfg.dataset_dir}/prompts fits max_length {cfg.max_length} "
                               f"with max_new_tokens {cfg.on_policy.max_new_tokens}; raise max_length")
@@ -260,7 +188,7 @@ def _trim_log(path: Path, output_dir: Path) -> None:
 def build(cfg: TrainConfig):
     tok = load_tokenizer(cfg.student, "student", cfg.chat_template)
     rows = prompt_rows(cfg, tok)
-    scorer = make_scorer(cfg)
+    scorer = make_scorer(cfg, rows)
     try:
         return _assemble(cfg, tok, rows, scorer)
     except BaseException:
@@ -293,4 +221,7 @@ def _assemble(cfg: TrainConfig, tok, rows: list[dict], scorer):
                               teacher_name=scorer.info.model)
     preflight = {"prompts": len(rows), "teacher": scorer.info.model, "teacher_backend": scorer.info.backend,
                  "loss": cfg.on_policy.loss}
+    if hasattr(scorer, "assigned"):
+        preflight["prompts_per_teacher"] = {n: sum(scorer.names[i] == n for i in scorer.assigned.values())
+                                            for n in scorer.names}
     return trainer, tok, preflight
