@@ -9,6 +9,7 @@ option in the model; this package re-exports them. Reading YAML with overrides a
     filter.py    FilterConfig, DecontamConfig                          cotdistill filter
     logits.py    LogitsConfig                                          cotdistill logits
     train.py     TrainConfig and its method option blocks              cotdistill train
+    on_policy.py on_policy's options and teacher mix (part of train.py)
     eval.py      EvalConfig, EvalModel, EvalBenchmark                  cotdistill eval
     run.py       RunConfig: the whole pipeline                         cotdistill run
 """
