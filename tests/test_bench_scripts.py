@@ -90,3 +90,5 @@ def test_bench_on_policy_smoke(tmp_path):
     assert 0 < out["trainer_peak_ratio_served_vs_inmemory"] < 1.5 and out["step_split"]["teacher_s"] > 0
     assert out["overlap_speedup"] > 0 and out["overlap"]["steps_each"] == 2
     assert set(out["methods"]) == {"sft_filtered", "on_policy", "gkd", "more_sft"}
+    tok = out["teacher_tokens_per_point"]
+    assert tok["on_policy"]["teacher_tokens_per_seed"] > 0 and tok["sft_generation"]["completion_tokens"] > 0

@@ -155,22 +155,105 @@ def test_a_run_whose_teacher_fails_resumes_to_the_uninterrupted_rollouts(tiny_st
 
 
 @pytest.mark.slow
-def test_on_policy_cli_with_a_teacher_path(tiny_student, tiny_model, tmp_path):
-    """The path-teacher route end to end in its own process: the in-process engine starts, grades, closes."""
+def test_on_policy_cli_with_a_teacher_path_and_vllm_rollouts(tiny_student, tiny_model, tmp_path):
+    """The path-teacher route end to end in its own process, the student rolling out through its own vLLM engine:
+    both engines start, the rollouts stop on the stop token, and nothing is left running after."""
     import os
     import subprocess
     import sys
 
     import yaml
 
-    c = cfg(tiny_student, tmp_path, method="on_policy", teacher=str(tiny_model), max_steps=2,
-            on_policy={"max_new_tokens": 8})
+    c = cfg(tiny_student, tmp_path, method="on_policy", teacher=str(tiny_model), max_steps=3,
+            on_policy={"max_new_tokens": 8, "use_vllm": True, "vllm_kv_cache_bytes": 1 << 26})
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(c.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    before = vllm_engines()
     p = subprocess.run([sys.executable, "-m", "cotdistill", "train", str(tmp_path / "t.yaml")], env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert [r["step"] for r in rollouts(tmp_path / "out/rollouts.jsonl")] == [1, 2]
+    rows = rollouts(tmp_path / "out/rollouts.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert json.loads((tmp_path / "out/summary.json").read_text())["preflight"]["rollouts"] == "vllm"
+    lengths = [n for r in rows for n in r["completion_tokens"]]
+    assert all(0 < n <= 8 for n in lengths)
+    assert vllm_engines() == before
+
+
+SYNC_CHECK = """
+import json, sys, torch
+from transformers import AutoModelForCausalLM
+from cotdistill.config import TrainConfig
+from cotdistill.train.vllm_rollouts import VLLMRollouts
+student, data, lora = sys.argv[1], sys.argv[2], sys.argv[3] == "lora"
+cfg = TrainConfig.model_validate(dict(method="on_policy", teacher="t", student=student, dataset_dir=data,
+    output_dir=data, max_length=128, on_policy={"vllm_kv_cache_bytes": 1 << 26}))
+eng = VLLMRollouts(cfg, student)
+from vllm import SamplingParams
+from vllm.inputs import TokensPrompt
+seqs = [[3, 17, 25, 40, 41, 9, 12, 30], [5, 6, 7, 8, 50, 60, 70]]
+def vllm_lp():
+    outs = eng.llm.generate([TokensPrompt(prompt_token_ids=s) for s in seqs],
+                            SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+    return [[d[t].logprob for d, t in zip(o.prompt_logprobs[1:], s[1:])] for o, s in zip(outs, seqs)]
+model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
+if lora:
+    from peft import LoraConfig, get_peft_model
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+def hf_lp():
+    out = []
+    for s in seqs:
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([s])).logits[0].float(), -1)
+        out.append(lp[:-1].gather(-1, torch.tensor(s[1:]).unsqueeze(-1)).squeeze(-1).tolist())
+    return out
+start = vllm_lp()
+torch.manual_seed(0)
+with torch.no_grad():
+    for n, p in model.named_parameters():
+        if lora and "lora_" not in n:
+            continue
+        p.add_(torch.randn_like(p) * (0.3 if lora else 0.05))
+sent = eng.sync(model, 1)
+again = eng.sync(model, 1)
+print(json.dumps({"start": start, "hf_before": None, "vllm": vllm_lp(), "hf": hf_lp(), "sent": sent,
+                  "again": again}))
+eng.close()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_vllm_rollout_engine_gets_the_trainers_weights(tiny_student, tmp_path, kind):
+    """After a sync the student's vLLM engine scores tokens as the trainer's changed model does (a LoRA student
+    merged), and before it as the starting checkpoint: the weights moved, and reached the engine."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    p = subprocess.run([sys.executable, "-c", SYNC_CHECK, str(tiny_student), str(tmp_path), kind], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["sent"] is True and r["again"] is False  # once per optimizer step
+    flat = lambda x: [v for row in x for v in row]  # noqa: E731
+    assert flat(r["vllm"]) == pytest.approx(flat(r["hf"]), rel=1e-3, abs=5e-3)
+    assert max(abs(a - b) for a, b in zip(flat(r["start"]), flat(r["hf"]))) > 0.05  # the sync mattered
+
+
+def vllm_engines() -> set[int]:
+    """Every vLLM engine process on the machine (EngineCore), by its command line."""
+    from pathlib import Path
+
+    out = set()
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"EngineCore" in (d / "cmdline").read_bytes():
+                out.add(int(d.name))
+        except OSError:
+            pass
+    return out
 
 
 def server_processes() -> list[int]:

@@ -27,6 +27,14 @@ class OnPolicyOptions(StrictModel):
         default=1, ge=1, description="a served teacher grades chunk i of the batch while the student writes chunk "
         "i + 1 (no stale weights: all within one step); 1 = no overlap. An in-process engine grades after. "
         "Measured 4x slower on a 2-core CPU where server and trainer share the cores: for a teacher elsewhere")
+    use_vllm: bool | None = Field(
+        default=None, description="the student rolls out through a vLLM engine in its own process, the trainer's "
+        "weights sent to it before every optimizer step's rollouts; false = transformers generate; None = on GPUs")
+    vllm_dtype: str = Field(default="auto", description="use_vllm: the engine's dtype (auto: the checkpoint's)")
+    vllm_gpu_memory_utilization: float = Field(
+        default=0.3, gt=0, lt=1, description="use_vllm on a GPU: the engine's share of the GPU (the trainer has the "
+        "rest)")
+    vllm_kv_cache_bytes: int = Field(default=1 << 30, ge=1 << 20, description="use_vllm on CPU: the engine's KV cache")
     serve_teacher: bool = Field(
         default=False, description="a path / vllm teacher: start it as a vLLM server on 127.0.0.1 (a free port) for "
         "this run and stop it after, so its weights and KV cache live in another process")

@@ -9,9 +9,12 @@ token with one prefill (``prompt_logprobs``), and the student learns from the pe
 The teacher is never loaded in the training process, so a 70B teacher behind a server costs the trainer nothing.
 Rollouts are seeded by (seed, optimizer step, problem ids): a run resumed from a checkpoint draws the same prompts
 and the same rollouts as one that was never stopped. ``rollouts.jsonl`` records, per step, which prompts were
-rolled out, what the student wrote, which teacher graded it, the mean per-token reverse KL, and the time spent
-in rollout and teacher scoring. Teacher and student must share the tokenizer (checked when the teacher reports
-its tokenizer): cross-tokenizer teachers are not supported (their tokens do not align with the student's).
+rolled out, what the student wrote, which teacher graded it, the mean per-token reverse KL, the tokens the
+teacher scored (prompt + rollout, one prefill each), and the time spent in rollout and teacher scoring. Teacher
+and student must share the tokenizer (checked when the teacher reports its tokenizer): cross-tokenizer teachers
+are not supported (their tokens do not align with the student's). The student rolls out with transformers
+``generate``, or with ``use_vllm`` through its own vLLM engine, synced to the trainer's weights every step
+(train/vllm_rollouts.py).
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ def rollout_seed(seed: int, step: int, problem_ids: list[str]) -> int:
 
 
 class OnPolicyTrainer(Trainer):
-    def __init__(self, *args, scorer, opts, stop_ids: list[int], log_path: Path, teacher_name: str, **kw):
+    def __init__(self, *args, scorer, opts, stop_ids: list[int], log_path: Path, teacher_name: str, engine=None,
+                 **kw):
         super().__init__(*args, **kw)
-        self.scorer, self.opts, self.stop_ids = scorer, opts, stop_ids
+        self.scorer, self.opts, self.stop_ids, self.engine = scorer, opts, stop_ids, engine
         self.overlap = scorer.info.backend == "openai"
         self._graders: list[str] = []
         self.log_path, self.teacher_name = log_path, teacher_name
@@ -55,10 +59,19 @@ class OnPolicyTrainer(Trainer):
             return super().train(*args, **kw)
         finally:
             self.scorer.close()
+            if self.engine is not None:
+                self.engine.close()
 
     def _rollout(self, model, prompts: list[list[int]], problem_ids: list[str]) -> list[list[int]]:
         """The student's completions (the stop token included when it stopped), sampled with a seed fixed by the
-        step and the prompts, without touching the trainer's random state."""
+        step and the prompts, without touching the trainer's random state; through the vLLM engine (weights synced
+        first, once per optimizer step) each prompt with its own seed."""
+        if self.engine is not None:
+            step = self.state.global_step
+            self.engine.sync(self.accelerator.unwrap_model(model), step)
+            seeds = [rollout_seed(self.args.seed, step, [p]) for p in problem_ids]
+            return self.engine.generate(prompts, seeds, self.opts.rollout_temperature, self.opts.max_new_tokens,
+                                        self.stop_ids)
         pad = self.processing_class.pad_token_id
         width = max(map(len, prompts))
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
@@ -142,16 +155,16 @@ class OnPolicyTrainer(Trainer):
         else:
             loss, _ = topk_divergence_loss(log_probs, t_ids.to(dev), t_top.to(dev), self.opts.divergence,
                                            self.opts.beta, self.opts.temperature)
-        self._record(pids, comps, float(rkl), rollout_s, teacher_s)
+        self._record(pids, comps, float(rkl), rollout_s, teacher_s, sum(len(seqs[i]) for i in keep))
         return (loss, out) if return_outputs else loss
 
-    def _record(self, pids, comps, rkl: float, rollout_s: float, teacher_s: float) -> None:
+    def _record(self, pids, comps, rkl: float, rollout_s: float, teacher_s: float, scored: int) -> None:
         if not self.accelerator.is_main_process:
             return
         row = {"step": self.state.global_step + 1, "problem_ids": list(pids), "teacher": self.teacher_name,
                "graded_by": list(self._graders),
                "completion_tokens": [len(c) for c in comps], "reverse_kl": round(rkl, 6),
-               "rollout_s": round(rollout_s, 4), "teacher_s": round(teacher_s, 4),
+               "rollout_s": round(rollout_s, 4), "teacher_s": round(teacher_s, 4), "teacher_tokens": scored,
                "completions": [self.processing_class.decode(c) for c in comps]}
         with open(self.log_path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -215,12 +228,23 @@ def _assemble(cfg: TrainConfig, tok, rows: list[dict], scorer):
     model = load_student(cfg)
     stop_ids = stop_on_turn_end(model, tok)
     args = training_args(TrainingArguments, cfg, remove_unused_columns=False, train_sampling_strategy="random")
-    trainer = OnPolicyTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                              processing_class=tok, data_collator=lambda b: {k: [x[k] for x in b] for k in b[0]},
-                              scorer=scorer, opts=cfg.on_policy, stop_ids=stop_ids, log_path=log_path,
-                              teacher_name=scorer.info.model)
+    use_vllm = cfg.on_policy.use_vllm if cfg.on_policy.use_vllm is not None else torch.cuda.is_available()
+    engine = None
+    if use_vllm:
+        from cotdistill.train.vllm_rollouts import VLLMRollouts
+
+        engine = VLLMRollouts(cfg, cfg.student)
+    try:
+        trainer = OnPolicyTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                                  processing_class=tok, data_collator=lambda b: {k: [x[k] for x in b] for k in b[0]},
+                                  scorer=scorer, opts=cfg.on_policy, stop_ids=stop_ids, log_path=log_path,
+                                  teacher_name=scorer.info.model, engine=engine)
+    except BaseException:
+        if engine is not None:
+            engine.close()
+        raise
     preflight = {"prompts": len(rows), "teacher": scorer.info.model, "teacher_backend": scorer.info.backend,
-                 "loss": cfg.on_policy.loss}
+                 "loss": cfg.on_policy.loss, "rollouts": "vllm" if engine else "transformers"}
     if hasattr(scorer, "assigned"):
         preflight["prompts_per_teacher"] = {n: sum(scorer.names[i] == n for i in scorer.assigned.values())
                                             for n in scorer.names}
