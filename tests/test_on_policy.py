@@ -208,6 +208,9 @@ def hf_lp():
         out.append(lp[:-1].gather(-1, torch.tensor(s[1:]).unsqueeze(-1)).squeeze(-1).tolist())
     return out
 start = vllm_lp()
+free = eng.generate([seqs[0]], [1], 0.0, 8, [])[0]  # greedy, no stop token
+stop = free[2] if free[2] not in free[:2] else free[0]
+cut = eng.generate([seqs[0]], [1], 0.0, 8, [stop])[0]  # stops on it, the stop token kept
 torch.manual_seed(0)
 with torch.no_grad():
     for n, p in model.named_parameters():
@@ -216,8 +219,8 @@ with torch.no_grad():
         p.add_(torch.randn_like(p) * (0.3 if lora else 0.05))
 sent = eng.sync(model, 1)
 again = eng.sync(model, 1)
-print(json.dumps({"start": start, "hf_before": None, "vllm": vllm_lp(), "hf": hf_lp(), "sent": sent,
-                  "again": again}))
+print("RESULT", json.dumps({"start": start, "vllm": vllm_lp(), "hf": hf_lp(), "sent": sent, "again": again,
+                            "free": free, "cut": cut, "stop": stop}))
 eng.close()
 """
 
@@ -235,8 +238,9 @@ def test_vllm_rollout_engine_gets_the_trainers_weights(tiny_student, tmp_path, k
     p = subprocess.run([sys.executable, "-c", SYNC_CHECK, str(tiny_student), str(tmp_path), kind], env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))[7:])
     assert r["sent"] is True and r["again"] is False  # once per optimizer step
+    assert len(r["free"]) == 8 and r["cut"] == r["free"][:r["free"].index(r["stop"]) + 1]
     flat = lambda x: [v for row in x for v in row]  # noqa: E731
     assert flat(r["vllm"]) == pytest.approx(flat(r["hf"]), rel=1e-3, abs=5e-3)
     assert max(abs(a - b) for a, b in zip(flat(r["start"]), flat(r["hf"]))) > 0.05  # the sync mattered

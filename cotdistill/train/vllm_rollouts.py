@@ -1,7 +1,8 @@
 """The student's rollouts through a vLLM engine beside the trainer (a module of the on_policy method): the engine
-is built from the student's starting checkpoint, and before each optimizer step's first rollout it receives the
-trainer's current weights (``collective_rpc`` -> the model's own ``load_weights``, which maps Hugging Face names
-to vLLM's fused layers), so every rollout comes from the weights being trained, never stale ones.
+is built from the student's starting checkpoint, and before each optimizer step's first rollout it receives
+the trainer's current weights (``collective_rpc`` of ``WeightSync.load_student_weights`` -> vLLM's in-place
+``reload_weights``, which maps Hugging Face names to vLLM's fused layers), so every rollout comes from the weights
+being trained, never stale ones.
 
     engine = VLLMRollouts(cfg, model_dir)
     engine.sync(model, step)                       # once per optimizer step; a no-op when already synced
@@ -18,15 +19,32 @@ from cotdistill.env import cuda_available, prepare_vllm_env
 from cotdistill.errors import CotdistillError, first_line
 
 
-def _load_weights(worker, weights) -> int:
-    """Runs inside vLLM's worker: the model's own loader maps Hugging Face names onto its (fused) parameters."""
-    loaded = worker.model_runner.model.load_weights(weights)
-    return len(loaded) if loaded is not None else len(weights)
+class WeightSync:
+    """Mixed into vLLM's worker (``worker_extension_cls``), so that the trainer calls it by name through
+    ``collective_rpc``: no code crosses the process boundary, only names and raw tensor bytes (vLLM's msgpack)."""
+
+    def load_student_weights(self, names: list[str], packed: list) -> int:
+        """vLLM's in-place reload: the model's own loader maps Hugging Face names onto its (fused) parameters,
+        then the kernel-format processing (e.g. the CPU's weight repacking) runs again."""
+        self.model_runner.reload_weights(weights_iterator=iter([(n, unpack(p)) for n, p in zip(names, packed)]),
+                                         is_checkpoint_format=True)
+        return len(names)
 
 
-def _read_weights(worker, name: str):
-    """Runs inside vLLM's worker: one parameter, for tests."""
-    return dict(worker.model_runner.model.named_parameters())[name].detach().float().cpu()
+def pack(t) -> tuple[str, list[int], bytes]:
+    """A tensor as (dtype, shape, raw bytes): what crosses to the engine (its decoder rebuilds tensors only where
+    its own messages say so)."""
+    import torch
+
+    t = t.detach().cpu().contiguous()
+    return str(t.dtype).removeprefix("torch."), list(t.shape), t.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def unpack(p):
+    import torch
+
+    dtype, shape, raw = p
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(getattr(torch, dtype)).reshape(shape)
 
 
 def full_weights(model) -> list[tuple[str, object]]:
@@ -58,7 +76,8 @@ class VLLMRollouts:
         from vllm import LLM
 
         kw = dict(model=model_dir, tokenizer=model_dir, dtype=o.vllm_dtype, seed=cfg.seed, enforce_eager=True,
-                  max_model_len=cfg.max_length, max_num_seqs=max(1, cfg.per_device_train_batch_size))
+                  max_model_len=cfg.max_length, max_num_seqs=max(1, cfg.per_device_train_batch_size),
+                  worker_extension_cls=f"{__name__}.WeightSync")
         if cuda_available():
             kw["gpu_memory_utilization"] = o.vllm_gpu_memory_utilization
         else:
@@ -77,13 +96,11 @@ class VLLMRollouts:
         if self.synced_step == step:
             return False
         weights = full_weights(model)
-        self.llm.collective_rpc(_load_weights, args=(weights,))
+        self.llm.collective_rpc("load_student_weights",
+                                args=([n for n, _ in weights], [pack(t) for _, t in weights]))
         self.llm.reset_prefix_cache()  # cached prefixes hold the old weights' keys and values
         self.synced_step = step
         return True
-
-    def read(self, name: str):
-        return self.llm.collective_rpc(_read_weights, args=(name,))[0]
 
     def generate(self, prompts: list[list[int]], seeds: list[int], temperature: float, max_new_tokens: int,
                  stop_ids: list[int]) -> list[list[int]]:
