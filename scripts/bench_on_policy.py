@@ -105,24 +105,29 @@ def tokens_per_point(plan, rows: dict, diffs: dict, scored: int) -> dict:
 
 def overlap(out: Path, plan, smoke: bool) -> dict:
     """Whole-step time of on_policy with the teacher served, grading in one go after the rollouts vs overlapped
-    with them (4 chunks), from the seed-0 warm start; ABAB order, each training in its own process."""
+    with them (4 chunks), from the seed-0 warm start; ABAB order, each training in its own process, all graded by
+    one vLLM server of the run's teacher started here (its start is not part of a step)."""
     import statistics
 
-    from cotdistill.config import TrainConfig
+    from cotdistill.config import TrainConfig, VLLMTeacher
+    from cotdistill.teachers.served import ServedTeacher
 
     start = Path(plan.students["sft_filtered@0"].train.output_dir) / "final"
-    teacher = plan.cfg.teacher.model_dump(mode="json")
+    tcfg = plan.cfg.teacher
     steps, times = (2 if smoke else 20), {1: [], 4: []}
-    for rep in range(1 if smoke else 2):
-        for chunks in (1, 4):
-            c = TrainConfig.model_validate({
-                "method": "on_policy", "student": str(start), "dataset_dir": str(plan.stages["filter"].folder),
-                "output_dir": str(out / f"overlap{chunks}_{rep}"), "teacher": teacher, "max_steps": steps,
-                "per_device_train_batch_size": 32, "learning_rate": 5e-4, "max_length": 128, "logging_steps": 5,
-                "save_steps": 1000, "resume": False, "progress": False,
-                "on_policy": {"max_new_tokens": 48, "serve_teacher": True, "overlap_chunks": chunks}})
-            s = _train_alone(c)
-            times[chunks].append(s["train_runtime_s"] / s["steps"])
+    with ServedTeacher(VLLMTeacher.model_validate(tcfg.model_dump()), out / "overlap_server.log") as server:
+        teacher = {"backend": "openai", "base_url": server.base_url, "model": "teacher", "api": "completions",
+                   "tokenizer": tcfg.tokenizer or tcfg.model}
+        for rep in range(1 if smoke else 2):
+            for chunks in (1, 4):
+                c = TrainConfig.model_validate({
+                    "method": "on_policy", "student": str(start), "dataset_dir": str(plan.stages["filter"].folder),
+                    "output_dir": str(out / f"overlap{chunks}_{rep}"), "teacher": teacher, "max_steps": steps,
+                    "per_device_train_batch_size": 32, "learning_rate": 5e-4, "max_length": 128, "logging_steps": 5,
+                    "save_steps": 1000, "resume": False, "progress": False,
+                    "on_policy": {"max_new_tokens": 48, "overlap_chunks": chunks}})
+                s = _train_alone(c)
+                times[chunks].append(s["train_runtime_s"] / s["steps"])
     a, b = statistics.median(times[1]), statistics.median(times[4])
     return {"step_s_sequential": round(a, 4), "step_s_overlapped": round(b, 4), "speedup": round(a / b, 3),
             "runs": {str(k): [round(x, 4) for x in v] for k, v in times.items()}, "steps_each": steps}
@@ -146,18 +151,24 @@ def _train_alone(cfg) -> dict:
     return json.loads((Path(cfg.output_dir) / "summary.json").read_text())
 
 
-def memory(out: Path, data: Path, smoke: bool) -> dict:
-    """Peak RSS of the training process: on_policy with SmolLM2-135M served vs kd with it in memory."""
+def memory(out: Path, plan, smoke: bool) -> dict:
+    """Peak RSS of the training process: on_policy with SmolLM2-135M served vs kd with it in memory (the smoke
+    run: the embedded teacher and the seed-0 warm start, which checks the code, not the ratio)."""
     from cotdistill.config import TrainConfig
     from cotdistill.gguf import smollm2_gguf, to_transformers
     from cotdistill.student_init import from_teacher
 
-    teacher = out / "smollm2"
-    if not (teacher / "config.json").exists():
-        to_transformers(smollm2_gguf(), teacher)
-    student = out / "smollm2_half"
-    if not (student / "config.json").exists():
-        from_teacher(teacher, student, every=2)
+    data = plan.stages["filter"].folder
+    if smoke:
+        teacher = ROOT / "data/teacher"
+        student = Path(plan.students["sft_filtered@0"].train.output_dir) / "final"
+    else:
+        teacher = out / "smollm2"
+        if not (teacher / "config.json").exists():
+            to_transformers(smollm2_gguf(), teacher)
+        student = out / "smollm2_half"
+        if not (student / "config.json").exists():
+            from_teacher(teacher, student, every=2)
     steps = 2 if smoke else 6
     common = dict(student=str(student), dataset_dir=str(data), max_steps=steps, per_device_train_batch_size=4,
                   max_length=192, logging_steps=1, save_steps=1000, progress=False)
@@ -170,7 +181,8 @@ def memory(out: Path, data: Path, smoke: bool) -> dict:
                                         "teacher": str(teacher), "resume": False})
     pa, pb = (_train_alone(c)["memory"]["rss_peak_mib"] for c in (served, inmem))
     return {"served_peak_rss_mib": pa, "inmemory_peak_rss_mib": pb, "ratio": round(pa / pb, 3),
-            "teacher": "SmolLM2-135M-Instruct", "student_blocks": "every other of the teacher's"}
+            "teacher": "data/teacher" if smoke else "SmolLM2-135M-Instruct",
+            "student_blocks": "the warm start" if smoke else "every other of the teacher's"}
 
 
 def main() -> None:
@@ -181,7 +193,7 @@ def main() -> None:
     out = Path(args.out or ("runs/bench-on-policy-smoke" if args.smoke else "runs/bench-on-policy"))
     rows, diffs, timing, plan, tokens = accuracy(out / "run", args.smoke)
     lap = overlap(out, plan, args.smoke)
-    mem = memory(out, plan.stages["filter"].folder, args.smoke)
+    mem = memory(out, plan, args.smoke)
     for n, r in rows.items():
         print(f"{n:<14} mean {r['mean']:.3f} per seed {' '.join(f'{x:.3f}' for x in r['per_seed'])}")
     for k, d in diffs.items():

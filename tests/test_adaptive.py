@@ -72,14 +72,31 @@ def _cfg(out, **sampling):
     }
 
 
-def _cli(tmp_path, name, cfg):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+RUN_ALL = """
+import sys, yaml
+from cotdistill import generate
+from cotdistill.config import GenerateConfig
+from cotdistill.teachers import make_teacher
+cfgs = [GenerateConfig.model_validate(yaml.safe_load(open(p))) for p in sys.argv[1:]]
+teacher = make_teacher(cfgs[0].teacher, seed=cfgs[0].sampling.seed)  # one engine for every run
+for c in cfgs:
+    generate.run(c, teacher=teacher)
+teacher.close()
+"""
+
+
+def _generate(tmp_path, runs: dict[str, dict]) -> dict[str, dict]:
+    """The generate runs one after another in one process of their own, sharing one engine (each run's sampling
+    is seeded per sample, so sharing changes nothing); their summaries."""
+    paths = []
+    for name, cfg in runs.items():
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(cfg))
     env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-    p = subprocess.run([sys.executable, "-m", "cotdistill", "generate", str(path)], env=env, capture_output=True,
-                       text=True, timeout=600)
+    p = subprocess.run([sys.executable, "-c", RUN_ALL, *map(str, paths)], env=env, capture_output=True, text=True,
+                       timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    return json.loads((tmp_path / name / "summary.json").read_text())
+    return {name: json.loads((tmp_path / name / "summary.json").read_text()) for name in runs}
 
 
 @pytest.mark.slow
@@ -88,8 +105,9 @@ def test_adaptive_run_is_a_prefix_of_the_fixed_run_and_resumes(tmp_path):
     from cotdistill.config import FilterConfig
     from cotdistill.verify import verify_completion
 
-    fixed = _cli(tmp_path, "fixed", _cfg(tmp_path / "fixed"))
-    adaptive = _cli(tmp_path, "adaptive", _cfg(tmp_path / "adaptive", until_verified=2))
+    done = _generate(tmp_path, {"fixed": _cfg(tmp_path / "fixed"),
+                                "adaptive": _cfg(tmp_path / "adaptive", until_verified=2)})
+    fixed, adaptive = done["fixed"], done["adaptive"]
     full = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(tmp_path / "fixed/traces.jsonl")}
     got = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(tmp_path / "adaptive/traces.jsonl")}
     assert fixed["traces"] == 160 and set(got) < set(full)
@@ -114,7 +132,7 @@ def test_adaptive_run_is_a_prefix_of_the_fixed_run_and_resumes(tmp_path):
     cut = tmp_path / "cut"
     cut.mkdir()
     (cut / "traces.jsonl").write_text("".join(lines[:last_round[len(last_round) // 2]]))
-    again = _cli(tmp_path, "cut", _cfg(cut, until_verified=2))
+    again = _generate(tmp_path, {"cut": _cfg(cut, until_verified=2)})["cut"]
     resumed = {(r["problem_id"], r["sample_index"]): r["completion"] for r in read_jsonl(cut / "traces.jsonl")}
     assert resumed == {k: v["completion"] for k, v in got.items()} and again["complete"]
     rep = filter_stage.run(FilterConfig(generate_dir=str(tmp_path / "adaptive"), output_dir=str(tmp_path / "f"),

@@ -185,65 +185,65 @@ import json, sys, torch
 from transformers import AutoModelForCausalLM
 from cotdistill.config import TrainConfig
 from cotdistill.train.vllm_rollouts import VLLMRollouts
-student, data, lora = sys.argv[1], sys.argv[2], sys.argv[3] == "lora"
+from vllm import SamplingParams
+from vllm.inputs import TokensPrompt
+student, data = sys.argv[1], sys.argv[2]
 cfg = TrainConfig.model_validate(dict(method="on_policy", teacher="t", student=student, dataset_dir=data,
     output_dir=data, max_length=128, on_policy={"vllm_kv_cache_bytes": 1 << 26}))
 eng = VLLMRollouts(cfg, student)
-from vllm import SamplingParams
-from vllm.inputs import TokensPrompt
 seqs = [[3, 17, 25, 40, 41, 9, 12, 30], [5, 6, 7, 8, 50, 60, 70]]
 def vllm_lp():
     outs = eng.llm.generate([TokensPrompt(prompt_token_ids=s) for s in seqs],
                             SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
     return [[d[t].logprob for d, t in zip(o.prompt_logprobs[1:], s[1:])] for o, s in zip(outs, seqs)]
-model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
-if lora:
-    from peft import LoraConfig, get_peft_model
-    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
-def hf_lp():
+def hf_lp(model):
     out = []
     for s in seqs:
         with torch.no_grad():
             lp = torch.log_softmax(model(torch.tensor([s])).logits[0].float(), -1)
         out.append(lp[:-1].gather(-1, torch.tensor(s[1:]).unsqueeze(-1)).squeeze(-1).tolist())
     return out
-start = vllm_lp()
-free = eng.generate([seqs[0]], [1], 0.0, 8, [])[0]  # greedy, no stop token
-stop = free[2] if free[2] not in free[:2] else free[0]
-cut = eng.generate([seqs[0]], [1], 0.0, 8, [stop])[0]  # stops on it, the stop token kept
-torch.manual_seed(0)
-with torch.no_grad():
-    for n, p in model.named_parameters():
-        if lora and "lora_" not in n:
-            continue
-        p.add_(torch.randn_like(p) * (0.3 if lora else 0.05))
-sent = eng.sync(model, 1)
-again = eng.sync(model, 1)
-print("RESULT", json.dumps({"start": start, "vllm": vllm_lp(), "hf": hf_lp(), "sent": sent, "again": again,
-                            "free": free, "cut": cut, "stop": stop}))
+res = {"start": vllm_lp()}
+res["free"] = eng.generate([seqs[0]], [1], 0.0, 8, [])[0]  # greedy, no stop token
+res["stop"] = res["free"][2] if res["free"][2] not in res["free"][:2] else res["free"][0]
+res["cut"] = eng.generate([seqs[0]], [1], 0.0, 8, [res["stop"]])[0]  # stops on it, the stop token kept
+for step, kind in enumerate(["full", "lora"], 1):  # each from the starting checkpoint
+    model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
+    if kind == "lora":
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+    torch.manual_seed(step)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if kind == "full" or "lora_" in n:
+                p.add_(torch.randn_like(p) * (0.05 if kind == "full" else 0.3))
+    res[kind] = {"sent": eng.sync(model, step), "again": eng.sync(model, step), "vllm": vllm_lp(),
+                 "hf": hf_lp(model)}
+print("RESULT", json.dumps(res))
 eng.close()
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["full", "lora"])
-def test_vllm_rollout_engine_gets_the_trainers_weights(tiny_student, tmp_path, kind):
+def test_vllm_rollout_engine_gets_the_trainers_weights(tiny_student, tmp_path):
     """After a sync the student's vLLM engine scores tokens as the trainer's changed model does (a LoRA student
-    merged), and before it as the starting checkpoint: the weights moved, and reached the engine."""
+    merged), and not as the starting checkpoint: the weights moved, and reached the engine; once per step."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-    p = subprocess.run([sys.executable, "-c", SYNC_CHECK, str(tiny_student), str(tmp_path), kind], env=env,
+    p = subprocess.run([sys.executable, "-c", SYNC_CHECK, str(tiny_student), str(tmp_path)], env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))[7:])
-    assert r["sent"] is True and r["again"] is False  # once per optimizer step
     assert len(r["free"]) == 8 and r["cut"] == r["free"][:r["free"].index(r["stop"]) + 1]
     flat = lambda x: [v for row in x for v in row]  # noqa: E731
-    assert flat(r["vllm"]) == pytest.approx(flat(r["hf"]), rel=1e-3, abs=5e-3)
-    assert max(abs(a - b) for a, b in zip(flat(r["start"]), flat(r["hf"]))) > 0.05  # the sync mattered
+    for kind in ("full", "lora"):
+        got = r[kind]
+        assert got["sent"] is True and got["again"] is False, kind  # once per optimizer step
+        assert flat(got["vllm"]) == pytest.approx(flat(got["hf"]), rel=1e-3, abs=5e-3), kind
+        assert max(abs(a - b) for a, b in zip(flat(r["start"]), flat(got["hf"]))) > 0.05, kind  # the sync mattered
 
 
 def vllm_engines() -> set[int]:

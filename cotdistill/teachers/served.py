@@ -89,7 +89,8 @@ class ServedTeacher:
                 raise CotdistillError(f"teacher.model '{cfg.model}': the teacher server did not answer within "
                                       f"{startup_s:.0f} s (log: {log_path})")
             time.sleep(0.5)
-        self.client = OpenAIServerTeacher(OpenAITeacher(base_url=base + "/v1", model="teacher", api="completions",
+        self.base_url = base + "/v1"  # served model name "teacher"
+        self.client = OpenAIServerTeacher(OpenAITeacher(base_url=self.base_url, model="teacher", api="completions",
                                                         tokenizer=cfg.tokenizer or cfg.model))
         self.info = self.client.info.model_copy(update={"model": cfg.model})
         self.pid = self.proc.pid
