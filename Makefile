@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml scripts/setup_env.sh
 venv: $(BIN)/.installed
 
 # the main job on the embedded default: the shipped teacher (data/teacher) -> vLLM traces -> filter
-# -> four students x 3 seeds (TRL SFT, GKD, baselines) -> eval on held-out problems -> runs/demo/report/report.md
+# -> five students x 3 seeds (TRL SFT, GKD, on-policy with a served teacher, baselines) -> eval on held-out problems -> runs/demo/report/report.md
 demo: venv
 	$(BIN)/cotdistill run data/configs/run_demo.yaml
 
@@ -32,7 +32,7 @@ lint: venv
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow --durations=20
 
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -122,7 +122,7 @@ def test_sigkill_then_resume_gives_every_record_exactly_once(tiny_model, tmp_pat
 @pytest.mark.parametrize("args, expect", [
     (["--skip", "trian"], "unknown stage 'trian'"),
     (["students.0.train.max_steps=zero"], "students[0].train.max_steps: Input should be a valid integer"),
-    (["students.9.name=x"], "'9' is not an index of the 4-item list at 'students'"),
+    (["students.9.name=x"], "'9' is not an index of the 5-item list at 'students'"),
 ])
 def test_run_bad_input_is_one_line(tmp_path, args, expect):
     code, out, err = run_cli("run", ROOT / "data/configs/run_demo.yaml", f"output_dir={tmp_path / 'r'}", *args)

@@ -28,7 +28,7 @@ def test_demo_config_plans_every_stage_in_order(tmp_path):
     plan = Plan(demo(tmp_path))
     seeds = plan.cfg.seeds
     assert len(seeds) >= 3
-    students = ["sft_filtered", "gkd", "sft_unfiltered", "answers_only"]
+    students = ["sft_filtered", "gkd", "sft_unfiltered", "answers_only", "on_policy"]
     assert plan.order == ([f"student_init@{s}" for s in seeds] + ["generate", "filter", "unfiltered", "answers_only"]
                           + [f"train:{n}@{s}" for n in students for s in seeds] + ["eval", "report"])
     sft = plan.students[f"sft_filtered@{seeds[1]}"]
@@ -39,6 +39,9 @@ def test_demo_config_plans_every_stage_in_order(tmp_path):
     assert gkd.method == "gkd" and gkd.teacher == "data/teacher" and gkd.gkd.lmbda > 0
     assert gkd.student == str(Path(plan.students[f"sft_filtered@{seeds[2]}"].train.output_dir) / "final")
     assert gkd.per_device_train_batch_size == sft.train.per_device_train_batch_size  # the YAML merge key carried over
+    op = plan.students[f"on_policy@{seeds[0]}"].train
+    assert op.method == "on_policy" and op.on_policy.serve_teacher and op.max_steps == gkd.max_steps
+    assert op.student == str(Path(plan.students[f"sft_filtered@{seeds[0]}"].train.output_dir) / "final")
     assert plan.students[f"answers_only@{seeds[0]}"].train.dataset_dir.endswith("answers_only")
     assert plan.configs["unfiltered"].require_correct is False and plan.configs["filter"].require_correct is True
     assert len({plan.fps[f"train:sft_filtered@{s}"] for s in seeds}) == len(seeds)
@@ -421,6 +424,7 @@ def test_student_wiring_errors(tmp_path, students, expect):
 def test_sweep_repeats_students_at_every_size(tmp_path):
     data = yaml.safe_load(DEMO.read_text())
     data["output_dir"] = str(tmp_path / "run")
+    data["students"] = [s for s in data["students"] if s["name"] != "on_policy"]  # it starts from sft_filtered
     data["sweep"] = {"sizes": [{"hidden": 128, "layers": 2, "heads": 4}, {"hidden": 64, "layers": 1, "heads": 2},
                                {"from_teacher": True, "every": 2}], "students": ["sft_filtered", "gkd"]}
     cfg = RunConfig.model_validate(data)
@@ -443,6 +447,7 @@ def test_sweep_repeats_students_at_every_size(tmp_path):
 def test_sweep_train_overrides_per_size(tmp_path):
     data = yaml.safe_load(DEMO.read_text())
     data["output_dir"] = str(tmp_path / "run")
+    data["students"] = [s for s in data["students"] if s["name"] != "on_policy"]  # it starts from sft_filtered
     sizes = [{"hidden": 128, "layers": 2, "heads": 4}, {"from_teacher": True, "layers": [0, 2]}]
     data["sweep"] = {"sizes": sizes, "students": ["sft_filtered", "gkd"],
                      "train": {"teacher-b0_2": {"learning_rate": 1.0e-3}}}
