@@ -173,10 +173,15 @@ class VLLMOfflineTeacher:
         return res
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is not None:
-            try:
-                llm.llm_engine.engine_core.shutdown()
-            except Exception:
-                pass
-            self.llm = None
+        shutdown_engine(getattr(self, "llm", None))
+        self.llm = None
+
+
+def shutdown_engine(llm) -> None:
+    """Stop a ``vllm.LLM``'s engine core (and its process, where it has one); a dying engine's errors ignored."""
+    if llm is None:
+        return
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception:
+        pass

@@ -121,10 +121,7 @@ class VLLMRollouts:
         return comps
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is not None:
-            try:
-                llm.llm_engine.engine_core.shutdown()
-            except Exception:
-                pass
-            self.llm = None
+        from cotdistill.teachers.vllm_offline import shutdown_engine
+
+        shutdown_engine(getattr(self, "llm", None))
+        self.llm = None
