@@ -434,3 +434,14 @@ def test_bf16_on_policy_keeps_fp32_master_weights(tiny_student, tiny_model, tmp_
     assert s["steps"] == 10 and all(t.dtype == torch.float32 for t in after.values())
     share = changed_share({k: v.float() for k, v in before.items()}, after, seen_token_ids(tiny_student, tmp_path))
     assert share > 0.99, f"only {share:.1%} of the weights moved"
+
+
+def test_serve_teacher_under_several_processes_is_refused(tiny_student, tiny_model, tmp_path, monkeypatch):
+    """accelerate launch: every rank would start its own teacher server; one shared server is the way."""
+    from cotdistill.train import teacher_mix
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    c = cfg(tiny_student, tmp_path, method="on_policy", teacher={"backend": "vllm", "model": str(tiny_model)},
+            on_policy={"serve_teacher": True})
+    with pytest.raises(CotdistillError, match="has 2 processes and each would start its own teacher server"):
+        teacher_mix.start_teacher(c, c.teacher)

@@ -68,6 +68,11 @@ class ServedTeacher:
         check_model_location(cfg.model, "teacher.model")
         port = _free_port()
         env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
+        if not cuda_available():
+            # on CPU the server shares the cores with the trainer that calls it: its OpenMP threads spinning after
+            # each request take the trainer's cores (2 cores, the demo's on_policy, the trainer on one thread: a
+            # step 1.12 s with spinning server threads, 0.55 s with sleeping ones)
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         with open(log_path, "w") as log:

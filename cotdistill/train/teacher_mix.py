@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from cotdistill.config import TrainConfig, VLLMTeacher
@@ -120,5 +121,10 @@ def start_teacher(cfg: TrainConfig, t):
     if cfg.on_policy.serve_teacher and isinstance(t, VLLMTeacher):
         from cotdistill.teachers.served import ServedTeacher
 
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:  # every rank would start a server of its own, each taking the teacher's memory
+            raise CotdistillError(f"on_policy.serve_teacher: this run has {world} processes and each would start "
+                                  f"its own teacher server; start one yourself and give teacher: {{backend: openai, "
+                                  f"base_url: ..., model: ..., tokenizer: ...}} (every process grades through it)")
         return ServedTeacher(t, Path(cfg.output_dir) / "teacher_server.log", seed=cfg.seed)
     return make_teacher(t, seed=cfg.seed)
