@@ -49,7 +49,6 @@ class OnPolicyTrainer(Trainer):
         super().__init__(*args, **kw)
         self.scorer, self.opts, self.stop_ids, self.engine = scorer, opts, stop_ids, engine
         self.overlap = scorer.info.backend == "openai"
-        self._graders: list[str] = []
         self.log_path, self.teacher_name = log_path, teacher_name
 
     def train(self, *args, **kw):
@@ -115,11 +114,12 @@ class OnPolicyTrainer(Trainer):
         return ids, mask, (torch.tensor(rows), torch.tensor(cols)), torch.tensor(tok), torch.cat(t_lp), \
             torch.cat(t_ids), torch.cat(t_top)
 
-    def _rollout_and_grade(self, model, prompts, pids) -> tuple[list, list, list, list, float, float]:
-        """Rollouts and their grades, (completions, sequences, starts, grades of the non-empty ones, rollout s,
-        teacher s). With ``overlap_chunks`` > 1 and a served teacher, the batch goes in chunks and the teacher
-        grades chunk i over HTTP while the student writes chunk i + 1; teacher s is then the wait after the last
-        rollout. Each chunk's rollouts are seeded by its own problem ids, so a setting always gives the same."""
+    def _rollout_and_grade(self, model, prompts, pids) -> tuple[list, list, list, list, list, float, float]:
+        """Rollouts and their grades, (completions, sequences, starts, grades of the non-empty ones, the teachers
+        that graded them, rollout s, teacher s). With ``overlap_chunks`` > 1 and a served teacher, the batch goes
+        in chunks and the teacher grades chunk i over HTTP while the student writes chunk i + 1; teacher s is then
+        the wait after the last rollout. Each chunk's rollouts are seeded by its own problem ids, so a setting
+        always gives the same."""
         from concurrent.futures import ThreadPoolExecutor
 
         n = max(1, min(self.opts.overlap_chunks if self.overlap else 1, len(prompts)))
@@ -139,13 +139,13 @@ class OnPolicyTrainer(Trainer):
             done = [f.result() for f in futures if f is not None]
             teacher_s = time.perf_counter() - t
         graded = [g for grades, _ in done for g in grades]
-        self._graders = [n for _, names in done for n in names]
+        graders = [n for _, names in done for n in names]
         seqs, starts = [p + c for p, c in zip(prompts, comps)], [len(p) for p in prompts]
-        return comps, seqs, starts, graded, rollout_s, teacher_s
+        return comps, seqs, starts, graded, graders, rollout_s, teacher_s
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         prompts, pids = inputs["prompt_ids"], inputs["problem_id"]
-        comps, seqs, starts, graded, rollout_s, teacher_s = self._rollout_and_grade(model, prompts, pids)
+        comps, seqs, starts, graded, graders, rollout_s, teacher_s = self._rollout_and_grade(model, prompts, pids)
         keep = [i for i, c in enumerate(comps) if c]
         if not keep:
             return torch.zeros((), requires_grad=True, device=model.device)
@@ -161,14 +161,14 @@ class OnPolicyTrainer(Trainer):
         else:
             loss, _ = topk_divergence_loss(log_probs, t_ids.to(dev), t_top.to(dev), self.opts.divergence,
                                            self.opts.beta, self.opts.temperature)
-        self._record(pids, comps, float(rkl), rollout_s, teacher_s, sum(len(seqs[i]) for i in keep))
+        self._record(pids, comps, graders, float(rkl), rollout_s, teacher_s, sum(len(seqs[i]) for i in keep))
         return (loss, out) if return_outputs else loss
 
-    def _record(self, pids, comps, rkl: float, rollout_s: float, teacher_s: float, scored: int) -> None:
+    def _record(self, pids, comps, graders, rkl: float, rollout_s: float, teacher_s: float, scored: int) -> None:
         if not self.accelerator.is_main_process:
             return
         row = {"step": self.state.global_step + 1, "problem_ids": list(pids), "teacher": self.teacher_name,
-               "graded_by": list(self._graders),
+               "graded_by": graders,
                "completion_tokens": [len(c) for c in comps], "reverse_kl": round(rkl, 6),
                "rollout_s": round(rollout_s, 4), "teacher_s": round(teacher_s, 4), "teacher_tokens": scored,
                "completions": [self.processing_class.decode(c) for c in comps]}
@@ -251,7 +251,6 @@ def _assemble(cfg: TrainConfig, tok, rows: list[dict], scorer):
         raise
     preflight = {"prompts": len(rows), "teacher": scorer.info.model, "teacher_backend": scorer.info.backend,
                  "loss": cfg.on_policy.loss, "rollouts": "vllm" if engine else "transformers"}
-    if hasattr(scorer, "assigned"):
-        preflight["prompts_per_teacher"] = {n: sum(scorer.names[i] == n for i in scorer.assigned.values())
-                                            for n in scorer.names}
+    if hasattr(scorer, "prompts_per_teacher"):
+        preflight["prompts_per_teacher"] = scorer.prompts_per_teacher()
     return trainer, tok, preflight

@@ -88,6 +88,9 @@ class TeacherMix:
                 out[i] = g
         return out, [self.names[w] for w in who]
 
+    def prompts_per_teacher(self) -> dict[str, int]:
+        return {n: sum(1 for i in self.assigned.values() if i == m) for m, n in enumerate(self.names)}
+
     def close(self) -> None:
         for m in self.members:
             m.close()
