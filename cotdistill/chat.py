@@ -146,7 +146,25 @@ def load_tokenizer(name: str, field: str, chat_template: str | None = None, *, r
     return tok
 
 
+_OPEN_TURN = "\x00cotdistill-open-user-turn\x00"
+
+
+def opens_user_turn(messages: list[Message]) -> bool:
+    """A conversation ending in an empty user message asks the model to write the user's message (Magpie)."""
+    return bool(messages) and messages[-1].role == "user" and messages[-1].content == ""
+
+
 def render_prompt_ids(tokenizer, messages: list[Message]) -> list[int]:
+    """The prompt's token ids through the chat template, the assistant turn opened; a conversation ending in an
+    empty user message renders as the template's opening of that user turn instead (Magpie's pre-query
+    template: what comes before the user's text), so the model writes a user message."""
+    if opens_user_turn(messages):
+        convo = [m.model_dump() for m in messages[:-1]] + [{"role": "user", "content": _OPEN_TURN}]
+        text = tokenizer.apply_chat_template(convo, add_generation_prompt=False, tokenize=False)
+        if _OPEN_TURN not in text:
+            raise CotdistillError("chat template: it does not render the user's message as given, so the opening "
+                                  "of a user turn (magpie) cannot be cut from it; use mode few_shot or topics")
+        return list(tokenizer(text[:text.index(_OPEN_TURN)], add_special_tokens=False)["input_ids"])
     enc = tokenizer.apply_chat_template(
         [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
     )

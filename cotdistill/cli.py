@@ -1,6 +1,7 @@
 """The ``cotdistill`` command: one subcommand per stage; it only parses and dispatches.
 
     cotdistill run CONFIG.yaml [--from STAGE] [--skip STAGE] [key.sub=value ...]
+    cotdistill synthesize CONFIG.yaml [key.sub=value ...]
     cotdistill generate CONFIG.yaml [key.sub=value ...]
     cotdistill merge OUTPUT_DIR
     cotdistill filter CONFIG.yaml [key.sub=value ...]
@@ -53,7 +54,8 @@ def _run_stage(stage: str, config_cls: str, config: str, overrides: list[str] | 
     typer.echo(json.dumps(summary, indent=2))
 
 
-_STAGE_CONFIGS = {"run": "RunConfig", "generate": "GenerateConfig", "filter": "FilterConfig", "logits": "LogitsConfig",
+_STAGE_CONFIGS = {"run": "RunConfig", "synthesize": "SynthesizeConfig", "generate": "GenerateConfig",
+                  "filter": "FilterConfig", "logits": "LogitsConfig",
                   "train": "TrainConfig", "eval": "EvalConfig"}
 
 
@@ -83,7 +85,7 @@ def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
 
 
 @app.command()
-def keys(stage: str = typer.Argument(..., help="run | generate | filter | logits | train | eval")):
+def keys(stage: str = typer.Argument(..., help="run | synthesize | generate | filter | logits | train | eval")):
     """List every config key of a stage: type, default and what it does."""
     from cotdistill import config as cfgmod
 
@@ -103,6 +105,15 @@ def keys(stage: str = typer.Argument(..., help="run | generate | filter | logits
             typer.echo("(no fields of its own)")
         for key, typ, default, help_ in rows:
             typer.echo(f"{key:<34} {typ:<28.28} {default:<14.14} {' '.join(help_.split())}")
+
+
+@app.command()
+def synthesize(
+    config: str = typer.Argument(..., help="YAML config of the synthesis stage"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
+):
+    """Problem synthesis: the teacher writes problems (few-shot, topics, magpie), the problem filters keep some."""
+    _run_stage("synthesize", "SynthesizeConfig", config, overrides)
 
 
 @app.command()

@@ -82,6 +82,16 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool = False, seed: int = 0
             "verdict": verdict, "paired_by_seed": paired, **({"level": level} if level != 0.95 else {})}
 
 
+def ratio(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
+    """mean(a) / mean(b) with a 95% interval, seeds resampled together (row i of a and b share a seed) and
+    problems together (both answered the same problems): retention of one arm against another."""
+    draws, picks = _draws(a.shape[1], seed), _seed_picks(a.shape[0], seed)
+    r = _boot_means(a, draws, picks) / np.maximum(_boot_means(b, draws, picks), 1e-12)
+    return {"mean": round(float(a.mean() / max(b.mean(), 1e-12)), 4),
+            "ci95": [round(float(np.quantile(r, 0.025)), 4), round(float(np.quantile(r, 0.975)), 4)],
+            "per_seed": [round(float(x.mean() / max(y.mean(), 1e-12)), 4) for x, y in zip(a, b)]}
+
+
 def _groups(students: dict, results: EvalResults, outcomes: dict, benchmark: str) -> tuple[dict, dict, float | None]:
     """Models grouped by student over their seeds: accuracy (mean over seeds), range, interval, retention; and
     each group's [seeds, problems] outcome matrix where every seed has per-problem outcomes; the teacher's accuracy."""

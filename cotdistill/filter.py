@@ -4,7 +4,9 @@
 
 Reads a generation directory (``traces.jsonl``, ``problems.jsonl``). Every trace gets a verdict
 and at most one drop reason, checked in funnel order: truncated, length, format, contaminated,
-cannot_tell, incorrect, duplicate_exact, near_duplicate, over_per_problem_cap. Problems without a
+cannot_tell, incorrect, duplicate_exact, near_duplicate, over_per_problem_cap (length control:
+``max_per_problem`` with ``select: shortest``, ``shortest_share`` for a mix, ``max_completion_tokens`` as a
+budget). Problems without a
 gold answer get a voted pseudo-label when enough samples agree. Output directory:
     sft/ + sft.jsonl          TRL conversational rows ("messages") with lineage and verdict
     prompts/ + prompts.jsonl  prompt-only view ("prompt") of every clean problem, for on-policy trainers
@@ -14,12 +16,14 @@ gold answer get a voted pseudo-label when enough samples agree. Output directory
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from cotdistill.adaptive import normalise, verifiable
 from cotdistill.config import FilterConfig
 from cotdistill.decontam import NgramIndex
+from cotdistill.dedup import minhash
 from cotdistill.errors import CotdistillError
 from cotdistill.filter_outputs import Decisions, write
 from cotdistill.loading import save_resolved
@@ -36,19 +40,6 @@ def _read(path: Path, cls, what: str) -> list:
         hint = " (shard files? run `cotdistill merge` first)" if list(path.parent.glob("traces-*-of-*.jsonl")) else ""
         raise CotdistillError(f"{path}: {what} file not found{hint}; point generate_dir at a generation output")
     return read_records(path, cls, what)
-
-
-def _shingles(text: str) -> set[bytes]:
-    w = text.split()
-    return {" ".join(w[i: i + 3]).encode() for i in range(max(1, len(w) - 2))}
-
-
-def _minhash(text: str, perm: int):
-    from datasketch import MinHash
-
-    m = MinHash(num_perm=perm, seed=1)
-    m.update_batch(list(_shingles(text)))
-    return m
 
 
 def _decontam_index(cfg: FilterConfig) -> NgramIndex | None:
@@ -173,6 +164,13 @@ def _per_trace_drops(
     return drop
 
 
+def _in_share(problem_id: str, share: float) -> bool:
+    """Is this problem in the given share of all problems? A hash of the id, so the choice is the same in every run
+    and for every config that differs elsewhere."""
+    h = int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "little")
+    return h / 2**64 < share
+
+
 def _dedup_and_cap(cfg: FilterConfig, ts: list[Trace], drop: dict[str, str]) -> None:
     """Within one problem, shortest first: exact duplicates, near duplicates (MinHash LSH), then the
     per-problem cap (the shortest, or greedily the least similar to those chosen)."""
@@ -190,7 +188,7 @@ def _dedup_and_cap(cfg: FilterConfig, ts: list[Trace], drop: dict[str, str]) -> 
             continue
         seen_text.add(norm)
         if lsh is not None or cfg.select == "diverse":
-            m = _minhash(norm, cfg.minhash_perm)
+            m = minhash(norm, cfg.minhash_perm)
             if lsh is not None:
                 if lsh.query(m):
                     drop[t.key] = "near_duplicate"
@@ -199,6 +197,8 @@ def _dedup_and_cap(cfg: FilterConfig, ts: list[Trace], drop: dict[str, str]) -> 
             sigs.append(m)
         kept.append(t)
     k = cfg.max_per_problem
+    if cfg.shortest_share is not None and kept and _in_share(kept[0].problem_id, cfg.shortest_share):
+        k = 1  # kept is shortest first
     if k is not None and len(kept) > k:
         chosen = kept[:k]
         if cfg.select == "diverse":

@@ -91,6 +91,7 @@ def _report(traces, rows: list[dict], prompts: list[dict], d: Decisions) -> dict
     n_correct = Counter(t.problem_id for t in traces if d.verdicts[t.key].correct)
     pass_rates = [n_correct[pid] / n_samples[pid] for pid in n_samples]
     kept_tokens = [r["completion_tokens"] for r in rows]
+    correct = [t.completion_tokens for t in traces if d.verdicts[t.key].correct]
     return {
         "traces": len(traces), "kept": len(rows), "acceptance": round(len(rows) / len(traces), 4),
         "funnel": [{"stage": s, "dropped": counts.get(s, 0)} for s in FUNNEL],
@@ -103,10 +104,21 @@ def _report(traces, rows: list[dict], prompts: list[dict], d: Decisions) -> dict
         "kept_completion_tokens": ({"min": min(kept_tokens), "median": statistics.median(kept_tokens),
                                     "mean": round(statistics.fmean(kept_tokens), 1), "max": max(kept_tokens)}
                                    if kept_tokens else None),
+        "completion_tokens": {"generated": _lengths([t.completion_tokens for t in traces]),
+                              "verified": _lengths(correct), "kept": _lengths(kept_tokens)},
         "decontamination_hits": d.contam_hits, "prompts": len(prompts),
         "per_teacher": _per_teacher(traces, d.verdicts, d.drop),
         "adaptive": _adaptive_saving(traces, len(n_samples)),
     }
+
+
+def _lengths(tokens: list[int]) -> dict | None:
+    """Length distribution of a set of traces (completion tokens): what length control changed."""
+    if not tokens:
+        return None
+    q = sorted(tokens)
+    return {"traces": len(q), "min": q[0], "median": statistics.median(q), "mean": round(statistics.fmean(q), 1),
+            "p90": q[min(len(q) - 1, int(0.9 * len(q)))], "max": q[-1], "total": sum(q)}
 
 
 def write(cfg, out: Path, traces, d: Decisions) -> dict:
@@ -172,11 +184,15 @@ def dataset_card(cfg: FilterConfig, r: dict) -> str:
     most = max(r["pass_rate_histogram"].values()) or 1
     for name, c in r["pass_rate_histogram"].items():
         lines.append(f"| {name} | {c} | {'#' * round(30 * c / most)} |")
-    lines += ["", "## Kept completion length (tokens)", ""]
-    k = r["kept_completion_tokens"]
-    lines.append(
-        "No trace kept." if k is None else f"min {k['min']}, median {k['median']}, mean {k['mean']}, max {k['max']}"
-    )
+    lines += ["", "## Completion length (tokens), before and after the filter", "",
+              f"Length control: max_completion_tokens {cfg.max_completion_tokens}, max_per_problem "
+              f"{cfg.max_per_problem} ({cfg.select}), shortest_share {cfg.shortest_share}.", "",
+              "| traces | count | min | median | mean | p90 | max | total |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, k in r["completion_tokens"].items():
+        lines.append(f"| {name} | 0 | | | | | | 0 |" if k is None else
+                     f"| {name} | {k['traces']} | {k['min']} | {k['median']} | {k['mean']} | {k['p90']} | {k['max']} "
+                     f"| {k['total']} |")
     lines += ["", "## Decontamination", ""]
     if not cfg.decontam.eval_sets:
         lines.append("No evaluation sets configured: not checked.")

@@ -21,6 +21,7 @@ from cotdistill.config import (
     RunConfig,
     StudentFromTeacher,
     StudentInit,
+    SynthesizeConfig,
     TrainConfig,
     VLLMTeacher,
 )
@@ -29,10 +30,10 @@ from cotdistill.errors import CotdistillError
 # the unfiltered baseline's filter settings: every trace, nothing dropped
 UNFILTERED = {"require_correct": False, "require_stop": False, "format_check": False, "dedup_exact": False,
               "near_dup_threshold": None, "max_per_problem": None, "min_completion_tokens": 0,
-              "max_completion_tokens": None}
+              "max_completion_tokens": None, "shortest_share": None}
 # options added after runs existed: unset, they leave a stage's fingerprint as it was (no refused resume)
 UNSET_NOT_FINGERPRINTED = {"qat", "loss_chunk_tokens", "chunk_tokens", "contamination", "chat_template",
-                           "use_liger_kernel"}
+                           "use_liger_kernel", "shortest_share"}
 # where a stage writes, and on how many machines, is not what it computes
 NOT_FINGERPRINTED = ("output_dir", "progress", "distributed")
 # a student's training set -> the stage that makes it
@@ -63,6 +64,11 @@ class StudentRun(NamedTuple):
 
 def seeds_of(cfg: RunConfig, s) -> list[int]:
     return list(s.seeds or cfg.seeds)
+
+
+def data_stage(s) -> str:
+    """The stage that makes a student's training set."""
+    return f"filter:{s.name}" if s.filter is not None else DATA_STAGES[s.data]
 
 
 def logits_stage(data: str) -> str:
@@ -148,18 +154,30 @@ class Plan:
         self.inits[(owner, seed)] = name
 
     def _add_data_stages(self) -> GenerateConfig:
-        """generate, filter, and the baselines' training sets that some student uses."""
+        """synthesize (when set), generate, filter, and the baselines' training sets that some student uses."""
         cfg, root = self.cfg, self.root
         used = {s.data for s in cfg.students}
-        gen = GenerateConfig.model_validate({**cfg.generate, "teacher": cfg.teacher.model_dump(),
+        source, gen_deps = {}, []
+        if cfg.synthesize is not None:
+            synth = SynthesizeConfig.model_validate({"teacher": cfg.teacher.model_dump(), **cfg.synthesize,
+                                                     "output_dir": str(root / "synthesize")})
+            self._add("synthesize", "synthesize", root / "synthesize", synth, [])
+            source, gen_deps = {"source": {"kind": "hf", "path": str(root / "synthesize" / "problems.jsonl"),
+                                           "fields": {"id": "id"}}}, ["synthesize"]
+        gen = GenerateConfig.model_validate({**cfg.generate, **source, "teacher": cfg.teacher.model_dump(),
                                              "output_dir": str(root / "generate")})
-        self._add("generate", "generate", root / "generate", gen, [])
+        self._add("generate", "generate", root / "generate", gen, gen_deps)
         self._add("filter", "filter", root / "filter", FilterConfig.model_validate(
             {**cfg.filter, "generate_dir": gen.output_dir, "output_dir": str(root / "filter")}), ["generate"])
         if "unfiltered" in used:
             self._add("unfiltered", "filter", root / "unfiltered", FilterConfig.model_validate(
                 {**cfg.filter, **UNFILTERED, "generate_dir": gen.output_dir, "output_dir": str(root / "unfiltered")}),
                 ["generate"])
+        for s in cfg.students:  # a student's own filter settings (length control, ...): a filter stage of its own
+            if s.filter is not None:
+                self._add(f"filter:{s.name}", "filter", root / f"filter_{s.name}", FilterConfig.model_validate(
+                    {**cfg.filter, **s.filter, "generate_dir": gen.output_dir,
+                     "output_dir": str(root / f"filter_{s.name}")}), ["generate"])
         if "answers_only" in used:
             self._add("answers_only", "answers_only", root / "answers_only", gen.prompt, ["generate"])
         return gen
@@ -194,7 +212,7 @@ class Plan:
     def _add_student(self, s, seed: int) -> None:
         cfg, name, key = self.cfg, f"train:{s.name}@{seed}", f"{s.name}@{seed}"
         start, student = self._starting_model(s, seed)
-        data, method = DATA_STAGES[s.data], s.train.get("method", "sft")
+        data, method = data_stage(s), s.train.get("method", "sft")
         out = str(self.root / "students" / s.name / f"seed{seed}")
         if s.ptq is not None:  # quantize the init_from student's model; nothing is trained
             train_cfg = TrainConfig.model_validate({"student": student, "dataset_dir": str(self.stages[data].folder),

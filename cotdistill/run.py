@@ -6,6 +6,7 @@ distillation -> evaluation -> report, ending in a table of how much of the teach
 Stages, in order; each writes under ``output_dir`` and leaves ``stage.json`` there when it is done:
 
     student_init   a fresh student on the teacher's tokenizer (when ``student`` is a spec)  student_init/
+    synthesize     the teacher writes the problems, the problem filters keep some (if set) synthesize/
     generate       teacher traces: n samples at temperature > 0, optional top-k logprobs   generate/
     filter         verified, deduplicated, decontaminated traces                            filter/
     unfiltered     every trace, nothing dropped (baseline; only if a student uses it)      unfiltered/
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from cotdistill import answers_only, evaluate
 from cotdistill import filter as filter_stage
-from cotdistill import generate, logits, report, student_init, train
+from cotdistill import generate, logits, report, student_init, synthesize, train
 from cotdistill.compare import distillation_table as table
 from cotdistill.compare import load_outcomes
 from cotdistill.config import EvalConfig, EvalModel, RunConfig, VLLMTeacher
@@ -121,6 +122,7 @@ def _eval(plan: Plan, st: Stage) -> dict:
 RUNNERS = {
     "student_init": lambda plan, st: student_init.run(st.config, plan.cfg.teacher, st.folder),
     "student_from_teacher": lambda plan, st: student_init.run(st.config, plan.cfg.teacher, st.folder),
+    "synthesize": lambda plan, st: synthesize.run(st.config),
     "generate": lambda plan, st: generate.run(st.config),
     "filter": lambda plan, st: filter_stage.run(st.config),
     "answers_only": lambda plan, st: answers_only.run(st.config, plan.stages["generate"].folder, st.folder),

@@ -10,6 +10,7 @@ time, while a model that must answer at once has to do all of them in its head.
 from __future__ import annotations
 
 import random
+import re
 
 
 def arithmetic_problem(rng: random.Random, pid: str) -> dict:
@@ -59,6 +60,22 @@ def chain_problem(rng: random.Random, pid: str, steps: int = 5) -> dict:
     return {"id": pid, "question": question, "answer": str(x), "solution": "\n".join(lines), "steps": steps}
 
 
+CHAIN_QUESTION = re.compile(r"Last digit of ([0-9](?:[-+*][0-9])+), left to right\.")
+
+
+def chain_answer(question: str) -> str | None:
+    """The task's own checker for a written question: its true answer when ``question`` is a well-formed
+    digit-chain problem, None otherwise (problem synthesis validates what a teacher wrote with it)."""
+    m = CHAIN_QUESTION.fullmatch(question.strip())
+    if m is None:
+        return None
+    expr = m.group(1)
+    x = int(expr[0])
+    for i in range(1, len(expr), 2):
+        x = CHAIN_OPS[expr[i]](x, int(expr[i + 1]))
+    return str(x)
+
+
 def choice_problem(rng: random.Random, pid: str) -> dict:
     """The arithmetic problem as four-option multiple choice, in MMLU's shape (``choices`` list, 0-based
     ``answer`` index). The distractors are the slips a solver makes: the other operation in the first
@@ -78,3 +95,4 @@ def choice_problem(rng: random.Random, pid: str) -> dict:
 
 
 TASKS = {"arithmetic": arithmetic_problem, "chain": chain_problem, "choice": choice_problem}
+CHECKERS = {"digit_chain": chain_answer}  # task name -> question -> true answer or None (malformed)

@@ -9,6 +9,13 @@ digit-level BPE tokenizer trained here too. CPU, no hub; about 10 minutes on 2 c
 The held-out problems in data/digit_chain_test.jsonl (scripts/make_problems.py) are excluded from
 its training set; the script ends by measuring greedy accuracy on them with HF generate and
 writes that, the config and the timing to teacher_card.json.
+
+``--write-share S`` adds problem writing to the mix (the embedded problem writer, data/teacher_writer/, used by
+`cotdistill synthesize`): a share S of the examples are writing tasks instead of worked solutions, in the two
+shapes of prompts/write_problem*.yaml: "Write a new problem like these:" + 3 examples -> a fresh problem with
+as many operations (the examples fix the length, the numbers are new), and "Write a harder problem:" + one
+problem -> the same chain with one more operation. Worked solutions then cover 4-6 operations, so the
+teacher can answer what it writes.
 """
 
 from __future__ import annotations
@@ -30,8 +37,30 @@ SHIP = ("config.json", "generation_config.json", "model.safetensors", "tokenizer
 
 
 def messages(p: dict) -> list[dict]:
+    if "written" in p:
+        return [{"role": "user", "content": p["question"]}, {"role": "assistant", "content": p["written"]}]
     return [{"role": "user", "content": p["question"]},
             {"role": "assistant", "content": f"{p['solution']}\n\\boxed{{{p['answer']}}}"}]
+
+
+WRITE_FEW_SHOT = "Write a new problem like these:\n"
+WRITE_HARDER = "Write a harder problem:\n"
+
+
+def writing_example(rng, pid: str) -> dict:
+    """One problem-writing example: few-shot (3 examples of k operations -> a new one of k) or an evolution
+    step (a problem of k -> the same chain with one more operation)."""
+    from cotdistill.tasks import CHAIN_OPS, chain_problem
+
+    k = rng.choice((4, 5, 5, 6))
+    if rng.random() < 0.75:
+        shots = [chain_problem(rng, "x", steps=k)["question"] for _ in range(3)]
+        return {"id": pid, "question": WRITE_FEW_SHOT + "\n".join(shots),
+                "written": chain_problem(rng, "x", steps=k)["question"]}
+    q = chain_problem(rng, "x", steps=min(k, 5))["question"]
+    expr = q[len("Last digit of "):-len(", left to right.")]
+    longer = f"Last digit of {expr}{rng.choice(list(CHAIN_OPS))}{rng.randint(0, 9)}, left to right."
+    return {"id": pid, "question": WRITE_HARDER + q, "written": longer}
 
 
 def greedy_accuracy(model_dir: Path, problems: list[dict], max_new_tokens: int = 64) -> float:
@@ -70,6 +99,8 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=300)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write-share", type=float, default=0.0,
+                    help="share of problem-writing examples (0: the answering teacher only)")
     args = ap.parse_args()
     import datasets
 
@@ -79,10 +110,28 @@ def main() -> None:
     from cotdistill.tiny import build_tiny_model
 
     held = [json.loads(line) for line in (ROOT / "data" / "digit_chain_test.jsonl").read_text().splitlines()]
-    problems = arithmetic_set(args.train, seed=101, prefix="teacher-train", task="chain",
-                           exclude={p["question"] for p in held}, steps=args.chain)
+    exclude = {p["question"] for p in held}
+    if args.write_share:
+        import random
+
+        rng = random.Random(args.seed + 7)
+        lengths = {4: args.train // 4, args.chain: args.train // 2, 6: args.train - args.train // 4 - args.train // 2}
+        problems = [p for steps, size in lengths.items()
+                    for p in arithmetic_set(size, seed=101 + steps, prefix=f"teacher-train-{steps}", task="chain",
+                                            exclude=exclude, steps=steps)]
+        n_write = round(len(problems) * args.write_share / (1 - args.write_share))
+        while n_write:  # a written problem is never one of the held-out questions either
+            ex = writing_example(rng, f"teacher-write-{n_write:05d}")
+            if ex["written"] not in exclude:
+                problems.append(ex)
+                n_write -= 1
+        random.Random(args.seed).shuffle(problems)
+    else:
+        problems = arithmetic_set(args.train, seed=101, prefix="teacher-train", task="chain", exclude=exclude,
+                                  steps=args.chain)
     work, out = Path(args.work), Path(args.out)
-    corpus = [f"user assistant {p['question']} {p['solution']} \\boxed{{{p['answer']}}}" for p in problems[:3000]]
+    corpus = [f"user assistant {p['question']} {p.get('written') or p['solution']} \\boxed{{{p.get('answer', '')}}}"
+              for p in problems[:3000]]
     init = build_tiny_model(work / "init", hidden=args.hidden, heads=args.heads, layers=args.layers,
                             intermediate=2 * args.hidden, vocab_size=args.vocab, individual_digits=True,
                             corpus=corpus, seed=args.seed)
@@ -102,7 +151,7 @@ def main() -> None:
         if (final / name).exists():
             shutil.copy2(final / name, out / name)
     card = {
-        "task": "digit_chain",
+        "task": "digit_chain" + (" + problem writing" if args.write_share else ""),
         "chain_steps": args.chain,
         "train_problems": args.train,
         "heldout": "data/digit_chain_test.jsonl",

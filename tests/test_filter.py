@@ -312,3 +312,30 @@ def test_code_traces_are_kept_when_their_program_passes_the_tests(tmp_path):
     assert rows[0]["dropped"] is None and rows[0]["correct"] is True and rows[0]["label_source"] == "tests"
     assert rows[1]["dropped"] == "incorrect" and "expected '9', got '6'" in rows[1]["detail"]
     assert rows[2]["dropped"] == "format" and s["kept"] == 1
+
+
+def test_length_control_shortest_mix_and_card(tmp_path):
+    """shortest_share: that share of the problems keeps only its shortest verified trace, the rest keep all; the
+    report and card give the length distribution before and after."""
+    from cotdistill.filter import _in_share
+
+    probs = [Problem(id=f"p{j}", question=f"q{j}", answer="7", source="t") for j in range(40)]
+    traces = [trace(p.id, i, f"<think>{'w ' * (5 + 3 * i)}</think>\\boxed{{7}}", tokens=5 + 3 * i)
+              for p in probs for i in range(3)]
+    d = write_run(tmp_path / "g", probs, traces)
+    common = dict(generate_dir=str(d), verify_workers=1, progress=False, near_dup_threshold=None)
+    counts = {}
+    for share in (0.0, 0.5, 1.0):
+        rep = stage.run(FilterConfig(output_dir=str(tmp_path / f"s{share}"), shortest_share=share, **common))
+        rows = read_jsonl(tmp_path / f"s{share}" / "sft.jsonl")
+        per = {p.id: sorted(r["sample_index"] for r in rows if r["problem_id"] == p.id) for p in probs}
+        short = {pid for pid in per if _in_share(pid, share)}
+        assert all(per[pid] == ([0] if pid in short else [0, 1, 2]) for pid in per)
+        counts[share] = rep["completion_tokens"]
+        assert rep["completion_tokens"]["generated"]["total"] == 40 * (5 + 8 + 11)
+    assert 5 < len({p.id for p in probs if _in_share(p.id, 0.5)}) < 35
+    assert counts[1.0]["kept"] == {"traces": 40, "min": 5, "median": 5, "mean": 5.0, "p90": 5, "max": 5,
+                                   "total": 200}
+    assert counts[0.0]["kept"]["total"] == 40 * 24
+    card = (tmp_path / "s0.5" / "README.md").read_text()
+    assert "before and after the filter" in card and "| generated | 120 |" in card and "shortest_share 0.5" in card

@@ -464,3 +464,29 @@ def test_sweep_train_overrides_per_size(tmp_path):
         RunConfig.model_validate({**data, "sweep": {"sizes": sizes, "train": {"h256l2": {"learning_rate": 1e-3}}}})
     with pytest.raises(ValueError, match="two sizes share a label"):
         RunConfig.model_validate({**data, "sweep": {"sizes": [sizes[0], sizes[0]]}})
+
+
+def test_synthesize_stage_and_per_student_filter_in_the_plan(tmp_path):
+    """A run with a synthesize block answers the problems it keeps (generate's source is its problems.jsonl, and
+    generate depends on it); a student with its own filter settings trains on a filter stage of its own."""
+    from cotdistill.config import RunConfig
+    from cotdistill.loading import load_config
+    from cotdistill.plan import Plan
+
+    cfg = load_config(RunConfig, ROOT / "data/configs/run_synth.yaml", [f"output_dir={tmp_path / 'r'}"])
+    plan = Plan(cfg)
+    assert plan.order[:3] == ["synthesize", "generate", "filter"] or plan.order.index("synthesize") < \
+        plan.order.index("generate")
+    gen = plan.stages["generate"]
+    assert gen.deps == ["synthesize"]
+    assert gen.config.source.path == str(tmp_path / "r" / "synthesize" / "problems.jsonl")
+    assert plan.stages["synthesize"].config.teacher.model == cfg.teacher.model
+    own = [s for s in cfg.students if s.filter is not None]
+    assert own, "run_synth.yaml has a student with its own length control"
+    st = plan.stages[f"train:{own[0].name}@0"]
+    assert f"filter:{own[0].name}" in st.deps
+    fcfg = plan.stages[f"filter:{own[0].name}"].config
+    assert all(getattr(fcfg, k) == v for k, v in own[0].filter.items())
+    with pytest.raises(CotdistillError, match="drop generate.source"):
+        load_config(RunConfig, ROOT / "data/configs/run_synth.yaml",
+                    ["generate.source={kind: hf, path: data/digit_chain_train.jsonl}"])

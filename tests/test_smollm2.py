@@ -62,3 +62,48 @@ def test_smollm2_teacher_verify_and_lora(smollm2, tmp_path):
     d = out["distillation"]
     print("eval accuracy:", {n: m["accuracy"] for n, m in d["models"].items()})
     assert set(d["models"]) == {"teacher", "lora_sft"} and d["models"]["teacher"]["accuracy"] >= 0.5  # measured 14/16
+
+
+def test_smollm2_writes_problems_from_its_chat_template_and_from_seeds(smollm2, tmp_path):
+    """Problem synthesis on a real chat model: Magpie (nothing but its template's opening of a user turn; the
+    prompt is exactly that prefix, default system turn included) and few-shot from seed problems, through the
+    synthesize CLI and vLLM."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # generation only: faster in-process (ENVIRONMENT.md)
+    teacher = (f"teacher={{backend: vllm, model: {smollm2}, max_model_len: 1024, kv_cache_memory_bytes: 268435456, "
+               f"enforce_eager: true}}")
+    common = ["sampling={n: 1, temperature: 0.8, max_tokens: 96}", "checks={min_chars: 15}", "progress=false",
+              teacher]
+    cli = [sys.executable, "-m", "cotdistill", "synthesize", str(ROOT / "data/configs/synthesize_demo.yaml")]
+    magpie = subprocess.run([*cli, f"output_dir={tmp_path / 'magpie'}", "mode=magpie", "seeds=null", "requests=6",
+                             "decontam={}", "consistency=null", *common],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert magpie.returncode == 0, magpie.stderr[-3000:]
+    traces = read_jsonl(tmp_path / "magpie" / "round0" / "traces.jsonl")
+    pre = tok.apply_chat_template([{"role": "user", "content": "\x00"}], tokenize=False).split("\x00")[0]
+    assert pre.endswith("<|im_start|>user\n") and "You are a helpful AI assistant named SmolLM" in pre
+    assert all(t["prompt_tokens"] == len(tok(pre, add_special_tokens=False)["input_ids"]) for t in traces)
+    cands = read_jsonl(tmp_path / "magpie" / "candidates.jsonl")
+    print("magpie:", [c["question"][:80] for c in cands])
+    assert len(cands) == 6 and sum(c["drop"] is None for c in cands) >= 3  # user messages, ended by <|im_end|>
+    seeds = tmp_path / "seeds.jsonl"
+    rows = [
+        ("Tom has 3 apples and buys 5 more. How many apples does he have?", "8"),
+        ("A book costs 12 dollars. How much do 4 books cost?", "48"),
+        ("Sara walks 2 km a day. How far does she walk in 7 days?", "14"),
+        ("There are 30 students and 6 leave. How many remain?", "24")]
+    seeds.write_text("".join(json.dumps({"id": f"s{i}", "question": q, "answer": a}) + "\n"
+                             for i, (q, a) in enumerate(rows)))
+    few = subprocess.run([*cli, f"output_dir={tmp_path / 'few'}", f"seeds={{kind: hf, path: {seeds}}}", "requests=4",
+                          "shots=2", "decontam={}", "consistency=null", *common],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert few.returncode == 0, few.stderr[-3000:]
+    cands = read_jsonl(tmp_path / "few" / "candidates.jsonl")
+    print("few-shot:", [(c["question"][:80], c["drop"]) for c in cands])
+    assert len(cands) == 4 and all(len(c["synth_seeds"].split(",")) == 2 for c in cands)
+    assert sum(c["drop"] is None for c in cands) >= 2
+    kept = read_jsonl(tmp_path / "few" / "problems.jsonl")
+    assert all(k["question"] not in {json.loads(s)["question"] for s in seeds.read_text().splitlines()} for k in kept)

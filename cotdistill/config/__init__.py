@@ -8,6 +8,7 @@ option in the model; this package re-exports them. Reading YAML with overrides a
     generate.py  GenerateConfig, ShardConfig, DistributedConfig        cotdistill generate
     filter.py    FilterConfig, DecontamConfig                          cotdistill filter
     logits.py    LogitsConfig                                          cotdistill logits
+    synthesize.py SynthesizeConfig and the problem filters' blocks     cotdistill synthesize
     train.py     TrainConfig and its method option blocks              cotdistill train
     on_policy.py on_policy's options and teacher mix (part of train.py)
     eval.py      EvalConfig, EvalModel, EvalBenchmark                  cotdistill eval
@@ -44,6 +45,7 @@ from cotdistill.config.run import (
     SweepConfig,
     size_label,
 )
+from cotdistill.config.synthesize import Consistency, Difficulty, EvolveRound, ProblemChecks, SynthesizeConfig
 from cotdistill.config.train import (
     OPTIONAL_DEPENDENCIES,
     AttentionTerm,
@@ -67,7 +69,8 @@ from cotdistill.config.train import (
 )
 
 __all__ = [
-    "AttentionTerm", "DEFAULT_CHUNK_TOKENS", "DecontamConfig", "DistributedConfig", "EvalBenchmark", "EvalConfig",
+    "AttentionTerm", "Consistency", "Difficulty", "EvolveRound", "ProblemChecks", "SynthesizeConfig",
+    "DEFAULT_CHUNK_TOKENS", "DecontamConfig", "DistributedConfig", "EvalBenchmark", "EvalConfig",
     "EvalModel", "FeatureTerm", "FieldMap", "FilterConfig", "GKDOptions", "GenerateConfig", "HFSource",
     "KDOptions", "LayerMap", "LogitsConfig", "LoraConfig", "OPTIONAL_DEPENDENCIES", "OpenAITeacher", "PTQStage",
     "PromptConfig", "QATConfig", "ReasoningGymSource", "RelationTerm", "RunConfig", "RunEval", "RunStudent",

@@ -33,6 +33,10 @@ class FilterConfig(StrictModel):
     decontam: DecontamConfig = DecontamConfig()
     max_per_problem: int | None = Field(default=None, ge=1)
     select: Literal["shortest", "diverse"] = "shortest"
+    shortest_share: float | None = Field(
+        default=None, ge=0, le=1,
+        description="length mix: for this share of the problems (picked by a hash of the id) keep only the "
+                    "shortest kept trace, for the rest all of them (up to max_per_problem); 1.0 = shortest only")
     vote_threshold: float = Field(default=0.6, gt=0, le=1, description="pseudo-label agreement for gold-less problems")
     verify_workers: int = Field(default=0, ge=0, description="0: one per core")
     verify_timeout_s: float = Field(default=10.0, gt=0)

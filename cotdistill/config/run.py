@@ -12,6 +12,7 @@ from cotdistill.config.common import SamplingConfig, StrictModel, TeacherConfig,
 from cotdistill.config.eval import EvalBenchmark
 from cotdistill.config.filter import FilterConfig
 from cotdistill.config.generate import GenerateConfig
+from cotdistill.config.synthesize import SynthesizeConfig
 from cotdistill.config.train import METHOD_CONFIGS, QATConfig, TrainConfig
 from cotdistill.loading import format_validation_error
 from cotdistill.tiny import head_size_problem
@@ -119,6 +120,9 @@ class RunStudent(StrictModel):
     )
     ptq: QATConfig | None = Field(default=None, description="no training: post-training quantization (weight-only) "
                                                             "of the init_from student's model of the same seed")
+    filter: dict[str, Any] | None = Field(
+        default=None, description="data filtered only: this student's own FilterConfig fields over the run's "
+                                  "(a stage filter:<name>), e.g. length control (shortest_share, max_per_problem)")
 
     @model_validator(mode="after")
     def _distinct_seeds(self):
@@ -175,6 +179,10 @@ class RunConfig(StrictModel):
     )
     teacher: TeacherConfig  # generates the traces and is evaluated as the reference
     student: StudentSpec  # hub id / directory, a fresh model on the teacher's tokenizer, or from_teacher
+    synthesize: dict[str, Any] | None = Field(
+        default=None, description="SynthesizeConfig fields except output_dir (teacher: the run's unless given): "
+                                  "the teacher writes the problems first, and generate answers the ones kept "
+                                  "(generate.source is then left out)")
     generate: dict[str, Any]  # GenerateConfig fields except teacher and output_dir
     filter: dict[str, Any] = Field(default_factory=dict, description="FilterConfig fields except the directories")
     logits: dict[str, Any] = Field(
@@ -294,10 +302,28 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _embedded_stage_configs_validate(self):
         """The stage blocks are checked now, not an hour into the run (paths are filled in by the plan)."""
+        gen = dict(self.generate)
+        if self.synthesize is not None:
+            if "source" in gen:
+                raise ValueError("generate.source: the synthesize stage writes this run's problems; drop "
+                                 "generate.source (or the synthesize block)")
+            gen["source"] = {"kind": "hf", "path": "-"}
         parts = [
-            ("generate", GenerateConfig, {**self.generate, "teacher": self.teacher.model_dump(), "output_dir": "-"}),
+            ("generate", GenerateConfig, {**gen, "teacher": self.teacher.model_dump(), "output_dir": "-"}),
             ("filter", FilterConfig, {**self.filter, "generate_dir": "-", "output_dir": "-"}),
         ]
+        if self.synthesize is not None:
+            parts.insert(0, ("synthesize", SynthesizeConfig,
+                             {"teacher": self.teacher.model_dump(), **self.synthesize, "output_dir": "-"}))
+        for i, s in enumerate(self.students):
+            if s.filter is not None:
+                if s.data != "filtered":
+                    raise ValueError(f"students[{i}].filter: only a student on data: filtered has filter settings")
+                if s.train.get("method") == "logit_kd":
+                    raise ValueError(f"students[{i}].filter: logit_kd reads the run's logits cache of the run's "
+                                     f"filter; give it the run's filter settings")
+                parts.append((f"students[{i}].filter", FilterConfig,
+                              {**self.filter, **s.filter, "generate_dir": "-", "output_dir": "-"}))
         for i, s in enumerate(self.students):  # the paths a method reads are filled in by the plan
             method = METHOD_CONFIGS.get(s.train.get("method", "sft"), TrainConfig)
             filled = {k: "-" for k in ("student", "dataset_dir", "output_dir", "logprobs", "teacher")
