@@ -84,6 +84,15 @@ def _first_requests(cfg: SynthesizeConfig, seeds: list[Problem]) -> list[Problem
     return out
 
 
+def _teacher_seconds(folder: Path, summary: dict) -> float:
+    """Teacher generation seconds of a generate run, summed over every resume of it (summary.json holds the last
+    run's only), kept in ``teacher_seconds.json`` beside it."""
+    path = folder / "teacher_seconds.json"
+    total = (json.loads(path.read_text())["seconds"] if path.exists() else 0.0) + (summary.get("generation_s") or 0.0)
+    write_atomic(path, json.dumps({"seconds": round(total, 3)}) + "\n")
+    return total
+
+
 def _write_round(cfg: SynthesizeConfig, k: int, requests: list[Problem], template: str, n: int, teacher) -> tuple:
     """One writing round as a generate run over the requests; returns (traces in request order, summary)."""
     folder = Path(cfg.output_dir) / f"round{k}"
@@ -98,6 +107,7 @@ def _write_round(cfg: SynthesizeConfig, k: int, requests: list[Problem], templat
                                                           "seed": cfg.sampling.seed + k},
         "output_dir": str(folder), "progress": cfg.progress})
     summary = generate.run(gen, teacher.get())
+    summary["teacher_s"] = _teacher_seconds(folder, summary)
     rank = {r.id: i for i, r in enumerate(requests)}
     traces = sorted(read_records(folder / "traces.jsonl", Trace, "trace"),
                     key=lambda t: (rank[t.problem_id], t.sample_index))
@@ -161,12 +171,13 @@ def _answer(cfg: SynthesizeConfig, rows: list[dict], teacher) -> dict:
     src = folder / "candidates.jsonl"
     write_atomic(src, "".join(json.dumps({"id": r["id"], "question": r["question"]}) + "\n" for r in alive))
     if not alive:
-        return {"generation_s": 0.0}
+        return {"teacher_s": 0.0}
     gen = GenerateConfig.model_validate({
         "source": {"kind": "hf", "path": str(src), "fields": {"id": "id", "answer": None}},
         "prompt": {"template": c.template}, "teacher": cfg.teacher.model_dump(),
         "sampling": {**c.sampling.model_dump(), "n": c.n}, "output_dir": str(folder), "progress": cfg.progress})
     summary = generate.run(gen, teacher.get())
+    summary["teacher_s"] = _teacher_seconds(folder, summary)
     traces = read_records(folder / "traces.jsonl", Trace, "trace")
     blank = {r["id"]: Problem(id=r["id"], question=r["question"], source="synth") for r in alive}
     found = verify_pairs([(t.completion, blank[t.problem_id]) for t in traces], progress=False)
@@ -224,7 +235,7 @@ def run(cfg: SynthesizeConfig, teacher: Teacher | None = None) -> dict:
             if not requests:
                 break
             traces, summary = _write_round(cfg, k, requests, template, n, teacher)
-            write_s += summary.get("generation_s") or 0.0
+            write_s += summary["teacher_s"]
             new = _screen(cfg, k, traces, {r.id: r for r in requests}, dedup, index, hits)
             rows += new
             rounds.append({"round": k, "template": template, "requests": len(requests), "written": len(new),
@@ -234,7 +245,7 @@ def run(cfg: SynthesizeConfig, teacher: Teacher | None = None) -> dict:
                                 metadata={"parent": r["id"]}) for j, r in enumerate(passed)]
         answer_s = 0.0
         if cfg.consistency is not None:
-            answer_s = _answer(cfg, rows, teacher).get("generation_s") or 0.0
+            answer_s = _answer(cfg, rows, teacher)["teacher_s"]
     finally:
         teacher.close()
     kept = [r for r in rows if r["drop"] is None]
@@ -260,4 +271,9 @@ def run(cfg: SynthesizeConfig, teacher: Teacher | None = None) -> dict:
         "wall_s": round(time.perf_counter() - t0, 3), "problems": str(out / "problems.jsonl"),
     }
     write_atomic(out / "synth_report.json", json.dumps(report, indent=2) + "\n")
+    if not kept:
+        lost = ", ".join(f"{f['step']} {f['dropped']}" for f in report["funnel"] if f["dropped"])
+        raise CotdistillError(f"{out / 'synth_report.json'}: no written problem survived ({len(rows)} written; "
+                              f"dropped: {lost or 'none written'}); write more (requests, sampling.n) or loosen "
+                              f"the filter that dropped most")
     return report

@@ -62,7 +62,9 @@ def arms(base: dict, out: Path, smoke: bool, band: tuple[float, float], band_tem
     loose["synthesize"]["consistency"]["enabled"] = False
     banded = {**copy.deepcopy(base), "output_dir": str(out / "synth_band"), "students": one}
     banded["synthesize"]["consistency"]["sampling"]["temperature"] = band_temperature
-    banded["synthesize"]["difficulty"] = {"min_pass": band[0], "max_pass": band[1]}
+    # the smoke run's handful of problems would not survive a real band: it checks the plumbing only
+    banded["synthesize"]["difficulty"] = {"min_pass": 0.0, "max_pass": 1.0} if smoke else {
+        "min_pass": band[0], "max_pass": band[1]}
     for cfg in (real, loose, banded):
         cfg["eval"] = {**cfg["eval"], "teacher": False}  # the teacher is scored once, in the synth run
     return {"real": real, "synth": synth, "synth_no_consistency": loose, "synth_band": banded}
@@ -142,7 +144,7 @@ def main() -> None:
                 "label_accuracy_with": reports["synth"]["label_accuracy"],
                 "label_accuracy_without": reports["synth_no_consistency"]["label_accuracy"]},
             "difficulty_band": pts(difference(acc["synth_band"], acc["synth"], paired=True)) | {
-                "band": list(band), "answer_temperature": args.band_temperature,
+                "band": configs["synth_band"]["synthesize"]["difficulty"], "answer_temperature": args.band_temperature,
                 "problems_kept": reports["synth_band"]["kept"], "problems_kept_without": reports["synth"]["kept"]},
         },
         "short_vs_all": pts(difference(acc["synth"], acc["synth_all_traces"], paired=True)) | {
