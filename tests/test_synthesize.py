@@ -25,10 +25,9 @@ def _seeds(tmp_path, n=5):
 def _cfg(tiny_model, tmp_path, **kw) -> SynthesizeConfig:
     d = {"teacher": teacher_dict(tiny_model), "output_dir": str(tmp_path / "synth"),
          "seeds": {"kind": "hf", "path": str(_seeds(tmp_path)), "fields": {"id": "id"}}, "shots": 2, "requests": 6,
-         "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 12}, "checks": {"min_chars": 1},
-         "consistency": {"template": "arithmetic_cot", "n": 2, "threshold": 0.5,
-                         "sampling": {"temperature": 1.0, "max_tokens": 12}},
-         "progress": False}
+         # the random tiny model seldom ends a turn: stop strings end most samples as a writer's would
+         "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 12, "stop": ["a", "e", "o", " "]},
+         "checks": {"min_chars": 1}, "progress": False}
     d.update(kw)
     return SynthesizeConfig.model_validate(d)
 
@@ -53,14 +52,23 @@ def test_few_shot_funnel_lineage_and_resume(tiny_model, vllm_teacher, tmp_path):
         assert c["synth_seeds"] == next(r["seeds"] for r in requests if r["id"] == c["synth_request"])
     prompt = read_jsonl(out / "round0" / "traces.jsonl")[0]["messages"][-1]["content"]
     assert prompt.startswith("Write a new problem like these:\n")
-    answered = read_jsonl(out / "answers" / "candidates.jsonl")
-    assert len(answered) == sum(c["drop"] not in ("truncated", "too_short", "duplicate_exact") for c in cands)
+    assert rep["kept"] == sum(c["drop"] is None for c in cands) > 0
     before = (out / "problems.jsonl").read_bytes()
     again = synthesize.run(cfg, teacher=vllm_teacher)  # resume: every trace is on disk, nothing is generated
     assert json.loads((out / "round0" / "summary.json").read_text())["written_this_run"] == 0
     assert (out / "problems.jsonl").read_bytes() == before and again["kept"] == rep["kept"]
     with pytest.raises(CotdistillError, match="differs in: requests"):
         synthesize.run(_cfg(tiny_model, tmp_path, requests=7), teacher=vllm_teacher)
+
+
+def test_nothing_surviving_is_an_error_naming_the_funnel(tiny_model, vllm_teacher, tmp_path):
+    from cotdistill import synthesize
+
+    cfg = _cfg(tiny_model, tmp_path, sampling={"n": 1, "temperature": 1.0, "max_tokens": 1}, requests=2,
+               checks={"min_chars": 5})  # one token: cut off, or too short had it ended
+    with pytest.raises(CotdistillError, match=r"no written problem survived \(2 written; dropped: (truncated|too_sh)"):
+        synthesize.run(cfg, teacher=vllm_teacher)
+    assert len(read_jsonl(tmp_path / "synth" / "candidates.jsonl")) == 2  # the funnel is on disk to look at
 
 
 def _trace(pid: str, i: int, text: str, finish="stop") -> Trace:
