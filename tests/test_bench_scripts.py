@@ -92,3 +92,19 @@ def test_bench_on_policy_smoke(tmp_path):
     assert set(out["methods"]) == {"sft_filtered", "on_policy", "gkd", "more_sft"}
     tok = out["teacher_tokens_per_point"]
     assert tok["on_policy"]["teacher_tokens_per_seed"] > 0 and tok["sft_generation"]["completion_tokens"] > 0
+
+
+def test_bench_synth_smoke(tmp_path):
+    """Four real runs (real problems; synthesized with all filters; without answer agreement; with a pass-rate
+    band) on the embedded problem writer at a handful of problems and 2 steps."""
+    out = _last_json(["scripts/bench_synth.py", "--smoke", "--out", str(tmp_path / "bs")])
+    assert set(out) >= {"synth_vs_real_retention", "filters", "short_vs_all", "problems_kept_per_s",
+                        "traces_kept_per_s", "heldout_overlap", "machine"}
+    assert set(out["filters"]) == {"answer_consistency", "difficulty_band"}
+    assert set(out["accuracy"]) == {"real", "synth", "synth_no_consistency", "synth_band", "synth_all_traces"}
+    assert len(out["synth_vs_real_retention"]["per_seed"]) == 1 and out["problems_kept_per_s"] > 0
+    assert out["heldout_overlap"]["kept"] == out["synthesized_problems"] > 0
+    assert out["heldout_overlap"]["exact"] == out["heldout_overlap"]["ngram"] == 0
+    short, every = out["short_vs_all"]["traces"]
+    assert 0 < out["short_vs_all"]["token_ratio"] <= 1 and short <= every
+    assert [f["step"] for f in out["funnel"]][:2] == ["truncated", "too_short"]
