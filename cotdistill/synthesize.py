@@ -208,6 +208,57 @@ def _funnel(rows: list[dict], steps: list[str]) -> list[dict]:
     return out
 
 
+def _write_time_checks(cfg: SynthesizeConfig, seeds: list[Problem]) -> tuple[TextDedup, NgramIndex | None]:
+    """The dedup memory (the seeds already in it) and the decontamination index of the eval benchmarks."""
+    dedup = TextDedup(cfg.checks.dedup_exact, cfg.checks.near_dup_threshold, cfg.checks.minhash_perm)
+    for p in seeds:
+        dedup.add(f"seed:{p.id}", p.question)
+    index = None
+    if cfg.decontam.eval_sets:
+        index = NgramIndex(cfg.decontam.ngram)
+        for src in cfg.decontam.eval_sets:
+            for p in load_problems(src):
+                index.add(src.path, p.id, p.question)
+    return dedup, index
+
+
+def _rounds(cfg: SynthesizeConfig, seeds: list[Problem], teacher: _Teacher, hits: list) -> tuple[list, list, float]:
+    """Round 0 and every evolve round (each rewrites what the round before kept): (candidates, rounds, seconds)."""
+    dedup, index = _write_time_checks(cfg, seeds)
+    rows, rounds, write_s = [], [], 0.0
+    requests = _first_requests(cfg, seeds)
+    plan = [(cfg.mode_template(), cfg.sampling.n)] + [(e.template, e.n) for e in cfg.evolve]
+    for k, (template, n) in enumerate(plan):
+        if not requests:
+            break
+        traces, summary = _write_round(cfg, k, requests, template, n, teacher)
+        write_s += summary["teacher_s"]
+        new = _screen(cfg, k, traces, {r.id: r for r in requests}, dedup, index, hits)
+        rows += new
+        passed = [x for x in new if x["drop"] is None]
+        rounds.append({"round": k, "template": template, "requests": len(requests), "written": len(new),
+                       "passed_checks": len(passed)})
+        requests = [Problem(id=f"r{k + 1}-{j:05d}", question=r["question"], source="synth:evolve",
+                            metadata={"parent": r["id"]}) for j, r in enumerate(passed)]
+    return rows, rounds, write_s
+
+
+def _report(cfg, rows, kept, rounds, hits, seconds: tuple[float, float], n_seeds: int, wall_s: float) -> dict:
+    write_s, answer_s = seconds
+    right = [r for r in kept if r.get("true_answer") is not None and r.get("answer") is not None]
+    return {
+        "mode": cfg.mode, "seeds": n_seeds, "rounds": rounds, "written": len(rows), "kept": len(kept),
+        "funnel": _funnel(rows, WRITE_STEPS + ANSWER_STEPS), "decontamination_hits": hits,
+        "writing_s": round(write_s, 3), "answering_s": round(answer_s, 3),
+        "problems_kept_per_teacher_s": round(len(kept) / (write_s + answer_s), 3) if write_s + answer_s else None,
+        # how often the voted label is the true answer (the task's checker; never used to select)
+        "label_accuracy": (round(sum(answer_key(r["answer"]) == answer_key(r["true_answer"]) for r in right)
+                                 / len(right), 4) if right else None),
+        "pass_rate_histogram": dict(sorted(Counter(str(r.get("pass_rate")) for r in kept).items())),
+        "wall_s": round(wall_s, 3), "problems": str(Path(cfg.output_dir) / "problems.jsonl"),
+    }
+
+
 def run(cfg: SynthesizeConfig, teacher: Teacher | None = None) -> dict:
     """Write, check and (with ``consistency``) answer problems; ``teacher``: reuse an already built backend (one
     vLLM engine across runs), by default one is built from ``cfg.teacher``. Returns synth_report.json's dict."""
@@ -218,58 +269,22 @@ def run(cfg: SynthesizeConfig, teacher: Teacher | None = None) -> dict:
     seeds = load_problems(cfg.seeds) if cfg.seeds is not None else []
     if cfg.mode == "few_shot" and not seeds:
         raise CotdistillError(f"seeds ({cfg.seeds.path}): no seed problems; give at least one")
-    dedup = TextDedup(cfg.checks.dedup_exact, cfg.checks.near_dup_threshold, cfg.checks.minhash_perm)
-    for p in seeds:
-        dedup.add(f"seed:{p.id}", p.question)
-    index = None
-    if cfg.decontam.eval_sets:
-        index = NgramIndex(cfg.decontam.ngram)
-        for src in cfg.decontam.eval_sets:
-            for p in load_problems(src):
-                index.add(src.path, p.id, p.question)
-    teacher, rows, hits, write_s, rounds = _Teacher(cfg, teacher), [], [], 0.0, []
+    engine, hits, answer_s = _Teacher(cfg, teacher), [], 0.0
     try:
-        requests = _first_requests(cfg, seeds)
-        plan = [(cfg.mode_template(), cfg.sampling.n)] + [(e.template, e.n) for e in cfg.evolve]
-        for k, (template, n) in enumerate(plan):
-            if not requests:
-                break
-            traces, summary = _write_round(cfg, k, requests, template, n, teacher)
-            write_s += summary["teacher_s"]
-            new = _screen(cfg, k, traces, {r.id: r for r in requests}, dedup, index, hits)
-            rows += new
-            rounds.append({"round": k, "template": template, "requests": len(requests), "written": len(new),
-                           "passed_checks": sum(r["drop"] is None for r in new)})
-            passed = [x for x in new if x["drop"] is None]
-            requests = [Problem(id=f"r{k + 1}-{j:05d}", question=r["question"], source="synth:evolve",
-                                metadata={"parent": r["id"]}) for j, r in enumerate(passed)]
-        answer_s = 0.0
+        rows, rounds, write_s = _rounds(cfg, seeds, engine, hits)
         if cfg.consistency is not None:
-            answer_s = _answer(cfg, rows, teacher)["teacher_s"]
+            answer_s = _answer(cfg, rows, engine)["teacher_s"]
     finally:
-        teacher.close()
+        engine.close()
     kept = [r for r in rows if r["drop"] is None]
-    if cfg.max_problems is not None:
-        for r in kept[cfg.max_problems:]:
-            r["drop"] = "over_max_problems"
-        kept = kept[:cfg.max_problems]
+    for r in kept[cfg.max_problems:] if cfg.max_problems is not None else []:
+        r["drop"] = "over_max_problems"
+    kept = kept[:cfg.max_problems] if cfg.max_problems is not None else kept
     write_atomic(out / "candidates.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_atomic(out / "problems.jsonl", "".join(json.dumps(
         {"id": r["id"], "question": r["question"], "answer": r.get("answer", r["written_answer"]),
          **{k: v for k, v in r.items() if k not in ("id", "question", "answer", "drop")}}) + "\n" for r in kept))
-    teacher_s = write_s + answer_s
-    right = [r for r in kept if r.get("true_answer") is not None and r.get("answer") is not None]
-    report = {
-        "mode": cfg.mode, "seeds": len(seeds), "rounds": rounds, "written": len(rows), "kept": len(kept),
-        "funnel": _funnel(rows, WRITE_STEPS + ANSWER_STEPS), "decontamination_hits": hits,
-        "writing_s": round(write_s, 3), "answering_s": round(answer_s, 3),
-        "problems_kept_per_teacher_s": round(len(kept) / teacher_s, 3) if teacher_s else None,
-        "label_accuracy": (round(sum(answer_key(r["answer"]) == answer_key(r["true_answer"]) for r in right)
-                                 / len(right), 4)
-                           if right else None),
-        "pass_rate_histogram": dict(sorted(Counter(str(r.get("pass_rate")) for r in kept).items())),
-        "wall_s": round(time.perf_counter() - t0, 3), "problems": str(out / "problems.jsonl"),
-    }
+    report = _report(cfg, rows, kept, rounds, hits, (write_s, answer_s), len(seeds), time.perf_counter() - t0)
     write_atomic(out / "synth_report.json", json.dumps(report, indent=2) + "\n")
     if not kept:
         lost = ", ".join(f"{f['step']} {f['dropped']}" for f in report["funnel"] if f["dropped"])

@@ -11,6 +11,7 @@ PKG = Path(__file__).resolve().parents[1] / "cotdistill"
 # module -> the stage it belongs to; modules of one stage may import each other
 STAGES = {
     "cotdistill.generate": "generate", "cotdistill.distributed": "generate", "cotdistill.shards": "generate",
+    "cotdistill.synthesize": "generate",  # problem synthesis is generation: each writing round is a generate run
     "cotdistill.filter": "filter", "cotdistill.filter_outputs": "filter",
     "cotdistill.logits": "logits",
     "cotdistill.train": "train",
