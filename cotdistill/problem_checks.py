@@ -18,12 +18,16 @@ from cotdistill.verify import answer_key, extract_answer
 
 _LABEL = re.compile(r"^\s*(?:[*_#]+\s*)?(?:new\s+|synthesi[sz]ed\s+)?(?:problem|question)\s*(?:\d+\s*)?[:：]\s*"
                     r"(?:[*_]+\s*)?", re.I)
+# chat models announce what they write: "Here's a new problem with different numbers:", "The new problem is:"
+_PREAMBLE = re.compile(r"^\s*(?:here(?:'s| is)|the|sure[,!]?\s+here(?:'s| is))\s+(?:a\s+|the\s+|one\s+)?(?:new\s+)?"
+                       r"(?:problem|question)\b[^:\n]{0,60}:\s*", re.I)
 _ANSWER_LINE = re.compile(r"^\s*(?:[*_#]+\s*)?(?:final\s+)?(?:answer|solution)\s*(?:[*_]+\s*)?[:：]", re.I | re.M)
 
 
 def parse_written(text: str) -> tuple[str, str | None]:
-    """(question, written answer or None) from a writer's output: a leading "Problem:"/"Question:" label is
-    dropped; an "Answer:" (or "Solution:") section ends the question and gives the answer."""
+    """(question, written answer or None) from a writer's output: a leading "Problem:"/"Question:" label and a
+    chat model's preamble ("Here's a new problem with different numbers:") are dropped; an "Answer:" (or
+    "Solution:") section ends the question and gives the answer."""
     text = text.strip()
     answer = None
     m = _ANSWER_LINE.search(text)
@@ -34,7 +38,7 @@ def parse_written(text: str) -> tuple[str, str | None]:
     elif "\\boxed" in text:  # a writer that put the answer in a box after the question
         answer = extract_answer(text)
         text = text[:text.rfind("\\boxed")].rstrip(" $\\(").strip()
-    return _LABEL.sub("", text, count=1).strip(), answer
+    return _LABEL.sub("", _PREAMBLE.sub("", text, count=1), count=1).strip(), answer
 
 
 def malformed(question: str, finish_reason: str, checks: ProblemChecks) -> str | None:

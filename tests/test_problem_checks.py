@@ -22,6 +22,12 @@ from cotdistill.tasks import chain_answer
      "What is the sum of the first 10 positive integers?", "55"),
     ("  Sarah reads 20 pages a day.\nHow many pages in a week?  ",
      "Sarah reads 20 pages a day.\nHow many pages in a week?", None),
+    # SmolLM2-135M-Instruct's few-shot outputs (tests/test_smollm2.py, 2026-12-03)
+    ("Here's a new problem with different numbers: \nThere are 12 friends who have 10 fish each. How many fish?",
+     "There are 12 friends who have 10 fish each. How many fish?", None),
+    ("The new problem is: How many students have to choose at least 3 books?",
+     "How many students have to choose at least 3 books?", None),
+    ("Sure! Here is a new problem for you:\n**Problem:** What is 7 * 8?", "What is 7 * 8?", None),
     ("Problem: Solve for x: 2x + 3 = 11.\nSolution: 2x = 8, so x = 4.", "Solve for x: 2x + 3 = 11.",
      "2x = 8, so x = 4."),
 ])

@@ -98,12 +98,13 @@ def test_smollm2_writes_problems_from_its_chat_template_and_from_seeds(smollm2, 
     seeds.write_text("".join(json.dumps({"id": f"s{i}", "question": q, "answer": a}) + "\n"
                              for i, (q, a) in enumerate(rows)))
     few = subprocess.run([*cli, f"output_dir={tmp_path / 'few'}", f"seeds={{kind: hf, path: {seeds}}}", "requests=4",
-                          "shots=2", "decontam={}", "consistency=null", *common],
+                          "shots=2", "decontam={}", "consistency=null", "prompt={template: write_problem_chat}",
+                          *common, "sampling={n: 2, temperature: 0.8, max_tokens: 160}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert few.returncode == 0, few.stderr[-3000:]
     cands = read_jsonl(tmp_path / "few" / "candidates.jsonl")
     print("few-shot:", [(c["question"][:80], c["drop"]) for c in cands])
-    assert len(cands) == 4 and all(len(c["synth_seeds"].split(",")) == 2 for c in cands)
-    assert sum(c["drop"] is None for c in cands) >= 2
+    assert len(cands) == 8 and all(len(c["synth_seeds"].split(",")) == 2 for c in cands)
+    assert sum(c["drop"] is None for c in cands) >= 2  # a 135M model often runs on into a solution (truncated)
     kept = read_jsonl(tmp_path / "few" / "problems.jsonl")
     assert all(k["question"] not in {json.loads(s)["question"] for s in seeds.read_text().splitlines()} for k in kept)
