@@ -106,7 +106,8 @@ def _per_problem(traces: list[dict], verdicts: dict) -> list[dict]:
         rows.append({"correct": [v.correct for v in vs],
                      "answers": [answer_key(v.extracted) if v.extracted else None for v in vs],
                      "tokens": [t["completion_tokens"] for t in ts],
-                     "truncated": [t["finish_reason"] != "stop" for t in ts]})
+                     "truncated": [t["finish_reason"] != "stop" for t in ts],
+                     "texts": [t["completion"] for t in ts]})
     return rows
 
 

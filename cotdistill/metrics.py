@@ -57,9 +57,42 @@ def bootstrap_ci(
     return (lo, hi)
 
 
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i: i + n]) for i in range(len(words) - n + 1)]
+
+
+def diversity(texts: list[list[str]], answers: list[list[str | None]]) -> dict | None:
+    """How varied a model's samples of the same problem are, so collapse shows beside accuracy; None with one
+    sample per problem. Per problem, averaged over problems:
+
+        distinct_n          unique word n-grams / all word n-grams over the problem's samples (n = 1, 2)
+        pairwise_similarity mean Jaccard of the word 3-gram sets of every pair of samples (1: identical)
+        all_agree_share     share of problems whose samples all give the same final answer (none missing)
+    """
+    rows = [(t, a) for t, a in zip(texts, answers) if len(t) > 1]
+    if not rows:
+        return None
+    out = {}
+    for n in (1, 2):
+        vals = []
+        for t, _ in rows:
+            grams = [g for x in t for g in _ngrams(x.split(), n)]
+            if grams:
+                vals.append(len(set(grams)) / len(grams))
+        out[f"distinct_{n}"] = round(fmean(vals), 4) if vals else None
+    sims = []
+    for t, _ in rows:
+        sets = [set(_ngrams(x.split(), 3)) or {tuple(x.split())} for x in t]
+        pairs = [(i, j) for i in range(len(sets)) for j in range(i + 1, len(sets))]
+        sims.append(fmean(len(sets[i] & sets[j]) / max(1, len(sets[i] | sets[j])) for i, j in pairs))
+    out["pairwise_similarity"] = round(fmean(sims), 4)
+    out["all_agree_share"] = round(fmean(float(None not in a and len(set(a)) == 1) for _, a in rows), 4)
+    return out
+
+
 def summarize(per_problem: list[dict], ks: list[int], ci: str = "bootstrap", seed: int = 0) -> dict:
     """per_problem: [{"correct": [bool|None]*n, "answers": [key|None]*n, "tokens": [int]*n,
-    "truncated": [bool]*n}]. Returns every metric with a 95% interval."""
+    "truncated": [bool]*n, "texts": [str]*n (optional: diversity)}]. Returns every metric with a 95% interval."""
     n = min(len(p["correct"]) for p in per_problem)
     out: dict = {"problems": len(per_problem), "samples_per_problem": n}
 
@@ -80,4 +113,6 @@ def summarize(per_problem: list[dict], ks: list[int], ci: str = "bootstrap", see
     out["mean_completion_tokens"] = round(fmean(s[0] for s in samples), 2)
     out["truncation_rate"] = round(fmean(float(s[1]) for s in samples), 6)
     out["cannot_tell_rate"] = round(fmean(float(s[2] is None) for s in samples), 6)
+    if all("texts" in p for p in per_problem):
+        out["diversity"] = diversity([p["texts"][:n] for p in per_problem], [p["answers"][:n] for p in per_problem])
     return out

@@ -86,13 +86,16 @@ def _accuracy_table(results: EvalResults) -> list[str]:
         cells = [f"{e.value:.3f} [{e.ci95[0]:.3f}, {e.ci95[1]:.3f}]" for e in (info.scores[b].pass1 for b in benches)]
         ret = ", ".join(f"{b}: {v:.2f}" if v is not None else f"{b}: n/a" for b, v in (info.retention or {}).items())
         md.append(f"| {name} | {info.role} | " + " | ".join(cells) + f" | {ret or 'no teacher'} |")
-    md += ["", "| model | benchmark | other metrics | mean tokens | truncated | cannot tell |",
-           "|---|---|---|---|---|---|"]
+    md += ["", "| model | benchmark | other metrics | mean tokens | truncated | cannot tell | distinct-2 | "
+           "pairwise similarity | all samples agree |", "|---|---|---|---|---|---|---|---|---|"]
     for name, info in results.models.items():
         for b, s in info.scores.items():
             extra = ", ".join(f"{k} {e.value:.3f}" for k, e in s.estimates().items() if k != "pass@1")
+            d = s.diversity or {}
+            div = " | ".join("-" if d.get(k) is None else f"{d[k]:.3f}"
+                             for k in ("distinct_2", "pairwise_similarity", "all_agree_share"))
             md.append(f"| {name} | {b} | {extra or '-'} | {s.mean_completion_tokens:.1f} | "
-                      f"{s.truncation_rate:.1%} | {s.cannot_tell_rate:.1%} |")
+                      f"{s.truncation_rate:.1%} | {s.cannot_tell_rate:.1%} | {div} |")
     return md
 
 

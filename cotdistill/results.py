@@ -39,6 +39,7 @@ class BenchmarkScores(_Open):
     cannot_tell_rate: float | None = None
     verifier_errors: int | None = None
     generation: dict | None = None
+    diversity: dict | None = None  # metrics.diversity: distinct-n, pairwise similarity, all-agree share
 
     def estimates(self) -> dict[str, Estimate]:
         """Every ``metric@k`` estimate, pass@1 first."""

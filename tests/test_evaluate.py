@@ -45,6 +45,8 @@ def test_eval_end_to_end_through_vllm(tiny_model, vllm_teacher, tmp_path):
     for key in ("pass@1", "pass@2", "pass@4", "maj@2", "maj@4"):
         assert 0 <= s[key]["ci95"][0] <= s[key]["value"] <= s[key]["ci95"][1] <= 1
     assert 0 <= s["truncation_rate"] <= 1 and s["mean_completion_tokens"] > 0
+    assert set(s["diversity"]) == {"distinct_1", "distinct_2", "pairwise_similarity", "all_agree_share"}
+    assert 0 <= s["diversity"]["pairwise_similarity"] <= 1
     assert (
         res["models"]["teacher"]["identity"]["kind"] == "local"
         and len(res["models"]["teacher"]["identity"]["fingerprint"]) == 16

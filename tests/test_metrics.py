@@ -68,3 +68,29 @@ def test_summarize():
     assert lo <= s["pass@1"]["value"] <= hi
     greedy = summarize([{"correct": [True], "answers": ["1"], "tokens": [3], "truncated": [False]}] * 3, ks=[1])
     assert greedy["pass@1"]["ci95"] == [round(x, 6) for x in wilson(1.0, 3)]
+
+
+def test_diversity_by_hand():
+    from cotdistill.metrics import diversity
+
+    same = ["a b c d", "a b c d"]
+    other = ["a b c d", "e f g h"]
+    d = diversity([same, other], [["1", "1"], ["1", "2"]])
+    # distinct-1: same 4/8, other 8/8 -> 0.75; distinct-2: same 3/6, other 6/6 -> 0.75
+    assert d["distinct_1"] == 0.75 and d["distinct_2"] == 0.75
+    # 3-gram sets: same {abc, bcd} twice -> 1.0; other disjoint -> 0.0
+    assert d["pairwise_similarity"] == 0.5
+    assert d["all_agree_share"] == 0.5  # only the first problem's answers agree
+    three = diversity([["x y z w", "x y z q", "x y z w"]], [["5", None, "5"]])
+    # pairs: (0,1) {xyz,yzw} vs {xyz,yzq} = 1/3, (0,2) 1, (1,2) 1/3 -> 5/9
+    assert three["pairwise_similarity"] == round(5 / 9, 4) and three["all_agree_share"] == 0.0  # a missing answer
+    assert diversity([["only one"]], [["1"]]) is None
+
+
+def test_summarize_reports_diversity_when_texts_given():
+    from cotdistill.metrics import summarize
+
+    rows = [{"correct": [True, True], "answers": ["num:1", "num:1"], "tokens": [3, 3], "truncated": [False, False],
+             "texts": ["1 + 0 = 1", "1 + 0 = 1"]}]
+    assert summarize(rows, [1])["diversity"]["all_agree_share"] == 1.0
+    assert "diversity" not in summarize([{k: v for k, v in rows[0].items() if k != "texts"}], [1])
