@@ -54,6 +54,9 @@ KD_VARIANTS = {
     "reverse_T2": {"kd": {"divergence": "reverse", "temperature": 2.0}},
     "jsd_importance": {"kd": {"divergence": "jsd", "importance": "teacher_entropy", "alpha": 0.7}},
     "student_loss_ensemble": {"kd": {"importance": "student_loss"}, "teachers": "two"},
+    "selective_smoothed_penalised": {"kd": {"selection": "gold_likelihood", "selection_tau": 0.5,
+                                            "label_smoothing": 0.1, "confidence_penalty": 0.05, "temperature": 2.0},
+                                     "teachers": "two"},
 }
 
 
@@ -74,6 +77,26 @@ def test_live_kd_chunked_loss_equals_full_logits(tiny_student, tiny_model, tmp_p
         batch = next(iter(trainer.get_train_dataloader()))
         losses.append(float(trainer.compute_loss(trainer.model, batch, num_items_in_batch=None)))
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_selection_smoothing_and_penalty_change_the_loss(tiny_student, tiny_model, tmp_path):
+    """Each new term moves the loss away from plain two-teacher KD, and selection logs per-example weights that
+    leave the fixed 2:1 prior."""
+    from test_train import cfg
+
+    from cotdistill.train import kd
+
+    teachers = [{"model": str(tiny_model), "weight": 2.0}, {"model": str(tiny_student), "weight": 1.0}]
+    losses, logged = {}, {}
+    for name, extra in {"plain": {}, "selective": {"selection": "gold_likelihood", "selection_tau": 0.1},
+                        "smoothed": {"label_smoothing": 0.3}, "penalised": {"confidence_penalty": 0.5}}.items():
+        trainer, _, _ = kd.build(cfg(tiny_student, tmp_path / name, method="kd", teachers=teachers, kd=extra))
+        batch = next(iter(trainer.get_train_dataloader()))
+        losses[name] = float(trainer.compute_loss(trainer.model, batch))
+        logged[name] = dict(trainer._logged)
+    assert all(abs(losses[n] - losses["plain"]) > 1e-4 for n in ("selective", "smoothed", "penalised")), losses
+    assert logged["selective"]["teacher_weight_max"][0] != pytest.approx(2 / 3, abs=1e-3)
+    assert logged["penalised"]["student_entropy"][0] > 0
 
 
 def test_logit_kd_trainer_chunked_equals_full_logits(tiny_student, tiny_model, tmp_path):

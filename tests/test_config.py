@@ -91,3 +91,22 @@ def test_each_method_has_its_own_config_class_and_refuses_the_fields_of_others()
     assert {"teacher", "teachers", "features", "logprobs", "gkd", "kd", "cosine"} <= set(sft)
     assert sft["kd"] == METHOD_DEFAULTS["kd"] and sft["teacher"] is None
     assert kd.fingerprint_dump()["cosine"] == 0.5 and kd.fingerprint_dump()["gkd"] == METHOD_DEFAULTS["gkd"]
+
+
+def test_kd_remedies_and_selection_are_checked():
+    from pydantic import ValidationError
+
+    from cotdistill.config.train import METHOD_CONFIGS
+
+    base = dict(student="s", dataset_dir="d", output_dir="o")
+    with pytest.raises(ValidationError, match="kd.label_smoothing: only method 'kd'"):
+        METHOD_CONFIGS["logit_kd"].model_validate({**base, "method": "logit_kd", "logprobs": "x",
+                                                   "kd": {"label_smoothing": 0.1}})
+    with pytest.raises(ValidationError, match="weighs several teachers per example"):
+        METHOD_CONFIGS["kd"].model_validate({**base, "method": "kd", "teacher": "t",
+                                             "kd": {"selection": "gold_likelihood"}})
+    with pytest.raises(ValidationError, match="less than 1"):
+        METHOD_CONFIGS["kd"].model_validate({**base, "method": "kd", "teacher": "t", "kd": {"label_smoothing": 1.0}})
+    ok = METHOD_CONFIGS["kd"].model_validate({**base, "method": "kd", "teachers": [{"model": "a"}, {"model": "b"}],
+                                              "kd": {"selection": "gold_likelihood", "confidence_penalty": 0.1}})
+    assert ok.kd.selection_tau == 1.0

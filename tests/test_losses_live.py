@@ -147,3 +147,47 @@ def test_layer_map_past_the_teacher_is_refused():
 def test_divergence_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown kind"):
         divergence(torch.zeros(1, 3), torch.zeros(1, 3), "bogus")
+
+
+def test_smooth_targets_by_hand():
+    from cotdistill.train.losses import smooth_targets
+
+    q = torch.tensor([0.7, 0.2, 0.1])
+    got = smooth_targets(q.log(), 0.3).exp()
+    assert torch.allclose(got, torch.tensor([0.59, 0.24, 0.17]), atol=1e-6)  # 0.7 q + 0.3 / 3
+    assert smooth_targets(q.log(), 0.0) is not None and torch.allclose(smooth_targets(q.log(), 0.0), q.log())
+
+
+def test_selective_weights_by_hand():
+    import math
+
+    from cotdistill.train.losses import selective_weights
+
+    s = torch.tensor([[-1.0, -2.0], [-3.0, -2.0]])  # [K=2 teachers, B=2 examples]
+    w = selective_weights(s, [1.0, 1.0], tau=1.0)
+    e = 1 / (1 + math.exp(-2))
+    assert torch.allclose(w[:, 0], torch.tensor([e, 1 - e])) and torch.allclose(w[:, 1], torch.tensor([0.5, 0.5]))
+    assert torch.allclose(selective_weights(s, [3.0, 1.0], tau=1e6)[:, 0], torch.tensor([0.75, 0.25]), atol=1e-5)
+    assert torch.allclose(selective_weights(s, [1.0, 1.0], tau=1e-3)[:, 0], torch.tensor([1.0, 0.0]))
+
+
+def test_ensemble_with_per_example_weights_picks_each_examples_teacher():
+    from cotdistill.train.losses import ensemble_log_probs
+
+    z1, z2 = torch.randn(2, 3, 5), torch.randn(2, 3, 5)  # [B, L, V] each
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).unsqueeze(-1)  # example 0 -> teacher 1, example 1 -> teacher 2
+    got = ensemble_log_probs([z1, z2], w, 2.0)
+    assert torch.allclose(got[0], torch.log_softmax(z1[0] / 2, -1), atol=1e-5)
+    assert torch.allclose(got[1], torch.log_softmax(z2[1] / 2, -1), atol=1e-5)
+    mix = ensemble_log_probs([z1, z2], [3.0, 1.0], 1.0)  # a list: the same weights everywhere, as before
+    want = (0.75 * torch.softmax(z1, -1) + 0.25 * torch.softmax(z2, -1)).log()
+    assert torch.allclose(mix, want, atol=1e-5)
+
+
+def test_student_entropy_by_hand():
+    import math
+
+    from cotdistill.train.losses import student_entropy
+
+    assert student_entropy(torch.full((4,), -math.log(4))).item() == pytest.approx(math.log(4))
+    assert student_entropy(torch.tensor([0.0, float("-inf")])).item() == 0.0

@@ -14,7 +14,10 @@ def test_shipped_templates_render(name):
     t = load_template(name)
     task_fields = {"choices": ["3", "4"], "tests": [{"assert": "1"}]}  # multiple-choice and code templates
     msgs = t.render(P.model_copy(update={"metadata": {**P.metadata, **task_fields}}))
-    assert msgs[-1].role == "user" and "What is 2+2?" in msgs[-1].content
+    if name == "magpie":  # an open user turn: the model writes the user's message (cotdistill/chat.py)
+        assert msgs[-1].role == "user" and msgs[-1].content == ""
+    else:
+        assert msgs[-1].role == "user" and "What is 2+2?" in msgs[-1].content
     assert len(t.hash) == 16
 
 

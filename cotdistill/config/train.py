@@ -56,6 +56,15 @@ class KDOptions(StrictModel):
         default="none",
         description="kd: per-example weights (mean 1 per batch) from the student's CE or the teacher's entropy",
     )
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=1, description="kd: smooth the teacher's soft targets, q' = (1 - eps) q + eps / V "
+                                             "(an over-confident teacher)")
+    confidence_penalty: float = Field(
+        default=0.0, ge=0, description="kd: subtract this times the student's mean entropy (Pereyra et al.)")
+    selection: Literal["fixed", "gold_likelihood"] = Field(
+        default="fixed", description="kd, several teachers: fixed weights, or per-example weights "
+        "softmax(log w_i + score_i(x) / selection_tau), score = teacher i's mean log-likelihood of the gold trace")
+    selection_tau: float = Field(default=1.0, gt=0, description="kd, selection gold_likelihood: its temperature")
 
 
 LayerMap = Literal["uniform", "bottom_up", "top_down"] | list[tuple[int, int]]
@@ -261,7 +270,10 @@ class TrainLogitKD(TrainConfig):
     @model_validator(mode="after")
     def _live_options_only_with_kd(self):
         live = (["kd.schedule"] * (self.kd.schedule is not None) + ["kd.importance"] * (self.kd.importance != "none")
-                + ["kd.divergence"] * (self.kd.divergence != "forward"))
+                + ["kd.divergence"] * (self.kd.divergence != "forward")
+                + ["kd.label_smoothing"] * (self.kd.label_smoothing != 0)
+                + ["kd.confidence_penalty"] * (self.kd.confidence_penalty != 0)
+                + ["kd.selection"] * (self.kd.selection != "fixed"))
         if live:
             raise ValueError(f"{', '.join(live)}: only method 'kd' (live teacher) uses these; set method=kd")
         return self
@@ -289,6 +301,9 @@ class TrainKD(TrainConfig):
     def _needs_a_teacher(self):
         if not (self.teacher or self.teachers):
             raise ValueError("method 'kd' needs a live teacher (set teacher, or teachers for an ensemble)")
+        if self.kd.selection != "fixed" and len(self.teachers or []) < 2:
+            raise ValueError("kd.selection gold_likelihood weighs several teachers per example: give teachers "
+                             "(two or more)")
         return self
 
     @model_validator(mode="after")

@@ -78,12 +78,15 @@ class LiveKDTrainer(Trainer):
         n = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else trained.sum(),
                             dtype=torch.float32, device=labels.device).clamp(min=1)
         temp = self.temperature()
-        ce_sum, kd_sum = (self._chunked_terms if self.chunk else self._full_terms)(model, out, t_outs, labels,
-                                                                                  trained, temp)
+        ce_sum, kd_sum, ent_sum = (self._chunked_terms if self.chunk else self._full_terms)(
+            model, out, t_outs, labels, trained, temp)
         terms = {"ce": ce_sum / n}
         if kd_sum is not None:
             terms["kd"] = temp * temp * kd_sum / n
         loss = (1 - c.kd.alpha) * terms["ce"] + c.kd.alpha * terms.get("kd", 0)
+        if c.kd.confidence_penalty:  # the student's mean entropy per trained token, rewarded
+            terms["student_entropy"] = ent_sum / n
+            loss = loss - c.kd.confidence_penalty * terms["student_entropy"]
         share = trained.sum() / n  # per-token means weigh this micro-batch like the summed terms do
         tok_mask = inputs["labels"] != -100  # the trained tokens' own positions
         hs, ht = (out.hidden_states, t_outs[0].hidden_states) if want_h else (None, None)
@@ -111,8 +114,20 @@ class LiveKDTrainer(Trainer):
         loss = global_token_loss(self, loss, num_items_in_batch)
         return (loss, out) if return_outputs else loss
 
+    def _teacher_weights(self, gold_lp: list[torch.Tensor], example: torch.Tensor, n_examples: int):
+        """Fixed weights, or with ``kd.selection: gold_likelihood`` per-example weights from each teacher's mean
+        log-likelihood of the gold tokens (gold_lp: [N] per teacher over the trained tokens; example: [N] the
+        example of each token): [K, B]."""
+        counts = torch.zeros(n_examples, device=example.device).index_add_(0, example, torch.ones_like(gold_lp[0]))
+        scores = torch.stack([torch.zeros(n_examples, device=example.device).index_add_(0, example, g.float())
+                              for g in gold_lp]) / counts.clamp(min=1)
+        w = L.selective_weights(scores, self.teacher_weights, self.cfg.kd.selection_tau)
+        self._logged.setdefault("teacher_weight_max", []).append(float(w.max(0).values.mean()))
+        return w
+
     def _full_terms(self, model, out, t_outs, labels, trained, temp):
-        """(weighted CE sum, weighted divergence sum or None) from the full [B, L, V] logits."""
+        """(weighted CE sum, weighted divergence sum or None, student entropy sum or None) from the full [B, L, V]
+        logits."""
         c = self.cfg
         v = min(out.logits.size(-1), *(o.logits.size(-1) for o in t_outs))  # padding rows past the tokenizer
         logits = out.logits[:, :-1, :v].float()
@@ -121,11 +136,20 @@ class LiveKDTrainer(Trainer):
         if c.kd.importance != "none":
             weights = L.importance_weights(self._per_example(ce_tok, t_outs, trained, v), c.kd.importance)
         ce_sum = (ce_tok * (weights.unsqueeze(1) if weights is not None else 1)).sum()
+        ent = L.student_entropy(torch.log_softmax(logits, -1))[trained].sum() if c.kd.confidence_penalty else None
         if c.kd.alpha == 0:
-            return ce_sum, None
-        log_q = L.ensemble_log_probs([o.logits[:, :-1, :v] for o in t_outs], self.teacher_weights, temp)
+            return ce_sum, None, ent
+        t_logits = [o.logits[:, :-1, :v] for o in t_outs]
+        tw = self.teacher_weights
+        if c.kd.selection == "gold_likelihood":
+            with torch.no_grad():
+                example = torch.arange(trained.size(0), device=trained.device).unsqueeze(1).expand_as(trained)[trained]
+                gold = [torch.log_softmax(z.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                        [trained] for z in t_logits]
+                tw = self._teacher_weights(gold, example, trained.size(0)).unsqueeze(-1)  # [K, B, 1]
+        log_q = L.smooth_targets(L.ensemble_log_probs(t_logits, tw, temp), c.kd.label_smoothing)
         kd = L.soft_target_loss(logits, log_q, trained, temp, c.kd.divergence, c.kd.beta, weights, 1) / (temp * temp)
-        return ce_sum, kd
+        return ce_sum, kd, ent
 
     def _chunked_terms(self, model, out, t_outs, labels, trained, temp):
         """The same sums, ``self.chunk`` trained tokens at a time (L.token_chunks): memory O(chunk x V)."""
@@ -135,23 +159,34 @@ class LiveKDTrainer(Trainer):
         v = min(self.vocab_rows)
         h_s = out.hidden_states[-1][:, :-1][trained]
         h_ts = [o.hidden_states[-1][:, :-1][trained] for o in t_outs]
+        lab = labels[trained]
+        example = torch.arange(trained.size(0), device=trained.device).unsqueeze(1).expand_as(trained)[trained]
+        w_tok = torch.as_tensor(self.teacher_weights, dtype=torch.float32, device=h_s.device).expand(h_s.size(0), -1)
+        if c.kd.selection == "gold_likelihood" and c.kd.alpha > 0:
+            def gold(lab_c, *hts):
+                with torch.no_grad():
+                    return tuple(torch.log_softmax(head(ht)[:, :v].float(), -1).gather(-1, lab_c.unsqueeze(-1))
+                                 .squeeze(-1) for head, ht in zip(t_heads, hts))
+            w_tok = self._teacher_weights(list(L.token_chunks(gold, [lab, *h_ts], self.chunk)), example,
+                                          trained.size(0))[:, example].T  # [N, K]
 
-        def per_token(h, lab, *hts):
+        def per_token(h, lab_c, w_c, *hts):
             with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16)):
                 z_s = s_head(h)[:, :v]
                 with torch.no_grad():
                     z_ts = [head(ht)[:, :v] for head, ht in zip(t_heads, hts)]
-            return L.soft_target_per_token(z_s, z_ts, lab, self.teacher_weights, temp, c.kd.divergence, c.kd.beta)
+            return L.soft_target_per_token(z_s, z_ts, lab_c, w_c.T, temp, c.kd.divergence, c.kd.beta,
+                                           c.kd.label_smoothing)
 
-        ce_tok, d_tok, ent_tok = L.token_chunks(per_token, [h_s, labels[trained], *h_ts], self.chunk)
-        w_tok = 1
+        ce_tok, d_tok, ent_tok, h_tok = L.token_chunks(per_token, [h_s, lab, w_tok, *h_ts], self.chunk)
+        w_ex = 1
         if c.kd.importance != "none":
-            example = torch.arange(trained.size(0), device=trained.device).unsqueeze(1).expand_as(trained)[trained]
             stat = ce_tok.detach() if c.kd.importance == "student_loss" else ent_tok
             per_ex = torch.zeros(trained.size(0), device=stat.device).index_add_(0, example, stat.float())
             weights = L.importance_weights(per_ex / trained.sum(1).clamp(min=1), c.kd.importance)
-            w_tok = weights[example]
-        return (ce_tok * w_tok).sum(), (d_tok * w_tok).sum() if c.kd.alpha > 0 else None
+            w_ex = weights[example]
+        return ((ce_tok * w_ex).sum(), (d_tok * w_ex).sum() if c.kd.alpha > 0 else None,
+                h_tok.sum() if c.kd.confidence_penalty else None)
 
     def _per_example(self, ce_tok, t_outs, trained, v):
         counts = trained.sum(1).clamp(min=1)

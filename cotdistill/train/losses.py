@@ -130,29 +130,58 @@ def kd_loss_chunked(hidden, head, labels, top_ids, top_lp, alpha: float, tempera
 
 
 def soft_target_per_token(z_s: torch.Tensor, z_teachers: list[torch.Tensor], labels: torch.Tensor,
-                          teacher_weights: list[float], temperature: float, kind: str, beta: float):
+                          teacher_weights, temperature: float, kind: str, beta: float, smoothing: float = 0.0):
     """Per-token terms of the live-teacher KD loss for one set of positions ([N, V] logits each):
-    (CE of the label, D(q_T, p_T) as in ``soft_target_loss`` before T^2 and weights, the teachers' mixture
-    entropy at T = 1). Chunked by ``token_chunks`` in train/kd.py; each is [N]."""
+    (CE of the label, D(q'_T, p_T) as in ``soft_target_loss`` before T^2 and weights, with q' the smoothed
+    targets, the teachers' mixture entropy at T = 1, the student's entropy H(p) at T = 1). ``teacher_weights``:
+    [K] or [K, N] (per token). Chunked by ``token_chunks`` in train/kd.py; each is [N]."""
     z_s = z_s.float()
     ce = F.cross_entropy(z_s, labels, reduction="none")
-    log_q = ensemble_log_probs(z_teachers, teacher_weights, temperature)
+    log_q = smooth_targets(ensemble_log_probs(z_teachers, teacher_weights, temperature), smoothing)
     d = divergence(log_q, torch.log_softmax(z_s / temperature, -1), kind, beta)
     with torch.no_grad():
         lq1 = ensemble_log_probs(z_teachers, teacher_weights, 1.0) if temperature != 1.0 else log_q.detach()
         ent = -(lq1.exp() * lq1).sum(-1)
-    return ce, d, ent
+    return ce, d, ent, student_entropy(torch.log_softmax(z_s, -1))
 
 
 # ---------------------------------------------------------------- live-teacher terms (train/kd.py)
-def ensemble_log_probs(teacher_logits: list[torch.Tensor], weights: list[float], temperature: float) -> torch.Tensor:
+def ensemble_log_probs(teacher_logits: list[torch.Tensor], weights, temperature: float) -> torch.Tensor:
     """The teachers' soft targets at temperature T, log q_T = log sum_i w_i softmax(z_i / T) with the
     weights normalised to sum 1 (one teacher: log_softmax(z / T)). Averaging probabilities, not
-    logits, keeps every teacher's distribution a proper mixture component."""
-    w = torch.tensor(weights, dtype=torch.float32, device=teacher_logits[0].device)
-    w = w / w.sum()
+    logits, keeps every teacher's distribution a proper mixture component. ``weights``: one per teacher
+    (a list, [K]) or per teacher and example/token (a tensor [K, *lead], normalised over K, e.g.
+    ``selective_weights``), broadcast over the logits' remaining dims."""
     lps = torch.stack([torch.log_softmax(z.float() / temperature, -1) for z in teacher_logits])
-    return torch.logsumexp(lps + w.log().view(-1, *([1] * (lps.dim() - 1))), 0)
+    w = torch.as_tensor(weights, dtype=torch.float32, device=teacher_logits[0].device)
+    w = w / w.sum(0, keepdim=True)
+    w = w.view(*w.shape, *([1] * (lps.dim() - w.dim())))
+    return torch.logsumexp(lps + w.clamp(min=1e-30).log(), 0)
+
+
+def selective_weights(scores: torch.Tensor, prior, tau: float = 1.0) -> torch.Tensor:
+    """Per-input teacher weights (selective multi-teacher transfer): w_i(x) = softmax_i(log p_i + s_i(x) / tau),
+    with s_i(x) a score of teacher i on input x ([K, *lead], e.g. its mean log-likelihood of the gold trace) and
+    p the fixed prior weights ([K]); tau -> infinity gives back the prior, tau -> 0 the best-scoring teacher."""
+    prior = torch.as_tensor(prior, dtype=torch.float32, device=scores.device)
+    prior = (prior / prior.sum()).view(-1, *([1] * (scores.dim() - 1)))
+    return torch.softmax(prior.log() + scores.float() / tau, 0)
+
+
+def smooth_targets(log_q: torch.Tensor, eps: float) -> torch.Tensor:
+    """Label smoothing of the teacher's soft targets, a remedy for an over-confident teacher:
+    log q' = log((1 - eps) q + eps / V), V = the last dim."""
+    if eps == 0:
+        return log_q
+    import math
+
+    return torch.logaddexp(log_q + math.log1p(-eps), torch.full_like(log_q, math.log(eps / log_q.size(-1))))
+
+
+def student_entropy(log_p: torch.Tensor) -> torch.Tensor:
+    """H(p) per position over the last dim: the confidence penalty (Pereyra et al. 2017) subtracts beta * H from
+    the loss, so the student is not pushed to be more certain than its targets."""
+    return -(log_p.exp() * log_p).masked_fill(log_p == float("-inf"), 0).sum(-1)
 
 
 def divergence(log_q: torch.Tensor, log_p: torch.Tensor, kind: str = "forward", beta: float = 0.5) -> torch.Tensor:
