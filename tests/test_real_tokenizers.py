@@ -99,7 +99,7 @@ def _changed_share(before, after):
     return moved / total
 
 
-@pytest.mark.parametrize("method", ["sft", "logit_kd", "kd"])
+@pytest.mark.parametrize("method", ["sft", "logit_kd", "kd", "kd_selective"])
 def test_real_vocabulary_trains_in_bf16(real, tmp_path, method):
     name, dirs = real
     kw = {}
@@ -107,6 +107,12 @@ def test_real_vocabulary_trains_in_bf16(real, tmp_path, method):
         kw["chat_template"] = R1_KEEPING_REASONING  # R1's own template drops the reasoning: see the last test
     if method == "kd":
         kw.update(teacher=str(dirs["teacher"]), features={"weight": 0.5})
+    if method == "kd_selective":  # two teachers weighed per example, smoothed targets, a confidence penalty
+        if name != "r1_distill_qwen":
+            pytest.skip("the per-example teacher weights are checked at one real vocabulary (152k, untied head)")
+        kw.update(teachers=[{"model": str(dirs["teacher"])}, {"model": str(dirs["student"])}],
+                  kd={"selection": "gold_likelihood", "label_smoothing": 0.1, "confidence_penalty": 0.05})
+        method = "kd"
     if method == "logit_kd":
         # a teacher on the same (overridden) template as the student, scoring the kept traces
         import shutil
