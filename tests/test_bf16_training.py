@@ -25,6 +25,8 @@ def method_kw(name, teacher, tmp_path):
         return {"method": "kd", "teacher": str(teacher), "features": {"weight": 0.5}, "relation": {"weight": 0.5}}
     if name == "logit_kd":
         return {"method": "logit_kd", "logprobs": str(teacher_cache(teacher, tmp_path))}
+    if name == "mutual":  # the student and a peer (fresh weights) trained together, the peer under explicit autocast
+        return {"method": "mutual", "mutual": {"peers": 2}}
     raise AssertionError(name)
 
 
@@ -74,7 +76,7 @@ def seen_token_ids(student, tmp_path) -> set[int]:
     return ids
 
 
-@pytest.mark.parametrize("name", ["sft", "gkd", "distill", "logit_kd", "kd"])
+@pytest.mark.parametrize("name", ["sft", "gkd", "distill", "logit_kd", "kd", "mutual"])
 def test_bf16_student_keeps_fp32_master_weights(tiny_student, tiny_model, tmp_path, name):
     before = load_file(str(tiny_student / "model.safetensors"))
     s, _, after = run(tiny_student, tiny_model, tmp_path, name, True, STEPS_CHANGED, "changed")
@@ -85,7 +87,7 @@ def test_bf16_student_keeps_fp32_master_weights(tiny_student, tiny_model, tmp_pa
     assert all(t.dtype == torch.float32 for t in after.values())  # trained and saved in fp32
 
 
-@pytest.mark.parametrize("name", ["sft", "gkd", "distill", "logit_kd", "kd"])
+@pytest.mark.parametrize("name", ["sft", "gkd", "distill", "logit_kd", "kd", "mutual"])
 def test_bf16_loss_curve_matches_fp32(tiny_student, tiny_model, tmp_path, name):
     _, fp32, _ = run(tiny_student, tiny_model, tmp_path, name, False, STEPS_CURVE, "fp32")
     _, bf16, _ = run(tiny_student, tiny_model, tmp_path, name, True, STEPS_CURVE, "bf16")

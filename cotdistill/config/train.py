@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from cotdistill.config.common import StrictModel, TeacherConfig
+from cotdistill.config.mutual import MutualOptions
 from cotdistill.config.on_policy import MixedTeacher, OnPolicyOptions
 
 
@@ -134,7 +135,7 @@ class TrainConfig(StrictModel):
     config class of ``data["method"]`` (TrainSFT, TrainGKD, TrainLogitKD, TrainKD, TrainOnPolicy), whose own fields
     follow; a field of another method is an error that names the method it belongs to."""
 
-    method: Literal["sft", "gkd", "distill", "logit_kd", "kd", "on_policy"] = "sft"
+    method: Literal["sft", "gkd", "distill", "logit_kd", "kd", "on_policy", "mutual"] = "sft"
     student: str  # hub id or local directory (an SFT checkpoint for a warm start)
     dataset_dir: str  # a filter output directory (sft/, prompts/)
     output_dir: str
@@ -357,6 +358,21 @@ class TrainOnPolicy(_RolloutMethod):
         return self
 
 
+class TrainMutual(TrainConfig):
+    """mutual: deep mutual learning, several students trained together, each distilling from the others' soft
+    outputs, with or without a fixed teacher (train/mutual.py)."""
+
+    method: Literal["mutual"]
+    teacher: str | None = Field(default=None, description="optional fixed teacher (hub id or local directory)")
+    mutual: MutualOptions = MutualOptions()
+
+    @model_validator(mode="after")
+    def _teacher_and_weight(self):
+        if self.mutual.teacher_weight and not self.teacher:
+            raise ValueError("mutual.teacher_weight: a teacher term needs teacher (hub id or local directory)")
+        return self
+
+
 def _foreign_fields(method_class: type[TrainConfig], data: dict) -> list[str]:
     """The keys of ``data`` that are fields of other methods, not of ``method_class``."""
     return [k for k in data if k not in method_class.model_fields and k in METHOD_FIELDS]
@@ -364,7 +380,7 @@ def _foreign_fields(method_class: type[TrainConfig], data: dict) -> list[str]:
 
 METHOD_CONFIGS: dict[str, type[TrainConfig]] = {
     "sft": TrainSFT, "gkd": TrainGKD, "distill": TrainGKD, "logit_kd": TrainLogitKD, "kd": TrainKD,
-    "on_policy": TrainOnPolicy}
+    "on_policy": TrainOnPolicy, "mutual": TrainMutual}
 # a field that only some methods have -> those methods
 METHOD_FIELDS: dict[str, list[str]] = {}
 for _m, _cls in METHOD_CONFIGS.items():

@@ -8,6 +8,8 @@
               relations, cosine; ensembles, T schedule, importance weights  (train/kd.py)
     on_policy student rollouts graded token by token by a teacher outside
               the trainer (in-process vLLM engine or a vLLM server)      (train/on_policy.py)
+    mutual    deep mutual learning: peers trained together, each from
+              the others' soft outputs, teacher optional                  (train/mutual.py)
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def run(cfg: TrainConfig) -> dict:
         from cotdistill.train import kd as m
     elif cfg.method == "on_policy":
         from cotdistill.train import on_policy as m
+    elif cfg.method == "mutual":
+        from cotdistill.train import mutual as m
     else:
         from cotdistill.train import logit_kd as m
     from cotdistill.train.common import fit

@@ -1,0 +1,67 @@
+"""Deep mutual learning (method mutual, train/mutual.py): the loss against a hand computation from the peers'
+logits, every peer trained and saved, a checkpoint carrying the peers, and the config checks. bf16 (fp32 master
+weights, loss curve against fp32) is in tests/test_bf16_training.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_train import cfg
+
+from cotdistill import train
+
+
+def test_mutual_loss_by_hand(tiny_student, tmp_path):
+    from cotdistill.train import mutual
+
+    c = cfg(tiny_student, tmp_path, method="mutual", mutual={"peers": 3, "alpha": 0.4, "temperature": 2.0})
+    trainer, _, pre = mutual.build(c)
+    assert pre["peers"] == 3 and len(trainer.peers) == 2
+    batch = next(iter(trainer.get_train_dataloader()))
+    loss = float(trainer.compute_loss(trainer.model, batch))
+    with torch.no_grad():
+        kw = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        zs = [m(**kw).logits[:, :-1].float() for m in [trainer.model, *trainer.peers]]
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    n, t, want = mask.sum(), 2.0, 0.0
+    for k, zk in enumerate(zs):
+        ce = F.cross_entropy(zk[mask], labels[mask], reduction="sum") / n
+        lp_k = torch.log_softmax(zk[mask] / t, -1)
+        kls = []
+        for j, zj in enumerate(zs):
+            if j != k:
+                lp_j = torch.log_softmax(zj[mask] / t, -1)
+                kls.append((lp_j.exp() * (lp_j - lp_k)).sum(-1))  # KL(p_j || p_k) per token
+        kl = t * t * torch.stack(kls).mean(0).sum() / n
+        want += 0.6 * ce + 0.4 * kl
+    assert loss == pytest.approx(float(want), rel=1e-5)
+    # the peers start from other weights (reinit_peers): their outputs differ from the student's
+    assert not torch.allclose(zs[0], zs[1])
+
+
+def test_mutual_trains_every_peer_and_saves_them(tiny_student, tmp_path):
+    from safetensors.torch import load_file
+
+    c = cfg(tiny_student, tmp_path, method="mutual", max_steps=3, save_steps=2, learning_rate=1e-3)
+    s = train.run(c)
+    assert s["steps"] == 3 and s["preflight"]["peers"] == 2
+    out = tmp_path / "out"
+    peer = load_file(str(out / "peers/peer1/model.safetensors"))
+    student = load_file(str(out / "final/model.safetensors"))
+    start = load_file(str(tiny_student / "model.safetensors"))
+    assert any(not torch.equal(student[k], start[k]) for k in start)  # the student moved
+    assert any(not torch.equal(peer[k], student[k]) for k in student)  # the peer is its own model
+    assert (out / "checkpoint-2" / "mutual_peers.pt").exists()
+    log = (out / "trainer_log.jsonl").read_text()
+    assert '"mutual/kl"' in log and '"mutual/agreement"' in log
+
+
+def test_mutual_config_checks(tiny_student, tmp_path):
+    with pytest.raises(ValueError, match="a teacher term needs teacher"):
+        cfg(tiny_student, tmp_path, method="mutual", mutual={"teacher_weight": 0.5})
+    with pytest.raises(ValueError, match="greater than or equal to 2"):
+        cfg(tiny_student, tmp_path, method="mutual", mutual={"peers": 1})
+    ok = cfg(tiny_student, tmp_path, method="mutual", teacher=str(tiny_student), mutual={"teacher_weight": 0.5})
+    assert ok.mutual.alpha == 0.5
