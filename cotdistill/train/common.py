@@ -262,3 +262,44 @@ def chunk_for(trainer, chunk: int) -> int:
         )
         return 0
     return chunk
+
+
+class TrainsAlongside:
+    """Mixin for a ``transformers.Trainer`` that trains modules beside its model (kd's feature projections, mutual's
+    peers), listed first among the bases: ``self.alongside`` (a ModuleList) joins the optimizer
+    (``alongside_groups``), is saved in every checkpoint as ``alongside_file`` and restored on resume; the per-term
+    values a step appends to ``self._logged`` are logged as ``<log_prefix>/<term>`` means since the last log."""
+
+    alongside_file = "alongside.pt"
+    log_prefix = "train"
+
+    def alongside_groups(self, params: list) -> list[dict]:
+        return [{"params": params, "weight_decay": 0.0}]
+
+    def log(self, logs, start_time=None):
+        if "loss" in logs and self._logged:
+            logs = {**logs, **{f"{self.log_prefix}/{k}": sum(v) / len(v) for k, v in self._logged.items()}}
+            self._logged = {}
+        super().log(logs, start_time)
+
+    def create_optimizer(self, model=None):
+        opt = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        params = [p for p in self.alongside.parameters() if p.requires_grad]
+        if params and not any(p is params[0] for g in opt.param_groups for p in g["params"]):
+            for group in self.alongside_groups(params):
+                opt.add_param_group(group)
+        return opt
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if len(list(self.alongside.parameters())) and self.is_world_process_zero():
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            torch.save(self.alongside.state_dict(), folder / self.alongside_file)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / self.alongside_file
+        if path.exists():
+            self.alongside.load_state_dict(torch.load(path, map_location=self.args.device))

@@ -17,7 +17,6 @@ each checkpoint (``kd_projections.pt``, so a resumed run continues them) and not
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,14 @@ from cotdistill.config import TrainConfig, chunk_size
 from cotdistill.errors import CotdistillError
 from cotdistill.lm_head import check_head, head_fn
 from cotdistill.train import losses as L
-from cotdistill.train.common import chunk_for, device_defaults, global_token_loss, load_student, training_args
+from cotdistill.train.common import (
+    TrainsAlongside,
+    chunk_for,
+    device_defaults,
+    global_token_loss,
+    load_student,
+    training_args,
+)
 from cotdistill.train.data import LengthGuard, check_same_vocab, example_name, load_split, pad_collator
 
 PROJECTIONS = "kd_projections.pt"
@@ -38,7 +44,12 @@ def teacher_specs(cfg: TrainConfig) -> list[tuple[str, float]]:
     return [(t.model, t.weight) for t in cfg.teachers] if cfg.teachers else [(cfg.teacher, 1.0)]
 
 
-class LiveKDTrainer(Trainer):
+class LiveKDTrainer(TrainsAlongside, Trainer):
+    """Logs each term's mean per token and T as kd/<term>; the feature projections train with the student and
+    resume with it (TrainsAlongside)."""
+
+    alongside_file, log_prefix = PROJECTIONS, "kd"
+
     def __init__(self, *args, teachers, teacher_weights, cfg: TrainConfig, pairs, projections, **kw):
         super().__init__(*args, **kw)
         self.teachers, self.teacher_weights, self.cfg = teachers, teacher_weights, cfg
@@ -52,6 +63,7 @@ class LiveKDTrainer(Trainer):
         self.vocab_rows = [m.get_output_embeddings().weight.size(0) for m in
                            (self.accelerator.unwrap_model(self.model), *teachers)]
         self.pairs, self.projections = pairs, projections.to(self.args.device)
+        self.alongside = self.projections
         for t in self.teachers:
             t.to(self.args.device)
         self._logged: dict[str, list[float]] = {}
@@ -202,35 +214,6 @@ class LiveKDTrainer(Trainer):
         # accelerate's output conversion) meet the fp32 projection W here
         p = self.projections[i] if i < len(self.projections) else None
         return p(h.to(p.weight.dtype)) if p is not None and not isinstance(p, torch.nn.Identity) else h
-
-    # ---- logging: each term's mean per token since the last log, and T
-    def log(self, logs, start_time=None):
-        if "loss" in logs and self._logged:
-            logs = {**logs, **{f"kd/{k}": sum(v) / len(v) for k, v in self._logged.items()}}
-            self._logged = {}
-        super().log(logs, start_time)
-
-    # ---- the projections train with the student and resume with it
-    def create_optimizer(self, model=None):
-        opt = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        params = [p for p in self.projections.parameters() if p.requires_grad]
-        if params and not any(p is params[0] for g in opt.param_groups for p in g["params"]):
-            opt.add_param_group({"params": params, "weight_decay": 0.0})
-        return opt
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if len(list(self.projections.parameters())) and self.is_world_process_zero():
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            torch.save(self.projections.state_dict(), folder / PROJECTIONS)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = Path(resume_from_checkpoint) / PROJECTIONS
-        if path.exists():
-            self.projections.load_state_dict(torch.load(path, map_location=self.args.device))
 
 
 def check_outputs(out, t_out, want_h: bool, want_a: bool) -> None:

@@ -23,18 +23,20 @@ from cotdistill.chat import load_tokenizer
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.train import losses as L
-from cotdistill.train.common import global_token_loss, load_student, training_args
+from cotdistill.train.common import TrainsAlongside, global_token_loss, load_student, training_args
 from cotdistill.train.data import check_same_vocab, load_split, pad_collator
 from cotdistill.train.kd import build_examples
 
 PEERS = "mutual_peers.pt"
 
 
-class MutualTrainer(Trainer):
+class MutualTrainer(TrainsAlongside, Trainer):
+    alongside_file, log_prefix = PEERS, "mutual"
+
     def __init__(self, *args, peers: list, teacher, cfg: TrainConfig, **kw):
         super().__init__(*args, **kw)
         self.cfg, self.teacher = cfg, teacher
-        self.peers = torch.nn.ModuleList(peers).to(self.args.device)
+        self.peers = self.alongside = torch.nn.ModuleList(peers).to(self.args.device)
         if teacher is not None:
             teacher.to(self.args.device)
         self._logged: dict[str, list[float]] = {}
@@ -80,35 +82,10 @@ class MutualTrainer(Trainer):
         loss = global_token_loss(self, loss, num_items_in_batch)
         return (loss, out) if return_outputs else loss
 
-    def log(self, logs, start_time=None):
-        if "loss" in logs and self._logged:
-            logs = {**logs, **{f"mutual/{k}": sum(v) / len(v) for k, v in self._logged.items()}}
-            self._logged = {}
-        super().log(logs, start_time)
-
-    # ---- the peers train with the student (one optimizer), are checkpointed with it and saved at the end
-    def create_optimizer(self, model=None):
-        opt = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        params = list(self.peers.parameters())
-        if params and not any(p is params[0] for g in opt.param_groups for p in g["params"]):
-            decay = [p for p in params if p.dim() >= 2]
-            opt.add_param_group({"params": decay, "weight_decay": self.args.weight_decay})
-            opt.add_param_group({"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0})
-        return opt
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.is_world_process_zero():
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            torch.save(self.peers.state_dict(), folder / PEERS)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = Path(resume_from_checkpoint) / PEERS
-        if path.exists():
-            self.peers.load_state_dict(torch.load(path, map_location=self.args.device))
+    # ---- the peers train with the student (one optimizer), are checkpointed with it (TrainsAlongside), saved last
+    def alongside_groups(self, params: list) -> list[dict]:
+        return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.args.weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
     def train(self, *args, **kw):
         result = super().train(*args, **kw)
