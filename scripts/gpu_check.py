@@ -149,7 +149,7 @@ def check_chunked(device, vocab, tokens, chunk) -> dict:
                 z, zt = head(h), t_head(ht).detach()
             return L.soft_target_per_token(z, [zt], lab, [1.0], 2.0, "forward", 0.5)
 
-        ce, dv, _ = L.token_chunks(per_token, [h, lab, ht], chunk) if chunked else per_token(h, lab, ht)
+        ce, dv, *_ = L.token_chunks(per_token, [h, lab, ht], chunk) if chunked else per_token(h, lab, ht)
         loss = (0.5 * ce.sum() + 0.5 * 4.0 * dv.sum()) / len(lab)
         loss.backward()
         return float(loss), h.grad.float().cpu()
