@@ -59,8 +59,10 @@ _STAGE_CONFIGS = {"run": "RunConfig", "synthesize": "SynthesizeConfig", "generat
                   "train": "TrainConfig", "eval": "EvalConfig"}
 
 
-def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(dotted key, type, default, help) for every field, nested config blocks expanded."""
+def config_keys(cls, prefix: str = "", values=None) -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) for every field, nested config blocks expanded. ``values``: the block's
+    default instance when its parent gives one (``Field(default_factory=lambda: SamplingConfig(n=1))``), so a
+    nested key shows the default that applies there, not its class's."""
     from pydantic import BaseModel
     from pydantic_core import PydanticUndefined
 
@@ -68,12 +70,14 @@ def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
     for name, f in cls.model_fields.items():
         ann = f.annotation
         key = f"{prefix}{name}"
-        default = "(required)" if f.default is PydanticUndefined and f.default_factory is None else (
-            repr(f.default_factory()) if f.default_factory is not None else repr(f.default))
+        value = getattr(values, name) if values is not None else (
+            PydanticUndefined if f.default is PydanticUndefined and f.default_factory is None else
+            f.default_factory() if f.default_factory is not None else f.default)
+        default = "(required)" if value is PydanticUndefined else repr(value)
         item = (getattr(ann, "__args__", None) or [None])[0] if getattr(ann, "__origin__", None) is list else None
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             rows.append((key, ann.__name__, "", f.description or ann.__doc__ or ""))
-            rows += config_keys(ann, key + ".")
+            rows += config_keys(ann, key + ".", value if isinstance(value, BaseModel) else None)
         elif isinstance(item, type) and issubclass(item, BaseModel):  # a list of blocks: students[].name
             rows.append((key, f"list[{item.__name__}]", default, f.description or ""))
             rows += config_keys(item, key + "[].")

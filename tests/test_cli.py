@@ -139,6 +139,17 @@ def test_keys_lists_every_config_key_with_its_help():
     assert code == 2 and "unknown stage 'nope'" in err
 
 
+def test_keys_show_the_default_a_nested_block_really_has():
+    """synthesize's sampling block defaults to SamplingConfig(n=1, temperature=1.0, max_tokens=256), not the
+    class's n=4: the listing shows the former."""
+    from cotdistill.cli import config_keys
+    from cotdistill.config import SynthesizeConfig
+
+    rows = {k: d for k, _, d, _ in config_keys(SynthesizeConfig)}
+    assert (rows["sampling.n"], rows["sampling.temperature"], rows["sampling.max_tokens"]) == ("1", "1.0", "256")
+    assert rows["checks.min_chars"] == "8" and rows["teacher"] == "(required)"
+
+
 @pytest.mark.slow
 def test_sigterm_leaves_no_engine_process_behind(tiny_model, tmp_path):
     """A scheduler's SIGTERM to `cotdistill generate` (vLLM's default multiprocess engine) stops its EngineCore
