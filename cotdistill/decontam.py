@@ -28,6 +28,19 @@ def ngrams(text: str, n: int) -> set[str]:
     return {" ".join(w[i: i + n]) for i in range(len(w) - n + 1)}
 
 
+def eval_index(eval_sets: list, n: int) -> NgramIndex | None:
+    """An index of every question of the benchmarks ``eval_sets`` (problem sources), None without any."""
+    if not eval_sets:
+        return None
+    from cotdistill.sources import load_problems
+
+    index = NgramIndex(n)
+    for src in eval_sets:
+        for p in load_problems(src):
+            index.add(src.path, p.id, p.question)
+    return index
+
+
 class NgramIndex:
     def __init__(self, n: int = 8):
         self.n = n

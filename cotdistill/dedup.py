@@ -8,9 +8,7 @@ Exact: whitespace-normalised text. Near: MinHash (datasketch) over word 3-grams,
 
 from __future__ import annotations
 
-
-def normalise(text: str) -> str:
-    return " ".join(text.split())
+from cotdistill.adaptive import normalise
 
 
 def shingles(text: str) -> set[bytes]:

@@ -17,21 +17,21 @@ gold answer get a voted pseudo-label when enough samples agree. Output directory
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 from cotdistill.adaptive import normalise, verifiable
 from cotdistill.config import FilterConfig
-from cotdistill.decontam import NgramIndex
+from cotdistill.decontam import eval_index
 from cotdistill.dedup import minhash
 from cotdistill.errors import CotdistillError
 from cotdistill.filter_outputs import Decisions, write
 from cotdistill.loading import save_resolved
+from cotdistill.problem_checks import consensus
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, Trace, Verdict
-from cotdistill.sources import load_problems
 from cotdistill.store import read_records
-from cotdistill.verify import answer_key, check_format, compare
+from cotdistill.verify import check_format, compare
 from cotdistill.verify_pool import verify_pairs
 
 
@@ -42,27 +42,11 @@ def _read(path: Path, cls, what: str) -> list:
     return read_records(path, cls, what)
 
 
-def _decontam_index(cfg: FilterConfig) -> NgramIndex | None:
-    if not cfg.decontam.eval_sets:
-        return None
-    index = NgramIndex(cfg.decontam.ngram)
-    for src in cfg.decontam.eval_sets:
-        for p in load_problems(src):
-            index.add(src.path, p.id, p.question)
-    return index
-
-
 def _vote(traces: list[Trace], verdicts: dict[str, Verdict], threshold: float) -> str | None:
     """The answer of at least ``threshold`` of the samples that finished with an answer (a cut-off or
     answer-less sample has no vote, and does not dilute the others)."""
-    voters = [t for t in traces if t.finish_reason == "stop" and verdicts[t.key].extracted]
-    keys = [answer_key(verdicts[t.key].extracted) for t in voters]
-    if not keys:
-        return None
-    top, count = Counter(keys).most_common(1)[0]
-    if count / len(voters) < threshold:
-        return None
-    return next(verdicts[t.key].extracted for t in voters if answer_key(verdicts[t.key].extracted) == top)
+    vote = consensus([verdicts[t.key].extracted if t.finish_reason == "stop" else None for t in traces])
+    return vote.label if vote.voters and vote.agreement >= threshold else None
 
 
 def _templates(traces: list[Trace], gen: Path) -> dict:
@@ -216,7 +200,7 @@ def run(cfg: FilterConfig) -> dict:
     gen, out = Path(cfg.generate_dir), Path(cfg.output_dir)
     problems, traces = _load(gen)
     templates = _templates(traces, gen) if cfg.format_check else {}
-    index = _decontam_index(cfg)
+    index = eval_index(cfg.decontam.eval_sets, cfg.decontam.ngram)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
     found = verify_pairs([(t.completion, problems[t.problem_id]) for t in traces], cfg.verify_workers,

@@ -31,15 +31,16 @@ from pathlib import Path
 from cotdistill import generate
 from cotdistill.config import GenerateConfig
 from cotdistill.config.synthesize import SynthesizeConfig
-from cotdistill.decontam import NgramIndex
+from cotdistill.decontam import NgramIndex, eval_index
 from cotdistill.dedup import TextDedup
 from cotdistill.errors import CotdistillError
 from cotdistill.loading import load_config, save_resolved
 from cotdistill.problem_checks import consensus, malformed, parse_written, true_answer
 from cotdistill.records import Problem, Trace
+from cotdistill.sampling import LazyTeacher
 from cotdistill.sources import load_problems
 from cotdistill.store import read_records, write_atomic
-from cotdistill.teachers import Teacher, make_teacher
+from cotdistill.teachers import Teacher
 from cotdistill.verify import answer_key
 
 WRITE_STEPS = ["truncated", "too_short", "too_long", "pattern", "task_invalid", "duplicate_exact",
@@ -112,24 +113,6 @@ def _write_round(cfg: SynthesizeConfig, k: int, requests: list[Problem], templat
     traces = sorted(read_records(folder / "traces.jsonl", Trace, "trace"),
                     key=lambda t: (rank[t.problem_id], t.sample_index))
     return traces, summary
-
-
-class _Teacher:
-    """One backend for every round and the answers: the one given, or one built on first use and closed by the
-    stage."""
-
-    def __init__(self, cfg: SynthesizeConfig, given=None):
-        self.cfg, self.given, self.teacher = cfg, given, given
-
-    def get(self):
-        if self.teacher is None:
-            self.teacher = make_teacher(self.cfg.teacher, seed=self.cfg.sampling.seed)
-        return self.teacher
-
-    def close(self) -> None:
-        if self.teacher is not None and self.given is None:
-            self.teacher.close()
-            self.teacher = None
 
 
 def _screen(cfg, k: int, traces: list[Trace], requests: dict, dedup: TextDedup, index: NgramIndex | None,
@@ -213,16 +196,10 @@ def _write_time_checks(cfg: SynthesizeConfig, seeds: list[Problem]) -> tuple[Tex
     dedup = TextDedup(cfg.checks.dedup_exact, cfg.checks.near_dup_threshold, cfg.checks.minhash_perm)
     for p in seeds:
         dedup.add(f"seed:{p.id}", p.question)
-    index = None
-    if cfg.decontam.eval_sets:
-        index = NgramIndex(cfg.decontam.ngram)
-        for src in cfg.decontam.eval_sets:
-            for p in load_problems(src):
-                index.add(src.path, p.id, p.question)
-    return dedup, index
+    return dedup, eval_index(cfg.decontam.eval_sets, cfg.decontam.ngram)
 
 
-def _rounds(cfg: SynthesizeConfig, seeds: list[Problem], teacher: _Teacher, hits: list) -> tuple[list, list, float]:
+def _rounds(cfg: SynthesizeConfig, seeds: list[Problem], teacher: LazyTeacher, hits: list) -> tuple[list, list, float]:
     """Round 0 and every evolve round (each rewrites what the round before kept): (candidates, rounds, seconds)."""
     dedup, index = _write_time_checks(cfg, seeds)
     rows, rounds, write_s = [], [], 0.0
@@ -269,7 +246,8 @@ def run(cfg: SynthesizeConfig, teacher: Teacher | None = None) -> dict:
     seeds = load_problems(cfg.seeds) if cfg.seeds is not None else []
     if cfg.mode == "few_shot" and not seeds:
         raise CotdistillError(f"seeds ({cfg.seeds.path}): no seed problems; give at least one")
-    engine, hits, answer_s = _Teacher(cfg, teacher), [], 0.0
+    # one backend for every round and the answers: the one given, or one built on first use and closed here
+    engine, hits, answer_s = LazyTeacher(teacher, cfg.teacher, cfg.sampling), [], 0.0
     try:
         rows, rounds, write_s = _rounds(cfg, seeds, engine, hits)
         if cfg.consistency is not None:

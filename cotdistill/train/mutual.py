@@ -96,15 +96,15 @@ class MutualTrainer(TrainsAlongside, Trainer):
         return result
 
 
-def _peer(cfg: TrainConfig, k: int):
-    """Peer k: the student's own checkpoint, re-initialised with seed + k unless ``reinit_peers`` is off."""
-    m = load_student(cfg)
-    if cfg.mutual.reinit_peers:  # the architecture's own initialisation, from another seed
-        from transformers import AutoModelForCausalLM
+def _peer(cfg: TrainConfig, k: int, student):
+    """Peer k: the student's architecture initialised afresh from seed + k, or (``reinit_peers`` off) the
+    student's own checkpoint loaded again."""
+    if not cfg.mutual.reinit_peers:
+        return load_student(cfg)
+    from transformers import AutoModelForCausalLM
 
-        torch.manual_seed(cfg.seed + 1000 * k)
-        m = AutoModelForCausalLM.from_config(m.config).float()
-    return m
+    torch.manual_seed(cfg.seed + 1000 * k)
+    return AutoModelForCausalLM.from_config(student.config).float()
 
 
 def build(cfg: TrainConfig):
@@ -116,7 +116,7 @@ def build(cfg: TrainConfig):
         raise CotdistillError("method mutual: lora and qat are not supported for the peers; drop them")
     tok = load_tokenizer(cfg.student, "student", cfg.chat_template)
     model = load_student(cfg)
-    peers = [_peer(cfg, k) for k in range(1, cfg.mutual.peers)]
+    peers = [_peer(cfg, k, model) for k in range(1, cfg.mutual.peers)]
     teacher = None
     if cfg.teacher and cfg.mutual.teacher_weight:
         check_same_vocab(tok, load_tokenizer(cfg.teacher, "teacher"), "method mutual")
