@@ -24,7 +24,7 @@ from cotdistill.config import HFSource, VLLMTeacher
 from cotdistill.env import cuda_available, prepare_vllm_env
 from cotdistill.errors import CotdistillError
 from cotdistill.prompts import load_template
-from cotdistill.quant import to_int8_serving
+from cotdistill.quant import to_serving
 from cotdistill.sources import load_problems
 from cotdistill.teachers.vllm_offline import engine_kwargs
 
@@ -150,14 +150,16 @@ def model_mib(row: dict, tokens: int) -> float:
 
 def torch_decode_speed(model_dir: str | Path, messages: list[list[dict]], batch: int = 64, max_tokens: int = 64,
                        repeats: int = 3) -> dict:
-    """Where vLLM has no weight-only int8 path (CPU): greedy decode tokens/s with transformers, the same
-    model in fp32 and with its linears computing on int8 codes (quant.Int8Linear), alternating runs."""
+    """Where vLLM has no weight-only integer path (CPU): greedy decode tokens/s with transformers, the same
+    model in fp32 and with its linears quantized by torchao (quant.to_serving: int8 weight-only, and int4
+    unpacked), alternating runs."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     tok.padding_side = "left"
     models = {"fp32": AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()}
-    models["int8"] = to_int8_serving(AutoModelForCausalLM.from_pretrained(str(model_dir)).eval())
+    for bits in (8, 4):
+        models[f"int{bits}"] = to_serving(AutoModelForCausalLM.from_pretrained(str(model_dir)).eval(), bits)
     texts = [tok.apply_chat_template(messages[i % len(messages)], add_generation_prompt=True, tokenize=False)
              for i in range(batch)]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -180,11 +182,14 @@ def torch_decode_speed(model_dir: str | Path, messages: list[list[dict]], batch:
             for b in (1, batch):
                 rates[k][b].append(run(models[k], b))
     med = {k: {b: statistics.median(v) for b, v in d.items()} for k, d in rates.items()}
-    return {"engine": "transformers generate (CPU)" if not torch.cuda.is_available() else "transformers generate",
-            "fp32_tok_s_batch1": round(med["fp32"][1], 1), f"fp32_tok_s_batch{batch}": round(med["fp32"][batch], 1),
-            "int8_tok_s_batch1": round(med["int8"][1], 1), f"int8_tok_s_batch{batch}": round(med["int8"][batch], 1),
-            "int8_speedup_batch1": round(med["int8"][1] / med["fp32"][1], 3),
-            f"int8_speedup_batch{batch}": round(med["int8"][batch] / med["fp32"][batch], 3)}
+    out = {"engine": ("transformers generate (CPU)" if not torch.cuda.is_available() else "transformers generate")
+           + ", torchao weight-only"}
+    for k in models:
+        for b in (1, batch):
+            out[f"{k}_tok_s_batch{b}"] = round(med[k][b], 1)
+            if k != "fp32":
+                out[f"{k}_speedup_batch{b}"] = round(med[k][b] / med["fp32"][b], 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

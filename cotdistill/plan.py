@@ -228,10 +228,19 @@ class Plan:
         elif method == "on_policy" and not s.train.get("teachers"):  # the run's teacher as it is: engine or server
             live = {"teacher": cfg.teacher.model_dump(mode="json")}
         logprobs = {"logprobs": str(self.stages[logits_stage(s.data)].folder)} if method == "logit_kd" else {}
+        train, peer_stages = dict(s.train), []
+        if s.peers_from is not None:  # peer k: the peers_from student of the k-th next seed of this student's seeds
+            seeds = seeds_of(cfg, s)
+            others = [seeds[(seeds.index(seed) + k) % len(seeds)]
+                      for k in range(1, (train.get("mutual") or {}).get("peers", 2))]
+            peer_stages = [f"train:{s.peers_from}@{o}" for o in others]
+            train["mutual"] = {**(train.get("mutual") or {}), "peer_models": [
+                str(Path(self.students[f"{s.peers_from}@{o}"].train.output_dir) / "final") for o in others]}
         train_cfg = TrainConfig.model_validate({"student": student, "dataset_dir": str(self.stages[data].folder),
-                                         "output_dir": out, **logprobs, **live, **s.train, "seed": seed})
+                                         "output_dir": out, **logprobs, **live, **train, "seed": seed})
         deps = [data] + ([start] if start else []) + ([logits_stage(s.data)] if train_cfg.method == "logit_kd" else [])
         deps += [f"train:{s.teacher_from}@{seed}"] if s.teacher_from is not None else []
+        deps += peer_stages
         self._add(name, "train", Path(train_cfg.output_dir), train_cfg, deps)
         label = f"{train_cfg.method} + qat int{train_cfg.qat.bits}" if train_cfg.qat else train_cfg.method
         self.students[key] = StudentRun(s.name, seed, s.data, train_cfg, label)

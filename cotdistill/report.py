@@ -174,11 +174,12 @@ def _payoff_md(p: dict, where) -> list[str]:
             md.append(f"| {n} | {r.get('method') or '-'} | {r['bits'] or 32} | {r['retention_mean']:.3f} "
                       f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] | {shipped:,} | "
                       f"{t['bytes_on_disk'] / shipped:.1f}x |")
-    s = p.get("int8_speed") or {}
-    if s:
-        md += ["", f"int8 weights ({s['engine']}, vLLM has no weight-only int8 path on CPU): "
-                   f"{s['int8_speedup_batch1']:.2f}x the fp32 decode speed at batch 1, "
-                   f"{s[f'int8_speedup_batch{batch}']:.2f}x at batch {batch}."]
+    s = p.get("quant_speed") or {}
+    for bits in (8, 4):
+        if f"int{bits}_speedup_batch1" in s:
+            md += ["", f"int{bits} weights ({s['engine']}, vLLM has no weight-only integer path on CPU): "
+                       f"{s[f'int{bits}_speedup_batch1']:.2f}x the fp32 decode speed at batch 1, "
+                       f"{s[f'int{bits}_speedup_batch{batch}']:.2f}x at batch {batch}."]
     return md + [""]
 
 

@@ -178,9 +178,10 @@ def main() -> None:
         print(f"{n:<22} {r['bits'] or 32:>5} {r['retention_mean']:>8.3f} [{r['retention_range'][0]:.3f}, "
               f"{r['retention_range'][1]:.3f}] {shipped:>14,} {t['bytes_on_disk'] / shipped:>9.1f}x")
     if speed:
-        print(f"int8 weights, {demo} ({speed['engine']}): {speed['int8_speedup_batch1']:.2f}x at batch 1, "
-              f"{speed[f'int8_speedup_batch{batch}']:.2f}x at batch {batch} vs its fp32 weights")
-    result = {"sizes": rows, "ptq": ptq, "qat": qat, "int8_speed": speed,
+        for bits in (8, 4):
+            print(f"int{bits} weights, {demo} ({speed['engine']}): {speed[f'int{bits}_speedup_batch1']:.2f}x at "
+                  f"batch 1, {speed[f'int{bits}_speedup_batch{batch}']:.2f}x at batch {batch} vs its fp32 weights")
+    result = {"sizes": rows, "ptq": ptq, "qat": qat, "quant_speed": speed,
               "teacher": {k: v for k, v in t.items() if k != "runs"} | {"accuracy": teacher_acc},
               "bands": BANDS, "batch": batch, "seeds": cfg.seeds, "output_dir": cfg.output_dir, "machine": machine()}
     # results.json gets a payoff key per model; payoff/payoff.json feeds the report's Payoff section
@@ -192,7 +193,7 @@ def main() -> None:
     rpath = plan.dirs["eval"] / "results.json"
     results = json.loads(rpath.read_text())
     results["payoff"] = {"teacher": result["teacher"], **{r["name"]: r for r in rows}, **ptq, **qat,
-                         "int8_speed": speed}
+                         "quant_speed": speed}
     write_atomic(rpath, json.dumps(results, indent=2) + "\n")
     print(f"report: {write_report(root)}")
     print(json.dumps(result))

@@ -31,9 +31,9 @@ def test_compression_sweep_smoke(tmp_path):
         if r["bits"]:
             assert r["quantized_bytes"] < r["fp32_bytes"], name
     assert out["ptq"]["ptq4-h64l1"]["quantized_bytes"] < out["ptq"]["ptq8-h64l1"]["quantized_bytes"]
-    assert out["int8_speed"]["int8_speedup_batch1"] > 0
+    assert out["quant_speed"]["int8_speedup_batch1"] > 0
     report = (tmp_path / "sweep/report/report.md").read_text()
     assert "## Payoff" in report and "| sft-h64l1 |" in report and "| ptq4-h64l1 | ptq int4 | 4 |" in report
     results = json.loads((tmp_path / "sweep/eval/results.json").read_text())
-    assert {"teacher", "sft-h64l1", "ptq8-h64l1", "logit_kd_qat8", "int8_speed"} <= set(results["payoff"])
+    assert {"teacher", "sft-h64l1", "ptq8-h64l1", "logit_kd_qat8", "quant_speed"} <= set(results["payoff"])
     assert json.loads((tmp_path / "sweep/payoff/payoff.json").read_text())["sizes"] == out["sizes"]

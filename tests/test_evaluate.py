@@ -207,7 +207,8 @@ def _payoff(tmp_path):
     p = {"teacher": t, "batch": 64, "sizes": [size("sft-a", 1.5, 0.97, [0.96, 0.98], None, None),
                                               size("sft-b", 5.6, 0.5, [0.2, 0.9], [0.90, 0.95], "within")],
          "ptq": {"ptq8-a": q}, "qat": {"kd_qat8": {**q, "method": "logit_kd", "quantized_bytes": 500_000}},
-         "int8_speed": {"engine": "transformers", "int8_speedup_batch1": 0.9, "int8_speedup_batch64": 1.3}}
+         "quant_speed": {"engine": "transformers", "int8_speedup_batch1": 0.9, "int8_speedup_batch64": 1.3,
+                         "int4_speedup_batch1": 0.4, "int4_speedup_batch64": 0.2}}
     (tmp_path / "payoff").mkdir()
     (tmp_path / "payoff" / "payoff.json").write_text(json.dumps(p))
     (tmp_path / "s").mkdir()
@@ -220,7 +221,11 @@ def test_report_payoff_section(tmp_path):
     for needle in ("## Payoff (payoff/payoff.json)", "| sft-a | 1,333,333 | 1.5x | 0.970 [0.960, 0.980] | - | 1.50x",
                    "| sft-b | 357,142 | 5.6x | 0.500 [0.200, 0.900] | 0.90-0.95 (within) |", "| 5.60x | 0.750 |",
                    "| ptq8-a | ptq int8 | 8 | 0.800 [0.700, 0.900] | 1,000,000 | 8.0x |", "| kd_qat8 | logit_kd | 8 |",
-                   "| 500,000 | 16.0x |", "0.90x the fp32 decode speed at batch 1, 1.30x at batch 64"):
+                   "| 500,000 | 16.0x |",
+                   "int8 weights (transformers, vLLM has no weight-only integer path on CPU): 0.90x "
+                   "the fp32 decode speed at batch 1, 1.30x at batch 64",
+                   "int4 weights (transformers, vLLM has no weight-only integer path on CPU): 0.40x "
+                   "the fp32 decode speed at batch 1, 0.20x at batch 64"):
         assert needle in text, needle
     for png in ("retention_vs_compression.png", "speedup_vs_compression.png"):
         assert (tmp_path / "report" / png).stat().st_size > 5000

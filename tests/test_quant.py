@@ -1,5 +1,6 @@
-"""Weight-only quantization (cotdistill/quant.py): codes and scales against hand-computed values,
-the straight-through gradient, PTQ of a tiny model, int8 serving kernel, and QAT through the trainers."""
+"""Weight-only quantization through torchao (cotdistill/quant.py): codes and scales against hand-computed
+values, the straight-through gradient of QAT's fake-quantized linears, PTQ of a tiny model, int8/int4 serving,
+and QAT through the trainers."""
 
 import json
 
@@ -10,30 +11,49 @@ from test_train import cfg as train_cfg
 from cotdistill import train
 from cotdistill.config import TrainConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.quant import FakeQuant, Int8Linear, fake_quant, linear_weights, ptq, quantize, to_int8_serving
+from cotdistill.quant import fake_quant, finalize_qat, linear_weights, prepare_qat, ptq, quantize, to_serving
 
 
 def test_codes_and_scales_by_hand():
     w = torch.tensor([[1.0, -0.55, 0.26], [0.0, 0.01, -0.04]])
     q, s = quantize(w, 8)
-    assert torch.allclose(s, torch.tensor([1.0 / 127, 0.04 / 127]))
-    # 1.0 * 127 = 127; -0.55 * 127 = -69.85 -> -70; 0.26 * 127 = 33.02 -> 33
-    assert q[0].tolist() == [127, -70, 33] and q[1].tolist() == [0, 32, -127]  # 0.01 / (0.04 / 127) = 31.75 -> 32
-    q4, s4 = quantize(w, 4)
-    assert torch.allclose(s4[0], torch.tensor(1.0 / 7)) and q4[0].tolist() == [7, -4, 2]  # -3.85 -> -4, 1.82 -> 2
+    # torchao's symmetric mapping: scale = max|w_row| / ((127 - -128) / 2) = max / 127.5, codes in [-128, 127]
+    assert torch.allclose(s, torch.tensor([1.0 / 127.5, 0.04 / 127.5]))
+    # 1.0 * 127.5 = 127.5 -> 128 -> clamped to 127; -0.55 * 127.5 = -70.125 -> -70; 0.26 * 127.5 = 33.15 -> 33
+    assert q[0].tolist() == [127, -70, 33]
+    assert q[1].tolist()[:2] == [0, 32] and q[1, 2] in (-128, -127)  # 31.875 -> 32; -127.5 rounds either way
+    q4, s4 = quantize(w, 4)  # int4: max / 7.5, codes in [-8, 7]
+    assert torch.allclose(s4[0], torch.tensor(1.0 / 7.5)) and q4[0].tolist() == [7, -4, 2]  # -4.125, 1.95
     for bits in (8, 4):
         fq = fake_quant(w, bits)
         assert (fq - w).abs().max() <= quantize(w, bits)[1].max() / 2 + 1e-7
-        assert torch.equal(fake_quant(fq, bits), fq)  # quantized values are fixed points
+    # torchao's mapping does not return q * scale to q (the row maximum 127 / 127.5 gets a new scale): the codes
+    # that ship are taken from the fp32 weights, so they must not be recomputed from saved dequantized weights
+    assert not torch.equal(quantize(fake_quant(w, 8), 8)[1], quantize(w, 8)[1])
     with pytest.raises(CotdistillError, match="bits 3: use 8 or 4"):
         quantize(w, 3)
 
 
-def test_straight_through_gradient():
-    w = torch.randn(4, 6, requires_grad=True)
-    x = torch.randn(6)
-    (FakeQuant(8)(w) @ x).sum().backward()
-    assert torch.allclose(w.grad, x.expand(4, 6))  # the rounding is invisible to the gradient
+@pytest.mark.parametrize("bits", [8, 4])
+def test_qat_linears_quantize_forward_and_pass_the_gradient_straight_through(bits):
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(6, 4, bias=False))
+    w = m[0].weight.detach().clone()
+    assert prepare_qat(m, bits) == 1 and type(m[0]).__name__ == "FakeQuantizedLinear"
+    assert list(m.state_dict()) == ["0.weight"]  # checkpoints keep their keys
+    x = torch.randn(3, 6)
+    y = m(x)
+    assert torch.allclose(y, x @ fake_quant(w, bits).T, atol=1e-6)  # the forward sees the quantized weight
+    y.sum().backward()
+    # straight through: the rounding is invisible to the gradient, except where torchao's fake quantizer clipped
+    # (w / scale beyond the code range before clamping: each row's positive maximum, +127.5 -> 128 > 127, gets none)
+    q, s = quantize(w, bits)
+    hi = 127 if bits == 8 else 7
+    clipped = torch.round(w / s[:, None]) > hi
+    want = torch.where(clipped, torch.zeros(4, 6), x.sum(0).expand(4, 6))
+    assert torch.allclose(m[0].weight.grad, want)
+    finalize_qat(m, bits)
+    assert type(m[0]) is torch.nn.Linear and torch.equal(m[0].weight, fake_quant(w, bits))
 
 
 def test_ptq_and_int8_serving(tiny_student, tmp_path):
@@ -44,30 +64,48 @@ def test_ptq_and_int8_serving(tiny_student, tmp_path):
     ref = AutoModelForCausalLM.from_pretrained(tiny_student)
     fp32_linear = sum(mod.weight.numel() * 4 for _, mod in linear_weights(ref))
     assert info["quantized_layers"] == sum(1 for _ in linear_weights(m)) > 0
-    for (_, a), (_, b) in zip(linear_weights(m), linear_weights(ref)):
-        q, s = quantize(b.weight, 8)
-        assert torch.allclose(a.weight, q.float() * s[:, None])  # saved weights are the dequantized codes
+    from safetensors.torch import load_file
+
+    shipped = load_file(str(tmp_path / "q8/quantized/model.safetensors"))
+    for (name, a), (_, b) in zip(linear_weights(m), linear_weights(ref)):
+        q, s = quantize(b.weight, 8)  # from the fp32 weights
+        assert torch.equal(shipped[f"{name}.weight.q"], q) and torch.equal(shipped[f"{name}.weight.scale"], s)
+        assert torch.allclose(a.weight, q.float() * s[:, None])  # saved weights are the shipped codes dequantized
     total_fp32 = sum(p.numel() * 4 for p in ref.parameters())
     assert info["quantized_bytes"] < total_fp32 - 0.7 * fp32_linear  # linears at 1 byte + scales
     assert (tmp_path / "q8/quantized/model.safetensors").exists()
     assert json.loads((tmp_path / "q8/cotdistill_quant.json").read_text())["bits"] == 8
     ids = torch.randint(0, 100, (2, 7))
-    with torch.no_grad():
+    with torch.no_grad():  # the int8 kernel on the fp32 weights computes what the ptq'd (dequantized) model does
         want = m(input_ids=ids).logits
-        got = to_int8_serving(m)(input_ids=ids).logits
-    assert any(isinstance(x, Int8Linear) for x in m.modules())
-    assert torch.allclose(got, want, atol=1e-3)
+        served = to_serving(AutoModelForCausalLM.from_pretrained(tiny_student), 8)
+        got = served(input_ids=ids).logits
+    kinds = {type(mod.weight).__name__ for _, mod in linear_weights(served)}
+    assert kinds == {"Int8Tensor"} and type(served.lm_head.weight).__name__ in ("Parameter", "Tensor")
+    assert torch.allclose(got, want, atol=1e-3)  # the int8 kernel computes with the codes the file holds
+    ref4 = AutoModelForCausalLM.from_pretrained(tiny_student)
+    with torch.no_grad():
+        for _, mod in linear_weights(ref4):
+            mod.weight.copy_(fake_quant(mod.weight, 4))
+        want4 = ref4(input_ids=ids).logits
+        got4 = to_serving(AutoModelForCausalLM.from_pretrained(tiny_student), 4)(input_ids=ids).logits
+    assert torch.allclose(got4, want4, atol=1e-3)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_qat_trains_and_leaves_quantized_weights(bits, tiny_student, tmp_path):
     summary = train.run(train_cfg(tiny_student, tmp_path, max_steps=4, qat={"bits": bits}))
     assert summary["qat"]["bits"] == bits and summary["steps"] == 4
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     m = AutoModelForCausalLM.from_pretrained(summary["final_model"])
-    for _, mod in linear_weights(m):
-        assert torch.allclose(fake_quant(mod.weight, bits), mod.weight, atol=1e-6)  # on the grid
+    shipped = load_file(f"{summary['final_model']}/quantized/model.safetensors")
+    lo, hi = (-128, 127) if bits == 8 else (-8, 7)
+    for name, mod in linear_weights(m):  # the served weights are the shipped codes, dequantized
+        q, s = shipped[f"{name}.weight.q"], shipped[f"{name}.weight.scale"]
+        assert lo <= int(q.min()) and int(q.max()) <= hi
+        assert torch.allclose(mod.weight, q.float() * s[:, None], atol=1e-7)
     start = AutoModelForCausalLM.from_pretrained(tiny_student)
     moved = [
         (a.weight - b.weight).abs().max().item() for (_, a), (_, b) in zip(linear_weights(m), linear_weights(start))

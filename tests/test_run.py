@@ -401,6 +401,26 @@ def test_per_student_inits_and_students_as_teachers(tmp_path):
     assert other.fps["train:born_again@0"] != base.fps["train:born_again@0"]
 
 
+def test_mutual_peers_from_the_next_seeds_base(tmp_path):
+    """peers_from: seed s's peer is the named student of the next seed in the list (cyclic), wired as a
+    dependency, so pretrained peers that learnt apart teach each other."""
+    cfg = _students(tmp_path, [
+        {"name": "base", "train": {"method": "sft"}},
+        {"name": "mutual", "init_from": "base", "peers_from": "base", "train": {"method": "mutual"}},
+    ], "seeds=[3,5,7]")
+    plan = Plan(cfg)
+    final = lambda seed: str(Path(plan.students[f"base@{seed}"].train.output_dir) / "final")
+    for seed, peer in ((3, 5), (5, 7), (7, 3)):
+        t = plan.students[f"mutual@{seed}"].train
+        assert t.student == final(seed) and t.mutual.peer_models == [final(peer)]
+        assert {f"train:base@{seed}", f"train:base@{peer}"} <= set(plan.stages[f"train:mutual@{seed}"].deps)
+    three = Plan(_students(tmp_path, [
+        {"name": "base", "train": {"method": "sft"}},
+        {"name": "mutual", "init_from": "base", "peers_from": "base",
+         "train": {"method": "mutual", "mutual": {"peers": 3}}}], "seeds=[0,1,2]"))
+    assert [Path(p).parent.name for p in three.students["mutual@2"].train.mutual.peer_models] == ["seed0", "seed1"]
+
+
 @pytest.mark.parametrize(
     "students,expect",
     [
@@ -414,6 +434,11 @@ def test_per_student_inits_and_students_as_teachers(tmp_path):
             "init_from or student, not both",
         ),
         ([{"name": "a", "student": {"from_teacher": True, "layers": []}}], "students.0.student.layers"),
+        ([{"name": "a"}, {"name": "b", "peers_from": "a", "train": {"method": "kd"}}], "only method mutual has peers"),
+        ([{"name": "a"}, {"name": "b", "peers_from": "a", "train": {"method": "mutual", "mutual": {"peers": 3}}}],
+         "3 peers need as many seeds, the student has 2"),
+        ([{"name": "b", "peers_from": "a", "train": {"method": "mutual"}}, {"name": "a"}],
+         "peers_from: 'a' is not a student listed before"),
     ],
 )
 def test_student_wiring_errors(tmp_path, students, expect):

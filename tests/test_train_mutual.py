@@ -58,6 +58,28 @@ def test_mutual_trains_every_peer_and_saves_them(tiny_student, tmp_path):
     assert '"mutual/kl"' in log and '"mutual/agreement"' in log
 
 
+def test_mutual_peers_start_from_their_own_checkpoints(tiny_student, tmp_path):
+    """peer_models: each peer is loaded from its checkpoint (a run's peers_from), not re-initialised."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    other = tmp_path / "other"
+    m = AutoModelForCausalLM.from_pretrained(tiny_student)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    m.save_pretrained(other)
+    c = cfg(tiny_student, tmp_path, method="mutual", max_steps=1, learning_rate=1e-9,
+            mutual={"peer_models": [str(other)]})
+    train.run(c)
+    peer = load_file(str(tmp_path / "out/peers/peer1/model.safetensors"))
+    start, fresh = load_file(str(other / "model.safetensors")), load_file(str(tiny_student / "model.safetensors"))
+    assert all(torch.allclose(peer[k], start[k], atol=1e-6) for k in start)  # one step at lr 1e-9: its checkpoint
+    assert not all(torch.allclose(peer[k], fresh[k], atol=1e-6) for k in start)
+    with pytest.raises(ValueError, match="1 given for 2 other peer"):
+        cfg(tiny_student, tmp_path, method="mutual", mutual={"peers": 3, "peer_models": [str(other)]})
+
+
 def test_mutual_config_checks(tiny_student, tmp_path):
     with pytest.raises(ValueError, match="a teacher term needs teacher"):
         cfg(tiny_student, tmp_path, method="mutual", mutual={"teacher_weight": 0.5})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cotdistill.config.common import StrictModel
 
@@ -19,4 +19,14 @@ class MutualOptions(StrictModel):
     reinit_peers: bool = Field(
         default=True, description="the other peers start from fresh weights (seed + k) of the student's "
         "architecture, as in the paper; false: from the student's own weights (a pretrained student)")
+    peer_models: list[str] = Field(
+        default_factory=list, description="the other peers' starting checkpoints, one per peer (peers - 1 of them), "
+        "instead of reinit_peers; a run fills it from a student's peers_from")
     teacher_weight: float = Field(default=0.0, ge=0, description="with teacher: weight of its soft-target term")
+
+    @model_validator(mode="after")
+    def _one_model_per_peer(self):
+        if self.peer_models and len(self.peer_models) != self.peers - 1:
+            raise ValueError(f"mutual.peer_models: {len(self.peer_models)} given for {self.peers - 1} other peer(s); "
+                             f"give one per peer or none")
+        return self

@@ -118,6 +118,11 @@ class RunStudent(StrictModel):
         "student's model of the same seed: born-again rounds, or "
         "an assistant in progressive distillation",
     )
+    peers_from: str | None = Field(
+        default=None,
+        description="mutual: the other peers start from this (earlier) student's trained models of the run's "
+        "next seeds in order (cyclic), so peers that learnt apart teach each other",
+    )
     ptq: QATConfig | None = Field(default=None, description="no training: post-training quantization (weight-only) "
                                                             "of the init_from student's model of the same seed")
     filter: dict[str, Any] | None = Field(
@@ -222,7 +227,7 @@ class RunConfig(StrictModel):
                 new = {**s, "name": f"{s['name']}-{label}", "student": dump}
                 if sweep.train.get(label) and s.get("train"):  # trained students take the size's overrides
                     new["train"] = {**s["train"], **sweep.train[label]}
-                for field in ("init_from", "teacher_from"):
+                for field in ("init_from", "teacher_from", "peers_from"):
                     if s.get(field) in swept:
                         new[field] = f"{s[field]}-{label}"
                 if new.get("init_from"):  # starts from another student's trained model: no init of its own
@@ -251,7 +256,14 @@ class RunConfig(StrictModel):
             if s.teacher_from is not None and s.train.get("method") not in ("kd", "gkd", "distill"):
                 raise ValueError(f"students[{i}].teacher_from: only live-teacher methods (kd, gkd, distill) take a "
                                  f"student as teacher; set train.method")
-            for field in ("init_from", "teacher_from"):
+            if s.peers_from is not None:
+                if s.train.get("method") != "mutual":
+                    raise ValueError(f"students[{i}].peers_from: only method mutual has peers; set train.method")
+                peers = (s.train.get("mutual") or {}).get("peers", 2)
+                if len(s.seeds or self.seeds) < peers:
+                    raise ValueError(f"students[{i}].peers_from: {peers} peers need as many seeds, the student has "
+                                     f"{len(s.seeds or self.seeds)}; add seeds or lower mutual.peers")
+            for field in ("init_from", "teacher_from", "peers_from"):
                 other = getattr(s, field)
                 if other is None:
                     continue

@@ -236,13 +236,14 @@ def train_and_save(trainer, cfg: TrainConfig, tok, preflight: dict) -> dict:
     if not main:
         trainer.accelerator.wait_for_everyone()
         return summary
+    deploy = None
     if cfg.qat is not None:  # the weights keep their quantized values; the int codes ship beside them
-        finalize_qat(model)
+        deploy = finalize_qat(model, cfg.qat.bits)
     stop_on_turn_end(model, tok)
     model.save_pretrained(str(final))
     tok.save_pretrained(str(final))
     if cfg.qat is not None:
-        summary["qat"] = save_quantized(model, final, cfg.qat.bits, f"qat ({cfg.method})")
+        summary["qat"] = save_quantized(deploy, final, cfg.qat.bits, f"qat ({cfg.method})")
     write_atomic(out / "trainer_log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     trainer.accelerator.wait_for_everyone()

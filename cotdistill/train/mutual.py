@@ -97,8 +97,10 @@ class MutualTrainer(TrainsAlongside, Trainer):
 
 
 def _peer(cfg: TrainConfig, k: int, student):
-    """Peer k: the student's architecture initialised afresh from seed + k, or (``reinit_peers`` off) the
-    student's own checkpoint loaded again."""
+    """Peer k: its own checkpoint (``peer_models``), the student's architecture initialised afresh from seed + k,
+    or (``reinit_peers`` off) the student's own checkpoint loaded again."""
+    if cfg.mutual.peer_models:
+        return load_student(cfg.model_copy(update={"student": cfg.mutual.peer_models[k - 1]}))
     if not cfg.mutual.reinit_peers:
         return load_student(cfg)
     from transformers import AutoModelForCausalLM
