@@ -2,16 +2,18 @@
 (data/configs/run_methods.yaml, regime "warm start"):
 
 1. phase 1: the `base` student (the demo's SFT recipe) is trained seed by seed (0, 1, 2, ...); a seed is
-   kept when its base has left the plateau: greedy accuracy >= --gate on the first --gate-problems
-   *training* problems (the held-out set plays no part in the choice). Stops at --want kept seeds.
+   kept when its base has left the plateau but not finished learning: greedy accuracy in [--gate,
+   --gate-max) on the first --gate-problems *training* problems (the held-out set plays no part in the
+   choice). The escaped seeds of this task are bimodal (about 0.98 or about 0.82 held-out): the band keeps
+   the second kind, with room to improve and a seed spread of a few points. Stops at --want kept seeds.
 2. phase 2: every method trains for the same steps from the kept seeds' base (one `cotdistill run`),
-   and vLLM evaluates them all on the 500 held-out problems.
+   and vLLM evaluates them all on held-out problems.
 
 Then a table of accuracy per seed, mean, 95% interval, the difference to sft (paired by seed, with a
 verdict at 95% and at the Bonferroni level of all the comparisons), diversity of the samples, wall
 time per step and peak memory growth.
 
-    python scripts/compare_methods.py                 # about 45 min alone on 2 Intel (AMX) cores; resumable
+    python scripts/compare_methods.py                 # resumable; see the README for measured times
     python scripts/compare_methods.py --smoke         # 2 steps per method, 2 seeds, a few problems (CI)
     python scripts/compare_methods.py --want 5 students.1.train.max_steps=200
 
@@ -36,8 +38,8 @@ BASELINE = "sft"
 BASE = "base"  # phase 1: every method starts from this student's model of the same seed
 HELPERS = {BASE, "assistant"}  # trained for other methods (all; progressive), not methods themselves
 REGIME = ("warm start: every method trains {steps} steps from the same base student per seed (SFT, {base_steps} "
-          "steps on the verified traces); seeds kept when their base scores >= {gate} greedy on {problems} "
-          "training problems ({kept} of {tried} tried)")
+          "steps on the verified traces); seeds kept when their base scores in {band} (past the plateau, short of "
+          "the ceiling) greedy on {problems} training problems ({kept} of {tried} tried)")
 
 
 def smoke_overrides(cfg_path: Path) -> list[str]:
@@ -45,7 +47,8 @@ def smoke_overrides(cfg_path: Path) -> list[str]:
 
     students = yaml.safe_load(cfg_path.read_text())["students"]
     out = ["output_dir=runs/methods-smoke", "seeds=[0,1]", "generate.source.limit=12", "generate.sampling.n=2",
-           "eval.benchmarks.0.source.limit=12", "eval.sampling.n=1", "eval.ks=[1]"]
+           "eval.benchmarks.0.source.limit=12", "eval.sampling.n=2", "eval.sampling.temperature=1.0",
+           "eval.ks=[1]"]
     for i, s in enumerate(students):
         out += [f"students.{i}.train.max_steps=2", f"students.{i}.train.logging_steps=1"]
         if (s.get("train") or {}).get("method") in ("gkd", "distill"):  # rollouts: a few tokens
@@ -159,8 +162,9 @@ def gate_accuracy(cfg, seed: int, problems: int) -> float:
     return EvalResults.load(out / "results.json").pass1(f"{BASE}@{seed}", "gate").value
 
 
-def gate_seeds(cfg, want: int, pool: int, threshold: float, problems: int) -> tuple[list[int], list[dict]]:
-    """Phase 1, seed by seed: train the base student, keep the seed when it passes the gate; stop at ``want``."""
+def gate_seeds(cfg, want: int, pool: int, band: tuple[float, float], problems: int) -> tuple[list[int], list[dict]]:
+    """Phase 1, seed by seed: train the base student, keep the seed when its gate accuracy lies in ``band``
+    (past the plateau, short of the ceiling); stop at ``want``."""
     from cotdistill.errors import CotdistillError
     from cotdistill.run import run
 
@@ -169,17 +173,20 @@ def gate_seeds(cfg, want: int, pool: int, threshold: float, problems: int) -> tu
         raise CotdistillError(f"{BASE}: the config has no student '{BASE}' for every method to start from")
     kept, tried = [], []
     for seed in range(pool):
-        run(cfg.model_copy(update={"students": base, "seeds": [seed]}), skip=["eval", "report"])
-        acc = gate_accuracy(cfg, seed, problems)
-        tried.append({"seed": seed, "gate_accuracy": round(acc, 4), "kept": acc >= threshold})
-        print(f"[compare_methods] gate: base seed {seed}: {acc:.3f} on {problems} training problems "
-              f"({'kept' if acc >= threshold else 'on the plateau, left out'})", flush=True)
-        kept += [seed] if acc >= threshold else []
+        one = cfg.model_copy(update={"students": base, "seeds": [seed]})
+        run(one, skip=["eval", "report"])
+        acc = gate_accuracy(one, seed, problems)
+        ok = band[0] <= acc < band[1]
+        tried.append({"seed": seed, "gate_accuracy": round(acc, 4), "kept": ok})
+        why = "kept" if ok else "on the plateau, left out" if acc < band[0] else "at the ceiling, left out"
+        print(f"[compare_methods] gate: base seed {seed}: {acc:.3f} on {problems} training problems ({why})",
+              flush=True)
+        kept += [seed] if ok else []
         if len(kept) == want:
             return kept, tried
     raise CotdistillError(
-        f"gate: only {len(kept)} of {pool} seeds' base students reached {threshold} on the training problems "
-        f"({tried}); raise --pool, lower --gate, or train the base longer (students.0.train.max_steps)")
+        f"gate: only {len(kept)} of {pool} seeds' base students scored in [{band[0]}, {band[1]}) on the training "
+        f"problems ({tried}); raise --pool or widen the band (--gate, --gate-max)")
 
 
 def only_students(cfg, names: list[str]):
@@ -206,8 +213,10 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "data" / "configs" / "run_methods.yaml"))
     ap.add_argument("--smoke", action="store_true", help="2 steps per method, 2 seeds, 12 problems, gate at 0")
     ap.add_argument("--want", type=int, default=None, help="seeds to keep (default: as many as the config's seeds)")
-    ap.add_argument("--pool", type=int, default=8, help="seeds tried at most (0, 1, ...)")
+    ap.add_argument("--pool", type=int, default=16, help="seeds tried at most (0, 1, ...)")
     ap.add_argument("--gate", type=float, default=0.7, help="base accuracy that counts as past the plateau")
+    ap.add_argument("--gate-max", type=float, default=0.95,
+                    help="base accuracy from which a seed has finished learning (no room left to compare methods)")
     ap.add_argument("--gate-problems", type=int, default=200, help="training problems the gate scores")
     ap.add_argument("--no-gate", action="store_true", help="train the config's seeds as they are")
     ap.add_argument("--only", type=lambda x: x.split(","), default=None,
@@ -224,7 +233,7 @@ def main() -> None:
     from cotdistill.run import run
 
     overrides = (smoke_overrides(Path(args.config)) if args.smoke else []) + args.overrides
-    threshold = 0.0 if args.smoke else args.gate
+    band = (0.0, 1.01) if args.smoke else (args.gate, args.gate_max)
     problems = 8 if args.smoke else args.gate_problems
     try:
         cfg = load_config(RunConfig, args.config, overrides)
@@ -240,8 +249,8 @@ def main() -> None:
         want = args.want or len(cfg.seeds)
         gate = None
         if not args.no_gate:
-            kept, tried = gate_seeds(cfg, want, max(args.pool, want), threshold, problems)
-            gate = {"threshold": threshold, "problems": problems, "tried": tried, "kept": kept}
+            kept, tried = gate_seeds(cfg, want, max(args.pool, want), band, problems)
+            gate = {"band": list(band), "problems": problems, "tried": tried, "kept": kept}
             cfg = cfg.model_copy(update={"seeds": kept})
         summary = run(cfg)
     except CotdistillError as e:
@@ -256,7 +265,7 @@ def main() -> None:
     worse = [n for n, r in rows.items() if (r.get("vs_sft_detail") or {}).get("verdict") == "worse"]
     sft = rows.get(BASELINE) or {}
     base_train = next(s for s in cfg.students if s.name == BASE).train if gate else {}
-    regime = REGIME.format(steps=sft.get("steps"), base_steps=base_train.get("max_steps"), gate=threshold,
+    regime = REGIME.format(steps=sft.get("steps"), base_steps=base_train.get("max_steps"), band=list(band),
                            problems=problems, kept=len(gate["kept"]), tried=len(gate["tried"])) if gate else \
         "as configured: the config's seeds, no gate"
     spread = round(max(sft["per_seed"]) - min(sft["per_seed"]), 4) if sft.get("per_seed") else None

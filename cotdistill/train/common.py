@@ -289,6 +289,10 @@ class TrainsAlongside:
         if params and not any(p is params[0] for g in opt.param_groups for p in g["params"]):
             for group in self.alongside_groups(params):
                 opt.add_param_group(group)
+            # the Trainer zeroes only its model's gradients (model.zero_grad()): without this, the modules alongside
+            # would add up every step's gradient since the start (mutual's peers diverged from a warm start)
+            inner = getattr(opt, "optimizer", opt)
+            inner.register_step_post_hook(lambda *_: self.alongside.zero_grad(set_to_none=True))
         return opt
 
     def _save_checkpoint(self, model, trial):
