@@ -120,3 +120,21 @@ def test_qat_refuses_lora_and_on_policy_methods(tiny_student, tmp_path):
     with pytest.raises(ValueError, match="qat: quantization-aware training"):
         TrainConfig.model_validate({"method": "gkd", "teacher": "t", "student": "x", "dataset_dir": "d",
                                     "output_dir": "o", "qat": {"bits": 8}})
+
+
+def test_bench_quant_speed_smoke(tiny_student):
+    """scripts/bench_quant_speed.py on a tiny model: one JSON line with int8 and int4 speed ratios."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    p = subprocess.run([sys.executable, str(ROOT / "scripts/bench_quant_speed.py"), str(tiny_student), "--batch", "2",
+                        "--max-tokens", "3", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    for bits in (8, 4):
+        assert out[f"int{bits}_speedup_batch1"] > 0 and out[f"int{bits}_tok_s_batch2"] > 0
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts/bench_quant_speed.py"), "/nonexistent"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "config.json missing" in bad.stderr

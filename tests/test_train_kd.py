@@ -82,6 +82,23 @@ def test_every_term_is_zero_when_the_student_is_the_teacher(tiny_model, tmp_path
     assert terms["ce"] > 0.1
 
 
+def test_projections_start_from_the_seed_not_from_what_ran_before(tiny_student, tiny_model, tmp_path):
+    """A run trains many students in one process: a feature projection's init must depend on its seed only (it
+    came from the global RNG, so the same seed gave 0.143 after other students and 0.173 alone)."""
+    from cotdistill.train import kd
+
+    c = cfg(tiny_student, tmp_path, method="kd", teacher=str(tiny_model), features={"weight": 1.0})
+    inits = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        torch.randn(1000)
+        trainer, _, _ = kd.build(c)
+        inits.append({k: v.clone() for k, v in trainer.projections.state_dict().items()})
+    assert inits[0] and all(torch.equal(inits[0][k], inits[1][k]) for k in inits[0])
+    other, _, _ = kd.build(c.model_copy(update={"seed": c.seed + 1}))
+    assert any(not torch.equal(inits[0][k], v) for k, v in other.projections.state_dict().items())
+
+
 def test_projections_resume_with_the_checkpoint(tiny_student, tiny_model, tmp_path):
     from cotdistill.train import kd
 

@@ -283,8 +283,10 @@ def build(cfg: TrainConfig):
         except ValueError as e:
             raise CotdistillError(f"{term}.{e}") from None
     need = len(pairs["features"]) + (1 if cfg.cosine else 0)
-    projections = torch.nn.ModuleList(
-        [torch.nn.Linear(ds_, dt, bias=False) if ds_ != dt else torch.nn.Identity() for _ in range(need)])
+    with torch.random.fork_rng(devices=[]):  # the seed's own projections, whatever ran before in this process
+        torch.manual_seed(cfg.seed)
+        projections = torch.nn.ModuleList(
+            [torch.nn.Linear(ds_, dt, bias=False) if ds_ != dt else torch.nn.Identity() for _ in range(need)])
     examples, dropped = build_examples(cfg, tok, load_split(cfg, "sft"))
     args = training_args(TrainingArguments, cfg, remove_unused_columns=False,
                          train_sampling_strategy="group_by_length" if cfg.length_grouped else "random")
