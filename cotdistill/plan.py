@@ -25,6 +25,7 @@ from cotdistill.config import (
     TrainConfig,
     VLLMTeacher,
 )
+from cotdistill.config.mutual import MutualOptions
 from cotdistill.errors import CotdistillError
 
 # the unfiltered baseline's filter settings: every trace, nothing dropped
@@ -231,8 +232,8 @@ class Plan:
         train, peer_stages = dict(s.train), []
         if s.peers_from is not None:  # peer k: the peers_from student of the k-th next seed of this student's seeds
             seeds = seeds_of(cfg, s)
-            others = [seeds[(seeds.index(seed) + k) % len(seeds)]
-                      for k in range(1, (train.get("mutual") or {}).get("peers", 2))]
+            peers = (train.get("mutual") or {}).get("peers", MutualOptions.model_fields["peers"].default)
+            others = [seeds[(seeds.index(seed) + k) % len(seeds)] for k in range(1, peers)]
             peer_stages = [f"train:{s.peers_from}@{o}" for o in others]
             train["mutual"] = {**(train.get("mutual") or {}), "peer_models": [
                 str(Path(self.students[f"{s.peers_from}@{o}"].train.output_dir) / "final") for o in others]}

@@ -52,21 +52,27 @@ def _log(msg: str) -> None:
     print(f"[cotdistill run] {msg}", file=sys.stderr, flush=True)
 
 
-def _eval_config(plan: Plan) -> EvalConfig:
-    cfg = plan.cfg
-    models = [EvalModel(name="teacher", role="teacher", serve=cfg.teacher)] if cfg.eval.teacher else []
+def student_engine(cfg: RunConfig, model: str | Path) -> VLLMTeacher:
+    """The vLLM engine block that serves a trained student directory: the teacher's engine settings (or CPU
+    defaults when the teacher is a server) with the student's own model, tokenizer and template."""
     engine = cfg.teacher.model_dump() if isinstance(cfg.teacher, VLLMTeacher) else {
         "backend": "vllm", "max_model_len": 4096, "enforce_eager": True}
     if cfg.eval.gpu_memory_utilization is not None:
         engine["gpu_memory_utilization"] = cfg.eval.gpu_memory_utilization
+    return VLLMTeacher.model_validate(
+        {**engine, "model": str(model), "tokenizer": None, "revision": None, "chat_template": None})
+
+
+def _eval_config(plan: Plan) -> EvalConfig:
+    cfg = plan.cfg
+    models = [EvalModel(name="teacher", role="teacher", serve=cfg.teacher)] if cfg.eval.teacher else []
     for name, student in plan.students.items():
         final = Path(student.train.output_dir) / "final"
         if not (final / "config.json").exists():
             _log(f"eval: student '{name}' has no trained model at {final} (stage skipped?); left out")
             continue
         role = "baseline" if student.data != "filtered" else "student"
-        models.append(EvalModel(name=name, role=role, serve=VLLMTeacher.model_validate(
-            {**engine, "model": str(final), "tokenizer": None, "revision": None, "chat_template": None})))
+        models.append(EvalModel(name=name, role=role, serve=student_engine(cfg, final)))
     return EvalConfig(models=models, benchmarks=cfg.eval.benchmarks, sampling=cfg.eval.sampling, ks=cfg.eval.ks,
                       ci=cfg.eval.ci, train_data=[str(plan.dirs["filter"])], ngram=cfg.eval.ngram,
                       contamination=cfg.eval.contamination,

@@ -142,10 +142,11 @@ def print_table(rows: dict, teacher: float | None) -> None:
 def gate_accuracy(cfg, seed: int, problems: int) -> float:
     """Greedy pass@1 of the seed's base student on the first ``problems`` training problems (has it left the
     plateau?), evaluated into <output_dir>/gate/seed<k>; the held-out benchmark is not looked at."""
-    from cotdistill.config import EvalConfig, VLLMTeacher
+    from cotdistill.config import EvalConfig
     from cotdistill.evaluate import run as evaluate
     from cotdistill.plan import Plan
     from cotdistill.results import EvalResults
+    from cotdistill.run import student_engine
 
     plan = Plan(cfg)
     final = Path(plan.students[f"{BASE}@{seed}"].train.output_dir) / "final"
@@ -153,8 +154,7 @@ def gate_accuracy(cfg, seed: int, problems: int) -> float:
     bench = cfg.eval.benchmarks[0].model_dump()
     out = Path(cfg.output_dir) / "gate" / f"seed{seed}"
     ecfg = EvalConfig.model_validate({
-        "models": [{"name": f"{BASE}@{seed}", "role": "student", "serve": VLLMTeacher.model_validate(
-            {**cfg.teacher.model_dump(), "model": str(final), "tokenizer": None})}],
+        "models": [{"name": f"{BASE}@{seed}", "role": "student", "serve": student_engine(cfg, final)}],
         "benchmarks": [{**bench, "name": "gate", "source": {**source, "limit": problems}}],
         "sampling": {"n": 1, "temperature": 0.0, "max_tokens": cfg.eval.sampling.max_tokens, "seed": 0},
         "ks": [1], "ci": "wilson", "output_dir": str(out), "progress": False})

@@ -12,6 +12,7 @@ from cotdistill.config.common import SamplingConfig, StrictModel, TeacherConfig,
 from cotdistill.config.eval import EvalBenchmark
 from cotdistill.config.filter import FilterConfig
 from cotdistill.config.generate import GenerateConfig
+from cotdistill.config.mutual import MutualOptions
 from cotdistill.config.synthesize import SynthesizeConfig
 from cotdistill.config.train import METHOD_CONFIGS, QATConfig, TrainConfig
 from cotdistill.loading import format_validation_error
@@ -259,7 +260,7 @@ class RunConfig(StrictModel):
             if s.peers_from is not None:
                 if s.train.get("method") != "mutual":
                     raise ValueError(f"students[{i}].peers_from: only method mutual has peers; set train.method")
-                peers = (s.train.get("mutual") or {}).get("peers", 2)
+                peers = (s.train.get("mutual") or {}).get("peers", MutualOptions.model_fields["peers"].default)
                 if len(s.seeds or self.seeds) < peers:
                     raise ValueError(f"students[{i}].peers_from: {peers} peers need as many seeds, the student has "
                                      f"{len(s.seeds or self.seeds)}; add seeds or lower mutual.peers")
