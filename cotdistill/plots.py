@@ -136,17 +136,22 @@ def payoff_plot(p: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for b in BANDS:
         ax.fill_between([b["from"], b["to"] or 64], *b["retention"], alpha=0.15, color="tab:gray")
-    for r in p["sizes"]:
-        ax.scatter([r["compression"]] * len(r["retention_per_seed"]), r["retention_per_seed"], s=14, alpha=0.6)
-        ax.annotate(r["name"], (r["compression"], r["retention_mean"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
-    # KD and quantized students at their parameter compression (bits shrink the bytes, not the count)
-    others = [(n, r) for n, r in {**p.get("ptq", {}), **p.get("qat", {})}.items() if r.get("compression")]
+    curves = p.get("curves") or {"sft": p["sizes"]}
+    for k, (fam, rs) in enumerate(curves.items()):  # one line per method through its mean, seeds as points
+        nudge = 1.03 ** k  # so the seeds of one size do not hide each other
+        line = ax.plot([r["compression"] * nudge for r in rs], [r["retention_mean"] for r in rs], marker="o",
+                       ms=4, lw=1.2, label=f"{fam} (mean; points: seeds)")[0]
+        for r in rs:
+            ax.scatter([r["compression"] * nudge] * len(r["retention_per_seed"]), r["retention_per_seed"], s=12,
+                       alpha=0.5, color=line.get_color())
+    # quantized students at their parameter compression (bits shrink the bytes, not the count); with
+    # curves, only the trained ones (QAT): PTQ sits on its fp32 model's point
+    quant = {**p.get("ptq", {}), **p.get("qat", {})} if not p.get("curves") else p.get("qat", {})
+    others = [(n, r) for n, r in quant.items() if r.get("compression")]
     for i, (n, r) in enumerate(others):  # nudged right so the seeds of one size do not hide each other
         ax.scatter([r["compression"] * 1.04 ** (i % 5 + 1)] * len(r["retention_per_seed"]), r["retention_per_seed"],
                    s=16, marker="x" if r.get("bits") else "^", alpha=0.7, label=f"{n} ({r.get('bits') or 32}-bit)")
-    if others:
-        ax.legend(fontsize=6, loc="lower left", ncol=2)
+    ax.legend(fontsize=6, loc="lower left", ncol=2)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("compression (teacher parameters / student parameters)")
     ax.set_ylabel("retention (student / teacher accuracy)")

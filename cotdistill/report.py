@@ -165,15 +165,29 @@ def _payoff_md(p: dict, where) -> list[str]:
             f"{r['decode_speedup_batch1']:.2f}x | {r['ttft_ratio']:.2f}x | {r['memory_ratio']:.2f}x | "
             f"{_ratio(r.get('model_memory_ratio'))} | {r['retention_x_speedup']:.3f} |"
         )
+    def pts(d):
+        return "-" if not d else (f"{100 * d['difference']:+.1f} [{100 * d['ci95'][0]:+.1f}, "
+                                  f"{100 * d['ci95'][1]:+.1f}] ({d['verdict']})")
+
+    curves = p.get("curves") or {}
+    if len(curves) > 1:  # each distillation method beside SFT at every size, paired by seed and problem
+        md += ["", "| method | size | compression | retention per seed | retention mean | vs SFT at this size, "
+                   "points [95% CI] |", "|---|---|---:|---|---:|---|"]
+        for fam, rs in curves.items():
+            for r in rs:
+                md.append(f"| {fam} | {r['size']} | {r['compression']:.1f}x | "
+                          f"{', '.join(f'{x:.3f}' for x in r['retention_per_seed'])} | {r['retention_mean']:.3f} | "
+                          f"{pts(r.get('vs_sft'))} |")
     quant = {**p.get("ptq", {}), **p.get("qat", {})}
     if quant:
-        md += ["", "| quantized / KD student | method | bits | retention mean [range] | bytes shipped | vs teacher |",
-               "|---|---|---:|---|---:|---:|"]
+        md += ["", "| quantized / KD student | method | bits | retention mean [range] | bytes shipped | vs teacher "
+                   "| vs the model it quantized (PTQ) or PTQ (QAT), points [95% CI] |",
+               "|---|---|---:|---|---:|---:|---|"]
         for n, r in quant.items():
             shipped = r.get("quantized_bytes") or r["fp32_bytes"]
             md.append(f"| {n} | {r.get('method') or '-'} | {r['bits'] or 32} | {r['retention_mean']:.3f} "
                       f"[{r['retention_range'][0]:.3f}, {r['retention_range'][1]:.3f}] | {shipped:,} | "
-                      f"{t['bytes_on_disk'] / shipped:.1f}x |")
+                      f"{t['bytes_on_disk'] / shipped:.1f}x | {pts(r.get('vs'))} |")
     s = p.get("quant_speed") or {}
     for bits in (8, 4):
         if f"int{bits}_speedup_batch1" in s:

@@ -48,6 +48,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from cotdistill.config import RunConfig
+    from cotdistill.config.run import size_label
     from cotdistill.errors import CotdistillError
     from cotdistill.loading import load_config
     from cotdistill.payoff import measure
@@ -136,24 +137,64 @@ def main() -> None:
             "fp32_bytes": d["bytes_on_disk"],
         }
 
-    # quantized students: accuracy, and bytes a deployment ships (int codes + scales) against the teacher's
+    pairs = {(c["a"], c["b"]): c for c in table.get("comparisons", [])}
+
+    def vs(a, b):  # a - b in points with the eval's paired interval and verdict (for a against b)
+        if (a, b) in pairs:
+            c = pairs[(a, b)]
+            return {"than": b, "difference": c["difference"], "ci95": c["ci95"], "verdict": c["verdict"]}
+        if (b, a) in pairs:
+            c = pairs[(b, a)]
+            flip = {"better": "worse", "worse": "better"}
+            return {"than": b, "difference": 0.0 - c["difference"] + 0.0,  # no "-0.0"
+                    "ci95": [0.0 - c["ci95"][1] + 0.0, 0.0 - c["ci95"][0] + 0.0],
+                    "verdict": flip.get(c["verdict"], c["verdict"])}
+        return None
+
+    # every swept method's retention per size, beside SFT's at the same size (the curves)
+    labels = [size_label(s) for s in cfg.sweep.sizes] if cfg.sweep else []
+    curves = {}
+    for fam in ["sft", *[f for f in ("logit_kd", "gkd") if any(f"{f}-{b}" in groups for b in labels)]]:
+        curves[fam] = []
+        for b in labels:
+            n = f"{fam}-{b}"
+            if n in groups:
+                curves[fam].append({**accuracy_row(n), "size": b, **fp32_size(n),
+                                    **({"vs_sft": vs(n, f"sft-{b}")} if fam != "sft" else {})})
+        curves[fam].sort(key=lambda r: r["compression"])
+
+    # quantized students: accuracy, and bytes a deployment ships (int codes + scales) against the teacher's;
+    # each against the fp32 model it was quantized from (PTQ) or the PTQ it competes with (QAT)
+    spec = {s.name: s for s in cfg.students}
+
+    def against(n, bits):  # PTQ: the model it quantized; QAT (trained): PTQ of the same method, size and bits
+        s = spec[n]
+        if s.init_from:
+            return s.init_from
+        size = size_label(s.student if s.student is not None else cfg.student)
+        return f"{s.train.get('method', 'sft')}_ptq{bits}-{size}"
+
     quant = {}
     for n in sorted(quantized):
         info = json.loads((final[n] / "cotdistill_quant.json").read_text())
+        fp32 = against(n, info["bits"])
         quant[n] = {
             **accuracy_row(n),
             **fp32_size(n),
             "bits": info["bits"],
             "quantized_bytes": info["quantized_bytes"],
             "disk_ratio_vs_teacher": round(t["bytes_on_disk"] / info["quantized_bytes"], 3),
+            "vs": vs(n, fp32) if fp32 in groups else None,
         }
     demo = next((n for n in sizes if n.endswith("h128l2")), sizes[0] if sizes else None)
     speed = torch_decode_speed(final[demo], messages, batch=batch, max_tokens=max_tokens,
                                repeats=1 if args.smoke else 3) if demo else {}
-    ptq = {n: r for n, r in quant.items() if n.startswith("ptq")}
-    qat = {n: r for n, r in quant.items() if not n.startswith("ptq")}
-    for n in [x for x in groups if x.startswith("logit_kd") and x not in quant]:
-        qat[n] = {**accuracy_row(n), **fp32_size(n), "bits": None}
+    trained = {s.name for s in cfg.students if s.train}
+    ptq = {n: r for n, r in quant.items() if n not in trained}  # PTQ: quantized, never trained
+    qat = {n: r for n, r in quant.items() if n in trained}
+    for n, r in qat.items():  # and against the same method's fp32 student of that size
+        fp32 = against(n, r["bits"]).replace(f"_ptq{r['bits']}-", "-")
+        r["vs_fp32"] = vs(n, fp32) if fp32 in groups else None
 
     print(
         f"teacher: {t['params']:,} parameters, accuracy {teacher_acc:.3f}, "
@@ -170,18 +211,27 @@ def main() -> None:
             f"{r['decode_speedup_batch1']:>5.2f}x {r['memory_ratio']:>5.2f}x {r['model_memory_ratio']:>5.2f}x  "
             f"{r['vs_band'] or ''}"
         )
-    print(
-        f"{'quantized / KD':<22} {'bits':>5} {'retention mean [range]':>24} {'shipped bytes':>14} {'vs teacher':>10}"
-    )
-    for n, r in {**ptq, **qat}.items():
-        shipped = r.get("quantized_bytes") or r["fp32_bytes"]
-        print(f"{n:<22} {r['bits'] or 32:>5} {r['retention_mean']:>8.3f} [{r['retention_range'][0]:.3f}, "
-              f"{r['retention_range'][1]:.3f}] {shipped:>14,} {t['bytes_on_disk'] / shipped:>9.1f}x")
+    def pts(d):
+        return "" if not d else (f"{100 * d['difference']:+.1f} [{100 * d['ci95'][0]:+.1f}, "
+                                 f"{100 * d['ci95'][1]:+.1f}] {d['verdict']}")
+
+    print(f"{'method':<10} {'size':<14} {'compr.':>7} {'retention per seed':>26} {'mean':>6}  vs sft, points [95% CI]")
+    for fam, rs in curves.items():
+        for r in rs:
+            per = ", ".join(f"{x:.3f}" for x in r["retention_per_seed"])
+            print(f"{fam:<10} {r['size']:<14} {r['compression']:>6.1f}x {per:>26} {r['retention_mean']:>6.3f}  "
+                  f"{pts(r.get('vs_sft'))}")
+    print(f"{'quantized':<26} {'bits':>4} {'retention mean [range]':>24} {'shipped bytes':>14} {'vs teacher':>10}  "
+          f"vs fp32 / PTQ, points")
+    for n, r in quant.items():
+        print(f"{n:<26} {r['bits']:>4} {r['retention_mean']:>8.3f} [{r['retention_range'][0]:.3f}, "
+              f"{r['retention_range'][1]:.3f}] {r['quantized_bytes']:>14,} "
+              f"{t['bytes_on_disk'] / r['quantized_bytes']:>9.1f}x  {pts(r['vs'])}")
     if speed:
         for bits in (8, 4):
             print(f"int{bits} weights, {demo} ({speed['engine']}): {speed[f'int{bits}_speedup_batch1']:.2f}x at "
                   f"batch 1, {speed[f'int{bits}_speedup_batch{batch}']:.2f}x at batch {batch} vs its fp32 weights")
-    result = {"sizes": rows, "ptq": ptq, "qat": qat, "quant_speed": speed,
+    result = {"sizes": rows, "curves": curves, "ptq": ptq, "qat": qat, "quant_speed": speed,
               "teacher": {k: v for k, v in t.items() if k != "runs"} | {"accuracy": teacher_acc},
               "bands": BANDS, "batch": batch, "seeds": cfg.seeds, "output_dir": cfg.output_dir, "machine": machine()}
     # results.json gets a payoff key per model; payoff/payoff.json feeds the report's Payoff section
@@ -193,6 +243,7 @@ def main() -> None:
     rpath = plan.dirs["eval"] / "results.json"
     results = json.loads(rpath.read_text())
     results["payoff"] = {"teacher": result["teacher"], **{r["name"]: r for r in rows}, **ptq, **qat,
+                         **{r["name"]: r for fam, rs in curves.items() if fam != "sft" for r in rs},
                          "quant_speed": speed}
     write_atomic(rpath, json.dumps(results, indent=2) + "\n")
     print(f"report: {write_report(root)}")

@@ -24,16 +24,30 @@ def test_compression_sweep_smoke(tmp_path):
     assert out["sizes"][0]["compression"] < out["sizes"][1]["compression"]  # sorted by compression
     for png in ("retention_vs_compression.png", "speedup_vs_compression.png"):
         assert (tmp_path / "sweep/report" / png).stat().st_size > 0
-    assert sorted(out["ptq"]) == ["ptq4-h128l1", "ptq4-h64l1", "ptq8-h128l1", "ptq8-h64l1"]
-    assert sorted(out["qat"]) == ["logit_kd", "logit_kd_ptq8", "logit_kd_qat8"]
+    assert sorted(out["ptq"]) == ["logit_kd_ptq8-h128l1", "logit_kd_ptq8-h64l1", "ptq4-h128l1", "ptq4-h64l1",
+                                  "ptq8-h128l1", "ptq8-h64l1"]
+    assert sorted(out["qat"]) == ["logit_kd_qat8"]
     for name, r in {**out["ptq"], **out["qat"]}.items():
         assert len(r["retention_per_seed"]) == 1
-        if r["bits"]:
-            assert r["quantized_bytes"] < r["fp32_bytes"], name
+        assert r["quantized_bytes"] < r["fp32_bytes"], name
+    # each PTQ student against the model it quantized, from the eval's paired comparisons
+    assert out["ptq"]["ptq4-h64l1"]["vs"]["than"] == "sft-h64l1"
+    assert out["ptq"]["logit_kd_ptq8-h128l1"]["vs"]["than"] == "logit_kd-h128l1"
+    # the KD arms at every size beside SFT's (the curves), each with its paired difference to SFT there
+    assert list(out["curves"]) == ["sft", "logit_kd", "gkd"]
+    for fam, rs in out["curves"].items():
+        assert [r["size"] for r in rs] == ["h128l1", "h64l1"], fam
+        for r in rs:
+            assert len(r["retention_per_seed"]) == 1
+            if fam != "sft":
+                d = r["vs_sft"]
+                assert d["than"] == f"sft-{r['size']}" and d["ci95"][0] <= d["difference"] <= d["ci95"][1]
     assert out["ptq"]["ptq4-h64l1"]["quantized_bytes"] < out["ptq"]["ptq8-h64l1"]["quantized_bytes"]
     assert out["quant_speed"]["int8_speedup_batch1"] > 0
     report = (tmp_path / "sweep/report/report.md").read_text()
     assert "## Payoff" in report and "| sft-h64l1 |" in report and "| ptq4-h64l1 | ptq int4 | 4 |" in report
+    assert "| logit_kd | h64l1 |" in report and "| gkd | h128l1 |" in report
     results = json.loads((tmp_path / "sweep/eval/results.json").read_text())
-    assert {"teacher", "sft-h64l1", "ptq8-h64l1", "logit_kd_qat8", "quant_speed"} <= set(results["payoff"])
+    assert {"teacher", "sft-h64l1", "ptq8-h64l1", "logit_kd_qat8", "logit_kd-h64l1", "gkd-h128l1",
+            "quant_speed"} <= set(results["payoff"])
     assert json.loads((tmp_path / "sweep/payoff/payoff.json").read_text())["sizes"] == out["sizes"]

@@ -483,6 +483,15 @@ def test_sweep_train_overrides_per_size(tmp_path):
     assert by["sft_filtered-h128l2"].train["learning_rate"] == base["learning_rate"]  # other sizes untouched
     assert by["gkd-teacher-b0_2"].train["learning_rate"] == 1.0e-3
     assert Plan(cfg).students["sft_filtered-teacher-b0_2@0"].train.learning_rate == 1.0e-3
+    # one swept student's own override at one size comes after the size's
+    own = RunConfig.model_validate({**data, "sweep": {**data["sweep"], "train": {
+        "teacher-b0_2": {"learning_rate": 1.0e-3, "max_steps": 7}, "gkd-teacher-b0_2": {"learning_rate": 2.5e-4}}}})
+    by = {s.name: s for s in own.students}
+    assert by["gkd-teacher-b0_2"].train["learning_rate"] == 2.5e-4 and by["gkd-teacher-b0_2"].train["max_steps"] == 7
+    assert by["sft_filtered-teacher-b0_2"].train["learning_rate"] == 1.0e-3
+    assert by["gkd-h128l2"].train == next(s for s in data["students"] if s["name"] == "gkd")["train"]
+    with pytest.raises(ValueError, match=r"sweep.train: \['kd-teacher-b0_2'\] name no swept student"):
+        RunConfig.model_validate({**data, "sweep": {**data["sweep"], "train": {"kd-teacher-b0_2": {"max_steps": 1}}}})
     with pytest.raises(
         ValueError, match=r"train: \['h256l2'\] name no size of this sweep; use one of \['h128l2', 'teacher-b0_2'\]"
     ):

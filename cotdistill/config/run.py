@@ -70,16 +70,20 @@ class SweepConfig(StrictModel):
                                                                                "size (default: all of them)")
     train: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per size label, train fields that override the swept students' own "
-                                          "(e.g. {h256l2: {learning_rate: 1.0e-3}}: wider models want a smaller step)")
+                                          "(e.g. {h256l2: {learning_rate: 1.0e-3}}: wider models want a smaller "
+                                          "step); "
+                                          "per swept student at one size, the same under its name "
+                                          "(e.g. {gkd-h256l2: {learning_rate: 2.5e-4}}), applied after the size's")
 
     @model_validator(mode="after")
     def _known_labels(self):
         labels = [size_label(s) for s in self.sizes]
         if len(set(labels)) != len(labels):
             raise ValueError(f"sizes: two sizes share a label ({labels}); give each size once")
-        unknown = [k for k in self.train if k not in labels]
+        unknown = [k for k in self.train if k not in labels and not any(k.endswith(f"-{b}") for b in labels)]
         if unknown:
-            raise ValueError(f"train: {unknown} name no size of this sweep; use one of {labels}")
+            raise ValueError(f"train: {unknown} name no size of this sweep; use one of {labels} "
+                             f"(or <student>-<size> for one swept student)")
         return self
 
 
@@ -219,6 +223,12 @@ class RunConfig(StrictModel):
         if unknown:
             raise ValueError(f"sweep.students: {unknown} are not students of this run ({names})")
         out = [s for s in base if s.get("name") not in swept]
+        labels = [size_label(spec) for spec in sweep.sizes]
+        expanded = {f"{n}-{b}" for n in swept for b in labels}
+        stray = [k for k in sweep.train if k not in labels and k not in expanded]
+        if stray:
+            raise ValueError(f"sweep.train: {stray} name no swept student at a size of this sweep; use a size "
+                             f"({labels}) or <student>-<size> with a student of {swept}")
         for spec in sweep.sizes:
             label = size_label(spec)
             dump = spec if isinstance(spec, str) else spec.model_dump(exclude_defaults=False)
@@ -226,8 +236,8 @@ class RunConfig(StrictModel):
                 if s.get("name") not in swept:
                     continue
                 new = {**s, "name": f"{s['name']}-{label}", "student": dump}
-                if sweep.train.get(label) and s.get("train"):  # trained students take the size's overrides
-                    new["train"] = {**s["train"], **sweep.train[label]}
+                if s.get("train"):  # trained students take the size's overrides, then their own at this size
+                    new["train"] = {**s["train"], **sweep.train.get(label, {}), **sweep.train.get(new["name"], {})}
                 for field in ("init_from", "teacher_from", "peers_from"):
                     if s.get(field) in swept:
                         new[field] = f"{s[field]}-{label}"
