@@ -132,3 +132,17 @@ def load_config(cls: type[M], path: str | os.PathLike | None, overrides: list[st
 
 def save_resolved(cfg: BaseModel, path: str | os.PathLike) -> None:
     write_atomic(Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def check_same_config(path: str | os.PathLike, cfg: M, exclude: set[str], what: str = "a run") -> None:
+    """Resuming into a folder whose saved config (``path``, written by save_resolved) differs from ``cfg``
+    outside ``exclude`` would mix two runs' output: a one-line error naming the fields that differ."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = lambda c: c.model_dump(mode="json", exclude=exclude)
+    new, old = keep(cfg), keep(load_config(type(cfg), path))
+    if new != old:
+        diff = [k for k in new if new[k] != old.get(k)]
+        raise CotdistillError(f"{path}: output_dir already holds {what} with a different config (differs in: "
+                              f"{', '.join(diff)}); use a new output_dir or restore the old settings to resume")

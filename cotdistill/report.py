@@ -133,6 +133,12 @@ def band_of(c: float) -> dict | None:
     return next((b for b in BANDS if c >= b["from"] and (b["to"] is None or c < b["to"])), None)
 
 
+def _strict(d: dict | None) -> str:
+    """A comparison's verdict at its Bonferroni level (all of its family jointly), where it has one."""
+    b = (d or {}).get("bonferroni") or {}
+    return f"; at the Bonferroni level {b['level']}: {b['verdict']}" if b else ""
+
+
 def _ratio(x) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
@@ -177,7 +183,7 @@ def _payoff_md(p: dict, where) -> list[str]:
             for r in rs:
                 md.append(f"| {fam} | {r['size']} | {r['compression']:.1f}x | "
                           f"{', '.join(f'{x:.3f}' for x in r['retention_per_seed'])} | {r['retention_mean']:.3f} | "
-                          f"{pts(r.get('vs_sft'))} |")
+                          f"{pts(r.get('vs_sft'))}{_strict(r.get('vs_sft'))} |")
     quant = {**p.get("ptq", {}), **p.get("qat", {})}
     if quant:
         md += ["", "| quantized / KD student | method | bits | retention mean [range] | bytes shipped | vs teacher "

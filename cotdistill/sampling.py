@@ -22,7 +22,7 @@ from cotdistill.artifacts import output_paths, shard_of, trace_summary
 from cotdistill.config import GenerateConfig
 from cotdistill.env import machine
 from cotdistill.errors import CotdistillError
-from cotdistill.loading import load_config, save_resolved
+from cotdistill.loading import check_same_config, save_resolved
 from cotdistill.prompts import PromptTemplate, load_template
 from cotdistill.records import Problem, SamplingInfo, TokenLogprobs, Trace, trace_key
 from cotdistill.sources import load_problems
@@ -94,14 +94,7 @@ def check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: s
             f"{paths['traces']}: its traces were rendered with another version of template "
             f"'{cfg.prompt.template}' (hash {old_hash}, now {template_hash}); use a new output_dir, or restore the "
             f"template to resume")
-    old = load_config(GenerateConfig, paths["config"])
-    keep = lambda c: c.model_dump(exclude={"output_dir", "progress", "flush_every"})
-    if keep(old) != keep(cfg):
-        diff = [k for k in keep(cfg) if keep(cfg)[k] != keep(old).get(k)]
-        raise CotdistillError(
-            f"{paths['config']}: output_dir already holds a run with a different config (differs in: "
-            f"{', '.join(diff)}); use a new output_dir or restore the old settings to resume"
-        )
+    check_same_config(paths["config"], cfg, {"output_dir", "progress", "flush_every"})
 
 
 def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:

@@ -34,7 +34,7 @@ from cotdistill.config.synthesize import SynthesizeConfig
 from cotdistill.decontam import NgramIndex, eval_index
 from cotdistill.dedup import TextDedup
 from cotdistill.errors import CotdistillError
-from cotdistill.loading import load_config, save_resolved
+from cotdistill.loading import check_same_config, save_resolved
 from cotdistill.problem_checks import consensus, malformed, parse_written, true_answer
 from cotdistill.records import Problem, Trace
 from cotdistill.sampling import LazyTeacher
@@ -46,18 +46,6 @@ from cotdistill.verify import answer_key
 WRITE_STEPS = ["truncated", "too_short", "too_long", "pattern", "task_invalid", "duplicate_exact",
                "near_duplicate", "contaminated"]
 ANSWER_STEPS = ["no_answer", "inconsistent", "disagrees_with_written", "too_easy", "too_hard", "over_max_problems"]
-
-
-def _check_same_run(out: Path, cfg: SynthesizeConfig) -> None:
-    old_path = out / "config.yaml"
-    if not old_path.exists():
-        return
-    keep = lambda c: c.model_dump(mode="json", exclude={"output_dir", "progress"})
-    old = load_config(SynthesizeConfig, old_path)
-    if keep(old) != keep(cfg):
-        diff = [k for k in keep(cfg) if keep(cfg)[k] != keep(old).get(k)]
-        raise CotdistillError(f"{old_path}: output_dir already holds a synthesis with a different config (differs in: "
-                              f"{', '.join(diff)}); use a new output_dir or restore the old settings to resume")
 
 
 def _first_requests(cfg: SynthesizeConfig, seeds: list[Problem]) -> list[Problem]:
@@ -241,7 +229,7 @@ def run(cfg: SynthesizeConfig, teacher: Teacher | None = None) -> dict:
     vLLM engine across runs), by default one is built from ``cfg.teacher``. Returns synth_report.json's dict."""
     t0, out = time.perf_counter(), Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_run(out, cfg)
+    check_same_config(out / "config.yaml", cfg, {"output_dir", "progress"}, "a synthesis")
     save_resolved(cfg, out / "config.yaml")
     seeds = load_problems(cfg.seeds) if cfg.seeds is not None else []
     if cfg.mode == "few_shot" and not seeds:

@@ -1,16 +1,18 @@
-"""How small can the student be? One `cotdistill run` of data/configs/run_sweep.yaml (students of several
-sizes, the same traces, method and step budget, 3 seeds), then each size's retention (student accuracy /
-teacher accuracy, per seed) against its compression (teacher parameters / student parameters), the
-seeds' reference bands beside it, and each model's serving payoff (cotdistill/payoff.py: one process
-per model and round, alternating order).
+"""How small can the student be, and what does distillation buy at each size? One `cotdistill run` of
+data/configs/run_sweep.yaml (students of several sizes, the same traces and step budget, 3 seeds: SFT, its
+int8 / int4 PTQ, cached-logit KD and its int8 PTQ, and GKD from each size's SFT model), then each method's
+retention (student accuracy / teacher accuracy, per seed) against the compression (teacher parameters /
+student parameters) with its paired difference to SFT at the same size, the seeds' reference bands, and
+each size's serving payoff (cotdistill/payoff.py: one process per model and round, alternating order).
 
     python scripts/compression_sweep.py                 # resumable (the run skips finished stages)
     python scripts/compression_sweep.py --smoke         # 2 sizes, a few steps, 1 seed (CI)
 
-Prints a table and, last, one JSON line {"sizes": [{"compression", "params", "retention_mean",
-"retention_range", "decode_speedup", "memory_ratio", ...}], "teacher": {...}, "bands": [...]}; writes
+Prints tables and, last, one JSON line {"sizes": [{"compression", "params", "retention_mean",
+"retention_range", "decode_speedup", "memory_ratio", ...}], "curves": {method: [{"size", "compression",
+"retention_per_seed", "vs_sft", ...}]}, "ptq": {...}, "qat": {...}, "teacher": {...}, "bands": [...]}; writes
 OUTPUT_DIR/payoff/payoff.json, a "payoff" key in eval/results.json, and the report's Payoff section
-(table + retention_vs_compression.png).
+(tables + retention_vs_compression.png).
 """
 
 from __future__ import annotations
@@ -37,6 +39,27 @@ def smoke_overrides(cfg_path: Path) -> list[str]:
         if s.get("train"):
             out += [f"students.{i}.train.max_steps=2", f"students.{i}.train.logging_steps=1"]
     return out
+
+
+def bonferroni(curves: dict, table: dict, plan) -> None:
+    """Each method-vs-SFT comparison of the curves also at level 1 - 0.05 / m (m: all of them), paired by
+    seed and problem as the eval's own, so a verdict that holds jointly is told from one of m chances."""
+    import numpy as np
+
+    from cotdistill.compare import difference, load_outcomes
+
+    rows = [r for fam, rs in curves.items() if fam != "sft" for r in rs if r.get("vs_sft")]
+    if not rows:
+        return
+    level = 1 - 0.05 / len(rows)
+    seeds = {n: [x["model"] for x in g["per_seed"]] for n, g in table["models"].items()}
+    outcomes = load_outcomes(plan.dirs["eval"], [m for ms in seeds.values() for m in ms], table["benchmark"])
+    for r in rows:
+        a, b = r["name"], r["vs_sft"]["than"]
+        if all(m in outcomes for m in seeds[a] + seeds[b]):
+            d = difference(np.stack([outcomes[m] for m in seeds[a]]), np.stack([outcomes[m] for m in seeds[b]]),
+                           paired=len(seeds[a]) == len(seeds[b]), level=level)
+            r["vs_sft"]["bonferroni"] = {"level": round(level, 5), "ci": d["ci"], "verdict": d["verdict"]}
 
 
 def main() -> None:
@@ -162,6 +185,7 @@ def main() -> None:
                 curves[fam].append({**accuracy_row(n), "size": b, **fp32_size(n),
                                     **({"vs_sft": vs(n, f"sft-{b}")} if fam != "sft" else {})})
         curves[fam].sort(key=lambda r: r["compression"])
+    bonferroni(curves, table, plan)
 
     # quantized students: accuracy, and bytes a deployment ships (int codes + scales) against the teacher's;
     # each against the fp32 model it was quantized from (PTQ) or the PTQ it competes with (QAT)
@@ -219,8 +243,12 @@ def main() -> None:
     for fam, rs in curves.items():
         for r in rs:
             per = ", ".join(f"{x:.3f}" for x in r["retention_per_seed"])
+            strict = ((r.get("vs_sft") or {}).get("bonferroni") or {}).get("verdict", "")
+            star = "*" if strict in ("better", "worse") else ""
             print(f"{fam:<10} {r['size']:<14} {r['compression']:>6.1f}x {per:>26} {r['retention_mean']:>6.3f}  "
-                  f"{pts(r.get('vs_sft'))}")
+                  f"{pts(r.get('vs_sft'))}{star}")
+    if any(r.get("vs_sft", {}).get("bonferroni") for rs in curves.values() for r in rs):
+        print("* also significant at the Bonferroni level (all method-vs-SFT comparisons of the curves jointly)")
     print(f"{'quantized':<26} {'bits':>4} {'retention mean [range]':>24} {'shipped bytes':>14} {'vs teacher':>10}  "
           f"vs fp32 / PTQ, points")
     for n, r in quant.items():

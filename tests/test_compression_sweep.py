@@ -42,6 +42,8 @@ def test_compression_sweep_smoke(tmp_path):
             if fam != "sft":
                 d = r["vs_sft"]
                 assert d["than"] == f"sft-{r['size']}" and d["ci95"][0] <= d["difference"] <= d["ci95"][1]
+                strict = d["bonferroni"]  # 4 comparisons here: level 1 - 0.05 / 4, an interval at least as wide
+                assert strict["level"] == 0.9875 and strict["ci"][0] <= d["ci95"][0] <= d["ci95"][1] <= strict["ci"][1]
     assert out["ptq"]["ptq4-h64l1"]["quantized_bytes"] < out["ptq"]["ptq8-h64l1"]["quantized_bytes"]
     assert out["quant_speed"]["int8_speedup_batch1"] > 0
     report = (tmp_path / "sweep/report/report.md").read_text()

@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from cotdistill.config import GenerateConfig, OpenAITeacher, TrainConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.loading import load_config, save_resolved
+from cotdistill.loading import check_same_config, load_config, save_resolved
 
 BASE = """
 source: {kind: hf, path: data/arithmetic_test.jsonl}
@@ -32,6 +32,18 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(GenerateConfig, _write(tmp_path, BASE), ["sampling.temperature=0.3"])
     save_resolved(cfg, tmp_path / "out" / "config.yaml")
     assert load_config(GenerateConfig, tmp_path / "out" / "config.yaml") == cfg
+
+
+def test_resuming_with_another_config_names_the_fields_that_differ(tmp_path):
+    cfg = load_config(GenerateConfig, _write(tmp_path, BASE))
+    path = tmp_path / "out" / "config.yaml"
+    check_same_config(path, cfg, {"output_dir"})  # nothing saved yet: a fresh folder
+    save_resolved(cfg, path)
+    check_same_config(path, cfg.model_copy(update={"output_dir": "elsewhere"}), {"output_dir"})  # excluded
+    other = load_config(GenerateConfig, _write(tmp_path, BASE), ["sampling.temperature=0.3"])
+    with pytest.raises(CotdistillError, match=r"config.yaml: output_dir already holds a synthesis with a different "
+                                              r"config \(differs in: sampling\); use a new output_dir"):
+        check_same_config(path, other, {"output_dir"}, "a synthesis")
 
 
 @pytest.mark.parametrize("text,overrides,expect", [
