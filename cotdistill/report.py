@@ -133,6 +133,11 @@ def band_of(c: float) -> dict | None:
     return next((b for b in BANDS if c >= b["from"] and (b["to"] is None or c < b["to"])), None)
 
 
+def points_ci(d: dict) -> str:
+    """A difference of accuracies (compare.difference's dict) in points with its 95% interval: "+1.2 [-0.3, +2.7]"."""
+    return f"{100 * d['difference']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+
+
 def _strict(d: dict | None) -> str:
     """A comparison's verdict at its Bonferroni level (all of its family jointly), where it has one."""
     b = (d or {}).get("bonferroni") or {}
@@ -172,8 +177,7 @@ def _payoff_md(p: dict, where) -> list[str]:
             f"{_ratio(r.get('model_memory_ratio'))} | {r['retention_x_speedup']:.3f} |"
         )
     def pts(d):
-        return "-" if not d else (f"{100 * d['difference']:+.1f} [{100 * d['ci95'][0]:+.1f}, "
-                                  f"{100 * d['ci95'][1]:+.1f}] ({d['verdict']})")
+        return "-" if not d else f"{points_ci(d)} ({d['verdict']})"
 
     curves = p.get("curves") or {}
     if len(curves) > 1:  # each distillation method beside SFT at every size, paired by seed and problem

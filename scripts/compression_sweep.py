@@ -76,7 +76,7 @@ def main() -> None:
     from cotdistill.loading import load_config
     from cotdistill.payoff import measure
     from cotdistill.plan import Plan
-    from cotdistill.report import BANDS, band_of
+    from cotdistill.report import BANDS, band_of, points_ci
     from cotdistill.run import run
 
     overrides = (smoke_overrides(Path(args.config)) if args.smoke else []) + args.overrides
@@ -169,8 +169,8 @@ def main() -> None:
         if (b, a) in pairs:
             c = pairs[(b, a)]
             flip = {"better": "worse", "worse": "better"}
-            return {"than": b, "difference": 0.0 - c["difference"] + 0.0,  # no "-0.0"
-                    "ci95": [0.0 - c["ci95"][1] + 0.0, 0.0 - c["ci95"][0] + 0.0],
+            return {"than": b, "difference": 0.0 - c["difference"],  # 0.0 - x: no "-0.0"
+                    "ci95": [0.0 - c["ci95"][1], 0.0 - c["ci95"][0]],
                     "verdict": flip.get(c["verdict"], c["verdict"])}
         return None
 
@@ -191,12 +191,15 @@ def main() -> None:
     # each against the fp32 model it was quantized from (PTQ) or the PTQ it competes with (QAT)
     spec = {s.name: s for s in cfg.students}
 
-    def against(n, bits):  # PTQ: the model it quantized; QAT (trained): PTQ of the same method, size and bits
+    def own_size(n):  # a QAT student's method and size label: its rivals are named from them
         s = spec[n]
-        if s.init_from:
-            return s.init_from
-        size = size_label(s.student if s.student is not None else cfg.student)
-        return f"{s.train.get('method', 'sft')}_ptq{bits}-{size}"
+        return s.train.get("method", "sft"), size_label(s.student if s.student is not None else cfg.student)
+
+    def against(n, bits):  # PTQ: the model it quantized; QAT (trained): PTQ of the same method, size and bits
+        if spec[n].init_from:
+            return spec[n].init_from
+        method, size = own_size(n)
+        return f"{method}_ptq{bits}-{size}"
 
     quant = {}
     for n in sorted(quantized):
@@ -217,7 +220,7 @@ def main() -> None:
     ptq = {n: r for n, r in quant.items() if n not in trained}  # PTQ: quantized, never trained
     qat = {n: r for n, r in quant.items() if n in trained}
     for n, r in qat.items():  # and against the same method's fp32 student of that size
-        fp32 = against(n, r["bits"]).replace(f"_ptq{r['bits']}-", "-")
+        fp32 = "-".join(own_size(n))
         r["vs_fp32"] = vs(n, fp32) if fp32 in groups else None
 
     print(
@@ -236,8 +239,7 @@ def main() -> None:
             f"{r['vs_band'] or ''}"
         )
     def pts(d):
-        return "" if not d else (f"{100 * d['difference']:+.1f} [{100 * d['ci95'][0]:+.1f}, "
-                                 f"{100 * d['ci95'][1]:+.1f}] {d['verdict']}")
+        return "" if not d else f"{points_ci(d)} {d['verdict']}"
 
     print(f"{'method':<10} {'size':<14} {'compr.':>7} {'retention per seed':>26} {'mean':>6}  vs sft, points [95% CI]")
     for fam, rs in curves.items():
