@@ -3,7 +3,10 @@
     cotdistill eval data/configs/eval_demo.yaml
 
 Generation goes through the teacher code of stage 1 (vLLM offline or server, resumable, per-sample
-seeds), scoring through the verifier of stage 2. Output directory:
+seeds), scoring through the verifier of stage 2. Consecutive models of one architecture, tokenizer and engine
+settings (students of one run) share one vLLM engine, each model's weights reloaded in place: an engine start
+costs seconds on CPU and minutes for a large model on GPU; the samples are the same as from an engine of their own
+(per-sample seeds; tests/test_evaluate.py). Output directory:
     <model>/<benchmark>/generate/...   traces of that model on that benchmark
     <model>/<benchmark>/verdicts.jsonl every sample's verdict
     results.json   metrics with 95% intervals, plus what is needed to reproduce them
@@ -18,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from cotdistill.chat import stop_token_problem
-from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig
+from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig, VLLMTeacher
 from cotdistill.decontam import NgramIndex
 from cotdistill.env import machine, prepare_vllm_env
 from cotdistill.errors import CotdistillError
@@ -29,6 +32,7 @@ from cotdistill.sampling import generate_shard
 from cotdistill.sources import load_problem_file
 from cotdistill.store import iter_jsonl, write_atomic
 from cotdistill.teachers import make_teacher
+from cotdistill.teachers.vllm_offline import reuse_key
 from cotdistill.verify import answer_key
 from cotdistill.verify_pool import verify_pairs
 
@@ -195,30 +199,61 @@ def _add_retention(results: EvalResults) -> None:
                        for b, s in m.scores.items()}
 
 
+class _SharedEngine:
+    """The last model's engine, kept open while the next models share its ``reuse_key``."""
+
+    def __init__(self, seed: int):
+        self.seed, self.key, self.teacher = seed, None, None
+
+    def serve(self, cfg):
+        key = reuse_key(cfg) if isinstance(cfg, VLLMTeacher) else None
+        if key is not None and key == self.key:
+            self.teacher.reload(cfg)
+            return self.teacher
+        self.close()
+        teacher = make_teacher(cfg, seed=self.seed)
+        if key is not None:
+            self.key, self.teacher = key, teacher
+        return teacher
+
+    def done_with(self, teacher) -> None:
+        if teacher is not self.teacher:
+            teacher.close()
+
+    def close(self) -> None:
+        if self.teacher is not None:
+            self.teacher.close()
+        self.key = self.teacher = None
+
+
 def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     """``teachers``: already built backends by model name (reused, not closed); others are built here."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
-    prepare_vllm_env(in_process=True)  # one engine per model, many models: start them in this process
+    prepare_vllm_env(in_process=True)  # many models, one engine per architecture: start them in this process
     index = training_index(cfg.train_data, cfg.ngram)
     benchmarks = {b.name: {"source": source_hash(b.source), "template": b.template} for b in cfg.benchmarks}
     results = EvalResults(models={}, benchmarks=benchmarks, warnings=[], sampling=cfg.sampling.model_dump(),
                           versions=versions(), ci=cfg.ci, machine=machine())
-    for m in cfg.models:
-        _check_stop_tokens(m, results)
-        identity = fingerprint(m.serve.model)
-        _forget_if_changed(out / m.name, identity)
-        given = (teachers or {}).get(m.name)
-        teacher = given or make_teacher(m.serve, seed=cfg.sampling.seed)
-        info = ModelResult(role=m.role, dtype=getattr(m.serve, "dtype", None), identity=identity, scores={})
-        try:
-            for b in cfg.benchmarks:
-                info.scores[b.name] = _score(cfg, m, b, teacher, index, results)
-        finally:
-            if given is None:
-                teacher.close()
-        results.models[m.name] = info
+    engines = _SharedEngine(cfg.sampling.seed)
+    try:
+        for m in cfg.models:
+            _check_stop_tokens(m, results)
+            identity = fingerprint(m.serve.model)
+            _forget_if_changed(out / m.name, identity)
+            given = (teachers or {}).get(m.name)
+            teacher = given or engines.serve(m.serve)
+            info = ModelResult(role=m.role, dtype=getattr(m.serve, "dtype", None), identity=identity, scores={})
+            try:
+                for b in cfg.benchmarks:
+                    info.scores[b.name] = _score(cfg, m, b, teacher, index, results)
+            finally:
+                if given is None:
+                    engines.done_with(teacher)
+            results.models[m.name] = info
+    finally:
+        engines.close()
     _add_retention(results)
     results.save(out / "results.json")
     return {name: {b: s.pass1.model_dump() for b, s in i.scores.items()} for name, i in results.models.items()} | \

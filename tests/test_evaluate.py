@@ -230,3 +230,42 @@ def test_report_payoff_section(tmp_path):
     for png in ("retention_vs_compression.png", "speedup_vs_compression.png"):
         assert (tmp_path / "report" / png).stat().st_size > 5000
         assert f"]({png})" in text
+
+
+@pytest.mark.slow
+def test_models_of_one_architecture_share_an_engine_and_sample_as_from_their_own(tmp_path):
+    """Two students of one architecture (tied LM heads, other weights) and one of another: `cotdistill eval` starts
+    two engines, and each reloaded model samples exactly what it samples from an engine of its own (run again in
+    the other order). A stale LM head (vLLM keeps the CPU's repacked copy of a tied head unless it is reloaded
+    too) or stale cached prefixes would change the samples."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from cotdistill.tiny import build_tiny_model
+
+    arch = dict(hidden=64, heads=2, layers=1, intermediate=128)
+    models = {n: build_tiny_model(tmp_path / n, seed=s, **arch) for n, s in (("a", 1), ("b", 2))}
+    models["c"] = build_tiny_model(tmp_path / "c", seed=3, **{**arch, "intermediate": 64})
+
+    def run(order, out):
+        cfg = eval_cfg(models["a"], tmp_path, output_dir=str(tmp_path / out)).model_dump(mode="json")
+        cfg["models"] = [{"name": n, "role": "baseline", "serve": teacher_dict(models[n])} for n in order]
+        cfg["benchmarks"] = cfg["benchmarks"][:1]
+        (tmp_path / f"{out}.yaml").write_text(yaml.safe_dump(cfg))
+        env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+        p = subprocess.run([sys.executable, "-m", "cotdistill", "eval", str(tmp_path / f"{out}.yaml")], env=env,
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, p.stderr[-3000:]
+        traces = {n: [(t["problem_id"], t["sample_index"], t["completion"], t["teacher"]["model"]) for t in
+                      map(json.loads, (tmp_path / out / n / "arith/generate/traces.jsonl").read_text().splitlines())]
+                  for n in order}
+        return traces, (p.stdout + p.stderr).count("Initializing a V1 LLM engine")
+
+    first, starts = run(["a", "b", "c"], "abc")  # a fresh, b reloaded into a's engine, c its own
+    again, starts_again = run(["b", "a"], "ba")  # b fresh, a reloaded
+    assert starts == 2 and starts_again == 1
+    assert first["a"] == again["a"] and first["b"] == again["b"]
+    assert first["a"] != first["b"] and {t[3] for t in first["b"]} == {str(models["b"])}  # lineage names the model

@@ -46,3 +46,39 @@ def test_a_truncated_safetensors_file_is_named_before_any_engine_starts(tiny_mod
     weights.write_bytes(data[:100])
     with pytest.raises(CotdistillError, match=r"model.safetensors: the header says .* \(truncated\)"):
         check_model_location(str(model), "student")
+
+
+def test_engine_reuse_key_separates_what_one_engine_cannot_serve(tmp_path):
+    """Eval shares an engine between models whose reuse_key is equal: the same architecture, tokenizer, generation
+    config and engine settings; weights, names and seeds may differ. Anything else gets an engine of its own."""
+    import json
+    import shutil
+
+    from cotdistill.config import VLLMTeacher
+    from cotdistill.teachers.vllm_offline import reuse_key
+    from cotdistill.teachers.weights import tie_source
+    from cotdistill.tiny import build_tiny_model
+
+    def model(name, **kw):
+        return build_tiny_model(tmp_path / name, hidden=64, heads=2, layers=1, intermediate=64, **kw)
+
+    key = lambda p, **kw: reuse_key(VLLMTeacher(model=str(p), **kw))  # noqa: E731
+    a, b, wide = model("a", seed=1), model("b", seed=2), build_tiny_model(tmp_path / "wide", hidden=64, heads=2,
+                                                                         layers=1, intermediate=128)
+    assert key(a) is not None and key(a) == key(b) and key(a) != key(wide)
+    assert key(a) != key(a, max_model_len=256) and key(a, max_model_len=256) == key(b, max_model_len=256)
+    assert tie_source(a, json.loads((a / "config.json").read_text())) == "model.embed_tokens.weight"  # tied head
+
+    shutil.copytree(b, tmp_path / "stops")
+    gen = json.loads((tmp_path / "stops/generation_config.json").read_text())
+    (tmp_path / "stops/generation_config.json").write_text(json.dumps({**gen, "eos_token_id": [1, 2]}))
+    assert key(tmp_path / "stops") != key(a)  # another stop token: another engine
+
+    shutil.copytree(b, tmp_path / "quant")
+    cfg = json.loads((tmp_path / "quant/config.json").read_text())
+    (tmp_path / "quant/config.json").write_text(json.dumps({**cfg, "quantization_config": {"quant_method": "x"}}))
+    assert key(tmp_path / "quant") is None
+    shutil.copytree(b, tmp_path / "bin")
+    (tmp_path / "bin/model.safetensors").unlink()
+    assert key(tmp_path / "bin") is None  # no safetensors: nothing to reload in place
+    assert reuse_key(VLLMTeacher(model="Qwen/Qwen2.5-0.5B")) is None  # a hub id: its own engine

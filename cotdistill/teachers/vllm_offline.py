@@ -8,8 +8,11 @@ teacher tokenizer's chat template and passed as token ids.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import deque
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +22,12 @@ from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, prepare_v
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import TeacherInfo
 from cotdistill.teachers.base import Job, Result, prompt_logprob_arrays
+from cotdistill.teachers.weights import tie_source
+
+WEIGHT_SYNC = "cotdistill.teachers.weights.WeightSync"
+# files that decide how an engine tokenizes, renders and stops: equal across models for one engine to serve them
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "generation_config.json")
 
 
 def engine_kwargs(cfg: VLLMTeacher, seed: int = 0) -> dict:
@@ -45,8 +54,30 @@ def engine_kwargs(cfg: VLLMTeacher, seed: int = 0) -> dict:
         kw["enable_chunked_prefill"] = False
         if cfg.max_model_len:
             kw["max_num_batched_tokens"] = max(4096, cfg.max_model_len)
+    kw["worker_extension_cls"] = WEIGHT_SYNC  # so that eval can move the engine to the next model's weights
     kw.update(cfg.extra_engine_args)
     return kw
+
+
+def reuse_key(cfg: VLLMTeacher) -> str | None:
+    """Models with equal keys can share one engine, each model's weights reloaded in place (eval of many students):
+    the same architecture (config.json but its name), tokenizer, chat template, generation config and engine
+    settings, a local safetensors checkpoint vLLM reloads in place. None: this model needs an engine of its own."""
+    path = Path(cfg.model)
+    if not (path / "config.json").is_file() or (cfg.tokenizer and not Path(cfg.tokenizer).is_dir()) or \
+            cfg.extra_engine_args.get("worker_extension_cls", WEIGHT_SYNC) != WEIGHT_SYNC:
+        return None
+    config = json.loads((path / "config.json").read_text())
+    tie = tie_source(path, config)
+    if tie is False or config.get("quantization_config"):
+        return None
+    config = {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")}
+    tok = Path(cfg.tokenizer or cfg.model)
+    files = {f: (tok / f).read_text(errors="replace") for f in TOKENIZER_FILES if (tok / f).is_file()}
+    template = Path(cfg.chat_template).read_text() if cfg.chat_template else None
+    engine = {k: v for k, v in engine_kwargs(cfg).items() if k not in ("model", "tokenizer", "revision")}
+    blob = json.dumps([config, tie, files, template, engine], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def sampling_params(s: SamplingConfig, seed: int):
@@ -171,6 +202,17 @@ class VLLMOfflineTeacher:
             except ValueError as e:
                 raise CotdistillError(str(e)) from None
         return res
+
+    def reload(self, cfg: VLLMTeacher) -> None:
+        """Serve ``cfg.model`` from now on, in this engine: its weights loaded in place, cached prefixes (the old
+        weights' keys and values) dropped. Only for a model whose ``reuse_key`` equals this engine's model's."""
+        check_model_location(cfg.model, "teacher.model")
+        path = Path(cfg.model)
+        tie = tie_source(path, json.loads((path / "config.json").read_text()))
+        self.llm.collective_rpc("load_checkpoint_dir", args=(str(path), tie or None))
+        self.llm.reset_prefix_cache()
+        self.info = self.info.model_copy(update={"model": cfg.model, "revision": cfg.revision,
+                                                 "tokenizer": cfg.tokenizer or cfg.model})
 
     def close(self) -> None:
         shutdown_engine(getattr(self, "llm", None))

@@ -1,8 +1,8 @@
 """The student's rollouts through a vLLM engine beside the trainer (a module of the on_policy method): the engine
 is built from the student's starting checkpoint, and before each optimizer step's first rollout it receives
-the trainer's current weights (``collective_rpc`` of ``WeightSync.load_student_weights`` -> vLLM's in-place
-``reload_weights``, which maps Hugging Face names to vLLM's fused layers), so every rollout comes from the weights
-being trained, never stale ones.
+the trainer's current weights (``collective_rpc`` of ``WeightSync.load_student_weights``, teachers/weights.py ->
+vLLM's in-place ``reload_weights``, which maps Hugging Face names to vLLM's fused layers), so every rollout comes
+from the weights being trained, never stale ones.
 
     engine = VLLMRollouts(cfg, model_dir)
     engine.sync(model, step)                       # once per optimizer step; a no-op when already synced
@@ -17,34 +17,7 @@ from __future__ import annotations
 from cotdistill.config import TrainConfig
 from cotdistill.env import cuda_available, prepare_vllm_env
 from cotdistill.errors import CotdistillError, first_line
-
-
-class WeightSync:
-    """Mixed into vLLM's worker (``worker_extension_cls``), so that the trainer calls it by name through
-    ``collective_rpc``: no code crosses the process boundary, only names and raw tensor bytes (vLLM's msgpack)."""
-
-    def load_student_weights(self, names: list[str], packed: list) -> int:
-        """vLLM's in-place reload: the model's own loader maps Hugging Face names onto its (fused) parameters,
-        then the kernel-format processing (e.g. the CPU's weight repacking) runs again."""
-        self.model_runner.reload_weights(weights_iterator=iter([(n, unpack(p)) for n, p in zip(names, packed)]),
-                                         is_checkpoint_format=True)
-        return len(names)
-
-
-def pack(t) -> tuple[str, list[int], bytes]:
-    """A tensor as (dtype, shape, raw bytes): what crosses to the engine (its decoder rebuilds tensors only where
-    its own messages say so)."""
-    import torch
-
-    t = t.detach().cpu().contiguous()
-    return str(t.dtype).removeprefix("torch."), list(t.shape), t.reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def unpack(p):
-    import torch
-
-    dtype, shape, raw = p
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(getattr(torch, dtype)).reshape(shape)
+from cotdistill.teachers.weights import pack
 
 
 def full_weights(model) -> list[tuple[str, object]]:
@@ -77,7 +50,7 @@ class VLLMRollouts:
 
         kw = dict(model=model_dir, tokenizer=model_dir, dtype=o.vllm_dtype, seed=cfg.seed, enforce_eager=True,
                   max_model_len=cfg.max_length, max_num_seqs=max(1, cfg.per_device_train_batch_size),
-                  worker_extension_cls=f"{__name__}.WeightSync")
+                  worker_extension_cls="cotdistill.teachers.weights.WeightSync")
         if cuda_available():
             kw["gpu_memory_utilization"] = o.vllm_gpu_memory_utilization
         else:
