@@ -231,7 +231,7 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
-    prepare_vllm_env(in_process=True)  # many models, one engine per architecture: start them in this process
+    prepare_vllm_env()
     index = training_index(cfg.train_data, cfg.ngram)
     benchmarks = {b.name: {"source": source_hash(b.source), "template": b.template} for b in cfg.benchmarks}
     results = EvalResults(models={}, benchmarks=benchmarks, warnings=[], sampling=cfg.sampling.model_dump(),

@@ -152,12 +152,13 @@ def test_keys_show_the_default_a_nested_block_really_has():
 
 @pytest.mark.slow
 def test_sigterm_leaves_no_engine_process_behind(tiny_model, tmp_path):
-    """A scheduler's SIGTERM to `cotdistill generate` (vLLM's default multiprocess engine) stops its EngineCore
-    and workers too; they used to run on as orphans at full CPU."""
+    """A scheduler's SIGTERM to `cotdistill generate` with a multiprocess engine (vLLM's default on GPUs; on CPU
+    when VLLM_ENABLE_V1_MULTIPROCESSING=1) stops its EngineCore and workers too; they used to run on as orphans at
+    full CPU."""
     from cotdistill.lifecycle import descendants
 
     cfg = config(tmp_path, tiny_model, limit=40, n=4, max_tokens=256, extra="progress: false\n")
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "cotdistill", "generate", str(cfg)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     engine, deadline = [], time.time() + 180

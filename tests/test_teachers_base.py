@@ -82,3 +82,40 @@ def test_engine_reuse_key_separates_what_one_engine_cannot_serve(tmp_path):
     (tmp_path / "bin/model.safetensors").unlink()
     assert key(tmp_path / "bin") is None  # no safetensors: nothing to reload in place
     assert reuse_key(VLLMTeacher(model="Qwen/Qwen2.5-0.5B")) is None  # a hub id: its own engine
+
+
+ENGINE_HERE = """
+import json, os, sys, torch
+from cotdistill.config import VLLMTeacher
+from cotdistill.lifecycle import descendants
+from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher
+from vllm import envs
+t = VLLMOfflineTeacher(VLLMTeacher(model=sys.argv[1], max_model_len=128, kv_cache_memory_bytes=1 << 26,
+                                   enforce_eager=True))
+children = [open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace") for p in descendants(os.getpid())]
+torch.set_num_threads(1)
+out = {"engine_children": [c for c in children if "VLLM" in c or "EngineCore" in c],
+       "threads": torch.get_num_threads(), "env_left": "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ,
+       "cached": envs._is_envs_cache_enabled()}
+t.close()
+print("RESULT", json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_cpu_engines_start_in_this_process_and_leave_nothing_changed(tiny_model):
+    """On CPU the offline engine runs in the calling process (twice the demo's generation throughput on 2 cores),
+    and leaves the process as it found it: no variable telling later engines (the on_policy rollout engine, a
+    served teacher's server) to do the same, no cached vLLM environment, a working torch.set_num_threads (vLLM's CPU
+    worker replaces it with a no-op; on_policy halves the trainer's threads beside a served teacher)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    p = subprocess.run([sys.executable, "-c", ENGINE_HERE, str(tiny_model)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))[7:])
+    assert out == {"engine_children": [], "threads": 1, "env_left": False, "cached": False}

@@ -18,7 +18,7 @@ import numpy as np
 
 from cotdistill.chat import chat_template_text, check_model_location, render_prompt_ids, tokenizer_hash
 from cotdistill.config import SamplingConfig, VLLMTeacher
-from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, prepare_vllm_env
+from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, engine_in_this_process, prepare_vllm_env
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import TeacherInfo
 from cotdistill.teachers.base import Job, Result, prompt_logprob_arrays
@@ -117,7 +117,8 @@ class VLLMOfflineTeacher:
         from vllm import LLM
 
         try:
-            self.llm = LLM(**engine_kwargs(cfg, seed))
+            with engine_in_this_process():
+                self.llm = LLM(**engine_kwargs(cfg, seed))
         except Exception as e:  # vLLM raises many types; keep the first line, say which knob
             raise CotdistillError(f"teacher.model '{cfg.model}': vLLM engine failed to start: {first_line(e)}") from e
         self.tokenizer = self.llm.get_tokenizer()
