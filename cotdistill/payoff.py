@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from cotdistill.config import HFSource, VLLMTeacher
-from cotdistill.env import cuda_available, prepare_vllm_env
+from cotdistill.env import cuda_available, engine_in_this_process, prepare_vllm_env
 from cotdistill.errors import CotdistillError
 from cotdistill.prompts import load_template
 from cotdistill.quant import to_serving
@@ -55,12 +55,13 @@ def _serve_once(spec: dict) -> dict:
     """Runs in a fresh process: one engine, warm-up, then TTFT, batch-1 and batch-B decode."""
     import resource
 
-    prepare_vllm_env(in_process=True)
+    prepare_vllm_env()
     from vllm import LLM, SamplingParams
 
     cfg = VLLMTeacher(model=spec["model"], max_model_len=spec["max_model_len"], enforce_eager=True,
                       kv_cache_memory_bytes=spec.get("kv_cache_memory_bytes"), max_num_seqs=max(spec["batch"], 1))
-    llm = LLM(**engine_kwargs(cfg))
+    with engine_in_this_process():
+        llm = LLM(**engine_kwargs(cfg))
     tok = llm.get_tokenizer()
     prompts = [{"prompt_token_ids": tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True,
                                                             return_dict=True)["input_ids"]} for m in spec["messages"]]
