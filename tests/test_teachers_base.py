@@ -82,6 +82,9 @@ def test_engine_reuse_key_separates_what_one_engine_cannot_serve(tmp_path):
     (tmp_path / "bin/model.safetensors").unlink()
     assert key(tmp_path / "bin") is None  # no safetensors: nothing to reload in place
     assert reuse_key(VLLMTeacher(model="Qwen/Qwen2.5-0.5B")) is None  # a hub id: its own engine
+    shutil.copytree(b, tmp_path / "broken")
+    (tmp_path / "broken/config.json").write_text("{not json")
+    assert key(tmp_path / "broken") is None  # no traceback here: its own engine start reports the file
 
 
 ENGINE_HERE = """

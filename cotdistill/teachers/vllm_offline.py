@@ -67,7 +67,10 @@ def reuse_key(cfg: VLLMTeacher) -> str | None:
     if not (path / "config.json").is_file() or (cfg.tokenizer and not Path(cfg.tokenizer).is_dir()) or \
             cfg.extra_engine_args.get("worker_extension_cls", WEIGHT_SYNC) != WEIGHT_SYNC:
         return None
-    config = json.loads((path / "config.json").read_text())
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except ValueError:
+        return None  # an engine of its own, whose start names the broken file in one line
     tie = tie_source(path, config)
     if tie is False or config.get("quantization_config"):
         return None
