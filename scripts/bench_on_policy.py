@@ -103,31 +103,41 @@ def tokens_per_point(plan, rows: dict, diffs: dict, scored: int) -> dict:
                                "kind": "prompt prefill + decoded completions"}}
 
 
-def overlap(out: Path, plan, smoke: bool) -> dict:
-    """Whole-step time of on_policy with the teacher served, grading in one go after the rollouts vs overlapped
-    with them (4 chunks), from the seed-0 warm start; ABAB order, each training in its own process, all graded by
-    one vLLM server of the run's teacher started here (its start is not part of a step)."""
-    import statistics
-
-    from cotdistill.config import TrainConfig, VLLMTeacher
+def teacher_server(out: Path, plan):
+    """One vLLM server of the run's teacher, started here (its start is not part of any measured step)."""
+    from cotdistill.config import VLLMTeacher
     from cotdistill.teachers.served import ServedTeacher
 
-    start = Path(plan.students["sft_filtered@0"].train.output_dir) / "final"
+    return ServedTeacher(VLLMTeacher.model_validate(plan.cfg.teacher.model_dump()), out / "overlap_server.log")
+
+
+def served(server, plan) -> dict:
+    """The teacher block that grades through ``server``."""
     tcfg = plan.cfg.teacher
+    return {"backend": "openai", "base_url": server.base_url, "model": "teacher", "api": "completions",
+            "tokenizer": tcfg.tokenizer or tcfg.model}
+
+
+def overlap(out: Path, plan, smoke: bool, server) -> dict:
+    """Whole-step time of on_policy with the teacher served, grading in one go after the rollouts vs overlapped
+    with them (4 chunks), from the seed-0 warm start; ABAB order, each training in its own process, all graded by
+    ``server``."""
+    import statistics
+
+    from cotdistill.config import TrainConfig
+
+    start = Path(plan.students["sft_filtered@0"].train.output_dir) / "final"
     steps, times = (2 if smoke else 20), {1: [], 4: []}
-    with ServedTeacher(VLLMTeacher.model_validate(tcfg.model_dump()), out / "overlap_server.log") as server:
-        teacher = {"backend": "openai", "base_url": server.base_url, "model": "teacher", "api": "completions",
-                   "tokenizer": tcfg.tokenizer or tcfg.model}
-        for rep in range(1 if smoke else 2):
-            for chunks in (1, 4):
-                c = TrainConfig.model_validate({
-                    "method": "on_policy", "student": str(start), "dataset_dir": str(plan.stages["filter"].folder),
-                    "output_dir": str(out / f"overlap{chunks}_{rep}"), "teacher": teacher, "max_steps": steps,
-                    "per_device_train_batch_size": 32, "learning_rate": 5e-4, "max_length": 128, "logging_steps": 5,
-                    "save_steps": 1000, "resume": False, "progress": False,
-                    "on_policy": {"max_new_tokens": 48, "overlap_chunks": chunks}})
-                s = _train_alone(c)
-                times[chunks].append(s["train_runtime_s"] / s["steps"])
+    for rep in range(1 if smoke else 2):
+        for chunks in (1, 4):
+            c = TrainConfig.model_validate({
+                "method": "on_policy", "student": str(start), "dataset_dir": str(plan.stages["filter"].folder),
+                "output_dir": str(out / f"overlap{chunks}_{rep}"), "teacher": served(server, plan), "max_steps": steps,
+                "per_device_train_batch_size": 32, "learning_rate": 5e-4, "max_length": 128, "logging_steps": 5,
+                "save_steps": 1000, "resume": False, "progress": False,
+                "on_policy": {"max_new_tokens": 48, "overlap_chunks": chunks}})
+            s = _train_alone(c)
+            times[chunks].append(s["train_runtime_s"] / s["steps"])
     a, b = statistics.median(times[1]), statistics.median(times[4])
     return {"step_s_sequential": round(a, 4), "step_s_overlapped": round(b, 4), "speedup": round(a / b, 3),
             "runs": {str(k): [round(x, 4) for x in v] for k, v in times.items()}, "steps_each": steps}
@@ -151,9 +161,11 @@ def _train_alone(cfg) -> dict:
     return json.loads((Path(cfg.output_dir) / "summary.json").read_text())
 
 
-def memory(out: Path, plan, smoke: bool) -> dict:
-    """Peak RSS of the training process: on_policy with SmolLM2-135M served vs kd with it in memory (the smoke
-    run: the embedded teacher and the seed-0 warm start, which checks the code, not the ratio)."""
+def memory(out: Path, plan, smoke: bool, server) -> dict:
+    """Peak RSS of the training process: on_policy with SmolLM2-135M served (a server the training starts, as
+    ``serve_teacher`` does) vs kd with it in memory. The smoke run: the embedded teacher, graded through
+    ``server`` (already up: one server start fewer), and the seed-0 warm start, which checks the code, not the
+    ratio."""
     from cotdistill.config import TrainConfig
     from cotdistill.gguf import smollm2_gguf, to_transformers
     from cotdistill.student_init import from_teacher
@@ -172,14 +184,17 @@ def memory(out: Path, plan, smoke: bool) -> dict:
     steps = 2 if smoke else 6
     common = dict(student=str(student), dataset_dir=str(data), max_steps=steps, per_device_train_batch_size=4,
                   max_length=192, logging_steps=1, save_steps=1000, progress=False)
-    served = TrainConfig.model_validate({**common, "method": "on_policy", "output_dir": str(out / "mem_served"),
-                                         "teacher": {"backend": "vllm", "model": str(teacher), "max_model_len": 256,
-                                                     "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True},
-                                         "on_policy": {"max_new_tokens": 32, "serve_teacher": True},
-                                         "resume": False})
+    if smoke:
+        grading = {"teacher": served(server, plan), "on_policy": {"max_new_tokens": 32}}
+    else:
+        grading = {"teacher": {"backend": "vllm", "model": str(teacher), "max_model_len": 256,
+                               "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True},
+                   "on_policy": {"max_new_tokens": 32, "serve_teacher": True}}
+    on_policy = TrainConfig.model_validate({**common, **grading, "method": "on_policy",
+                                            "output_dir": str(out / "mem_served"), "resume": False})
     inmem = TrainConfig.model_validate({**common, "method": "kd", "output_dir": str(out / "mem_inmemory"),
                                         "teacher": str(teacher), "resume": False})
-    pa, pb = (_train_alone(c)["memory"]["rss_peak_mib"] for c in (served, inmem))
+    pa, pb = (_train_alone(c)["memory"]["rss_peak_mib"] for c in (on_policy, inmem))
     return {"served_peak_rss_mib": pa, "inmemory_peak_rss_mib": pb, "ratio": round(pa / pb, 3),
             "teacher": "data/teacher" if smoke else "SmolLM2-135M-Instruct",
             "student_blocks": "the warm start" if smoke else "every other of the teacher's"}
@@ -192,8 +207,10 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out or ("runs/bench-on-policy-smoke" if args.smoke else "runs/bench-on-policy"))
     rows, diffs, timing, plan, tokens = accuracy(out / "run", args.smoke)
-    lap = overlap(out, plan, args.smoke)
-    mem = memory(out, plan, args.smoke)
+    with teacher_server(out, plan) as server:
+        lap = overlap(out, plan, args.smoke, server)
+        mem = memory(out, plan, True, server) if args.smoke else None
+    mem = mem or memory(out, plan, False, None)  # SmolLM2 served by a server of its own, the tiny one stopped
     for n, r in rows.items():
         print(f"{n:<14} mean {r['mean']:.3f} per seed {' '.join(f'{x:.3f}' for x in r['per_seed'])}")
     for k, d in diffs.items():

@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# `pytest -n N` (pytest-xdist, as `make test` runs it): each worker gets its own share of the cores and as many
+# OpenMP threads, so two workers' thread pools never spin on one core (two unpinned torch or vLLM jobs on 2 cores
+# run many times slower, ENVIRONMENT.md), and its own temporary directory, so that checks for leftovers there see
+# only its own tests. Subprocesses inherit both.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _worker.startswith("gw") and _workers > 1:
+    if hasattr(os, "sched_setaffinity"):
+        _cores = sorted(os.sched_getaffinity(0))
+        _per = max(1, len(_cores) // _workers)
+        _slot = int(_worker[2:]) % max(1, len(_cores) // _per)
+        os.sched_setaffinity(0, _cores[_slot * _per:(_slot + 1) * _per])
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_per)
+    _tmp = os.path.join(tempfile.gettempdir(), f"cotdistill-tests-{os.getuid()}-{_worker}")  # pytest keeps 3 runs
+    os.makedirs(_tmp, exist_ok=True)
+    os.chmod(_tmp, 0o1777)  # like /tmp: the sandbox's unprivileged uid works under it
+    os.environ["TMPDIR"] = tempfile.tempdir = _tmp
 
 # vLLM in-process, all cores, offline hub: set before anything imports vllm/datasets
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -11,11 +34,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
-import json
-from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KV_BYTES = 256 << 20

@@ -67,9 +67,14 @@ def reference(tiny_model, vllm_teacher, tmp_path_factory):
     return out
 
 
-def test_replica_killed_mid_run_is_restarted_and_nothing_is_lost_or_doubled(tiny_model, reference, tmp_path):
-    out = tmp_path / "gen"
-    proc = cli(config(tiny_model, out), tmp_path / "gen.yaml")
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_replica_0_mid_run(proc: subprocess.Popen, out: Path) -> tuple[dict, int]:
+    """SIGKILL replica 0 once its shard holds some records; (its replica file before, records it had)."""
     shard0, info = out / "traces-00000-of-00002.jsonl", out / "replicas/shard-00000.json"
     deadline = time.time() + 300
     while not (shard0.exists() and shard0.read_text().count("\n") >= 8):  # mid-run: some records on disk
@@ -78,35 +83,15 @@ def test_replica_killed_mid_run_is_restarted_and_nothing_is_lost_or_doubled(tiny
         time.sleep(0.05)
     first = json.loads(info.read_text())
     os.kill(first["pid"], signal.SIGKILL)
-    killed_at = shard0.read_text().count("\n")
-    summary = finish(proc)
-
-    assert killed_at < 120, "replica 0 had finished before the kill"  # its shard holds 30 problems x 4
-    again = json.loads(info.read_text())
-    assert again["attempt"] == 2 and again["pid"] != first["pid"]
-    assert summary["distributed"]["restarts"] == {"0": 1} and summary["distributed"]["shards"]["0"]["attempt"] == 2
-    assert summary["traces"] == summary["traces_expected"] == 240 and summary["complete"]
-    got, want = by_key(out / "traces.jsonl"), by_key(reference / "traces.jsonl")
-    assert set(got) == set(want)
-    assert {k: r["completion"] for k, r in got.items()} == {k: r["completion"] for k, r in want.items()}
-    lp_got, lp_want = by_key(out / "logprobs.jsonl"), by_key(reference / "logprobs.jsonl")
-    assert set(lp_got) == set(got) and all(lp_got[k]["token_ids"] == lp_want[k]["token_ids"] for k in lp_got)
-    # re-running a finished run resumes nothing and changes nothing
-    assert (
-        finish(cli(config(tiny_model, out), tmp_path / "gen.yaml"))["distributed"]["shards"]["0"]["written_this_run"]
-        == 0
-    )
-    assert by_key(out / "traces.jsonl").keys() == got.keys()
+    return first, shard0.read_text().count("\n")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_node_cluster_joined_by_address(tiny_model, reference, tmp_path):
-    """`ray start --head` plus a second node process, each with one CPU: one replica lands on each."""
+def test_two_node_cluster_replica_killed_mid_run_is_restarted_and_nothing_is_lost_or_doubled(tiny_model, reference,
+                                                                                            tmp_path):
+    """`ray start --head` plus a second node process, each with one CPU, joined by address: one replica lands on
+    each; replica 0 is SIGKILLed mid-run, Ray restarts it and it resumes its shard: the traces are the
+    single-process run's, none lost or doubled. Re-running the finished run on a local cluster this command starts
+    itself (no address) resumes nothing. One test: each cluster and its replicas' engines take tens of seconds."""
     bin_ray = str(Path(sys.executable).parent / "ray")
     port = free_port()
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
@@ -115,21 +100,38 @@ def test_two_node_cluster_joined_by_address(tiny_model, reference, tmp_path):
         **{k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"},
         "RAY_AUTH_MODE": "disabled",
     }
+    out = tmp_path / "gen"
     try:
         subprocess.run([bin_ray, "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
                        check=True, capture_output=True, env=env, timeout=120)
         subprocess.run([bin_ray, "start", "--address", f"127.0.0.1:{port}", *common], check=True,
                        capture_output=True, env=env, timeout=120)
-        out = tmp_path / "gen"
-        summary = finish(cli(config(tiny_model, out, address=f"127.0.0.1:{port}"), tmp_path / "gen.yaml",
-                                 RAY_AUTH_MODE="disabled"))
+        proc = cli(config(tiny_model, out, address=f"127.0.0.1:{port}"), tmp_path / "gen.yaml",
+                   RAY_AUTH_MODE="disabled")
+        first, killed_at = kill_replica_0_mid_run(proc, out)
+        summary = finish(proc)
     finally:
         subprocess.run([bin_ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
-    assert summary["distributed"]["address"] == f"127.0.0.1:{port}" and summary["traces"] == 240
-    nodes = {json.loads((out / f"replicas/shard-0000{i}.json").read_text())["node"] for i in range(2)}
-    assert len(nodes) == 2 and None not in nodes
-    assert {k: r["completion"] for k, r in by_key(out / "traces.jsonl").items()} == \
-        {k: r["completion"] for k, r in by_key(reference / "traces.jsonl").items()}
+
+    assert summary["distributed"]["address"] == f"127.0.0.1:{port}"
+    # both ran at once, each on a node with one CPU: on two nodes
+    other = json.loads((out / "replicas/shard-00001.json").read_text())
+    assert None not in (first["node"], other["node"]) and first["node"] != other["node"]
+    assert killed_at < 120, "replica 0 had finished before the kill"  # its shard holds 30 problems x 4
+    again = json.loads((out / "replicas/shard-00000.json").read_text())
+    assert again["attempt"] == 2 and again["pid"] != first["pid"]
+    assert summary["distributed"]["restarts"] == {"0": 1} and summary["distributed"]["shards"]["0"]["attempt"] == 2
+    assert summary["traces"] == summary["traces_expected"] == 240 and summary["complete"]
+    got, want = by_key(out / "traces.jsonl"), by_key(reference / "traces.jsonl")
+    assert set(got) == set(want)
+    assert {k: r["completion"] for k, r in got.items()} == {k: r["completion"] for k, r in want.items()}
+    lp_got, lp_want = by_key(out / "logprobs.jsonl"), by_key(reference / "logprobs.jsonl")
+    assert set(lp_got) == set(got) and all(lp_got[k]["token_ids"] == lp_want[k]["token_ids"] for k in lp_got)
+    # re-running the finished run (a local cluster started by the command) resumes nothing and changes nothing
+    again = finish(cli(config(tiny_model, out), tmp_path / "gen.yaml"))
+    assert again["distributed"]["address"] == "local"
+    assert [s["written_this_run"] for s in again["distributed"]["shards"].values()] == [0, 0]
+    assert by_key(out / "traces.jsonl").keys() == got.keys()
 
 
 def test_directory_of_another_run_is_refused(tiny_model, tmp_path):
