@@ -256,6 +256,9 @@ def test_models_of_one_architecture_share_an_engine_and_sample_as_from_their_own
         cfg["benchmarks"] = cfg["benchmarks"][:1]
         (tmp_path / f"{out}.yaml").write_text(yaml.safe_dump(cfg))
         env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+        # engine starts are counted by vLLM's INFO line; importing trl (as any earlier test in this process may
+        # have) sets VLLM_LOGGING_LEVEL=ERROR in os.environ, which a subprocess inherits
+        env["VLLM_LOGGING_LEVEL"] = "INFO"
         p = subprocess.run([sys.executable, "-m", "cotdistill", "eval", str(tmp_path / f"{out}.yaml")], env=env,
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
         assert p.returncode == 0, p.stderr[-3000:]
