@@ -22,7 +22,7 @@ if _worker.startswith("gw") and _workers > 1:
         _slot = int(_worker[2:]) % max(1, len(_cores) // _per)
         os.sched_setaffinity(0, _cores[_slot * _per:(_slot + 1) * _per])
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_per)
-    _tmp = os.path.join(tempfile.gettempdir(), f"cotdistill-tests-{os.getuid()}-{_worker}")  # pytest keeps 3 runs
+    _tmp = os.path.join(tempfile.gettempdir(), f"cotdistill-tests-{os.getuid()}-{_worker}")  # one per worker, reused
     os.makedirs(_tmp, exist_ok=True)
     os.chmod(_tmp, 0o1777)  # like /tmp: the sandbox's unprivileged uid works under it
     os.environ["TMPDIR"] = tempfile.tempdir = _tmp
