@@ -18,8 +18,10 @@ time(generation without logprobs) on the demo config (target <= 1.15), with ``ca
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -183,6 +185,7 @@ def main() -> None:
     from cotdistill.tiny import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_generate_"))
+    atexit.register(shutil.rmtree, tmp, True)  # its models and runs are scratch: none left in /tmp
     model = args.model or str(build_tiny_model(tmp / "model", hidden=256, heads=4, layers=4, intermediate=512))
 
     def cfg(out: Path, logprobs: int | None) -> GenerateConfig:

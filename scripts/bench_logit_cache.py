@@ -13,7 +13,9 @@ alternate (small, large, large, small). Prints per-run figures and, last, one JS
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,6 +97,7 @@ def main() -> None:
     from cotdistill.tiny import build_student
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_logit_cache_"))
+    atexit.register(shutil.rmtree, tmp, True)  # its models and runs are scratch: none left in /tmp
     tok = AutoTokenizer.from_pretrained(str(ROOT / "data/teacher"))
     student = build_student(str(ROOT / "data/teacher"), tmp / "student", 128, 4, 2, None, 0)
     small, large = args.traces, args.traces * args.factor

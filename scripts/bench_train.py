@@ -22,9 +22,11 @@ The last line is JSON with every ratio as {"median", "min", "max"} and the step 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -89,6 +91,7 @@ def main() -> None:
     from cotdistill.train import gkd, kd, logit_kd, sft
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    atexit.register(shutil.rmtree, tmp, True)  # its models and runs are scratch: none left in /tmp
     counter = iter(range(1_000_000))
 
     def tcfg(student, data: Path, **kw) -> TrainConfig:
