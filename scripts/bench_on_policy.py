@@ -210,7 +210,8 @@ def main() -> None:
     with teacher_server(out, plan) as server:
         lap = overlap(out, plan, args.smoke, server)
         mem = memory(out, plan, True, server) if args.smoke else None
-    mem = mem or memory(out, plan, False, None)  # SmolLM2 served by a server of its own, the tiny one stopped
+    if mem is None:  # the full run: SmolLM2 served by a server of its own, the tiny one stopped
+        mem = memory(out, plan, False, None)
     for n, r in rows.items():
         print(f"{n:<14} mean {r['mean']:.3f} per seed {' '.join(f'{x:.3f}' for x in r['per_seed'])}")
     for k, d in diffs.items():

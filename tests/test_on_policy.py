@@ -167,9 +167,9 @@ def test_on_policy_cli_with_a_teacher_path_and_vllm_rollouts(tiny_student, tiny_
     c = cfg(tiny_student, tmp_path, method="on_policy", teacher=str(tiny_model), max_steps=3,
             on_policy={"max_new_tokens": 8, "use_vllm": True, "vllm_kv_cache_bytes": 1 << 26})
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(c.model_dump(mode="json")))
-    mark = f"COTDISTILL_TEST_RUN={os.getpid()}-{tmp_path.name}"  # engines of this run, not of a parallel test
+    run_id = f"{os.getpid()}-{tmp_path.name}"  # marks this run's engines, not a parallel test's
     env = {**{k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"},
-           "COTDISTILL_TEST_RUN": mark.split("=", 1)[1]}
+           "COTDISTILL_TEST_RUN": run_id}
     p = subprocess.run([sys.executable, "-m", "cotdistill", "train", str(tmp_path / "t.yaml")], env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -178,7 +178,7 @@ def test_on_policy_cli_with_a_teacher_path_and_vllm_rollouts(tiny_student, tiny_
     assert json.loads((tmp_path / "out/summary.json").read_text())["preflight"]["rollouts"] == "vllm"
     lengths = [n for r in rows for n in r["completion_tokens"]]
     assert all(0 < n <= 8 for n in lengths)
-    assert vllm_engines(mark) == set()
+    assert vllm_engines(run_id) == set()
 
 
 SYNC_CHECK = """
@@ -247,16 +247,16 @@ def test_vllm_rollout_engine_gets_the_trainers_weights(tiny_student, tmp_path):
         assert max(abs(a - b) for a, b in zip(flat(r["start"]), flat(got["hf"]))) > 0.05, kind  # the sync mattered
 
 
-def vllm_engines(mark: str) -> set[int]:
-    """The vLLM engine processes (EngineCore, by command line) still running with ``mark`` (NAME=value) in their
-    environment, wherever they were re-parented."""
+def vllm_engines(run_id: str) -> set[int]:
+    """The vLLM engine processes (EngineCore, by command line) still running with COTDISTILL_TEST_RUN=``run_id`` in
+    their environment, wherever they were re-parented."""
     from pathlib import Path
 
     out = set()
     for d in Path("/proc").iterdir():
         try:
             if (d.name.isdigit() and b"EngineCore" in (d / "cmdline").read_bytes()
-                    and mark.encode() in (d / "environ").read_bytes().split(b"\0")):
+                    and f"COTDISTILL_TEST_RUN={run_id}".encode() in (d / "environ").read_bytes().split(b"\0")):
                 out.add(int(d.name))
         except OSError:
             pass
