@@ -15,6 +15,28 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX512-BF16 (Sapphire Rapids and later, Zen 4+): bf16 matmuls several times faster than fp32.
+    Without them (AVX2-only CPUs) oneDNN has no bf16 matmul and torch falls back to a generic loop."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def engine_dtype(dtype: str) -> str:
+    """The dtype a vLLM engine is started with. vLLM's ``auto`` serves every model in bf16 on an x86 CPU, float32
+    checkpoints included; on an x86 CPU without AVX512-BF16 or AMX those bf16 matmuls take the slow path
+    (scripts/bench_cpu_dtype.py), so ``auto`` there means float32. Any other value, GPUs and other CPUs: as given."""
+    import platform
+
+    if dtype != "auto" or platform.machine().lower() not in ("x86_64", "amd64") or cpu_has_fast_bf16():
+        return dtype
+    return "auto" if cuda_available() else "float32"
+
+
 def prepare_vllm_env() -> None:
     """On CPU machines use every core (no OMP thread binding) unless the user chose otherwise. Where the engine runs
     (this process on CPU): ``engine_in_this_process``."""

@@ -244,7 +244,8 @@ def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
             _forget_if_changed(out / m.name, identity)
             given = (teachers or {}).get(m.name)
             teacher = given or engines.serve(m.serve)
-            info = ModelResult(role=m.role, dtype=getattr(m.serve, "dtype", None), identity=identity, scores={})
+            dtype = teacher.info.dtype or getattr(m.serve, "dtype", None)  # the engine's, where known
+            info = ModelResult(role=m.role, dtype=dtype, identity=identity, scores={})
             try:
                 for b in cfg.benchmarks:
                     info.scores[b.name] = _score(cfg, m, b, teacher, index, results)

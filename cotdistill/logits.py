@@ -24,7 +24,7 @@ from pathlib import Path
 from cotdistill.artifacts import load_filter_split
 from cotdistill.chat import load_tokenizer, tokenizer_hash
 from cotdistill.config import LogitsConfig, chunk_size
-from cotdistill.env import machine
+from cotdistill.env import cpu_has_fast_bf16, machine
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.lm_head import check_head, final_hidden, head_fn
 from cotdistill.loading import save_resolved
@@ -34,15 +34,6 @@ from cotdistill.store import write_atomic
 
 def _kept(cfg: LogitsConfig):
     return load_filter_split(cfg.filter_dir, "sft", "filter_dir")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16 (Sapphire Rapids and later, Zen 4+): bf16 matmuls several times faster than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def _score(cfg: LogitsConfig, ds, writer: CacheWriter, tok, bar) -> str:

@@ -55,6 +55,7 @@ class TeacherInfo(_Record):
     tokenizer: str | None = None  # tokenizer id/path; None when unknown (remote endpoint)
     tokenizer_hash: str | None = None  # sha256 over the vocabulary, see teachers.tokenizer_hash
     engine_version: str | None = None  # vllm version, or the server's reported version
+    dtype: str | None = None  # the engine's dtype (env.engine_dtype: fp32 on CPUs without fast bf16); None: not known
 
 
 class TemplateInfo(_Record):

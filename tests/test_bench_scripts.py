@@ -73,6 +73,15 @@ def test_bench_memory_smoke():
     assert out["machine"]["cores"] >= 1 and "amx" in out["machine"]
 
 
+def test_bench_cpu_dtype_smoke():
+    """Both dtypes served and timed, each in its own process (native only here: the AVX2 emulation adds two more
+    engine starts); the engine ran the dtype asked for."""
+    out = _last_json(["scripts/bench_cpu_dtype.py", "--problems", "8", "--rounds", "1", "--modes", "native"])
+    assert out["native"]["bfloat16_tok_s"] > 0 and out["native"]["float32_tok_s"] > 0
+    assert out["native"]["float32_over_bfloat16"] > 0 and "avx2" not in out
+    assert out["auto_here"] == ("bfloat16" if out["machine"]["amx"] or out["machine"]["avx512_bf16"] else "float32")
+
+
 def test_gpu_check_runs_on_cpu():
     """scripts/gpu_check.sh's checks on CPU at a small size: the code the lent GPU runs works."""
     out = _last_json(["scripts/gpu_check.py", "--device", "cpu", "--small"])

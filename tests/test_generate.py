@@ -9,6 +9,7 @@ from conftest import ROOT, read_jsonl, teacher_dict
 
 from cotdistill import generate
 from cotdistill.config import GenerateConfig
+from cotdistill.env import engine_dtype
 from cotdistill.errors import CotdistillError
 from cotdistill.records import TokenLogprobs, Trace
 from cotdistill.shards import merge
@@ -57,6 +58,7 @@ def test_records_lineage_and_logprobs(tiny_model, vllm_teacher, tmp_path):
     assert t.template.name == "math_boxed_think" and len(t.template.hash) == 16
     assert t.messages[0].role == "system" and t.sampling.n == 3 and t.sampling.logprobs == 4
     assert t.seed == derive_seed(11, t.problem_id, t.sample_index)
+    assert t.teacher.dtype == ("float32" if engine_dtype("auto") == "float32" else "bfloat16")  # what the engine ran
     assert t.finish_reason in {"stop", "length"} and t.prompt_tokens > 10
 
     lps = {lp.key: lp for lp in (TokenLogprobs.model_validate(r) for r in read_jsonl(tmp_path / "logprobs.jsonl"))}
@@ -233,3 +235,40 @@ def test_extra_teachers_write_their_own_samples_with_lineage(tiny_model, tiny_st
     assert {m: c["traces"] for m, c in report["per_teacher"].items()} == {str(tiny_model): 8, str(tiny_student): 8}
     assert sum(c["kept"] for c in report["per_teacher"].values()) == rep["kept"]
     assert "## Traces per teacher" in (tmp_path / "f/README.md").read_text()
+
+
+FP32_HERE = """
+import json, platform, sys
+from pathlib import Path
+from cotdistill import env, generate
+from cotdistill.config import GenerateConfig
+cfg, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+asis = GenerateConfig.model_validate({**cfg, "output_dir": str(out / "asis")})
+generate.run(asis)
+platform.machine, env.cpu_has_fast_bf16 = (lambda: "x86_64"), (lambda: False)  # an AVX2-only x86 CPU
+generate.run(GenerateConfig.model_validate({**cfg, "output_dir": str(out / "fp32")}))
+"""
+
+
+@pytest.mark.slow
+def test_cpus_without_fast_bf16_serve_the_teacher_in_float32(tiny_model, tmp_path):
+    """On an x86 CPU without AMX or AVX512-BF16 (the AVX2-only machines of our kind) vLLM's bf16 matmuls take torch's
+    generic loop, several times slower than fp32 (scripts/bench_cpu_dtype.py): there ``dtype: auto`` starts a float32
+    engine, and every trace records what its teacher ran in. Greedy, same problems: the same model, so the traces
+    mostly agree with this machine's engine (bf16 where the CPU has fast bf16), only the rounding differs. In a process
+    of its own: two in-process engines, one after the other."""
+    import subprocess
+    import sys
+
+    cfg = make_cfg(tiny_model, tmp_path, **{"sampling.temperature": 0.0}).model_dump(mode="json")
+    p = subprocess.run([sys.executable, "-c", FP32_HERE, json.dumps(cfg), str(tmp_path)], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    fp32 = {(t["problem_id"], t["sample_index"]): t for t in read_jsonl(tmp_path / "fp32/traces.jsonl")}
+    asis = {(t["problem_id"], t["sample_index"]): t for t in read_jsonl(tmp_path / "asis/traces.jsonl")}
+    assert {t["teacher"]["dtype"] for t in fp32.values()} == {"float32"} and len(fp32) == 30
+    assert {t["teacher"]["dtype"] for t in asis.values()} == {"float32" if engine_dtype("auto") == "float32"
+                                                              else "bfloat16"}
+    assert fp32.keys() == asis.keys()
+    same = [fp32[k]["completion"][:8] == asis[k]["completion"][:8] for k in fp32]
+    assert sum(same) >= len(same) // 2

@@ -204,7 +204,7 @@ def hf_lp(model):
             lp = torch.log_softmax(model(torch.tensor([s])).logits[0].float(), -1)
         out.append(lp[:-1].gather(-1, torch.tensor(s[1:]).unsqueeze(-1)).squeeze(-1).tolist())
     return out
-res = {"start": vllm_lp()}
+res = {"start": vllm_lp(), "dtype": str(eng.llm.llm_engine.model_config.dtype)}
 res["free"] = eng.generate([seqs[0]], [1], 0.0, 8, [])[0]  # greedy, no stop token
 res["stop"] = res["free"][2] if res["free"][2] not in res["free"][:2] else res["free"][0]
 res["cut"] = eng.generate([seqs[0]], [1], 0.0, 8, [res["stop"]])[0]  # stops on it, the stop token kept
@@ -239,6 +239,9 @@ def test_vllm_rollout_engine_gets_the_trainers_weights(tiny_student, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))[7:])
     assert len(r["free"]) == 8 and r["cut"] == r["free"][:r["free"].index(r["stop"]) + 1]
+    from cotdistill.env import engine_dtype
+
+    assert r["dtype"] == ("torch.float32" if engine_dtype("auto") == "float32" else "torch.bfloat16")  # as on_policy
     flat = lambda x: [v for row in x for v in row]  # noqa: E731
     for kind in ("full", "lora"):
         got = r[kind]

@@ -122,3 +122,37 @@ def test_cpu_engines_start_in_this_process_and_leave_nothing_changed(tiny_model)
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))[7:])
     assert out == {"engine_children": [], "threads": 1, "env_left": False, "cached": False}
+
+
+@pytest.mark.parametrize("arch,fast_bf16,cuda,asked,expected", [
+    ("x86_64", False, False, "auto", "float32"),      # AVX2-only CPU: bf16 matmuls take torch's generic loop
+    ("x86_64", True, False, "auto", "auto"),          # AMX / AVX512-BF16: vLLM's bf16
+    ("x86_64", False, True, "auto", "auto"),          # a GPU serves whatever the CPU is
+    ("aarch64", False, False, "auto", "auto"),        # other CPUs: vLLM's choice
+    ("x86_64", False, False, "bfloat16", "bfloat16"),  # an explicit dtype is kept
+    ("x86_64", True, False, "float16", "float16"),
+])
+def test_auto_engine_dtype_is_float32_on_x86_cpus_without_fast_bf16(monkeypatch, arch, fast_bf16, cuda, asked,
+                                                                     expected):
+    import platform
+
+    from cotdistill import env
+    from cotdistill.config import VLLMTeacher
+    from cotdistill.teachers.served import server_command
+    from cotdistill.teachers.vllm_offline import engine_kwargs
+
+    monkeypatch.setattr(platform, "machine", lambda: arch)
+    monkeypatch.setattr(env, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(env, "cuda_available", lambda: cuda)
+    assert env.engine_dtype(asked) == expected
+    cfg = VLLMTeacher(model="Qwen/Qwen2.5-0.5B-Instruct", dtype=asked)
+    assert engine_kwargs(cfg)["dtype"] == expected  # the offline engine, eval's and payoff's
+    cmd = server_command(cfg, 8000)
+    assert cmd[cmd.index("--dtype") + 1] == expected  # servers we start (served teacher, on_policy)
+
+
+def test_fast_bf16_detection_reads_this_cpus_flags():
+    from cotdistill.env import cpu_has_fast_bf16, machine
+
+    m = machine()
+    assert cpu_has_fast_bf16() == (m["amx"] or m["avx512_bf16"])

@@ -62,7 +62,8 @@ class VLLMTeacher(StrictModel):
     tokenizer: str | None = Field(default=None, description="defaults to model")
     revision: str | None = None
     chat_template: str | None = Field(default=None, description="path to a Jinja file when the tokenizer lacks one")
-    dtype: str = "auto"
+    dtype: str = Field(default="auto", description="auto: bf16 on GPUs and on CPUs with AMX or AVX512-BF16, float32 "
+                       "on other CPUs, where bf16 matmuls are several times slower (env.engine_dtype)")
     max_model_len: int | None = Field(default=None, ge=16)
     tensor_parallel_size: int = Field(default=1, ge=1)
     pipeline_parallel_size: int = Field(default=1, ge=1)

@@ -30,7 +30,7 @@ class OnPolicyOptions(StrictModel):
     use_vllm: bool | None = Field(
         default=None, description="the student rolls out through a vLLM engine in its own process, the trainer's "
         "weights sent to it before every optimizer step's rollouts; false = transformers generate; None = on GPUs")
-    vllm_dtype: str = Field(default="auto", description="use_vllm: the engine's dtype (auto: the checkpoint's)")
+    vllm_dtype: str = Field(default="auto", description="use_vllm: the engine's dtype (auto: as teacher.dtype)")
     vllm_gpu_memory_utilization: float = Field(
         default=0.3, gt=0, lt=1, description="use_vllm on a GPU: the engine's share of the GPU (the trainer has the "
         "rest)")

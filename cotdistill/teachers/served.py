@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from cotdistill.config import OpenAITeacher, VLLMTeacher
-from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available
+from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, engine_dtype
 from cotdistill.errors import CotdistillError
 from cotdistill.teachers.openai_server import OpenAIServerTeacher
 
@@ -42,7 +42,7 @@ def _die_with_parent() -> None:
 
 def server_command(cfg: VLLMTeacher, port: int) -> list[str]:
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", cfg.model, "--served-model-name",
-           "teacher", "--host", "127.0.0.1", "--port", str(port), "--dtype", cfg.dtype]
+           "teacher", "--host", "127.0.0.1", "--port", str(port), "--dtype", engine_dtype(cfg.dtype)]
     for flag, value in (("--tokenizer", cfg.tokenizer), ("--revision", cfg.revision),
                         ("--max-model-len", cfg.max_model_len), ("--max-num-seqs", cfg.max_num_seqs),
                         ("--chat-template", cfg.chat_template)):
@@ -97,7 +97,9 @@ class ServedTeacher:
         self.base_url = base + "/v1"  # served model name "teacher"
         self.client = OpenAIServerTeacher(OpenAITeacher(base_url=self.base_url, model="teacher", api="completions",
                                                         tokenizer=cfg.tokenizer or cfg.model))
-        self.info = self.client.info.model_copy(update={"model": cfg.model})
+        dtype = engine_dtype(cfg.dtype)  # "auto": vLLM's choice, which the server does not report
+        self.info = self.client.info.model_copy(update={"model": cfg.model,
+                                                        "dtype": None if dtype == "auto" else dtype})
         self.pid = self.proc.pid
 
     def score(self, sequences, starts, k):

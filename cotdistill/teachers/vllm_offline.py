@@ -18,7 +18,13 @@ import numpy as np
 
 from cotdistill.chat import chat_template_text, check_model_location, render_prompt_ids, tokenizer_hash
 from cotdistill.config import SamplingConfig, VLLMTeacher
-from cotdistill.env import DEFAULT_CPU_KV_CACHE_BYTES, cuda_available, engine_in_this_process, prepare_vllm_env
+from cotdistill.env import (
+    DEFAULT_CPU_KV_CACHE_BYTES,
+    cuda_available,
+    engine_dtype,
+    engine_in_this_process,
+    prepare_vllm_env,
+)
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import TeacherInfo
 from cotdistill.teachers.base import Job, Result, prompt_logprob_arrays
@@ -33,7 +39,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def engine_kwargs(cfg: VLLMTeacher, seed: int = 0) -> dict:
     kw = dict(
         model=cfg.model, tokenizer=cfg.tokenizer or cfg.model, revision=cfg.revision,
-        dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
+        dtype=engine_dtype(cfg.dtype), tensor_parallel_size=cfg.tensor_parallel_size,
         pipeline_parallel_size=cfg.pipeline_parallel_size, enforce_eager=cfg.enforce_eager,
         trust_remote_code=cfg.trust_remote_code, seed=seed,
     )
@@ -136,7 +142,7 @@ class VLLMOfflineTeacher:
         self.info = TeacherInfo(
             backend="vllm", model=cfg.model, revision=cfg.revision,
             tokenizer=cfg.tokenizer or cfg.model, tokenizer_hash=tokenizer_hash(self.tokenizer),
-            engine_version=vllm.__version__,
+            engine_version=vllm.__version__, dtype=str(self.llm.llm_engine.model_config.dtype).removeprefix("torch."),
         )
 
     def prompt_ids(self, job: Job) -> list[int]:

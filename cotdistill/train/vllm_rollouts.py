@@ -15,7 +15,7 @@ other prompts share its batch or chunk. A LoRA student is synced merged (adapter
 from __future__ import annotations
 
 from cotdistill.config import TrainConfig
-from cotdistill.env import cuda_available, prepare_vllm_env
+from cotdistill.env import cuda_available, engine_dtype, prepare_vllm_env
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.teachers.weights import pack
 
@@ -48,8 +48,9 @@ class VLLMRollouts:
         prepare_vllm_env()  # the engine in its own process: the trainer keeps its threads
         from vllm import LLM
 
-        kw = dict(model=model_dir, tokenizer=model_dir, dtype=o.vllm_dtype, seed=cfg.seed, enforce_eager=True,
-                  max_model_len=cfg.max_length, max_num_seqs=max(1, cfg.per_device_train_batch_size),
+        kw = dict(model=model_dir, tokenizer=model_dir, dtype=engine_dtype(o.vllm_dtype), seed=cfg.seed,
+                  enforce_eager=True, max_model_len=cfg.max_length,
+                  max_num_seqs=max(1, cfg.per_device_train_batch_size),
                   worker_extension_cls="cotdistill.teachers.weights.WeightSync")
         if cuda_available():
             kw["gpu_memory_utilization"] = o.vllm_gpu_memory_utilization
