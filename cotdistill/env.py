@@ -54,18 +54,21 @@ def engine_in_this_process() -> Iterator[None]:
     Afterwards nothing in this process stays changed for later engines or training: the variable is removed
     again, vLLM's cache of its environment dropped, torch.set_num_threads (which the CPU worker replaces with a
     no-op) restored. On GPUs vLLM's default (its own process) stays."""
-    if cuda_available() or "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ:
+    if cuda_available():
         yield
         return
     import torch
 
     set_threads = torch.set_num_threads
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    ours = "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # a value the user set stays, and decides
+    if ours:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     try:
         yield
     finally:
-        os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        torch.set_num_threads = set_threads
+        if ours:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        torch.set_num_threads = set_threads  # also when the user's variable put the engine here
         try:
             from vllm import envs
 

@@ -345,6 +345,38 @@ def test_overlap_grades_a_chunk_while_the_next_is_written(tiny_student, tiny_mod
     assert len(row["problem_ids"]) == 4 and row["teacher_s"] > 0
 
 
+@pytest.mark.parametrize("base_url,halved", [("http://127.0.0.1:8011/v1", True), ("http://localhost:8011/v1", True),
+                                             ("http://10.0.0.7:8000/v1", False)])
+def test_a_teacher_server_on_this_machine_gets_half_the_cores(tiny_student, tiny_model, tmp_path, vllm_teacher,
+                                                              monkeypatch, base_url, halved):
+    """A served teacher on the loopback (one the user or a benchmark started, not only serve_teacher's) shares this
+    CPU: the trainer takes half the threads while it trains, or both spin-wait on each other (the on_policy bench's
+    overlap steps took 1.4 s with both threads against 0.6 s); a server elsewhere leaves them all. Restored after."""
+    import torch
+
+    from cotdistill.train import on_policy
+
+    fake = SlowServer(vllm_teacher.info)
+    monkeypatch.setattr(on_policy, "make_scorer", lambda c, rows: OneTeacher("slow", fake))
+    real_rollout, seen = on_policy.OnPolicyTrainer._rollout, []
+
+    def rollout(self, *a):
+        seen.append(torch.get_num_threads())
+        return real_rollout(self, *a)
+
+    monkeypatch.setattr(on_policy.OnPolicyTrainer, "_rollout", rollout)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        teacher = {"backend": "openai", "base_url": base_url, "model": "teacher", "tokenizer": str(tiny_model)}
+        s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teacher=teacher, max_steps=1,
+                          on_policy={"max_new_tokens": 4}))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert s["steps"] == 1 and seen and set(seen) == {1 if halved else 2} and after == 2
+
+
 class Named(Shared):
     """The session's teacher under a name, counting what it grades."""
 

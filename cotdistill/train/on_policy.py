@@ -43,11 +43,26 @@ def rollout_seed(seed: int, step: int, problem_ids: list[str]) -> int:
     return int.from_bytes(h[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
 
+def server_on_this_machine(cfg: TrainConfig) -> bool:
+    """Whether a teacher that grades the rollouts is a server on this machine: one this run starts
+    (``serve_teacher``), or a ``base_url`` on the loopback (a server the user or a benchmark started here)."""
+    from urllib.parse import urlparse
+
+    from cotdistill.config import OpenAITeacher
+
+    if cfg.on_policy.serve_teacher:
+        return True
+    teachers = [t.teacher for t in cfg.teachers] if cfg.teachers else [cfg.teacher]
+    return any(isinstance(t, OpenAITeacher) and (urlparse(t.base_url).hostname or "").lower()
+               in ("127.0.0.1", "localhost", "::1", "0.0.0.0") for t in teachers)
+
+
 class OnPolicyTrainer(Trainer):
     def __init__(self, *args, scorer, opts, stop_ids: list[int], log_path: Path, teacher_name: str, engine=None,
-                 **kw):
+                 local_server: bool = False, **kw):
         super().__init__(*args, **kw)
         self.scorer, self.opts, self.stop_ids, self.engine = scorer, opts, stop_ids, engine
+        self.local_server = local_server
         self.overlap = scorer.info.backend == "openai"
         self.log_path, self.teacher_name = log_path, teacher_name
 
@@ -55,8 +70,8 @@ class OnPolicyTrainer(Trainer):
         """The teacher (an engine, or a server this run started) goes when training ends or fails: saving final/
         needs no teacher, and a failed run must not leave a server behind."""
         threads = torch.get_num_threads()
-        if self.opts.serve_teacher and not torch.cuda.is_available():
-            # the teacher server this run started shares the CPU: half the cores each, or both spin-wait for the
+        if self.local_server and not torch.cuda.is_available():
+            # a teacher server on this machine shares the CPU: half the cores each, or both spin-wait for the
             # other's (2 cores, the demo: a step 1.43 s with both threads here, 0.59 s with one)
             torch.set_num_threads(max(1, threads // 2))
         try:
@@ -244,7 +259,8 @@ def _assemble(cfg: TrainConfig, tok, rows: list[dict], scorer):
         trainer = OnPolicyTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                   processing_class=tok, data_collator=lambda b: {k: [x[k] for x in b] for k in b[0]},
                                   scorer=scorer, opts=cfg.on_policy, stop_ids=stop_ids, log_path=log_path,
-                                  teacher_name=scorer.info.model, engine=engine)
+                                  teacher_name=scorer.info.model, engine=engine,
+                                  local_server=server_on_this_machine(cfg))
     except BaseException:
         if engine is not None:
             engine.close()

@@ -57,12 +57,17 @@ class VLLMRollouts:
         else:
             kw |= dict(kv_cache_memory_bytes=o.vllm_kv_cache_bytes, enable_chunked_prefill=False,
                        max_num_batched_tokens=max(4096, cfg.max_length))
+        import torch
+
+        set_threads = torch.set_num_threads  # an engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) replaces it
         try:
             self.llm = LLM(**kw)
         except Exception as e:
             raise CotdistillError(f"on_policy.use_vllm: the student's vLLM engine ({model_dir}) failed to start: "
                                   f"{first_line(e)}; set on_policy.use_vllm: false to roll out with transformers") \
                 from e
+        finally:
+            torch.set_num_threads = set_threads  # with a no-op: the trainer's thread settings must keep working
         self.synced_step: int | None = None
 
     def sync(self, model, step: int) -> bool:
