@@ -15,15 +15,24 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's lines of /proc/cpuinfo (empty where there is none)."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
 def cpu_has_fast_bf16() -> bool:
     """AMX or AVX512-BF16 (Sapphire Rapids and later, Zen 4+): bf16 matmuls several times faster than fp32.
     Without them (AVX2-only CPUs) oneDNN has no bf16 matmul and torch falls back to a generic loop."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    flags = set(_cpuinfo().get("flags", "").split())
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def engine_dtype(dtype: str) -> str:
@@ -46,6 +55,19 @@ def prepare_vllm_env() -> None:
 
 
 @contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """vLLM's CPU worker, when it runs in this process, replaces torch.set_num_threads with a no-op: put it back, so
+    that the trainer's thread settings keep working after an engine starts here."""
+    import torch
+
+    set_threads = torch.set_num_threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads = set_threads
+
+
+@contextmanager
 def engine_in_this_process() -> Iterator[None]:
     """Build the vLLM engine inside this process on CPU, unless VLLM_ENABLE_V1_MULTIPROCESSING says otherwise. On 2
     cores an engine in its own process competes with this one (rendering, writing, detokenizing) and both spin-wait:
@@ -57,18 +79,15 @@ def engine_in_this_process() -> Iterator[None]:
     if cuda_available():
         yield
         return
-    import torch
-
-    set_threads = torch.set_num_threads
     ours = "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # a value the user set stays, and decides
     if ours:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     try:
-        yield
+        with torch_threads_kept():  # also when the user's variable put the engine here
+            yield
     finally:
         if ours:
             os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        torch.set_num_threads = set_threads  # also when the user's variable put the engine here
         try:
             from vllm import envs
 
@@ -83,14 +102,7 @@ def machine() -> dict:
     ones, so absolute times differ between machines of one kind), the cores, and the GPU if any."""
     import platform
 
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())  # the first processor's lines
-    except OSError:
-        pass
+    info = _cpuinfo()
     model = info.get("model name") or platform.processor() or platform.machine()
     flags = set(info.get("flags", "").split())
     out = {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,

@@ -46,6 +46,14 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
+def auto_engine_dtype() -> str:
+    """The dtype ``dtype: auto`` starts a CPU vLLM engine in on this machine: float32 where env.engine_dtype says so
+    (x86 without AMX / AVX512-BF16), else vLLM's own choice, bf16 on CPUs."""
+    from cotdistill.env import engine_dtype
+
+    return "float32" if engine_dtype("auto") == "float32" else "bfloat16"
+
+
 def teacher_dict(model_dir: Path, **kw) -> dict:
     d = {"backend": "vllm", "model": str(model_dir), "max_model_len": 512,
          "kv_cache_memory_bytes": KV_BYTES, "enforce_eager": True}

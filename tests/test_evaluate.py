@@ -3,11 +3,10 @@
 import json
 
 import pytest
-from conftest import ROOT, teacher_dict, write_jsonl
+from conftest import ROOT, auto_engine_dtype, teacher_dict, write_jsonl
 
 from cotdistill import evaluate
 from cotdistill.config import EvalConfig
-from cotdistill.env import engine_dtype
 from cotdistill.errors import CotdistillError
 from cotdistill.report import write_report
 
@@ -55,7 +54,7 @@ def test_eval_end_to_end_through_vllm(tiny_model, vllm_teacher, tmp_path):
     assert res["benchmarks"]["arith"]["source"]["sha256"] and res["versions"]["transformers"]
     assert res["benchmarks"]["arith"]["overlap"] >= 1 and any("arith" in w for w in res["warnings"])
     assert res["sampling"]["seed"] == 0 and res["models"]["student"]["dtype"] == vllm_teacher.info.dtype
-    assert vllm_teacher.info.dtype == ("float32" if engine_dtype("auto") == "float32" else "bfloat16")
+    assert vllm_teacher.info.dtype == auto_engine_dtype()
     lines = (tmp_path / "eval/student/chain_sum/verdicts.jsonl").read_text().splitlines()
     assert len(lines) == 16 and all(
         json.loads(x)["reason"] in {"scorer", "no_answer", "timeout", "error"} for x in lines

@@ -5,11 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, read_jsonl, teacher_dict
+from conftest import ROOT, auto_engine_dtype, read_jsonl, teacher_dict
 
 from cotdistill import generate
 from cotdistill.config import GenerateConfig
-from cotdistill.env import engine_dtype
 from cotdistill.errors import CotdistillError
 from cotdistill.records import TokenLogprobs, Trace
 from cotdistill.shards import merge
@@ -58,7 +57,7 @@ def test_records_lineage_and_logprobs(tiny_model, vllm_teacher, tmp_path):
     assert t.template.name == "math_boxed_think" and len(t.template.hash) == 16
     assert t.messages[0].role == "system" and t.sampling.n == 3 and t.sampling.logprobs == 4
     assert t.seed == derive_seed(11, t.problem_id, t.sample_index)
-    assert t.teacher.dtype == ("float32" if engine_dtype("auto") == "float32" else "bfloat16")  # what the engine ran
+    assert t.teacher.dtype == auto_engine_dtype()  # what the engine ran
     assert t.finish_reason in {"stop", "length"} and t.prompt_tokens > 10
 
     lps = {lp.key: lp for lp in (TokenLogprobs.model_validate(r) for r in read_jsonl(tmp_path / "logprobs.jsonl"))}
@@ -267,8 +266,7 @@ def test_cpus_without_fast_bf16_serve_the_teacher_in_float32(tiny_model, tmp_pat
     fp32 = {(t["problem_id"], t["sample_index"]): t for t in read_jsonl(tmp_path / "fp32/traces.jsonl")}
     asis = {(t["problem_id"], t["sample_index"]): t for t in read_jsonl(tmp_path / "asis/traces.jsonl")}
     assert {t["teacher"]["dtype"] for t in fp32.values()} == {"float32"} and len(fp32) == 30
-    assert {t["teacher"]["dtype"] for t in asis.values()} == {"float32" if engine_dtype("auto") == "float32"
-                                                              else "bfloat16"}
+    assert {t["teacher"]["dtype"] for t in asis.values()} == {auto_engine_dtype()}
     assert fp32.keys() == asis.keys()
     same = [fp32[k]["completion"][:8] == asis[k]["completion"][:8] for k in fp32]
     assert sum(same) >= len(same) // 2

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import auto_engine_dtype
 from test_train import cfg
 
 from cotdistill import train
@@ -239,9 +240,7 @@ def test_vllm_rollout_engine_gets_the_trainers_weights(tiny_student, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))[7:])
     assert len(r["free"]) == 8 and r["cut"] == r["free"][:r["free"].index(r["stop"]) + 1]
-    from cotdistill.env import engine_dtype
-
-    assert r["dtype"] == ("torch.float32" if engine_dtype("auto") == "float32" else "torch.bfloat16")  # as on_policy
+    assert r["dtype"] == f"torch.{auto_engine_dtype()}"  # as on_policy
     flat = lambda x: [v for row in x for v in row]  # noqa: E731
     for kind in ("full", "lora"):
         got = r[kind]

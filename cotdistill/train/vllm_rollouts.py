@@ -15,7 +15,7 @@ other prompts share its batch or chunk. A LoRA student is synced merged (adapter
 from __future__ import annotations
 
 from cotdistill.config import TrainConfig
-from cotdistill.env import cuda_available, engine_dtype, prepare_vllm_env
+from cotdistill.env import cuda_available, engine_dtype, prepare_vllm_env, torch_threads_kept
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.teachers.weights import pack
 
@@ -57,17 +57,13 @@ class VLLMRollouts:
         else:
             kw |= dict(kv_cache_memory_bytes=o.vllm_kv_cache_bytes, enable_chunked_prefill=False,
                        max_num_batched_tokens=max(4096, cfg.max_length))
-        import torch
-
-        set_threads = torch.set_num_threads  # an engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) replaces it
         try:
-            self.llm = LLM(**kw)
+            with torch_threads_kept():  # in this process when the user set VLLM_ENABLE_V1_MULTIPROCESSING=0
+                self.llm = LLM(**kw)
         except Exception as e:
             raise CotdistillError(f"on_policy.use_vllm: the student's vLLM engine ({model_dir}) failed to start: "
                                   f"{first_line(e)}; set on_policy.use_vllm: false to roll out with transformers") \
                 from e
-        finally:
-            torch.set_num_threads = set_threads  # with a no-op: the trainer's thread settings must keep working
         self.synced_step: int | None = None
 
     def sync(self, model, step: int) -> bool:
