@@ -11,8 +11,8 @@ cotdistill's engine settings (``engine_kwargs``), a warm-up run, then ``generate
 embedded teacher, 4 samples at temperature 1.5, up to 64 tokens) timed end to end, traces written. Rounds alternate
 the order of the two dtypes.
 
-``avx2`` mode: ``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``, and
-torch's AMX / AVX512-BF16 probes answering no, so vLLM takes the paths it takes on such a CPU for its linear layers.
+``avx2`` mode: each measurement runs under ``scripts/emulate_avx2.sh`` (oneDNN, MKL and ATen capped at AVX2, torch's
+AMX / AVX512-BF16 probes answering no), so vLLM takes the paths it takes on such a CPU for its linear layers.
 Not emulated: vLLM's own kernels (attention, norms) still run their AVX-512 build, clock and memory speeds are this
 machine's; on a real AVX2-only CPU ``native`` is the measurement and ``avx2`` adds nothing.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cotdistill.env import engine_dtype, machine  # after the path is set
 
-AVX2_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+EMULATE_AVX2 = ["bash", str(ROOT / "scripts/emulate_avx2.sh")]
 DTYPES = ("bfloat16", "float32")
 
 
@@ -58,11 +57,6 @@ def demo_config(out: Path, limit: int, dtype: str):
 
 def worker(mode: str, dtype: str, problems: int, out: Path) -> None:
     """One measurement, in this process: prints one RESULT line."""
-    if mode == "avx2":
-        import torch
-
-        for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported", "_is_amx_fp16_supported"):
-            setattr(torch.cpu, probe, lambda: False)
     from cotdistill import generate
     from cotdistill.teachers.vllm_offline import VLLMOfflineTeacher
 
@@ -79,10 +73,9 @@ def worker(mode: str, dtype: str, problems: int, out: Path) -> None:
 
 
 def measure(mode: str, dtype: str, problems: int, tmp: Path) -> dict:
-    env = dict(os.environ, **(AVX2_CAPS if mode == "avx2" else {}))
     out = Path(tempfile.mkdtemp(prefix=f"{mode}_{dtype}_", dir=tmp))
-    p = subprocess.run([sys.executable, __file__, "--worker", mode, dtype, str(problems), str(out)], env=env,
-                       capture_output=True, text=True, timeout=1800)
+    cmd = [sys.executable, __file__, "--worker", mode, dtype, str(problems), str(out)]
+    p = subprocess.run((EMULATE_AVX2 if mode == "avx2" else []) + cmd, capture_output=True, text=True, timeout=1800)
     shutil.rmtree(out, ignore_errors=True)
     lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     if p.returncode != 0 or not lines:
