@@ -117,6 +117,32 @@ def machine() -> dict:
     return out
 
 
+def is_this_machine(host: str) -> bool:
+    """Whether ``host`` (a name or an address, as in a base_url) reaches this machine: the loopback, the unspecified
+    address, or an address of one of its network interfaces (a URL written with the machine's LAN address or host
+    name). A name that does not resolve is elsewhere."""
+    import ipaddress
+    import socket
+
+    import psutil
+
+    if not host:
+        return False
+    try:
+        addrs = {ai[4][0].split("%")[0] for ai in socket.getaddrinfo(host.strip("[]"), None)}
+    except (OSError, UnicodeError):
+        return False
+    local = {a.address.split("%")[0] for nic in psutil.net_if_addrs().values() for a in nic}
+    for a in addrs:
+        try:
+            ip = ipaddress.ip_address(a)
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_unspecified or a in local:
+            return True
+    return False
+
+
 def release_memory() -> None:
     """Free what a finished trainer held (its model, optimizer state and the CUDA allocator's cache): vLLM
     sizes its KV cache from the GPU's free memory, and refuses to start while a trainer's cache holds it."""

@@ -87,3 +87,21 @@ def tiny_student(tmp_path_factory) -> Path:
 
     return build_tiny_model(tmp_path_factory.mktemp("student") / "model", hidden=64, heads=2, layers=1,
                             intermediate=128, seed=1)
+
+
+def own_address() -> str | None:
+    """This machine's first non-loopback, non-link-local interface address (None where it has none)."""
+    import ipaddress
+
+    import psutil
+
+    for nic in psutil.net_if_addrs().values():
+        for a in nic:
+            try:
+                ip = ipaddress.ip_address(a.address.split("%")[0])
+            except ValueError:  # MAC addresses
+                continue
+            if not (ip.is_loopback or ip.is_link_local):
+                return str(ip)
+    return None
+

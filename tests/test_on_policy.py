@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import auto_engine_dtype
+from conftest import auto_engine_dtype, own_address
 from test_train import cfg
 
 from cotdistill import train
@@ -345,12 +345,13 @@ def test_overlap_grades_a_chunk_while_the_next_is_written(tiny_student, tiny_mod
 
 
 @pytest.mark.parametrize("base_url,halved", [("http://127.0.0.1:8011/v1", True), ("http://localhost:8011/v1", True),
-                                             ("http://10.0.0.7:8000/v1", False)])
+                                             ("http://{own}:8011/v1", True), ("http://198.51.100.7:8000/v1", False)])
 def test_a_teacher_server_on_this_machine_gets_half_the_cores(tiny_student, tiny_model, tmp_path, vllm_teacher,
                                                               monkeypatch, base_url, halved):
-    """A served teacher on the loopback (one the user or a benchmark started, not only serve_teacher's) shares this
-    CPU: the trainer takes half the threads while it trains, or both spin-wait on each other (the on_policy bench's
-    overlap steps took 1.4 s with both threads against 0.6 s); a server elsewhere leaves them all. Restored after."""
+    """A served teacher on this machine (the loopback or its own address; one the user or a benchmark started, not
+    only serve_teacher's) shares this CPU: the trainer takes half the threads while it trains, or both spin-wait on
+    each other (the on_policy bench's overlap steps took 1.4 s with both threads against 0.6 s); a server elsewhere
+    leaves them all. Restored after."""
     import torch
 
     from cotdistill.train import on_policy
@@ -367,7 +368,9 @@ def test_a_teacher_server_on_this_machine_gets_half_the_cores(tiny_student, tiny
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        teacher = {"backend": "openai", "base_url": base_url, "model": "teacher", "tokenizer": str(tiny_model)}
+        own = own_address() or "127.0.0.1"  # this machine's LAN address, where it has one
+        teacher = {"backend": "openai", "base_url": base_url.format(own=own), "model": "teacher",
+                   "tokenizer": str(tiny_model)}
         s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teacher=teacher, max_steps=1,
                           on_policy={"max_new_tokens": 4}))
         after = torch.get_num_threads()

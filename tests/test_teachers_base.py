@@ -1,6 +1,7 @@
 """Model-location checks: hub ids pass through to the loaders, missing local paths fail early."""
 
 import pytest
+from conftest import own_address
 
 from cotdistill.chat import check_model_location
 from cotdistill.errors import CotdistillError
@@ -159,3 +160,19 @@ def test_fast_bf16_detection_reads_this_cpus_flags():
 
     m = machine()
     assert cpu_has_fast_bf16() == (m["amx"] or m["avx512_bf16"])
+
+
+def test_is_this_machine_knows_the_loopback_its_own_addresses_and_names():
+    """A teacher server's base_url reaches this machine through the loopback, its host name or one of its
+    interface addresses; documentation-range addresses and names that do not resolve are elsewhere."""
+    import socket
+
+    from cotdistill.env import is_this_machine
+
+    for host in ("127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0", socket.gethostname()):
+        assert is_this_machine(host), host
+    own = own_address()
+    if own is not None:
+        assert is_this_machine(own)
+    for host in ("198.51.100.7", "203.0.113.9", "no-such-host.invalid", ""):
+        assert not is_this_machine(host), host

@@ -45,16 +45,18 @@ def rollout_seed(seed: int, step: int, problem_ids: list[str]) -> int:
 
 def server_on_this_machine(cfg: TrainConfig) -> bool:
     """Whether a teacher that grades the rollouts is a server on this machine: one this run starts
-    (``serve_teacher``), or a ``base_url`` on the loopback (a server the user or a benchmark started here)."""
+    (``serve_teacher``), or a ``base_url`` that reaches this machine (the loopback, or its own LAN address or host
+    name: a server the user or a benchmark started here)."""
     from urllib.parse import urlparse
 
     from cotdistill.config import OpenAITeacher
+    from cotdistill.env import is_this_machine
 
     if cfg.on_policy.serve_teacher:
         return True
     teachers = [t.teacher for t in cfg.teachers] if cfg.teachers else [cfg.teacher]
-    return any(isinstance(t, OpenAITeacher) and (urlparse(t.base_url).hostname or "").lower()
-               in ("127.0.0.1", "localhost", "::1", "0.0.0.0") for t in teachers)
+    return any(isinstance(t, OpenAITeacher) and is_this_machine(urlparse(t.base_url).hostname or "")
+               for t in teachers)
 
 
 class OnPolicyTrainer(Trainer):
