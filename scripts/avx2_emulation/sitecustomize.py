@@ -8,6 +8,7 @@ MKL / ATen caps it makes this process take the paths an AVX2-only CPU takes:
 
 Not emulated: vLLM's own compiled kernels (attention, norms) keep their AVX-512 build; clocks, caches and memory
 bandwidth stay this machine's. Times measured so are a lower bound for a real AVX2 machine.
+Being first on PYTHONPATH, it shadows any other ``sitecustomize`` (Debian's, a venv's) for that command.
 """
 
 from __future__ import annotations
