@@ -369,6 +369,7 @@ def test_a_teacher_server_on_this_machine_gets_half_the_cores(tiny_student, tiny
     torch.set_num_threads(2)
     try:
         own = own_address() or "127.0.0.1"  # this machine's LAN address, where it has one
+        own = f"[{own}]" if ":" in own else own  # an IPv6 address goes in brackets in a URL
         teacher = {"backend": "openai", "base_url": base_url.format(own=own), "model": "teacher",
                    "tokenizer": str(tiny_model)}
         s = train.run(cfg(tiny_student, tmp_path, method="on_policy", teacher=teacher, max_steps=1,
