@@ -39,7 +39,7 @@ BASELINE = "sft"
 BASE = "base"  # phase 1: every method starts from this student's model of the same seed
 HELPERS = {BASE, "assistant"}  # trained for other methods (all; progressive), not methods themselves
 REGIME = ("warm start: every method trains {steps} steps from the same base student per seed (SFT, {base_steps} "
-          "steps at lr {base_lr} on the verified traces); seeds kept when their base scores in {band} (past the "
+          "steps at lr {base_lr} on the verified traces); seeds kept when their base scores {band} (past the "
           "plateau) greedy on {problems} training problems ({kept} of {tried} tried); eval {eval}")
 
 
@@ -272,7 +272,8 @@ def main() -> None:
     sampling = cfg.eval.sampling
     how = ("greedy" if sampling.temperature == 0 else f"{sampling.n} samples at temperature {sampling.temperature:g}")
     regime = REGIME.format(steps=sft.get("steps"), base_steps=base_train.get("max_steps"),
-                           base_lr=base_train.get("learning_rate"), band=list(band), problems=problems,
+                           base_lr=base_train.get("learning_rate"), problems=problems,
+                           band=f">= {band[0]:g}" if band[1] > 1 else f"in [{band[0]:g}, {band[1]:g})",
                            kept=len(gate["kept"]), tried=len(gate["tried"]), eval=how) if gate else \
         f"as configured: the config's seeds, no gate; eval {how}"
     spread = round(max(sft["per_seed"]) - min(sft["per_seed"]), 4) if sft.get("per_seed") else None
