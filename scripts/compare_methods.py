@@ -5,7 +5,7 @@
    is kept when its base has left the plateau: greedy accuracy in [--gate, --gate-max) on the first
    --gate-problems *training* problems (the held-out set plays no part in the choice). At the demo's lr 3e-3 the
    escaped seeds were bimodal (about 0.98 or about 0.82 held-out) and a band [0.7, 0.95) picked the second
-   kind, yet the baseline's spread was 3.7 points in one run and 17.3 in another (README); at 1e-3 the seeds
+   kind, yet the baseline's spread was 3.7 points in one run and 17.3 in another (LOG.md); at 1e-3 the seeds
    agree, and --gate-max (default: none) is there for a band. Stops at --want kept seeds.
 2. phase 2: every method trains for the same steps from the kept seeds' base (one `cotdistill run`),
    and vLLM evaluates them all on held-out problems.
