@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from cotdistill import distributed
 from cotdistill.config import GenerateConfig
-from cotdistill.sampling import generate_shard
+from cotdistill.sampling import LazyTeacher, generate_shard
 from cotdistill.teachers import Teacher
 
 
-def run(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
+def run(cfg: GenerateConfig, teacher: Teacher | LazyTeacher | None = None) -> dict:
     """Generate the missing traces of this shard. ``teacher``: reuse an already built backend
-    (e.g. one vLLM engine across several runs); by default one is built from ``cfg.teacher``.
+    (e.g. one vLLM engine across several runs), or a LazyTeacher that builds one only if traces are missing;
+    by default one is built from ``cfg.teacher``.
     With ``cfg.distributed``: every shard on a Ray cluster, then the merge."""
     if cfg.distributed is not None:
         return distributed.run(cfg, run)

@@ -22,7 +22,7 @@ from cotdistill.artifacts import output_paths, shard_of, trace_summary
 from cotdistill.config import GenerateConfig
 from cotdistill.env import machine
 from cotdistill.errors import CotdistillError
-from cotdistill.loading import check_same_config, save_resolved
+from cotdistill.loading import check_same_config, load_config, save_resolved
 from cotdistill.prompts import PromptTemplate, load_template
 from cotdistill.records import Problem, SamplingInfo, TokenLogprobs, Trace, trace_key
 from cotdistill.sources import load_problems
@@ -50,12 +50,16 @@ class Totals:
 
 
 class LazyTeacher:
-    """A teacher backend built on first use (none when every trace is on disk), closed if built here."""
+    """A teacher backend built on first use (none when every trace is on disk), closed if built here. ``given``:
+    a backend already built, or the LazyTeacher of a caller running several generate runs (synthesis rounds),
+    which builds its engine only if one of them has work left and closes it itself."""
 
-    def __init__(self, given: Teacher | None, tcfg, sampling):
+    def __init__(self, given: Teacher | LazyTeacher | None, tcfg, sampling):
         self.given, self.tcfg, self.sampling, self.teacher = given, tcfg, sampling, given
 
     def get(self) -> Teacher:
+        if isinstance(self.given, LazyTeacher):
+            return self.given.get()
         if self.teacher is None:
             self.teacher = make_teacher(self.tcfg, seed=self.sampling.seed, need_logprobs=bool(self.sampling.logprobs))
         if self.sampling.logprobs and not self.teacher.info.tokenizer_hash:
@@ -82,9 +86,24 @@ class Shard:
     totals: Totals = field(default_factory=Totals)
 
 
-def check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: str | None = None) -> None:
+def moved_source(paths: dict[str, Path], cfg: GenerateConfig, problems: list[Problem]) -> bool:
+    """The saved run read these very problems (ids, questions, answers, metadata; their ``source`` label names the
+    path) from a source that differs from ``cfg.source`` in its path only: the file was moved, or the run folder
+    copied next to a copy of it."""
+    if not paths["problems"].exists():
+        return False
+    old = load_config(GenerateConfig, paths["config"]).source.model_dump(mode="json")
+    new = cfg.source.model_dump(mode="json")
+    if old == new or {**old, "path": None} != {**new, "path": None}:
+        return False
+    content = lambda ps: [p.model_dump(mode="json", exclude={"source"}) for p in ps]
+    return content(read_records(paths["problems"], Problem, "problem")) == content(problems)
+
+
+def check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: str | None = None,
+                   problems: list[Problem] | None = None) -> None:
     """Resuming into a directory made by a different config, or with an edited template of the same
-    name, would mix two runs' traces."""
+    name, would mix two runs' traces. A source that only moved (the same ``problems``) does not."""
     if not paths["config"].exists() or not paths["traces"].exists():
         return
     first = next((obj for _, obj in iter_jsonl(paths["traces"])), None)
@@ -94,7 +113,8 @@ def check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: s
             f"{paths['traces']}: its traces were rendered with another version of template "
             f"'{cfg.prompt.template}' (hash {old_hash}, now {template_hash}); use a new output_dir, or restore the "
             f"template to resume")
-    check_same_config(paths["config"], cfg, {"output_dir", "progress", "flush_every"})
+    moved = {"source"} if problems is not None and moved_source(paths, cfg, problems) else set()
+    check_same_config(paths["config"], cfg, {"output_dir", "progress", "flush_every"} | moved)
 
 
 def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:
@@ -107,7 +127,7 @@ def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:
     mine = [p for p in problems if shard_of(p.id, cfg.shard.count) == cfg.shard.index]
     rendered = {p.id: template.render(p, cfg.prompt.variables) for p in mine}
     out.mkdir(parents=True, exist_ok=True)
-    check_same_run(paths, cfg, template.hash)
+    check_same_run(paths, cfg, template.hash, problems)
     save_resolved(cfg, paths["config"])
     write_atomic(paths["problems"], "".join(p.model_dump_json() + "\n" for p in problems))
     repair_tail(paths["traces"])
@@ -121,7 +141,7 @@ def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:
     return Shard(cfg, paths, template, mine, rendered, info), problems, done
 
 
-def generate_shard(cfg: GenerateConfig, teacher: Teacher | None = None) -> dict:
+def generate_shard(cfg: GenerateConfig, teacher: Teacher | LazyTeacher | None = None) -> dict:
     """Generate the missing traces of ``cfg.shard``; ``teacher``: reuse an already built backend (e.g. one vLLM
     engine across several runs), by default one is built from ``cfg.teacher``. Returns summary.json's dict."""
     t0 = time.perf_counter()

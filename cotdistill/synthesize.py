@@ -95,7 +95,7 @@ def _write_round(cfg: SynthesizeConfig, k: int, requests: list[Problem], templat
         "teacher": cfg.teacher.model_dump(), "sampling": {**cfg.sampling.model_dump(), "n": n,
                                                           "seed": cfg.sampling.seed + k},
         "output_dir": str(folder), "progress": cfg.progress})
-    summary = generate.run(gen, teacher.get())
+    summary = generate.run(gen, teacher)  # an engine only if work is left
     summary["teacher_s"] = _teacher_seconds(folder, summary)
     rank = {r.id: i for i, r in enumerate(requests)}
     traces = sorted(read_records(folder / "traces.jsonl", Trace, "trace"),
@@ -147,7 +147,7 @@ def _answer(cfg: SynthesizeConfig, rows: list[dict], teacher) -> dict:
         "source": {"kind": "hf", "path": str(src), "fields": {"id": "id", "answer": None}},
         "prompt": {"template": c.template}, "teacher": cfg.teacher.model_dump(),
         "sampling": {**c.sampling.model_dump(), "n": c.n}, "output_dir": str(folder), "progress": cfg.progress})
-    summary = generate.run(gen, teacher.get())
+    summary = generate.run(gen, teacher)  # an engine only if work is left
     summary["teacher_s"] = _teacher_seconds(folder, summary)
     traces = read_records(folder / "traces.jsonl", Trace, "trace")
     blank = {r["id"]: Problem(id=r["id"], question=r["question"], source="synth") for r in alive}

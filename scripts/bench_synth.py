@@ -9,6 +9,11 @@ teacher, students, steps and seeds; the real held-out problems for eval):
     synth_no_consistency  the same synthesis without the answer-agreement check
     synth_band            the same synthesis keeping only a pass-rate band (--band, default 0.25-0.75 at T=1.5)
 
+The three synth arms differ in their problem filters only, so they write the same problems: the synth arm's
+writing round (and its answers, where an arm answers with the same settings) is copied into the other arms' folders
+before they run, and their synthesis resumes it as finished (the generate runs check that the requests and settings
+are the same) and screens it again with its own filters.
+
     python scripts/bench_synth.py                  # resumable: each run skips its finished stages
     python scripts/bench_synth.py --smoke          # tiny sizes, one seed (CI): the figures mean nothing
 
@@ -70,6 +75,28 @@ def arms(base: dict, out: Path, smoke: bool, band: tuple[float, float], band_tem
     return {"real": real, "synth": synth, "synth_no_consistency": loose, "synth_band": banded}
 
 
+def share(configs: dict, source: str = "synth") -> dict[str, list[str]]:
+    """Copy the ``source`` arm's writing rounds, and its answers where an arm answers with the same settings, into
+    every other synth arm's synthesis folder that has none yet; returns what each arm was given."""
+    import shutil
+
+    given, src = {}, configs[source]
+    same_answers = lambda c: ({k: v for k, v in c["synthesize"]["consistency"].items() if k != "enabled"} ==
+                              {k: v for k, v in src["synthesize"]["consistency"].items() if k != "enabled"})
+    for name, cfg in configs.items():
+        if name == source or "synthesize" not in cfg:
+            continue
+        parts = sorted(p.name for p in (Path(src["output_dir"]) / "synthesize").glob("round*"))
+        parts += ["answers"] if same_answers(cfg) else []
+        dst = Path(cfg["output_dir"]) / "synthesize"
+        if dst.exists():  # resumed: what it holds is its own
+            continue
+        for part in parts:
+            shutil.copytree(Path(src["output_dir"]) / "synthesize" / part, dst / part)
+        given[name] = parts
+    return given
+
+
 def outcomes(root: Path, student: str, seeds: list[int]):
     """[seeds, problems] per-problem accuracy of one student of a run."""
     import numpy as np
@@ -115,8 +142,10 @@ def main() -> None:
     band = tuple(float(x) for x in args.band.split(","))
     configs = arms(yaml.safe_load(Path(args.config).read_text()), out, args.smoke, band, args.band_temperature)
     seeds = configs["synth"]["seeds"]
-    wall = {}
+    wall, shared = {}, {}
     for name, d in configs.items():
+        if name not in ("real", "synth"):
+            shared |= share({k: configs[k] for k in ("synth", name)})
         t = time.perf_counter()
         try:
             run(RunConfig.model_validate(d))
@@ -156,7 +185,8 @@ def main() -> None:
         "funnel": reports["synth"]["funnel"], "synthesized_problems": reports["synth"]["kept"],
         "heldout_overlap": heldout_overlap(out / "synth/synthesize/problems.jsonl", 17),
         "teacher": json.loads((out / "synth/eval/results.json").read_text())["distillation"]["teacher_accuracy"],
-        "seeds": seeds, "wall_s": wall, "total_s": round(time.perf_counter() - t0, 1), "smoke": args.smoke,
+        "shared_from_synth": shared, "seeds": seeds, "wall_s": wall, "total_s": round(time.perf_counter() - t0, 1),
+        "smoke": args.smoke,
         "machine": machine(),
     }
     print(f"{'step':<24} {'dropped':>8} {'left':>7}")

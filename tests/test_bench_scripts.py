@@ -118,3 +118,11 @@ def test_bench_synth_smoke(tmp_path):
     short, every = out["short_vs_all"]["traces"]
     assert 0 < out["short_vs_all"]["token_ratio"] <= 1 and short <= every
     assert [f["step"] for f in out["funnel"]][:2] == ["truncated", "too_short"]
+    # the arms that differ from synth in their filters only resumed its writing (and, with equal answer settings,
+    # its answers) without generating anything
+    assert out["shared_from_synth"] == {"synth_no_consistency": ["round0", "answers"], "synth_band": ["round0"]}
+    for arm, part in (("synth_no_consistency", "round0"), ("synth_no_consistency", "answers"),
+                      ("synth_band", "round0")):
+        assert json.loads((tmp_path / "bs" / arm / "synthesize" / part / "summary.json").read_text())[
+            "written_this_run"] == 0
+    assert json.loads((tmp_path / "bs/synth_band/synthesize/answers/summary.json").read_text())["written_this_run"] > 0

@@ -120,6 +120,30 @@ def test_resume_refuses_a_different_config(tiny_model, vllm_teacher, tmp_path):
                      teacher=vllm_teacher)
 
 
+def test_resume_accepts_a_moved_source_with_the_same_problems_and_refuses_other_problems(
+        tiny_model, vllm_teacher, tmp_path, monkeypatch):
+    import shutil
+
+    src = tmp_path / "a.jsonl"
+    shutil.copy(ROOT / "data/arithmetic_test.jsonl", src)
+    generate.run(make_cfg(tiny_model, tmp_path / "out", **{"source.path": str(src), "source.limit": 2}),
+                 teacher=vllm_teacher)
+    moved = tmp_path / "b.jsonl"
+    src.rename(moved)
+    # the same problems from the new path: the finished run is found finished, and no engine is built
+    monkeypatch.setattr("cotdistill.sampling.make_teacher", lambda *a, **k: pytest.fail("an engine was built"))
+    summary = generate.run(make_cfg(tiny_model, tmp_path / "out", **{"source.path": str(moved), "source.limit": 2}),
+                           teacher=None)
+    assert summary["written_this_run"] == 0 and summary["traces"] == 6 and summary["complete"]
+    assert str(moved) in (tmp_path / "out/config.yaml").read_text()
+    # another path holding other problems is another run
+    other = tmp_path / "c.jsonl"
+    other.write_text("".join(moved.read_text().splitlines(keepends=True)[2:4]))
+    with pytest.raises(CotdistillError, match=r"different config \(differs in: source\)"):
+        generate.run(make_cfg(tiny_model, tmp_path / "out", **{"source.path": str(other), "source.limit": 2}),
+                     teacher=vllm_teacher)
+
+
 def test_resume_refuses_an_edited_template_of_the_same_name(tiny_model, vllm_teacher, tmp_path):
     import shutil
 

@@ -61,6 +61,25 @@ def test_few_shot_funnel_lineage_and_resume(tiny_model, vllm_teacher, tmp_path):
         synthesize.run(_cfg(tiny_model, tmp_path, requests=7), teacher=vllm_teacher)
 
 
+def test_a_copied_writing_round_is_reused_without_an_engine_and_screened_again(tiny_model, vllm_teacher, tmp_path,
+                                                                              monkeypatch):
+    """Two syntheses that differ in their filters only write the same problems: a round copied into the second one's
+    folder is resumed as finished (its requests file moved; the same requests), and no engine starts."""
+    import shutil
+
+    from cotdistill import synthesize
+
+    rep = synthesize.run(_cfg(tiny_model, tmp_path), teacher=vllm_teacher)
+    shutil.copytree(tmp_path / "synth" / "round0", tmp_path / "other" / "round0")
+    monkeypatch.setattr("cotdistill.sampling.make_teacher", lambda *a, **k: pytest.fail("an engine was built"))
+    other = synthesize.run(_cfg(tiny_model, tmp_path, output_dir=str(tmp_path / "other"), checks={"min_chars": 4}))
+    first, second = (read_jsonl(tmp_path / d / "candidates.jsonl") for d in ("synth", "other"))
+    assert other["written"] == rep["written"] and [c["question"] for c in first] == [c["question"] for c in second]
+    assert any(c["drop"] == "too_short" for c in second) or all(len(c["question"]) >= 4 for c in first)
+    assert all(c["drop"] == "too_short" for c in second if c["question"] and len(c["question"]) < 4)
+    assert json.loads((tmp_path / "other" / "round0" / "summary.json").read_text())["written_this_run"] == 0
+
+
 def test_nothing_surviving_is_an_error_naming_the_funnel(tiny_model, vllm_teacher, tmp_path):
     from cotdistill import synthesize
 
