@@ -12,9 +12,9 @@ embedded teacher, 4 samples at temperature 1.5, up to 64 tokens) timed end to en
 the order of the two dtypes.
 
 ``avx2`` mode: each measurement runs under ``scripts/emulate_avx2.sh`` (oneDNN, MKL and ATen capped at AVX2, torch's
-AMX / AVX512-BF16 probes answering no), so vLLM takes the paths it takes on such a CPU for its linear layers.
-Not emulated: vLLM's own kernels (attention, norms) still run their AVX-512 build, clock and memory speeds are this
-machine's; on a real AVX2-only CPU ``native`` is the measurement and ``avx2`` adds nothing.
+AMX / AVX-512 / AVX512-BF16 probes answering no), so vLLM takes the paths it takes on such a CPU for its linear
+layers and loads its AVX2 kernel build. Not emulated: clock and memory speeds are this machine's; on a real AVX2-only
+CPU ``native`` is the measurement and ``avx2`` adds nothing.
 
 The last line is JSON: per mode ``bfloat16_tok_s`` and ``float32_tok_s`` (median over rounds, every round listed) and
 ``float32_over_bfloat16`` (> 1: fp32 generates faster), ``auto_here`` (what ``dtype: auto`` starts on this CPU),

@@ -5,7 +5,8 @@
 # oneDNN, MKL and ATen are capped at AVX2, and every Python process the command starts loads
 # scripts/avx2_emulation/sitecustomize.py (torch's AMX / AVX512-BF16 probes answer no; cotdistill sees no AVX-512 or
 # AMX flags, so `dtype: auto` engines start in float32 and every `machine` record says "held to AVX2").
-# Not emulated: vLLM's compiled kernels, clocks and memory; a real AVX2 machine takes longer (README, "CPU kinds").
+# vLLM loads its AVX2 kernel build (torch's AVX-512 probe answers no too). Not emulated: clocks, caches and memory;
+# a real AVX2 machine takes longer (README, "CPU kinds").
 set -euo pipefail
 if [ $# -eq 0 ]; then
   echo "usage: bash scripts/emulate_avx2.sh COMMAND [ARGS...]" >&2
