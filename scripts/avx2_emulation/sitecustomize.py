@@ -8,7 +8,7 @@ MKL / ATen caps it makes this process take the paths an AVX2-only CPU takes:
   to AVX2, so ``engine_dtype('auto')`` starts float32 engines and every ``machine`` record states the emulation.
 
 Not emulated: clocks, caches and memory bandwidth stay this machine's. Times measured so are a lower bound for a real
-AVX2 machine. (Before 2026-12-04's tenth-session change, vLLM's kernels kept their AVX-512 build; for the embedded
+AVX2 machine. (Until the eleventh session, 2026-12-04, vLLM's kernels kept their AVX-512 build; for the embedded
 2M-parameter teacher the AVX2 build decoded as fast: bf16 3,102 tok/s, fp32 8,097, bench_cpu_dtype at 200 problems.)
 Being first on PYTHONPATH, it shadows any other ``sitecustomize`` (Debian's, a venv's) for that command.
 """
