@@ -96,14 +96,35 @@ def moved_source(paths: dict[str, Path], cfg: GenerateConfig, problems: list[Pro
     new = cfg.source.model_dump(mode="json")
     if old == new or {**old, "path": None} != {**new, "path": None}:
         return False
-    content = lambda ps: [p.model_dump(mode="json", exclude={"source"}) for p in ps]
-    return content(read_records(paths["problems"], Problem, "problem")) == content(problems)
+    saved = read_records(paths["problems"], Problem, "problem")
+    return [_content(p) for p in saved] == [_content(p) for p in problems]
+
+
+def _content(p: Problem) -> dict:
+    return p.model_dump(mode="json", exclude={"source"})
+
+
+def check_same_problems(paths: dict[str, Path], cfg: GenerateConfig, problems: list[Problem]) -> None:
+    """The saved run's problems must all be in ``problems`` unchanged: a problems file edited in place (same path,
+    same config) would otherwise leave traces of the old questions beside the new ones. Added problems are fine:
+    resuming generates their traces."""
+    if not paths["problems"].exists():
+        return
+    now = {p.id: p for p in problems}
+    for old in read_records(paths["problems"], Problem, "problem"):
+        new = now.get(old.id)
+        if new is None or _content(new) != _content(old):
+            what = "is gone" if new is None else "changed (" + ", ".join(
+                k for k, v in _content(new).items() if v != _content(old).get(k)) + ")"
+            raise CotdistillError(
+                f"{cfg.source.model_dump().get('path') or 'source'}: problem '{old.id}' {what} since "
+                f"{paths['traces']} was written from it; use a new output_dir, or restore the problem to resume")
 
 
 def check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: str | None = None,
                    problems: list[Problem] | None = None) -> None:
-    """Resuming into a directory made by a different config, or with an edited template of the same
-    name, would mix two runs' traces. A source that only moved (the same ``problems``) does not."""
+    """Resuming into a directory made by a different config, with an edited template of the same name, or with
+    problems edited since, would mix two runs' traces. A source that only moved (the same ``problems``) does not."""
     if not paths["config"].exists() or not paths["traces"].exists():
         return
     first = next((obj for _, obj in iter_jsonl(paths["traces"])), None)
@@ -115,6 +136,8 @@ def check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: s
             f"template to resume")
     moved = {"source"} if problems is not None and moved_source(paths, cfg, problems) else set()
     check_same_config(paths["config"], cfg, {"output_dir", "progress", "flush_every"} | moved)
+    if problems is not None:
+        check_same_problems(paths, cfg, problems)
 
 
 def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:

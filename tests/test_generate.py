@@ -144,6 +144,25 @@ def test_resume_accepts_a_moved_source_with_the_same_problems_and_refuses_other_
                      teacher=vllm_teacher)
 
 
+def test_resume_generates_added_problems_and_refuses_a_problem_edited_in_place(tiny_model, vllm_teacher, tmp_path):
+    rows = (ROOT / "data/arithmetic_test.jsonl").read_text().splitlines(keepends=True)
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(rows[:2]))
+    cfg = make_cfg(tiny_model, tmp_path / "out", **{"source.path": str(src), "source.limit": None})
+    generate.run(cfg, teacher=vllm_teacher)
+    src.write_text("".join(rows[:3]))  # one problem added: resuming generates its traces only
+    summary = generate.run(cfg, teacher=vllm_teacher)
+    assert summary["resumed_from"] == 6 and summary["written_this_run"] == 3 and summary["traces"] == 9
+    edited = json.loads(rows[1]) | {"question": "Compute 1 + 1."}
+    src.write_text(rows[0] + json.dumps(edited) + "\n" + rows[2])  # the same config, another question
+    with pytest.raises(CotdistillError, match=r"problem 'arith-test-0001' changed \(question\) since .*traces.jsonl"):
+        generate.run(cfg, teacher=vllm_teacher)
+    src.write_text(rows[0] + rows[2])
+    with pytest.raises(CotdistillError, match=r"problem 'arith-test-0001' is gone"):
+        generate.run(cfg, teacher=vllm_teacher)
+    assert len(read_jsonl(tmp_path / "out/traces.jsonl")) == 9  # nothing written by the refused runs
+
+
 def test_resume_refuses_an_edited_template_of_the_same_name(tiny_model, vllm_teacher, tmp_path):
     import shutil
 
