@@ -91,8 +91,11 @@ def share(configs: dict, source: str = "synth") -> dict[str, list[str]]:
         dst = Path(cfg["output_dir"]) / "synthesize"
         if dst.exists():  # resumed: what it holds is its own
             continue
+        part_dir = dst.with_name("synthesize.partial")  # a copy cut short is never taken for the arm's own
+        shutil.rmtree(part_dir, ignore_errors=True)
         for part in parts:
-            shutil.copytree(Path(src["output_dir"]) / "synthesize" / part, dst / part)
+            shutil.copytree(Path(src["output_dir"]) / "synthesize" / part, part_dir / part)
+        part_dir.rename(dst)
         given[name] = parts
     return given
 
