@@ -154,3 +154,44 @@ def test_r1_chat_template_drops_the_reasoning_and_is_refused(real, tmp_path):
     with pytest.raises(CotdistillError, match=r"the student's chat template rewrites the assistant turn \(it keeps "
                                               r"\d+ of \d+ characters"):
         train.run(cfg(dirs["student"], tmp_path, max_steps=1))
+
+
+def test_a_float32_engine_generates_over_the_real_vocabulary_with_seeds_and_logprobs(real, tmp_path):
+    """What an AVX2-only CPU serves (`dtype: auto` starts float32 engines there, env.engine_dtype): vLLM in float32
+    at R1's 152k vocabulary, per-sample seeds reproducing and top-k logprobs over the whole vocabulary."""
+    name, dirs = real
+    if name != "r1_distill_qwen":
+        pytest.skip("one real vocabulary: R1's 152k")
+    import numpy as np
+    from conftest import KV_BYTES, ROOT
+
+    from cotdistill import generate
+    from cotdistill.config import GenerateConfig
+    from cotdistill.records import TokenLogprobs, Trace
+    from cotdistill.teachers import make_teacher
+
+    def config(out):
+        return GenerateConfig.model_validate({
+            "source": {"kind": "hf", "path": str(ROOT / "data/arithmetic_test.jsonl"), "fields": {"id": "id"},
+                       "limit": 3},
+            "prompt": {"template": "arithmetic_cot"},
+            "teacher": {"backend": "vllm", "model": str(dirs["teacher"]), "dtype": "float32", "max_model_len": 256,
+                        "kv_cache_memory_bytes": KV_BYTES, "enforce_eager": True},
+            "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 8, "logprobs": 4, "seed": 5},
+            "output_dir": str(out), "progress": False})
+
+    engine = make_teacher(config(tmp_path / "a").teacher, seed=5, need_logprobs=True)
+    try:
+        for out in ("a", "b"):
+            assert generate.run(config(tmp_path / out), teacher=engine)["traces"] == 6
+    finally:
+        engine.close()
+    read = lambda out, cls, f: [cls.model_validate_json(x) for x in (tmp_path / out / f).read_text().splitlines()]
+    traces = read("a", Trace, "traces.jsonl")
+    assert {t.teacher.dtype for t in traces} == {"float32"}
+    assert [t.completion for t in traces] == [t.completion for t in read("b", Trace, "traces.jsonl")]
+    ids = np.concatenate([lp.arrays()["top_ids"].ravel() for lp in read("a", TokenLogprobs, "logprobs.jsonl")])
+    assert ids.max() < CASES[name][1] and ids.max() > 49152  # a random model's top tokens span the whole vocabulary
+    for lp in read("a", TokenLogprobs, "logprobs.jsonl"):
+        a = lp.arrays()
+        assert np.isfinite(a["top_logprobs"]).all() and np.all(np.diff(a["top_logprobs"], axis=1) <= 1e-6)
