@@ -86,17 +86,14 @@ class Shard:
     totals: Totals = field(default_factory=Totals)
 
 
-def moved_source(paths: dict[str, Path], cfg: GenerateConfig, problems: list[Problem]) -> bool:
-    """The saved run read these very problems (ids, questions, answers, metadata; their ``source`` label names the
-    path) from a source that differs from ``cfg.source`` in its path only: the file was moved, or the run folder
-    copied next to a copy of it."""
-    if not paths["problems"].exists():
-        return False
-    old = load_config(GenerateConfig, paths["config"]).source.model_dump(mode="json")
-    new = cfg.source.model_dump(mode="json")
+def moved_source(cfg: GenerateConfig, saved_cfg: GenerateConfig, saved: list[Problem],
+                 problems: list[Problem]) -> bool:
+    """The saved run read these very problems (``saved``: ids, questions, answers, metadata; their ``source`` label
+    names the path) from a source that differs from ``cfg.source`` in its path only: the file was moved, or the run
+    folder copied next to a copy of it."""
+    old, new = saved_cfg.source.model_dump(mode="json"), cfg.source.model_dump(mode="json")
     if old == new or {**old, "path": None} != {**new, "path": None}:
         return False
-    saved = read_records(paths["problems"], Problem, "problem")
     return [_content(p) for p in saved] == [_content(p) for p in problems]
 
 
@@ -104,14 +101,13 @@ def _content(p: Problem) -> dict:
     return p.model_dump(mode="json", exclude={"source"})
 
 
-def check_same_problems(paths: dict[str, Path], cfg: GenerateConfig, problems: list[Problem]) -> None:
-    """The saved run's problems must all be in ``problems`` unchanged: a problems file edited in place (same path,
-    same config) would otherwise leave traces of the old questions beside the new ones. Added problems are fine:
-    resuming generates their traces."""
-    if not paths["problems"].exists():
-        return
+def check_same_problems(paths: dict[str, Path], cfg: GenerateConfig, saved: list[Problem],
+                        problems: list[Problem]) -> None:
+    """The saved run's problems (``saved``) must all be in ``problems`` unchanged: a problems file edited in place
+    (same path, same config) would otherwise leave traces of the old questions beside the new ones. Added problems
+    are fine: resuming generates their traces."""
     now = {p.id: p for p in problems}
-    for old in read_records(paths["problems"], Problem, "problem"):
+    for old in saved:
         new = now.get(old.id)
         if new is None or _content(new) != _content(old):
             what = "is gone" if new is None else "changed (" + ", ".join(
@@ -134,10 +130,14 @@ def check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: s
             f"{paths['traces']}: its traces were rendered with another version of template "
             f"'{cfg.prompt.template}' (hash {old_hash}, now {template_hash}); use a new output_dir, or restore the "
             f"template to resume")
-    moved = {"source"} if problems is not None and moved_source(paths, cfg, problems) else set()
-    check_same_config(paths["config"], cfg, {"output_dir", "progress", "flush_every"} | moved)
-    if problems is not None:
-        check_same_problems(paths, cfg, problems)
+    # the problems the saved run read, once: to tell a moved source, then to check none was edited since
+    saved = None
+    if problems is not None and paths["problems"].exists():
+        saved = read_records(paths["problems"], Problem, "problem")
+    moved = saved is not None and moved_source(cfg, load_config(GenerateConfig, paths["config"]), saved, problems)
+    check_same_config(paths["config"], cfg, {"output_dir", "progress", "flush_every", *(["source"] if moved else [])})
+    if saved is not None:
+        check_same_problems(paths, cfg, saved, problems)
 
 
 def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:

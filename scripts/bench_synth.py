@@ -86,11 +86,11 @@ def share(configs: dict, source: str = "synth") -> dict[str, list[str]]:
     for name, cfg in configs.items():
         if name == source or "synthesize" not in cfg:
             continue
-        parts = sorted(p.name for p in (Path(src["output_dir"]) / "synthesize").glob("round*"))
-        parts += ["answers"] if same_answers(cfg) else []
         dst = Path(cfg["output_dir"]) / "synthesize"
         if dst.exists():  # resumed: what it holds is its own
             continue
+        parts = sorted(p.name for p in (Path(src["output_dir"]) / "synthesize").glob("round*"))
+        parts += ["answers"] if same_answers(cfg) else []
         part_dir = dst.with_name("synthesize.partial")  # a copy cut short is never taken for the arm's own
         shutil.rmtree(part_dir, ignore_errors=True)
         for part in parts:
