@@ -75,7 +75,8 @@ def run(spec: StudentInit | StudentFromTeacher, teacher: VLLMTeacher, folder: Pa
         return {"model": str(path),
                 "layers": json.loads((path / "cotdistill_from_teacher.json").read_text())["layers"]}
     tok = teacher.tokenizer or teacher.model
-    path = build_student(tok, folder / "model", spec.hidden, spec.heads, spec.layers, spec.intermediate, spec.seed)
+    path = build_student(tok, folder / "model", spec.hidden, spec.heads, spec.layers, spec.intermediate, spec.seed,
+                         init_std=spec.init_std)
     return {"model": str(path)}
 
 

@@ -73,19 +73,21 @@ def build_tiny_model(out: str | Path, hidden: int = 128, heads: int = 4, layers:
 
 
 def build_student(tokenizer_from: str | Path, out: str | Path, hidden: int = 128, heads: int = 4, layers: int = 2,
-                  intermediate: int | None = None, seed: int = 0, max_len: int = 2048) -> Path:
-    """A fresh random Llama on another model's tokenizer (a student that can be distilled from it)."""
+                  intermediate: int | None = None, seed: int = 0, max_len: int = 2048,
+                  init_std: float | None = None) -> Path:
+    """A fresh random Llama on another model's tokenizer (a student that can be distilled from it). ``init_std``:
+    the weights' normal std (None: transformers' ``initializer_range``, 0.02, sized for widths of 768 and up)."""
     from transformers import AutoTokenizer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(str(tokenizer_from))
     tok.save_pretrained(out)
-    return _random_llama(tok, out, hidden, heads, layers, intermediate or 2 * hidden, max_len, seed)
+    return _random_llama(tok, out, hidden, heads, layers, intermediate or 2 * hidden, max_len, seed, init_std)
 
 
 def _random_llama(tok, out: Path, hidden: int, heads: int, layers: int, intermediate: int, max_len: int,
-                  seed: int) -> Path:
+                  seed: int, init_std: float | None = None) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -96,13 +98,14 @@ def _random_llama(tok, out: Path, hidden: int, heads: int, layers: int, intermed
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                       max_position_embeddings=max_len, bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True, dtype="float32")
+                      tie_word_embeddings=True, dtype="float32",
+                      **({"initializer_range": init_std} if init_std is not None else {}))
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.save_pretrained(out)
-    (out / "cotdistill_tiny.json").write_text(json.dumps({"hidden": hidden, "heads": heads,
-                                                          "layers": layers, "seed": seed}))
+    (out / "cotdistill_tiny.json").write_text(json.dumps({"hidden": hidden, "heads": heads, "layers": layers,
+                                                          "seed": seed, "init_std": cfg.initializer_range}))
     return out
 
 

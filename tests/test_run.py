@@ -267,6 +267,36 @@ def test_strict_targets_fail_the_run(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["distillation"]["all_targets_met"] is False
 
 
+def test_strict_targets_fail_the_run_on_the_worst_seed(tmp_path, monkeypatch):
+    """The mean meets every target, one seed does not: a strict run still fails, naming the worst seed, and
+    all_targets_met is False."""
+    import cotdistill.run as runmod
+
+    cfg = demo(tmp_path, "targets.strict=true", "targets.min_retention=0.7")
+    res, out = _results({"teacher": 1.0, "sft_filtered": [0.95, 0.95, 0.5], "answers_only": [0.1, 0.1, 0.1]})
+    table = distillation_table(Plan(cfg), res, out)
+    assert table["targets"]["retention"]["met"] and not table["targets"]["retention"]["met_on_worst_seed"]
+    monkeypatch.setattr(runmod, "_run_stage", lambda plan, name: {"distillation": table} if name == "eval" else {})
+    with pytest.raises(CotdistillError, match=r"targets missed: retention \(worst seed\) \(targets.strict"):
+        run(cfg)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["distillation"]["all_targets_met"] is False
+
+
+def test_filtered_vs_unfiltered_on_the_worst_seed_is_judged_seed_by_seed(tmp_path):
+    """Filtering 'does not hurt' on the worst seed unless some seed's filtered student is significantly worse
+    than its unfiltered twin: a 0.5-point dip on one seed is noise, a 20-point one is not."""
+    plan = Plan(demo(tmp_path))
+    res, out = _results({"teacher": 1.0, "sft_filtered": [0.95, 0.945, 0.96], "sft_unfiltered": [0.94, 0.95, 0.95],
+                         "answers_only": [0.1, 0.1, 0.1]})
+    f = distillation_table(plan, res, out)["targets"]["filtered_vs_unfiltered"]
+    assert f["worst_seed"] < 0 and f["met_on_worst_seed"] and f["seeds_worse"] == []
+    res, out = _results({"teacher": 1.0, "sft_filtered": [0.95, 0.75, 0.96], "sft_unfiltered": [0.94, 0.95, 0.95],
+                         "answers_only": [0.1, 0.1, 0.1]})
+    d = distillation_table(plan, res, out)
+    f = d["targets"]["filtered_vs_unfiltered"]
+    assert f["met"] and not f["met_on_worst_seed"] and f["seeds_worse"] == [1] and d["all_targets_met"] is False
+
+
 def test_report_renders_the_distillation_table(tmp_path):
     from cotdistill.report import write_report
 
