@@ -126,3 +126,16 @@ def test_bench_synth_smoke(tmp_path):
         assert json.loads((tmp_path / "bs" / arm / "synthesize" / part / "summary.json").read_text())[
             "written_this_run"] == 0
     assert json.loads((tmp_path / "bs/synth_band/synthesize/answers/summary.json").read_text())["written_this_run"] > 0
+
+
+def test_seed_pilot_smoke(tmp_path):
+    """The demo's two SFT students on 2 seeds at a few problems and steps: every seed's pass@1 per student, the
+    lowest, and which seeds fell below the plateau line."""
+    out = _last_json(["scripts/seed_pilot.py", "--smoke", "--out", str(tmp_path / "sp")])
+    assert out["smoke"] and out["seeds"] == 2
+    for name in ("sft_filtered", "sft_unfiltered"):
+        accs = out["per_seed"][name]
+        assert sorted(accs) == ["0", "1"] and out["lowest"][name] == min(accs.values())
+        assert out["plateau_seeds"][name] == [int(s) for s, a in accs.items() if a < out["plateau"]]
+    assert json.loads((tmp_path / "sp" / "student_init" / "seed1" / "model" / "cotdistill_tiny.json").read_text())[
+        "init_std"] == 0.08

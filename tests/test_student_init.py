@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import ROOT
 from transformers import AutoModelForCausalLM
 
 from cotdistill.errors import CotdistillError
@@ -44,3 +45,32 @@ def test_copies_embeddings_chosen_blocks_and_head(tiny_model, tmp_path):
         seq = torch.cat([seq, nxt], 1)
     assert torch.equal(greedy[:, :seq.size(1)], seq)
     assert (out / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("init_std", [None, 0.08])
+def test_fresh_student_weights_at_the_chosen_std(tmp_path, init_std):
+    """A fresh student's linear and embedding weights are drawn at ``init_std`` (None: transformers' 0.02); the
+    norms stay at 1."""
+    from cotdistill.config import StudentInit, VLLMTeacher
+    from cotdistill.student_init import run
+
+    spec = StudentInit(**({} if init_std is None else {"init_std": init_std}))
+    path = run(spec, VLLMTeacher(model=str(ROOT / "data/teacher")), tmp_path)["model"]
+    m = AutoModelForCausalLM.from_pretrained(path)
+    want = init_std or 0.02
+    for name, w in m.named_parameters():
+        if w.dim() == 2:
+            assert abs(w.std().item() - want) < 0.1 * want, name
+        else:
+            assert torch.all(w == 1), name
+    assert json.loads((tmp_path / "model" / "cotdistill_tiny.json").read_text())["init_std"] == want
+
+
+def test_init_std_left_out_of_the_fingerprint_when_unset():
+    """Runs planned before the field existed keep their stage fingerprints (they resume); a set std changes it."""
+    from cotdistill.config import StudentInit
+
+    assert "init_std" not in StudentInit().fingerprint_dump()
+    assert StudentInit(init_std=0.08).fingerprint_dump()["init_std"] == 0.08
+    with pytest.raises(ValueError, match="init_std"):
+        StudentInit(init_std=0)
