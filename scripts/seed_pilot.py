@@ -30,16 +30,30 @@ SMOKE = ["generate.source.limit=40", "generate.sampling.n=2", "eval.benchmarks.0
          "eval.sampling.n=1", "eval.ks=[1]", "students.0.train.max_steps=10", "students.2.train.max_steps=10"]
 
 
+def left_plateau(plan, student: str, seed: int, below: float) -> int | None:
+    """The first logged step whose training loss is under ``below`` (None: never): how long the seed sat on the
+    plateau, where its loss stays near 0.5 on filtered traces."""
+    log = Path(plan.students[f"{student}@{seed}"].train.output_dir) / "trainer_log.jsonl"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        r = json.loads(line)
+        if "loss" in r and r["loss"] < below:
+            return r["step"]
+    return None
+
+
 def main(argv=None) -> dict:
     from cotdistill.config import RunConfig
     from cotdistill.env import machine
     from cotdistill.loading import load_config
+    from cotdistill.plan import Plan
     from cotdistill.run import run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/seed-pilot")
     ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
     ap.add_argument("--plateau", type=float, default=0.6, help="pass@1 below this counts as the plateau")
+    ap.add_argument("--loss", type=float, default=0.15,
+                    help="training loss below which a student has left the plateau (left_plateau_at_step)")
     ap.add_argument("--smoke", action="store_true")
     a, overrides = ap.parse_known_args(argv)
     seeds = 2 if a.smoke else a.seeds
@@ -48,12 +62,15 @@ def main(argv=None) -> dict:
     cfg = cfg.model_copy(update={"students": [s for s in cfg.students if s.name in STUDENTS]})
     start = time.monotonic()
     summary = run(cfg)
+    plan = Plan(cfg)
     models = summary["distillation"]["models"]
     per_seed = {n: {x["seed"]: round(x["accuracy"], 4) for x in models[n]["per_seed"]} for n in STUDENTS}
     out = {"seeds": seeds, "per_seed": per_seed,
            "lowest": {n: min(v.values()) for n, v in per_seed.items()},
            "spread_points": {n: round(100 * (max(v.values()) - min(v.values())), 2) for n, v in per_seed.items()},
            "plateau": a.plateau,
+           "left_plateau_at_step": {n: {seed: left_plateau(plan, n, seed, a.loss) for seed in v}
+                                    for n, v in per_seed.items()},
            "plateau_seeds": {n: [s for s, acc in v.items() if acc < a.plateau] for n, v in per_seed.items()},
            "teacher": summary["distillation"]["teacher_accuracy"],
            "teacher_dtype": cfg.teacher.dtype, "stage_seconds": summary["stage_seconds"],

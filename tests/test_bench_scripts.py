@@ -137,5 +137,6 @@ def test_seed_pilot_smoke(tmp_path):
         accs = out["per_seed"][name]
         assert sorted(accs) == ["0", "1"] and out["lowest"][name] == min(accs.values())
         assert out["plateau_seeds"][name] == [int(s) for s, a in accs.items() if a < out["plateau"]]
+        assert sorted(out["left_plateau_at_step"][name]) == ["0", "1"]  # 10 steps: None (never) or a logged step
     assert json.loads((tmp_path / "sp" / "student_init" / "seed1" / "model" / "cotdistill_tiny.json").read_text())[
         "init_std"] == 0.08
