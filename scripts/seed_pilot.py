@@ -8,6 +8,8 @@ every other demo student starts from or is compared with), over seeds 0..N-1, ev
     python scripts/seed_pilot.py                                   # 10 seeds, native arithmetic
     python scripts/seed_pilot.py teacher.dtype=float32             # the teacher served in float32
     bash scripts/emulate_avx2.sh .venv/bin/python scripts/seed_pilot.py --out runs/seed-pilot-avx2
+    python scripts/seed_pilot.py --students sft_filtered student.init_std=null students.0.train.max_steps=1200
+                                                                   # the regime before 2026-12-07
     python scripts/seed_pilot.py --smoke                           # 2 seeds, a few problems and steps (CI)
 
 Extra arguments are the run config's overrides (``key.sub=value``). Resumable (the run). The last line is one JSON
@@ -54,17 +56,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--plateau", type=float, default=0.6, help="pass@1 below this counts as the plateau")
     ap.add_argument("--loss", type=float, default=0.15,
                     help="training loss below which a student has left the plateau (left_plateau_at_step)")
+    ap.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS))
     ap.add_argument("--smoke", action="store_true")
     a, overrides = ap.parse_known_args(argv)
     seeds = 2 if a.smoke else a.seeds
     cfg = load_config(RunConfig, ROOT / "data/configs/run_demo.yaml",
                       [f"output_dir={a.out}", f"seeds={list(range(seeds))}", *(SMOKE if a.smoke else []), *overrides])
-    cfg = cfg.model_copy(update={"students": [s for s in cfg.students if s.name in STUDENTS]})
+    cfg = cfg.model_copy(update={"students": [s for s in cfg.students if s.name in a.students]})
     start = time.monotonic()
     summary = run(cfg)
     plan = Plan(cfg)
     models = summary["distillation"]["models"]
-    per_seed = {n: {x["seed"]: round(x["accuracy"], 4) for x in models[n]["per_seed"]} for n in STUDENTS}
+    per_seed = {n: {x["seed"]: round(x["accuracy"], 4) for x in models[n]["per_seed"]} for n in a.students}
     out = {"seeds": seeds, "per_seed": per_seed,
            "lowest": {n: min(v.values()) for n, v in per_seed.items()},
            "spread_points": {n: round(100 * (max(v.values()) - min(v.values())), 2) for n, v in per_seed.items()},
