@@ -7,10 +7,11 @@ points or more, and the difference is significant.
     python scripts/e2e_small.py [--out runs/e2e-small]   # about 5 min on a 2-core AMX CPU; resumable
     python scripts/e2e_small.py --smoke                   # every stage on a few problems and steps (CI)
 
-With less data (1,000 x 2 samples was tried) a student sees too few distinct traces in its 1,200 steps and seed 1
-stays on the task's learning plateau (0.156): that says the cut no longer matches the demo, not that
-distillation fails. The last line printed is one JSON object: per-seed accuracies, the gain target and whether
-the conclusion held ("holds"; null for --smoke, which checks that every stage runs, not the result).
+With less data (1,000 x 2 samples was tried) a student sees too few distinct traces in its steps and seed 1 stayed
+on the task's learning plateau (0.156, in the regime before 2026-12-07: 1,200 steps from transformers' 0.02 init):
+that says the cut no longer matches the demo, not that distillation fails. The last line printed is one JSON
+object: per-seed accuracies, the gain target and whether the conclusion held ("holds"; null for --smoke, which
+checks that every stage runs, not the result).
 """
 
 from __future__ import annotations
