@@ -254,7 +254,7 @@ def _targets_md(t: dict) -> list[str]:
           "|---|---:|---:|---|---:|---|---|"]
 
     def ok(x):
-        return "met" if x else "MISSED"
+        return "not judged" if x is None else "met" if x else "MISSED"
 
     def sig(c):
         return "-" if not c else f"{c['verdict']} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]"

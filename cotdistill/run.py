@@ -247,7 +247,7 @@ def _finish(cfg: RunConfig, timings: dict, summaries: dict) -> dict:
     write_atomic(root / "run.json", json.dumps(out, indent=2, default=str) + "\n")
     if dist and cfg.targets.strict and dist["all_targets_met"] is False:
         missed = [k if not v["met"] else f"{k} (worst seed)" for k, v in dist["targets"].items()
-                  if not (v["met"] and v["met_on_worst_seed"])]
+                  if not (v["met"] and v["met_on_worst_seed"] is not False)]
         raise CotdistillError(
             f"{root / 'eval' / 'results.json'}: targets missed: {', '.join(missed)} (targets.strict is on)"
         )

@@ -47,6 +47,9 @@ def test_copies_embeddings_chosen_blocks_and_head(tiny_model, tmp_path):
     assert (out / "tokenizer.json").exists()
 
 
+PINNED_FP = "63197119b2bcbb93"
+
+
 @pytest.mark.parametrize("init_std", [None, 0.08])
 def test_fresh_student_weights_at_the_chosen_std(tmp_path, init_std):
     """A fresh student's linear and embedding weights are drawn at ``init_std`` (None: transformers' 0.02); the
@@ -66,11 +69,16 @@ def test_fresh_student_weights_at_the_chosen_std(tmp_path, init_std):
     assert json.loads((tmp_path / "model" / "cotdistill_tiny.json").read_text())["init_std"] == want
 
 
-def test_init_std_left_out_of_the_fingerprint_when_unset():
-    """Runs planned before the field existed keep their stage fingerprints (they resume); a set std changes it."""
-    from cotdistill.config import StudentInit
+def test_init_std_left_out_of_the_fingerprint_when_unset(tmp_path):
+    """Runs planned before the field existed keep their stage fingerprints (they resume): the value pinned is the
+    one a1dbb31 (before init_std) planned for run_on_policy.yaml's first student_init stage; a set std changes it."""
+    from cotdistill.config import RunConfig, StudentInit
+    from cotdistill.loading import load_config
+    from cotdistill.plan import Plan
 
-    assert "init_std" not in StudentInit().fingerprint_dump()
-    assert StudentInit(init_std=0.08).fingerprint_dump()["init_std"] == 0.08
+    cfg = lambda *o: load_config(RunConfig, ROOT / "data/configs/run_on_policy.yaml",  # noqa: E731
+                                 ["output_dir=runs/on_policy", *o])
+    assert Plan(cfg("student.init_std=null")).fps["student_init@0"] == PINNED_FP
+    assert Plan(cfg("student.init_std=0.08")).fps["student_init@0"] != PINNED_FP
     with pytest.raises(ValueError, match="init_std"):
         StudentInit(init_std=0)

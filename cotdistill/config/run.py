@@ -32,10 +32,6 @@ class StudentInit(StrictModel):
         description="std of the random weights; None: transformers' 0.02, sized for wide models. Narrow students "
                     "learn sooner from about 1/sqrt(hidden) (0.08 at hidden 128: docs in the demo's config)")
 
-    def fingerprint_dump(self) -> dict:
-        """Left out at None, so runs made before the field existed keep their fingerprints and resume."""
-        return self.model_dump(mode="json", exclude={"init_std"} if self.init_std is None else set())
-
     @model_validator(mode="after")
     def _servable(self):
         problem = head_size_problem(self.hidden, self.heads)
