@@ -34,7 +34,7 @@ SMOKE = ["generate.source.limit=40", "generate.sampling.n=2", "eval.benchmarks.0
 
 def left_plateau(plan, student: str, seed: int, below: float) -> int | None:
     """The first logged step whose training loss is under ``below`` (None: never): how long the seed sat on the
-    plateau, where its loss stays near 0.5 on filtered traces."""
+    plateau, where its loss stays near 0.5 (learnt: about 0.05 on filtered traces, 0.15 on all of them)."""
     log = Path(plan.students[f"{student}@{seed}"].train.output_dir) / "trainer_log.jsonl"
     for line in log.read_text().splitlines() if log.exists() else []:
         r = json.loads(line)
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/seed-pilot")
     ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
     ap.add_argument("--plateau", type=float, default=0.6, help="pass@1 below this counts as the plateau")
-    ap.add_argument("--loss", type=float, default=0.15,
+    ap.add_argument("--loss", type=float, default=0.25,
                     help="training loss below which a student has left the plateau (left_plateau_at_step)")
     ap.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS))
     ap.add_argument("--smoke", action="store_true")
