@@ -71,18 +71,42 @@ def tokenizer_hash(tokenizer) -> str:
 
 def looks_like_local_path(name: str) -> bool:
     """Hub ids are "name" or "org/name" (dots allowed: "Qwen/Qwen2.5-0.5B-Instruct"); anything
-    rooted, relative with ./ or ~, deeper than one slash, or present on disk is a path."""
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).exists()
+    rooted, relative with ./ or ~, deeper than one slash, present on disk, or "dir/name" where dir is a folder
+    here (runs/student) is a path."""
+    return (name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).exists()
+            or (name.count("/") == 1 and Path(name.split("/")[0]).is_dir()))
 
 
-def check_model_location(name: str, field_name: str) -> None:
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+
+
+def model_folder_problem(path: Path) -> str | None:
+    """Why a local path cannot be a model to load (a file, no config.json, no weights), or None."""
+    if path.suffix == ".gguf":
+        return None  # vLLM and transformers load a single GGUF file
+    if not path.is_dir():
+        return "is a file, not a model folder; give the folder that holds config.json and the weights"
+    if not (path / "config.json").is_file():
+        what = "an empty folder" if not any(path.iterdir()) else "a folder without config.json"
+        return f"is {what}, not a model; give the folder that holds config.json and the weights"
+    if not any(any(path.glob(g)) for g in WEIGHT_FILES):
+        return "has config.json but no weights (*.safetensors or *.bin); copy or download them into it"
+    return None
+
+
+def check_model_location(name: str, field_name: str, model: bool = False) -> None:
     """A local-looking path that does not exist, or a local model whose weights are cut short (an interrupted
-    download or copy), fails here, in one line, before vLLM or a trainer starts."""
+    download or copy), fails here, in one line, before vLLM or a trainer starts. ``model``: the path must be a
+    model to load, not only a tokenizer (config.json and weights)."""
     path = Path(name).expanduser()
     if looks_like_local_path(name) and not path.exists():
         raise CotdistillError(
             f"{field_name}: model path '{name}' does not exist; give a local model directory or a hub id"
         )
+    if model and path.exists():
+        problem = model_folder_problem(path)
+        if problem:
+            raise CotdistillError(f"{field_name}: '{name}' {problem}")
     if path.is_dir():
         for f in sorted(path.glob("*.safetensors")):
             problem = safetensors_problem(f)

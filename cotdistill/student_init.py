@@ -38,7 +38,7 @@ def from_teacher(teacher: str | Path, out: str | Path, layers: list[int] | None 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_model_location(str(teacher), "teacher")
+    check_model_location(str(teacher), "teacher", model=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(teacher), dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(teacher))

@@ -176,3 +176,37 @@ def test_is_this_machine_knows_the_loopback_its_own_addresses_and_names():
         assert is_this_machine(own)
     for host in ("198.51.100.7", "203.0.113.9", "no-such-host.invalid", ""):
         assert not is_this_machine(host), host
+
+
+def test_a_folder_that_is_not_a_model_is_named_before_any_engine_starts(tiny_model, tmp_path):
+    """An empty folder, a folder without config.json, config.json without weights, and a file given as the model:
+    one line each naming what is missing (they reached vLLM and failed there after ~20 s). A tokenizer-only folder
+    still passes where only a tokenizer is asked for."""
+    import shutil
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CotdistillError, match=r"teacher.model: '.*empty' is an empty folder, not a model; give the"):
+        check_model_location(str(tmp_path / "empty"), "teacher.model", model=True)
+    tok = tmp_path / "tok"
+    shutil.copytree(tiny_model, tok)
+    (tok / "config.json").unlink()
+    (tok / "model.safetensors").unlink()
+    check_model_location(str(tok), "teacher.tokenizer")  # a tokenizer folder is enough for a tokenizer
+    with pytest.raises(CotdistillError, match=r"student: '.*tok' is a folder without config.json, not a model"):
+        check_model_location(str(tok), "student", model=True)
+    shutil.copy(tiny_model / "config.json", tok / "config.json")
+    with pytest.raises(CotdistillError, match=r"'.*tok' has config.json but no weights \(\*.safetensors or \*.bin\)"):
+        check_model_location(str(tok), "student", model=True)
+    with pytest.raises(CotdistillError, match=r"'.*config.json' is a file, not a model folder"):
+        check_model_location(str(tok / "config.json"), "teacher.model", model=True)
+    check_model_location(str(tiny_model), "teacher.model", model=True)  # a whole model passes
+
+
+def test_dir_slash_name_under_an_existing_folder_is_a_path(tmp_path, monkeypatch):
+    """'runs/tiny-teacher' from a folder that has runs/ is a local path that does not exist, at once; 'org/name'
+    with no folder 'org' here is still a hub id."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(CotdistillError, match="teacher.model: model path 'runs/tiny-teacher' does not exist"):
+        check_model_location("runs/tiny-teacher", "teacher.model")
+    check_model_location("Qwen/Qwen2.5-0.5B-Instruct", "teacher.model")

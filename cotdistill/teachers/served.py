@@ -65,7 +65,7 @@ class ServedTeacher:
 
         from cotdistill.chat import check_model_location
 
-        check_model_location(cfg.model, "teacher.model")
+        check_model_location(cfg.model, "teacher.model", model=True)
         port = _free_port()
         env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
         if not cuda_available():

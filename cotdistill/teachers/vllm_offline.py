@@ -117,7 +117,7 @@ def logprob_arrays(token_ids, logprobs, k: int) -> dict[str, np.ndarray]:
 
 class VLLMOfflineTeacher:
     def __init__(self, cfg: VLLMTeacher, seed: int = 0, window: int = 2048):
-        check_model_location(cfg.model, "teacher.model")
+        check_model_location(cfg.model, "teacher.model", model=True)
         if cfg.tokenizer:
             check_model_location(cfg.tokenizer, "teacher.tokenizer")
         template = chat_template_text(cfg.chat_template, "teacher.chat_template") if cfg.chat_template else None
@@ -216,7 +216,7 @@ class VLLMOfflineTeacher:
     def reload(self, cfg: VLLMTeacher) -> None:
         """Serve ``cfg.model`` from now on, in this engine: its weights loaded in place, cached prefixes (the old
         weights' keys and values) dropped. Only for a model whose ``reuse_key`` equals this engine's model's."""
-        check_model_location(cfg.model, "teacher.model")
+        check_model_location(cfg.model, "teacher.model", model=True)
         path = Path(cfg.model)
         tie = tie_source(path, json.loads((path / "config.json").read_text()))
         self.llm.collective_rpc("load_checkpoint_dir", args=(str(path), tie or None))

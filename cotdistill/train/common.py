@@ -34,7 +34,7 @@ def load_student(cfg: TrainConfig, attn_implementation: str | None = None):
     ~1e-5 on a bf16 weight near 0.02 rounds away), then LoRA, then QAT's fake-quantized linears."""
     from transformers import AutoModelForCausalLM
 
-    check_model_location(cfg.student, "student")
+    check_model_location(cfg.student, "student", model=True)
     attn = attn_implementation or cfg.attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(cfg.student, dtype=torch.float32,
