@@ -109,6 +109,8 @@ def load_config(cls: type[M], path: str | os.PathLike | None, overrides: list[st
     where = str(path) if path else "config"
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise CotdistillError(f"{where}: is a folder, not a config file; pass the path of a YAML file")
         if not p.is_file():
             raise CotdistillError(f"{where}: config file not found; pass the path of a YAML file")
         try:

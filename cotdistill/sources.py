@@ -69,6 +69,10 @@ def _load_hf(src: HFSource):
             raise CotdistillError(
                 f"{where}: cannot parse as {builder} ({type(cause).__name__}: {first_line(cause)})"
             ) from None
+    if p.is_dir():
+        inside = sorted(f.name for f in p.iterdir() if f.suffix.lower() in _LOCAL_BUILDERS)[:3]
+        raise CotdistillError(f"{where}: is a folder, not a problems file; give a .jsonl, .json, .parquet or .csv "
+                              f"file" + (f" (in it: {', '.join(inside)})" if inside else ""))
     if p.exists():
         raise CotdistillError(f"{where}: unsupported file type '{p.suffix}'; use .jsonl, .json, .parquet or .csv")
     try:
@@ -126,6 +130,17 @@ def _tests(raw, where: str) -> list[dict]:
         raise CotdistillError(f"{where}: {e}") from None
 
 
+def _row_labels(src: HFSource):
+    """Row i (0-based in the dataset) as an editor counts it: "row 3", with the file's line where a JSONL file's
+    blank lines make the two differ ("row 3 (line 5)")."""
+    p = Path(src.path)
+    lines = None
+    if p.suffix.lower() == ".jsonl" and p.is_file():
+        lines = [n for n, x in enumerate(p.read_bytes().splitlines(), 1) if x.strip()]
+    return lambda i: f"row {i + 1}" + (f" (line {lines[i]})" if lines and i < len(lines) and lines[i] != i + 1
+                                       else "")
+
+
 def _hf_problems(src: HFSource) -> list[Problem]:
     ds = _load_hf(src)
     where = f"source '{src.path}' split '{src.split}'"
@@ -146,23 +161,24 @@ def _hf_problems(src: HFSource) -> list[Problem]:
     problems, seen = [], {}
     origin = f"hf:{src.path}" + (f"/{src.name}" if src.name else "") + f"[{src.split}]"
     rows = ds if src.limit is None else ds.select(range(min(src.limit, len(ds))))
+    label = _row_labels(src)
     for i, row in enumerate(rows):
         q = row[src.fields.question]
         if not isinstance(q, str) or not q.strip():
-            raise CotdistillError(f"{where}: row {i}: field '{src.fields.question}' is empty or not text")
+            raise CotdistillError(f"{where}: {label(i)}: field '{src.fields.question}' is empty or not text")
         pid = str(row[src.fields.id]) if src.fields.id else str(i)
         if pid in seen:
-            raise CotdistillError(f"{where}: row {i}: id '{pid}' repeats row {seen[pid]}; ids must be unique")
+            raise CotdistillError(f"{where}: {label(i)}: id '{pid}' repeats {label(seen[pid])}; ids must be unique")
         seen[pid] = i
         ans = row[src.fields.answer] if src.fields.answer else None
         meta = {k: v for k, v in row.items() if k not in {src.fields.question, src.fields.answer, src.fields.id}}
         if src.fields.choices:
-            ans, opts = _choice_problem(ans, row, src, pid, f"{where}: row {i}")
+            ans, opts = _choice_problem(ans, row, src, pid, f"{where}: {label(i)}")
             meta = {k: v for k, v in meta.items() if k not in choice_cols}
             meta["choices"] = opts
         if tests_col:
             meta.pop(tests_col, None)
-            meta["tests"] = _tests(row[tests_col], f"{where}: row {i}: field '{tests_col}'")
+            meta["tests"] = _tests(row[tests_col], f"{where}: {label(i)}: field '{tests_col}'")
         problems.append(Problem(id=pid, question=q, answer=None if ans is None else str(ans),
                                 source=origin, metadata=_json_safe(meta)))
     return problems

@@ -45,9 +45,9 @@ def test_gpqa_shape_is_shuffled_the_same_way_every_time(tmp_path):
 
 @pytest.mark.parametrize("rows,fields,message", [
     ([{"question": "q", "choices": ["1", "2"], "answer": 5}], {"choices": "choices"},
-     r"row 0: field 'answer' = '5' names no single option of 2; give a 0-based index"),
+     r"row 1: field 'answer' = '5' names no single option of 2; give a 0-based index"),
     ([{"question": "q", "choices": ["1"], "answer": 0}], {"choices": "choices"},
-     r"row 0: source.fields.choices \('choices'\) must give a list of 2 to 10 options"),
+     r"row 1: source.fields.choices \('choices'\) must give a list of 2 to 10 options"),
     ([{"question": "q", "choices": ["1", " "], "answer": 0}], {"choices": "choices"}, r"an option is empty"),
     ([{"question": "q", "options": ["1", "2"], "answer": 0}], {"choices": "choices"},
      r"column 'choices' \(source.fields.choices\) not found"),

@@ -61,6 +61,7 @@ def bad_cases(tmp_path, tiny_model):
             "is unreachable",
         ),
         "missing config": ([tmp_path / "nope.yaml"], "config file not found"),
+        "config is a folder": ([tmp_path], "is a folder, not a config file; pass the path of a YAML file"),
     }
 
 

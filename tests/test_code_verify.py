@@ -105,8 +105,8 @@ def test_eval_runs_the_code_task_through_vllm(tiny_model, vllm_teacher, tmp_path
 
 
 @pytest.mark.parametrize("row,fields,message", [
-    ({"id": "p", "question": "q", "tests": []}, {}, r"row 0: field 'tests': tests must be a non-empty list"),
-    ({"id": "p", "question": "q", "tests": [{"input": "1"}]}, {}, r"row 0: field 'tests': test 0: needs 'input' and"),
+    ({"id": "p", "question": "q", "tests": []}, {}, r"row 1: field 'tests': tests must be a non-empty list"),
+    ({"id": "p", "question": "q", "tests": [{"input": "1"}]}, {}, r"row 1: field 'tests': test 0: needs 'input' and"),
     ({"id": "p", "question": "q", "io": "{\"inputs\": [1"}, {"tests": "io"}, r"field 'io': tests look like JSON but"),
     ({"id": "p", "question": "q"}, {"tests": "io"}, r"column 'io' \(source.fields.tests\) not found"),
 ])

@@ -62,11 +62,20 @@ def test_bad_inputs_name_file_row_field(tmp_path):
     with pytest.raises(CotdistillError, match="file not found"):
         load_problems(HFSource(path=str(tmp_path / "missing.jsonl")))
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "question": "x"}, {"id": "a", "question": "y"}])
-    with pytest.raises(CotdistillError, match=r"row 1: id 'a' repeats row 0"):
+    with pytest.raises(CotdistillError, match=r"row 2: id 'a' repeats row 1;"):
         load_problems(HFSource(path=str(dup), fields=FieldMap(id="id", answer=None)))
     blank = write_jsonl(tmp_path / "blank.jsonl", [{"question": "x"}, {"question": "  "}])
-    with pytest.raises(CotdistillError, match=r"row 1: field 'question' is empty"):
+    with pytest.raises(CotdistillError, match=r"row 2: field 'question' is empty"):
         load_problems(HFSource(path=str(blank), fields=FieldMap(answer=None)))
+    # rows as an editor counts them: from 1, and the line where blank lines make it differ
+    (tmp_path / "gaps.jsonl").write_text('{"question": "x"}\n\n\n{"question": ""}\n')
+    with pytest.raises(CotdistillError, match=r"row 2 \(line 4\): field 'question' is empty"):
+        load_problems(HFSource(path=str(tmp_path / "gaps.jsonl"), fields=FieldMap(answer=None)))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "mine.jsonl").write_text('{"question": "x"}\n')
+    with pytest.raises(CotdistillError, match=r"folder': is a folder, not a problems file; give a .jsonl, .json, "
+                                              r".parquet or .csv file \(in it: mine.jsonl\)"):
+        load_problems(HFSource(path=str(tmp_path / "folder")))
     (tmp_path / "semi.csv").write_text("question;answer\nWhat is 1+1?;2\n")  # a spreadsheet's ';' export
     with pytest.raises(CotdistillError, match=r"looks ';'-separated: save it comma-separated"):
         load_problems(HFSource(path=str(tmp_path / "semi.csv")))
