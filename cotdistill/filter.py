@@ -17,6 +17,7 @@ gold answer get a voted pseudo-label when enough samples agree. Output directory
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -215,6 +216,18 @@ def run(cfg: FilterConfig) -> dict:
     for ts in by_problem.values():
         _dedup_and_cap(cfg, ts, drop)
     fields = {pid: p.fields() for pid, p in problems.items()}
-    return write(cfg, out, traces, Decisions(verdicts, labels, drop, contam_hits, problem_hit, fields))
+    summary = write(cfg, out, traces, Decisions(verdicts, labels, drop, contam_hits, problem_hit, fields))
+    if summary["kept"] == 0:
+        summary["warning"] = nothing_kept(summary)
+        print(f"filter: warning: {summary['warning']}", file=sys.stderr)
+    return summary
+
+
+def nothing_kept(summary: dict) -> str:
+    """Why a filter kept no trace, from its funnel: the steps that dropped most, and what to change."""
+    steps = sorted((f for f in summary["funnel"] if f["dropped"]), key=lambda f: -f["dropped"])[:3]
+    why = ", ".join(f"{f['stage']} {f['dropped']}" for f in steps) or "no traces to filter"
+    return (f"kept 0 of {summary['traces']} traces ({why}); training on this folder will refuse it: see "
+            f"filter_report.json's funnel, then loosen the step that drops them or check the teacher and gold answers")
 
 

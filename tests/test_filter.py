@@ -339,3 +339,16 @@ def test_length_control_shortest_mix_and_card(tmp_path):
     assert counts[0.0]["kept"]["total"] == 40 * 24
     card = (tmp_path / "s0.5" / "README.md").read_text()
     assert "before and after the filter" in card and "| generated | 120 |" in card and "shortest_share 0.5" in card
+
+
+def test_a_filter_that_keeps_nothing_warns_naming_the_steps(tmp_path, capsys):
+    """Every trace wrong or cut off: the stage still writes its outputs, exits normally, and says on stderr (and in
+    its summary) that nothing was kept, which steps dropped the traces, and where to look."""
+    probs = [Problem(id="p1", question="What is three plus four", answer="7", source="t")]
+    traces = [trace("p1", 0, "<think>3+4</think>\\boxed{8}"), trace("p1", 1, "<think>3+4</think>\\boxed{9}"),
+              trace("p1", 2, "<think>3+4 is", finish="length")]
+    out = stage.run(cfg(write_run(tmp_path / "gen", probs, traces), tmp_path))
+    err = capsys.readouterr().err
+    assert out["kept"] == 0 and "kept 0 of 3 traces (incorrect 2, truncated 1)" in out["warning"]
+    assert "\nfilter: warning: kept 0 of 3 traces (incorrect 2, truncated 1); training on this folder" in err
+    assert (tmp_path / "out" / "filter_report.json").exists()
