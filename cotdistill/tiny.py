@@ -110,9 +110,12 @@ def _random_llama(tok, out: Path, hidden: int, heads: int, layers: int, intermed
 
 
 if __name__ == "__main__":  # python -m cotdistill.tiny OUT_DIR
-    import sys
+    import argparse
 
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/tiny-teacher")
+    ap = argparse.ArgumentParser(prog="python -m cotdistill.tiny",
+                                 description="Build a tiny random Llama and its BPE tokenizer into OUT (no hub).")
+    ap.add_argument("out", nargs="?", default="runs/tiny-teacher", help="folder to write (default: %(default)s)")
+    target = Path(ap.parse_args().out)
     if (target / "config.json").exists():
         print(f"{target} already holds a model; leaving it")
     else:

@@ -82,3 +82,14 @@ def test_init_std_left_out_of_the_fingerprint_when_unset(tmp_path):
     assert Plan(cfg("student.init_std=0.08")).fps["student_init@0"] != PINNED_FP
     with pytest.raises(ValueError, match="init_std"):
         StudentInit(init_std=0)
+
+
+def test_tiny_module_help_builds_nothing(tmp_path):
+    """`python -m cotdistill.tiny --help` prints its usage; it used to build a model into a folder named --help."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "cotdistill.tiny", "--help"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("usage: python -m cotdistill.tiny")
+    assert not any(tmp_path.iterdir())
