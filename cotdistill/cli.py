@@ -21,6 +21,7 @@ import sys
 import typer
 
 from cotdistill.errors import CotdistillError
+from cotdistill.store import check_output_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Distill chain-of-thought from a vLLM teacher into a small student.")
@@ -48,6 +49,8 @@ def _run_stage(stage: str, config_cls: str, config: str, overrides: list[str] | 
 
     try:
         cfg = load_config(getattr(cfgmod, config_cls), config, overrides or [])
+        if getattr(cfg, "output_dir", None):
+            check_output_dir(cfg.output_dir)
         summary = importlib.import_module(f"cotdistill.{stage}").run(cfg)
     except CotdistillError as e:
         _fail(e)

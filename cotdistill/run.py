@@ -44,7 +44,7 @@ from cotdistill.errors import CotdistillError
 from cotdistill.loading import save_resolved
 from cotdistill.plan import Plan, Stage
 from cotdistill.results import EvalResults
-from cotdistill.store import write_atomic
+from cotdistill.store import check_output_dir, write_atomic
 from cotdistill.train import ptq
 
 
@@ -255,6 +255,7 @@ def _finish(cfg: RunConfig, timings: dict, summaries: dict) -> dict:
 
 
 def run(cfg: RunConfig, from_stage: str | None = None, skip: list[str] | tuple = ()) -> dict:
+    check_output_dir(cfg.output_dir)
     plan = Plan(cfg)
     redo, skipped = _stages_asked(plan, from_stage, skip)
     _preflight(plan, skipped)

@@ -15,6 +15,30 @@ from pathlib import Path
 
 from cotdistill.errors import CotdistillError
 
+MIN_FREE_BYTES = 200 << 20  # below this a stage's outputs (traces, checkpoints) would not fit
+
+
+def check_output_dir(path: str | os.PathLike, field: str = "output_dir") -> None:
+    """Before any work: ``path`` can be (or already is) a folder this process writes into, on a disk with room.
+    One line naming it otherwise (a file there or above it, a read-only folder or file system, a full disk)."""
+    import shutil
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise CotdistillError(f"{field}: '{path}' is a file; give a folder (it is created when missing)")
+    nearest = p
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise CotdistillError(f"{field}: '{path}' cannot be created: '{nearest}' is a file; give another folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise CotdistillError(f"{field}: '{nearest}' is not writable (read-only folder or file system); give a "
+                              f"folder you can write to")
+    free = shutil.disk_usage(nearest).free
+    if free < MIN_FREE_BYTES:
+        raise CotdistillError(f"{field}: '{path}': only {free >> 20} MiB free on its disk; free some space or give "
+                              f"a folder on another disk")
+
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one step (temp file + rename): readers never see half a file."""

@@ -44,6 +44,8 @@ def bad_cases(tmp_path, tiny_model):
     malformed = tmp_path / "bad.yaml"
     malformed.write_text("source: {kind: hf\n  teacher: [\n")
     names = iter(f"c{i}.yaml" for i in range(100))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
     good = lambda **kw: config(tmp_path, tiny_model, name=next(names), **kw)
     return {
         "malformed yaml": ([malformed], "malformed YAML"),
@@ -62,12 +64,15 @@ def bad_cases(tmp_path, tiny_model):
         ),
         "missing config": ([tmp_path / "nope.yaml"], "config file not found"),
         "config is a folder": ([tmp_path], "is a folder, not a config file; pass the path of a YAML file"),
+        "output_dir is a file": ([good(), f"output_dir={afile}"], f"output_dir: '{afile}' is a file; give a folder"),
+        "output_dir below a file": ([good(), f"output_dir={afile}/out"], f"'{afile}' is a file; give another folder"),
     }
 
 
 @pytest.mark.parametrize("case", ["malformed yaml", "unknown key", "missing column", "empty dataset",
                                   "unknown rg task", "template variable", "model path", "server down",
-                                  "missing config"])
+                                  "missing config", "config is a folder", "output_dir is a file",
+                                  "output_dir below a file"])
 def test_bad_input_is_one_line_and_exit_2(bad_cases, case, tmp_path):
     args, expect = bad_cases[case]
     code, out, err = run_cli("generate", *args)

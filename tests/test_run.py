@@ -554,3 +554,10 @@ def test_synthesize_stage_and_per_student_filter_in_the_plan(tmp_path):
     with pytest.raises(CotdistillError, match="drop generate.source"):
         load_config(RunConfig, ROOT / "data/configs/run_synth.yaml",
                     ["generate.source={kind: hf, path: data/digit_chain_train.jsonl}"])
+
+
+def test_run_output_dir_that_is_a_file_is_refused_before_any_stage(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CotdistillError, match=r"output_dir: '.*f' is a file; give a folder"):
+        run(load_config(RunConfig, DEMO, [f"output_dir={tmp_path / 'f'}"]))
+    assert (tmp_path / "f").read_text() == "x"

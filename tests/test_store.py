@@ -102,3 +102,28 @@ def test_a_failed_write_is_rolled_back_not_repeated(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "write", real)
     w.close()  # nothing left to write: the failed lines are not written again
     assert p.read_text() == '{"k": 1}\n'
+
+
+def test_output_dir_checked_before_any_work(tmp_path, monkeypatch):
+    """A file where the folder should be or above it, a folder this process cannot write, a nearly full disk: one
+    line each naming the path; a missing folder under a writable one is fine (it is created later)."""
+    import os
+    import shutil
+    from collections import namedtuple
+
+    from cotdistill.store import check_output_dir
+
+    check_output_dir(tmp_path / "new" / "deeper")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CotdistillError, match=r"output_dir: '.*f' is a file; give a folder"):
+        check_output_dir(tmp_path / "f")
+    with pytest.raises(CotdistillError, match=r"'.*f/out' cannot be created: '.*f' is a file"):
+        check_output_dir(tmp_path / "f" / "out")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a read-only mount answers, for root too
+    with pytest.raises(CotdistillError, match=r"'.*' is not writable \(read-only folder or file system\)"):
+        check_output_dir(tmp_path / "new", "train.output_dir")
+    monkeypatch.undo()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (50 << 20), 50 << 20))
+    with pytest.raises(CotdistillError, match=r"only 50 MiB free on its disk"):
+        check_output_dir(tmp_path / "new")
