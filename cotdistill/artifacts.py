@@ -61,7 +61,9 @@ def load_filter_split(folder: str | Path, name: str, field: str):
     path = Path(folder) / name
     if not path.exists():
         raise CotdistillError(f"{field}: {path} not found; point {field} at a `cotdistill filter` output")
-    ds = datasets.load_from_disk(str(path))
+    # in memory: the trainers' tokenising maps would otherwise write cache-*.arrow files into this folder, another
+    # stage's output that may be read-only or read by other runs at the same time
+    ds = datasets.load_from_disk(str(path), keep_in_memory=True)
     if len(ds) == 0:
         raise CotdistillError(f"{path}: the dataset is empty (the filter kept nothing); check its README.md funnel")
     return ds

@@ -213,3 +213,15 @@ def test_assistant_end_token_comes_from_the_chat_template(tiny_model):
     assert assistant_end_token(tok) == tok.convert_tokens_to_ids("<|endoftext|>")  # another template's closer
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
     assert assistant_end_token(tok) is None  # plain text after the turn: no special token to learn
+
+
+@pytest.mark.parametrize("method", ["sft", "gkd"])
+def test_training_leaves_its_input_dataset_folder_as_it_was(tiny_student, tiny_model, tmp_path, method):
+    """The filter's output is another stage's folder (maybe read-only, maybe read by other runs): training writes
+    no tokenisation cache (cache-*.arrow) or anything else into it; every file keeps its bytes."""
+    kw = {"teacher": str(tiny_model), "gkd": {"max_new_tokens": 4}} if method == "gkd" else {}
+    c = cfg(tiny_student, tmp_path, method=method, max_steps=2, **kw)
+    before = {p: p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()}
+    train.run(c)
+    after = {p: p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()}
+    assert sorted(map(str, after)) == sorted(map(str, before)) and after == before
