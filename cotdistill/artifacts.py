@@ -32,7 +32,7 @@ def output_paths(out: Path, shard: ShardConfig) -> dict[str, Path]:
     sfx = shard_suffix(shard)
     return {"config": out / f"config{sfx}.yaml", "traces": out / f"traces{sfx}.jsonl",
             "logprobs": out / f"logprobs{sfx}.jsonl", "summary": out / f"summary{sfx}.json",
-            "problems": out / "problems.jsonl"}
+            "problems": out / "problems.jsonl", "skipped": out / f"skipped{sfx}.jsonl"}
 
 
 def trace_summary(traces_path: Path, problems: int, expected: int) -> dict:

@@ -178,7 +178,14 @@ def _score(cfg: EvalConfig, m, b, teacher, index, results: EvalResults) -> Bench
              "completion_tokens": t["completion_tokens"], "finish_reason": t["finish_reason"], **v.model_dump()}
             for t, v in zip(traces, found)]
     write_atomic(out / "verdicts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    scores = summarize(_per_problem(traces, verdicts), cfg.ks, cfg.ci, seed=cfg.sampling.seed)
+    per_problem = _per_problem(traces, verdicts)
+    if gsum.get("skipped_too_long"):  # no answer possible: wrong, not left out (a model is not scored on fewer)
+        n, k = gsum["skipped_too_long"], cfg.sampling.n
+        per_problem += [{"correct": [False] * k, "answers": [None] * k, "tokens": [0] * k, "truncated": [True] * k,
+                         "texts": [""] * k} for _ in range(n)]
+        _warn(results, f"model '{m.name}' on '{b.name}': {n} problem(s) longer than its context count as wrong "
+                       f"({out / 'generate' / 'skipped.jsonl'})")
+    scores = summarize(per_problem, cfg.ks, cfg.ci, seed=cfg.sampling.seed)
     errors = [v for v in found if v.reason == "error"]
     scores["verifier_errors"] = len(errors)
     if errors:  # scored as wrong: say so, a verifier bug must not pass for a weaker model

@@ -34,7 +34,8 @@ UNFILTERED = {"require_correct": False, "require_stop": False, "format_check": F
               "max_completion_tokens": None, "shortest_share": None}
 # options added after runs existed: unset, they leave a stage's fingerprint as it was (no refused resume)
 UNSET_NOT_FINGERPRINTED = {"qat", "loss_chunk_tokens", "chunk_tokens", "contamination", "chat_template",
-                           "use_liger_kernel", "shortest_share", "init_std"}
+                           "use_liger_kernel", "shortest_share", "init_std",
+                           "too_long"}
 # where a stage writes, and on how many machines, is not what it computes
 NOT_FINGERPRINTED = ("output_dir", "progress", "distributed")
 # a student's training set -> the stage that makes it

@@ -11,6 +11,7 @@ a folder holding another config's (or another template version's) traces is refu
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from cotdistill.adaptive import Seen, next_samples, normalise, verifiable
 from cotdistill.artifacts import output_paths, shard_of, trace_summary
 from cotdistill.config import GenerateConfig
+from cotdistill.context import describe, over_context, refuse
 from cotdistill.env import machine
 from cotdistill.errors import CotdistillError
 from cotdistill.loading import check_same_config, load_config, save_resolved
@@ -84,6 +86,7 @@ class Shard:
     sampling_info: SamplingInfo
     bar: tqdm | None = None
     totals: Totals = field(default_factory=Totals)
+    skipped: int = 0  # problems whose prompt cannot fit the teacher's context (skipped.jsonl)
 
 
 def moved_source(cfg: GenerateConfig, saved_cfg: GenerateConfig, saved: list[Problem],
@@ -149,10 +152,22 @@ def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:
     problems = load_problems(cfg.source)
     mine = [p for p in problems if shard_of(p.id, cfg.shard.count) == cfg.shard.index]
     rendered = {p.id: template.render(p, cfg.prompt.variables) for p in mine}
+    over = over_context([cfg.teacher, *cfg.extra_teachers], rendered)  # before anything is written
+    if over and cfg.too_long == "refuse":
+        refuse(over)
+    mine = [p for p in mine if p.id not in over]
+    rendered = {pid: m for pid, m in rendered.items() if pid not in over}
     out.mkdir(parents=True, exist_ok=True)
     check_same_run(paths, cfg, template.hash, problems)
     save_resolved(cfg, paths["config"])
     write_atomic(paths["problems"], "".join(p.model_dump_json() + "\n" for p in problems))
+    if over:
+        write_atomic(paths["skipped"], "".join(json.dumps({"problem_id": pid, "reason": "too_long", **v}) + "\n"
+                                               for pid, v in over.items()))
+        print(f"generate: warning: skipped {len(over)} problem(s): {describe(over)}; listed in {paths['skipped']}",
+              file=sys.stderr)
+    else:
+        paths["skipped"].unlink(missing_ok=True)
     repair_tail(paths["traces"])
     done = read_keys(paths["traces"])
     if cfg.sampling.logprobs:
@@ -161,7 +176,7 @@ def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:
     s = cfg.sampling
     info = SamplingInfo(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
                         stop=list(s.stop), logprobs=s.logprobs, until_verified=s.until_verified)
-    return Shard(cfg, paths, template, mine, rendered, info), problems, done
+    return Shard(cfg, paths, template, mine, rendered, info, skipped=len(over)), problems, done
 
 
 def generate_shard(cfg: GenerateConfig, teacher: Teacher | LazyTeacher | None = None) -> dict:
@@ -204,6 +219,7 @@ def _summary(shard: Shard, expected: int, resumed: int, teachers: int, adaptive:
         "completion_tokens_per_s": (round(t.completion_tokens / t.generation_s, 1)
                                     if t.written and t.generation_s > 0 else None),
         "complete": adaptive["complete"] if adaptive else summary["traces"] == expected, "teachers": teachers,
+        "skipped_too_long": shard.skipped,
         "machine": machine(),
     })
     if adaptive:

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, auto_engine_dtype, read_jsonl, teacher_dict
+from conftest import ROOT, auto_engine_dtype, read_jsonl, teacher_dict, write_jsonl
 
 from cotdistill import generate
 from cotdistill.config import GenerateConfig
@@ -313,3 +313,22 @@ def test_cpus_without_fast_bf16_serve_the_teacher_in_float32(tiny_model, tmp_pat
     assert fp32.keys() == asis.keys()
     same = [fp32[k]["completion"][:8] == asis[k]["completion"][:8] for k in fp32]
     assert sum(same) >= len(same) // 2
+
+
+def test_a_problem_longer_than_the_context_is_skipped_and_named_and_the_rest_generated(tiny_model, tmp_path):
+    """One ~400-token problem among short ones, teacher context 256: the problem is skipped before any engine starts,
+    listed in skipped.jsonl with its length, the run completes the others (a real engine); with too_long: refuse
+    the run stops in one line naming it, before anything is written."""
+    rows = [{"id": f"s{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(3)]
+    rows.insert(1, {"id": "long", "question": "What is " + " + ".join("1" for _ in range(200)) + "?", "answer": "200"})
+    src = write_jsonl(tmp_path / "p.jsonl", rows)
+    over = {"source.path": str(src), "teacher.max_model_len": 256, "sampling.n": 2}
+    with pytest.raises(CotdistillError, match=r"source: 1 problem\(s\) too long: 'long' \(\d+ tokens\) cannot fit "
+                                              r"teacher '.*' \(max_model_len 256\); shorten them, raise"):
+        generate.run(make_cfg(tiny_model, tmp_path / "refused", too_long="refuse", **over))
+    assert not (tmp_path / "refused").exists()
+    summary = generate.run(make_cfg(tiny_model, tmp_path / "out", **over))
+    assert summary["skipped_too_long"] == 1 and summary["complete"] and summary["traces"] == 6
+    assert {r["problem_id"] for r in read_jsonl(tmp_path / "out" / "traces.jsonl")} == {"s0", "s1", "s2"}
+    (skip,) = read_jsonl(tmp_path / "out" / "skipped.jsonl")
+    assert skip["problem_id"] == "long" and skip["prompt_tokens"] >= 256 and skip["limit"] == 256

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from cotdistill.config.common import PromptConfig, SamplingConfig, SourceConfig, StrictModel, TeacherConfig
@@ -56,6 +58,9 @@ class GenerateConfig(StrictModel):
     verify_workers: int = Field(default=0, ge=0, description="until_verified: verifier processes (0: one per core)")
     verify_timeout_s: float = Field(default=10.0, gt=0, description="until_verified: hard limit per trace")
     progress: bool = True
+    too_long: Literal["skip", "refuse"] | None = Field(
+        default=None, description="a problem whose prompt cannot fit the teacher's context (checked before the engine "
+                                  "starts): skip it, recorded in skipped.jsonl (None: skip), or refuse the run")
     distributed: DistributedConfig | None = Field(default=None, description="run the replicas on a Ray cluster")
 
     @model_validator(mode="after")
