@@ -20,6 +20,7 @@ import sys
 
 import typer
 
+from cotdistill.env import stdout_to_stderr
 from cotdistill.errors import CotdistillError
 from cotdistill.store import check_output_dir
 
@@ -28,10 +29,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 @app.callback()
-def _process() -> None:
-    """Runs before every command: a stop signal closes the engines this process started (cotdistill/lifecycle.py)."""
+def _process(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                          help="INFO logs (ours, vLLM's, TRL's) on stderr; default WARNING")) -> None:
+    """Runs before every command: logs to stderr (stdout holds the command's JSON summary alone, for jq), and a
+    stop signal closes the engines this process started (cotdistill/lifecycle.py)."""
+    from cotdistill.env import quiet_logs
     from cotdistill.lifecycle import install
 
+    quiet_logs(verbose)
     install()
 
 
@@ -51,7 +56,8 @@ def _run_stage(stage: str, config_cls: str, config: str, overrides: list[str] | 
         cfg = load_config(getattr(cfgmod, config_cls), config, overrides or [])
         if getattr(cfg, "output_dir", None):
             check_output_dir(cfg.output_dir)
-        summary = importlib.import_module(f"cotdistill.{stage}").run(cfg)
+        with stdout_to_stderr():
+            summary = importlib.import_module(f"cotdistill.{stage}").run(cfg)
     except CotdistillError as e:
         _fail(e)
     typer.echo(json.dumps(summary, indent=2))
@@ -184,7 +190,8 @@ def run_(
 
     try:
         cfg = load_config(RunConfig, config, overrides or [])
-        summary = runmod.run(cfg, from_stage=from_stage, skip=skip or [])
+        with stdout_to_stderr():
+            summary = runmod.run(cfg, from_stage=from_stage, skip=skip or [])
     except CotdistillError as e:
         _fail(e)
     typer.echo(json.dumps(summary, indent=2))

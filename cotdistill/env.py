@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -44,6 +45,39 @@ def engine_dtype(dtype: str) -> str:
     if dtype != "auto" or platform.machine().lower() not in ("x86_64", "amd64") or cpu_has_fast_bf16():
         return dtype
     return "auto" if cuda_available() else "float32"
+
+
+def quiet_logs(verbose: bool = False) -> None:
+    """The command line's logging: vLLM's logs on stderr (its default is stdout, which a stage's JSON summary owns),
+    ours and every library's at WARNING unless ``verbose``; import-time noise (torchao's optional kernels, torch's
+    pytree and FutureWarning notes) left out. Set before vLLM is imported; a user's own settings win."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if verbose:
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "httpx", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*(Failed to load|is an Enum subclass|register_constant).*")
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Everything written to stdout while a stage runs (trainer log dicts, C extensions, child processes) goes to
+    stderr, at the file-descriptor level, so the stage's JSON summary printed afterwards is stdout's only text."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def prepare_vllm_env() -> None:

@@ -188,3 +188,27 @@ def test_sigterm_leaves_no_engine_process_behind(tiny_model, tmp_path):
     for p in alive:  # leave nothing behind even when the test fails
         os.kill(p, signal.SIGKILL)
     assert not alive, f"processes left after SIGTERM: {alive}; stderr: {proc.stderr.read()[-2000:]}"
+
+
+@pytest.mark.slow
+def test_stage_stdout_is_the_json_summary_alone(tiny_model, tiny_student, tmp_path):
+    """`cotdistill generate CFG | jq .`: vLLM's logs, trainer log lines and warnings go to stderr; stdout is one JSON
+    document (generate, then train on what a filter kept)."""
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "cotdistill", *map(str, args)], capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return json.loads(p.stdout), p.stderr
+
+    gen, err = cli("generate", config(tmp_path, tiny_model, limit=4, n=2))
+    assert gen["traces"] == 8 and "INFO" not in err  # vLLM at WARNING unless --verbose
+    rows = [{"messages": [{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "\\boxed{2}"}],
+             "problem_id": f"p{i}", "sample_index": 0} for i in range(4)]
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "data" / "sft"))
+    (tmp_path / "train.yaml").write_text(f"student: {tiny_student}\ndataset_dir: {tmp_path / 'data'}\n"
+                                         f"output_dir: {tmp_path / 'train'}\nmax_steps: 2\nlogging_steps: 1\n"
+                                         "progress: false\nper_device_train_batch_size: 2\n")
+    tr, err = cli("train", tmp_path / "train.yaml")
+    assert tr["steps"] == 2 and "'loss'" in err  # the trainer's log lines, on stderr
