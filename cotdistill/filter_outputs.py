@@ -158,12 +158,21 @@ def _per_teacher(traces, verdicts, drop) -> dict:
     return out
 
 
+# the card's YAML header: `datasets.load_dataset(FOLDER)` loads the kept traces, `load_dataset(FOLDER, "prompts")`
+# the prompts, `"verdicts"` every trace's verdict (the folder's JSONL files have different columns)
+CARD_CONFIGS = ["---", "configs:", "- config_name: sft", "  data_files: sft.jsonl", "  default: true",
+                "- config_name: prompts", "  data_files: prompts.jsonl", "- config_name: verdicts",
+                "  data_files: verdicts.jsonl", "---", ""]
+
+
 def dataset_card(cfg: FilterConfig, r: dict) -> str:
-    lines = ["# cotdistill filtered traces", "",
+    lines = [*CARD_CONFIGS, "# cotdistill filtered traces", "",
              f"Source generation: `{cfg.generate_dir}`. {r['kept']} of {r['traces']} traces kept "
              f"(acceptance {r['acceptance']:.1%}) over {r['problems_with_kept_traces']} of {r['problems']} problems.",
              "Files: `sft/` + `sft.jsonl` (TRL conversational `messages`), `prompts/` + `prompts.jsonl` "
-             "(prompt-only), `verdicts.jsonl` (every trace's verdict and drop reason).", "",
+             "(prompt-only), `verdicts.jsonl` (every trace's verdict and drop reason). Load them with "
+             "`datasets.load_dataset(\"<this folder>\")` (the kept traces), `load_dataset(..., \"prompts\")`, "
+             "`load_dataset(..., \"verdicts\")`, or `datasets.load_from_disk(\"<this folder>/sft\")`.", "",
              "## Funnel", "", "| stage | dropped | remaining |", "|---|---:|---:|"]
     left = r["traces"]
     lines.append(f"| generated | | {left} |")

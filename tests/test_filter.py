@@ -352,3 +352,17 @@ def test_a_filter_that_keeps_nothing_warns_naming_the_steps(tmp_path, capsys):
     assert out["kept"] == 0 and "kept 0 of 3 traces (incorrect 2, truncated 1)" in out["warning"]
     assert "\nfilter: warning: kept 0 of 3 traces (incorrect 2, truncated 1); training on this folder" in err
     assert (tmp_path / "out" / "filter_report.json").exists()
+
+
+def test_the_filter_folder_loads_with_datasets_load_dataset(run_dir, tmp_path):
+    """The card's config block: load_dataset(folder) gives the kept traces (the folder mixes JSONL files with
+    different columns, which load_dataset could not combine), "prompts" and "verdicts" the other files."""
+    import datasets
+
+    stage.run(cfg(run_dir, tmp_path))
+    out = str(tmp_path / "out")
+    sft = datasets.load_dataset(out, split="train")
+    assert "messages" in sft.column_names and len(sft) == len(read_jsonl(tmp_path / "out" / "sft.jsonl"))
+    assert "prompt" in datasets.load_dataset(out, "prompts", split="train").column_names
+    assert len(datasets.load_dataset(out, "verdicts", split="train")) == 13
+    assert len(datasets.load_from_disk(f"{out}/sft")) == len(sft)
