@@ -77,6 +77,7 @@ def looks_like_local_path(name: str) -> bool:
             or (name.count("/") == 1 and Path(name.split("/")[0]).is_dir()))
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 
 
@@ -154,6 +155,10 @@ def load_tokenizer(name: str, field: str, chat_template: str | None = None, *, r
     from transformers import AutoTokenizer
 
     check_model_location(name, field)
+    local = Path(name).expanduser()
+    if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
+        raise CotdistillError(f"{field}: '{name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
+                              f"tokenizer of the model it came from into it (tokenizer.save_pretrained('{name}'))")
     try:
         tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as e:

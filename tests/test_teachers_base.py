@@ -210,3 +210,18 @@ def test_dir_slash_name_under_an_existing_folder_is_a_path(tmp_path, monkeypatch
     with pytest.raises(CotdistillError, match="teacher.model: model path 'runs/tiny-teacher' does not exist"):
         check_model_location("runs/tiny-teacher", "teacher.model")
     check_model_location("Qwen/Qwen2.5-0.5B-Instruct", "teacher.model")
+
+
+def test_a_model_folder_without_a_tokenizer_is_one_whole_line(tiny_model, tmp_path):
+    """transformers' own error was cut off mid-sentence by the one-line rule ("... from one of:")."""
+    import shutil
+
+    from cotdistill.chat import load_tokenizer
+
+    student = tmp_path / "student"
+    student.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model / f, student / f)
+    with pytest.raises(CotdistillError, match=r"^student: '.*student' has no tokenizer \(none of tokenizer.json, "
+                                              r".*\); save the tokenizer of the model it came from into it"):
+        load_tokenizer(str(student), "student")
