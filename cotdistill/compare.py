@@ -112,9 +112,10 @@ def _groups(students: dict, results: EvalResults, outcomes: dict, benchmark: str
         names = [x["model"] for x in g["per_seed"]]
         if all(n in outcomes for n in names):
             matrices[name] = np.stack([outcomes[n] for n in names])
-            g["ci95"] = interval(matrices[name])
-        else:  # no per-problem outcomes: the single model's own interval
-            g["ci95"] = g["per_seed"][0]["ci95"] if len(accs) == 1 else None
+        # one model (the teacher, a single seed): its own interval, the one the report's accuracy table shows
+        # (the same method and numbers in both tables); several seeds: seeds, then problems, resampled
+        g["ci95"] = (g["per_seed"][0]["ci95"] if len(accs) == 1 else
+                     interval(matrices[name]) if name in matrices else None)
         g["retention"] = round(g["accuracy"] / teacher, 4) if teacher else None
         g["worst_seed_retention"] = round(min(accs) / teacher, 4) if teacher else None
     return groups, matrices, teacher

@@ -561,3 +561,13 @@ def test_run_output_dir_that_is_a_file_is_refused_before_any_stage(tmp_path):
     with pytest.raises(CotdistillError, match=r"output_dir: '.*f' is a file; give a folder"):
         run(load_config(RunConfig, DEMO, [f"output_dir={tmp_path / 'f'}"]))
     assert (tmp_path / "f").read_text() == "x"
+
+
+def test_a_single_model_row_keeps_its_own_interval_in_both_report_tables(tmp_path):
+    """The teacher (one model) shows the interval its eval computed, the one the report's accuracy table prints,
+    not a second bootstrap of its outcomes; students over seeds keep the two-level interval."""
+    plan = Plan(demo(tmp_path))
+    res, out = _results({"teacher": 0.9, "sft_filtered": [0.88, 0.86, 0.87], "answers_only": [0.2, 0.22, 0.25]})
+    d = distillation_table(plan, res, out)
+    assert d["models"]["teacher"]["ci95"] == res["models"]["teacher"]["scores"]["digit_chain"]["pass@1"]["ci95"]
+    assert d["models"]["sft_filtered"]["ci95"][0] < 0.86
