@@ -166,3 +166,18 @@ def test_memory_estimate_adds_up_its_parts():
     lora = memory.train(q15, "sft", 4096, 2, lora=True)
     assert lora["grads_and_adamw"] < t["grads_and_adamw"] / 50
     assert memory.train(q15, "logit_kd", 4096, 2)["logits"] < t["logits"] / 5  # chunked vs GKD's full logits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["generate_demo", "generate_reasoning_gym"])
+def test_shipped_first_stage_configs_run_from_a_fresh_clone(name, tmp_path):
+    """A CPU chain's first stage runs as shipped (only the problem count and output folder changed): its teacher is
+    in the repository, not a runs/ folder a newcomer would have to build first."""
+    cfg = load_config(GenerateConfig, ROOT / "data/configs" / f"{name}.yaml",
+                      [f"output_dir={tmp_path / 'out'}", "sampling.n=1", "progress=false",
+                       "source.limit=3" if name == "generate_demo" else "source.size=3"])
+    assert (ROOT / cfg.teacher.model).is_dir()
+    from cotdistill import generate
+
+    summary = generate.run(cfg)
+    assert summary["traces"] == 3 and summary["complete"]
