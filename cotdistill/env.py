@@ -49,15 +49,16 @@ def engine_dtype(dtype: str) -> str:
 
 def quiet_logs(verbose: bool = False) -> None:
     """The command line's logging: vLLM's logs on stderr (its default is stdout, which a stage's JSON summary owns),
-    ours and every library's at WARNING unless ``verbose``; import-time noise (torchao's optional kernels, torch's
-    pytree and FutureWarning notes) left out. Set before vLLM is imported; a user's own settings win."""
+    ours and the libraries' at WARNING (vLLM's at ERROR) unless ``verbose``; import-time noise (torchao's optional
+    kernels, torch's pytree and FutureWarning notes) left out. Set before vLLM is imported; a user's settings win."""
     import logging
     import warnings
 
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     if verbose:
         return
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM's warnings on CPU are engine notices a user cannot act on (tcmalloc, Triton, dtype casts): 20-odd lines
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "httpx", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
