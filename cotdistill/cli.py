@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
+from pathlib import Path
 
 import typer
 
@@ -161,8 +163,45 @@ def train(
     config: str = typer.Argument(..., help="YAML config of the distill stage"),
     overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides"),
 ):
-    """Distill the student: method sft | gkd | distill | logit_kd | kd."""
+    """Distill the student: method sft | gkd | distill | logit_kd | kd | on_policy | mutual. `student:` is a hub id
+    or a model folder; `cotdistill student OUT` makes a fresh one."""
     _run_stage("train", "TrainConfig", config, overrides)
+
+
+@app.command()
+def student(
+    out: str = typer.Argument(..., help="folder to write the starting model into"),
+    tokenizer: str = typer.Option("data/teacher", help="the vocabulary to share (the teacher's, for logit methods)"),
+    hidden: int = typer.Option(128), layers: int = typer.Option(2), heads: int = typer.Option(4),
+    init_std: float = typer.Option(0.08, help="weights' std (about 1/sqrt(hidden) learns sooner than 0.02)"),
+    seed: int = typer.Option(0),
+    from_teacher: str | None = typer.Option(None, help="instead: keep every --every-th block of this teacher"),
+    every: int = typer.Option(2),
+):
+    """A starting model for `cotdistill train`: a fresh Llama on TOKENIZER's vocabulary, or the teacher's own
+    blocks (--from-teacher). Prints the folder as JSON."""
+    from cotdistill import student_init
+    from cotdistill.config import StudentFromTeacher, StudentInit, VLLMTeacher
+
+    try:
+        check_output_dir(out, "OUT")
+        if from_teacher:
+            spec, teacher = StudentFromTeacher(from_teacher=True, every=every), VLLMTeacher(model=from_teacher)
+        else:
+            spec = StudentInit(hidden=hidden, layers=layers, heads=heads, init_std=init_std, seed=seed)
+            teacher = VLLMTeacher(model=tokenizer)
+        if Path(out).exists() and any(Path(out).iterdir()):
+            raise CotdistillError(f"OUT: '{out}' already holds files; give a new folder")
+        work = Path(out).parent / f".{Path(out).name}.tmp"
+        with stdout_to_stderr():
+            summary = student_init.run(spec, teacher, work)
+        if Path(out).exists():
+            Path(out).rmdir()  # empty (checked above)
+        Path(summary["model"]).rename(out)  # whole or not at all
+        shutil.rmtree(work)
+    except (CotdistillError, ValueError) as e:
+        _fail(CotdistillError(str(e).splitlines()[0]))
+    typer.echo(json.dumps({"model": out}))
 
 
 @app.command("eval")

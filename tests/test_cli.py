@@ -212,3 +212,20 @@ def test_stage_stdout_is_the_json_summary_alone(tiny_model, tiny_student, tmp_pa
                                          "progress: false\nper_device_train_batch_size: 2\n")
     tr, err = cli("train", tmp_path / "train.yaml")
     assert tr["steps"] == 2 and "'loss'" in err  # the trainer's log lines, on stderr
+
+
+def test_student_command_makes_a_starting_model_for_train(tmp_path):
+    """`cotdistill student OUT`: a fresh Llama on the teacher's vocabulary at init_std, written whole (no temp folder
+    left), printed as JSON; an OUT that already holds files is refused in one line."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "stu"
+    code, stdout, err = run_cli("student", out, "--tokenizer", ROOT / "data/teacher", "--init-std", "0.05")
+    assert code == 0, err
+    assert json.loads(stdout) == {"model": str(out)} and sorted(p.name for p in tmp_path.iterdir()) == ["stu"]
+    m = AutoModelForCausalLM.from_pretrained(out)
+    assert abs(m.model.layers[0].mlp.up_proj.weight.std().item() - 0.05) < 0.005
+    vocab = AutoTokenizer.from_pretrained(ROOT / "data/teacher").get_vocab()
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == vocab
+    code, _, err = run_cli("student", out)
+    assert code == 2 and "already holds files; give a new folder" in err
