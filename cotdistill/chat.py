@@ -81,6 +81,19 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 
 
+def tokenizer_problem(name: str) -> str | None:
+    """Why a local path holds no tokenizer to load (a file, an empty folder, a model folder without one), or None."""
+    local = Path(name).expanduser()
+    if local.is_file() and local.suffix != ".gguf":
+        return f"'{name}' is a file, not a model or tokenizer folder; give the folder that holds them"
+    if local.is_dir() and not any(local.iterdir()):
+        return f"'{name}' is an empty folder, not a model or tokenizer; give the folder that holds them"
+    if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
+        return (f"'{name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the tokenizer of the model "
+                f"it came from into it (tokenizer.save_pretrained('{name}'))")
+    return None
+
+
 def model_folder_problem(path: Path) -> str | None:
     """Why a local path cannot be a model to load (a file, no config.json, no weights), or None."""
     if path.suffix == ".gguf":
@@ -155,10 +168,9 @@ def load_tokenizer(name: str, field: str, chat_template: str | None = None, *, r
     from transformers import AutoTokenizer
 
     check_model_location(name, field)
-    local = Path(name).expanduser()
-    if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
-        raise CotdistillError(f"{field}: '{name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
-                              f"tokenizer of the model it came from into it (tokenizer.save_pretrained('{name}'))")
+    problem = tokenizer_problem(name)
+    if problem:
+        raise CotdistillError(f"{field}: {problem}")
     try:
         tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as e:

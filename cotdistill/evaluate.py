@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from cotdistill.chat import stop_token_problem
+from cotdistill.chat import check_model_location, stop_token_problem, tokenizer_problem
 from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig, VLLMTeacher
 from cotdistill.decontam import NgramIndex
 from cotdistill.env import machine, prepare_vllm_env
@@ -29,7 +29,7 @@ from cotdistill.loading import save_resolved
 from cotdistill.metrics import summarize
 from cotdistill.results import BenchmarkScores, EvalResults, ModelResult
 from cotdistill.sampling import generate_shard
-from cotdistill.sources import load_problem_file
+from cotdistill.sources import load_problem_file, load_problems
 from cotdistill.store import iter_jsonl, write_atomic
 from cotdistill.teachers import make_teacher
 from cotdistill.teachers.vllm_offline import reuse_key
@@ -233,9 +233,23 @@ class _SharedEngine:
         self.key = self.teacher = None
 
 
+def _preflight(cfg: EvalConfig) -> None:
+    """Before anything is written or any engine starts (a start is ~20 s on CPU): every local model to serve is a
+    whole model with its tokenizer, and every benchmark's problems load."""
+    for m in cfg.models:
+        if isinstance(m.serve, VLLMTeacher):
+            check_model_location(m.serve.model, f"models '{m.name}': serve.model", model=True)
+            problem = tokenizer_problem(m.serve.tokenizer or m.serve.model)
+            if problem:
+                raise CotdistillError(f"models '{m.name}': {problem}")
+    for b in cfg.benchmarks:
+        load_problems(b.source)
+
+
 def run(cfg: EvalConfig, teachers: dict | None = None) -> dict:
     """``teachers``: already built backends by model name (reused, not closed); others are built here."""
     out = Path(cfg.output_dir)
+    _preflight(cfg)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
     prepare_vllm_env()

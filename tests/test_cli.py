@@ -229,3 +229,67 @@ def test_student_command_makes_a_starting_model_for_train(tmp_path):
     assert AutoTokenizer.from_pretrained(out).get_vocab() == vocab
     code, _, err = run_cli("student", out)
     assert code == 2 and "already holds files; give a new folder" in err
+
+
+@pytest.fixture
+def stage_inputs(tmp_path, tiny_model):
+    """A filter output, a student folder without a tokenizer, a folder that is not a model, and a file."""
+    import datasets
+
+    rows = [{"messages": [{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "\\boxed{2}"}],
+             "problem_id": "p0", "sample_index": 0}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "filt" / "sft"))
+    notok = tmp_path / "notok"
+    notok.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (notok / f).write_bytes((tiny_model / f).read_bytes())
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    return tmp_path
+
+
+# stage, its YAML (formatted with the fixture's folder T and the tiny model M), what stderr's one line says
+STAGE_BAD_INPUTS = {
+    "filter: generate_dir missing": ("filter", "generate_dir: {T}/nope\noutput_dir: {T}/o\n", "not found"),
+    "filter: output_dir is a file": ("filter", "generate_dir: {T}/filt\noutput_dir: {T}/afile\n", "is a file"),
+    "train: student without tokenizer": (
+        "train", "student: {T}/notok\ndataset_dir: {T}/filt\noutput_dir: {T}/o\nmax_steps: 1\n", "has no tokenizer"),
+    "train: student not a model": (
+        "train", "student: {T}/empty\ndataset_dir: {T}/filt\noutput_dir: {T}/o\nmax_steps: 1\n",
+        "is an empty folder, not a model"),
+    "train: relative student path that does not exist": (
+        "train", "student: empty/model\ndataset_dir: {T}/filt\noutput_dir: {T}/o\nmax_steps: 1\n", "does not exist"),
+    "train: dataset_dir without sft/": (
+        "train", "student: {M}\ndataset_dir: {T}/empty\noutput_dir: {T}/o\nmax_steps: 1\n", "not found"),
+    "train: output_dir below a file": (
+        "train", "student: {M}\ndataset_dir: {T}/filt\noutput_dir: {T}/afile/o\nmax_steps: 1\n", "is a file"),
+    "logits: teacher not a model": ("logits", "teacher: {T}/afile\nfilter_dir: {T}/filt\noutput_dir: {T}/o\n",
+                                    "is a file, not a model"),
+    "eval: model folder without config.json": (
+        "eval", "models: [{{name: t, role: teacher, serve: {{backend: vllm, model: {T}/notok}}}}]\n"
+                "benchmarks: [{{name: b, source: {{kind: hf, path: {T}/afile}}, template: arithmetic_cot}}]\n"
+                "output_dir: {T}/o\n", "has no tokenizer (none of tokenizer.json"),
+    "eval: benchmark file of an unknown type, before any engine": (
+        "eval", "models: [{{name: t, role: teacher, serve: {{backend: vllm, model: {M}}}}}]\n"
+                "benchmarks: [{{name: b, source: {{kind: hf, path: {T}/afile}}, template: arithmetic_cot}}]\n"
+                "output_dir: {T}/o\n", "unsupported file type"),
+    "run: output_dir is a file": ("run", "output_dir: {T}/afile\nteacher: {{backend: vllm, model: {M}}}\n"
+                                         "student: {M}\ngenerate: {{source: {{kind: hf, path: {T}/p.jsonl}}}}\n"
+                                         "students: [{{name: s, data: filtered, train: {{method: sft}}}}]\n"
+                                         "eval: {{benchmarks: [{{name: b, source: {{kind: hf, path: h.jsonl}}}}]}}\n",
+                                  "is a file"),
+}
+
+
+@pytest.mark.parametrize("case", list(STAGE_BAD_INPUTS))
+def test_bad_stage_inputs_are_one_line_exit_2_and_write_nothing(stage_inputs, tiny_model, case, monkeypatch):
+    """Each stage's inputs (problems, traces, datasets, models, tokenizers, output folders): one line on stderr
+    starting 'error: ', exit code 2, no traceback, and no output folder left behind."""
+    stage, text, expect = STAGE_BAD_INPUTS[case]
+    monkeypatch.chdir(stage_inputs)  # relative paths ("empty/model") start here
+    cfg = stage_inputs / "c.yaml"
+    cfg.write_text(text.format(T=stage_inputs, M=tiny_model))
+    code, out, err = run_cli(stage, cfg)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and lines and lines[-1].startswith("error: ") and expect in lines[-1], err
+    assert "Traceback" not in err and not (stage_inputs / "o").exists()

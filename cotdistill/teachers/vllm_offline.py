@@ -16,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cotdistill.chat import chat_template_text, check_model_location, render_prompt_ids, tokenizer_hash
+from cotdistill.chat import (
+    chat_template_text,
+    check_model_location,
+    render_prompt_ids,
+    tokenizer_hash,
+    tokenizer_problem,
+)
 from cotdistill.config import SamplingConfig, VLLMTeacher
 from cotdistill.env import (
     DEFAULT_CPU_KV_CACHE_BYTES,
@@ -120,6 +126,9 @@ class VLLMOfflineTeacher:
         check_model_location(cfg.model, "teacher.model", model=True)
         if cfg.tokenizer:
             check_model_location(cfg.tokenizer, "teacher.tokenizer")
+        problem = tokenizer_problem(cfg.tokenizer or cfg.model)  # vLLM's own message is cut off mid-sentence
+        if problem:
+            raise CotdistillError(f"teacher.{'tokenizer' if cfg.tokenizer else 'model'}: {problem}")
         template = chat_template_text(cfg.chat_template, "teacher.chat_template") if cfg.chat_template else None
         prepare_vllm_env()
         import vllm
