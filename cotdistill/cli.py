@@ -180,6 +180,8 @@ def student(
 ):
     """A starting model for `cotdistill train`: a fresh Llama on TOKENIZER's vocabulary, or the teacher's own
     blocks (--from-teacher). Prints the folder as JSON."""
+    from pydantic import ValidationError
+
     from cotdistill import student_init
     from cotdistill.config import StudentFromTeacher, StudentInit, VLLMTeacher
 
@@ -193,12 +195,19 @@ def student(
         if Path(out).exists() and any(Path(out).iterdir()):
             raise CotdistillError(f"OUT: '{out}' already holds files; give a new folder")
         work = Path(out).parent / f".{Path(out).name}.tmp"
-        with stdout_to_stderr():
-            summary = student_init.run(spec, teacher, work)
-        if Path(out).exists():
-            Path(out).rmdir()  # empty (checked above)
-        Path(summary["model"]).rename(out)  # whole or not at all
-        shutil.rmtree(work)
+        shutil.rmtree(work, ignore_errors=True)  # a stopped earlier call's
+        try:
+            with stdout_to_stderr():
+                summary = student_init.run(spec, teacher, work)
+            if Path(out).exists():
+                Path(out).rmdir()  # empty (checked above)
+            Path(summary["model"]).rename(out)  # whole or not at all
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = "-".join(map(str, err["loc"])).replace("_", "-")
+        _fail(CotdistillError(f"{'--' + where if where else 'options'}: {err['msg'].removeprefix('Value error, ')}"))
     except (CotdistillError, ValueError) as e:
         _fail(CotdistillError(str(e).splitlines()[0]))
     typer.echo(json.dumps({"model": out}))

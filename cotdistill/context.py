@@ -27,6 +27,9 @@ def context_length(t: VLLMTeacher) -> int | None:
         return None
     c = json.loads(cfg.read_text())
     c = c.get("text_config", c)
+    scaling = c.get("rope_scaling") or c.get("rope_parameters") or {}
+    if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type", "default")) != "default":
+        return None  # vLLM stretches the context by the scaling factor: leave the check to it
     return c.get("max_position_embeddings") or c.get("max_sequence_length")
 
 
@@ -41,7 +44,8 @@ def over_context(teachers: list, rendered: dict[str, list]) -> dict[str, dict]:
         name = t.tokenizer or t.model
         if limit is None or not (looks_like_local_path(name) or Path(name).exists()):
             continue  # a hub id: its tokenizer would be downloaded twice; vLLM checks it
-        tok = load_tokenizer(name, "teacher.tokenizer", t.chat_template, need_pad=False)
+        tok = load_tokenizer(name, "teacher.tokenizer", t.chat_template, need_pad=False, revision=t.revision,
+                             trust_remote_code=t.trust_remote_code)
         for pid, msgs in rendered.items():
             chars = sum(len(m.content) for m in msgs)
             if chars > CHARS_PER_TOKEN_BOUND * limit:

@@ -58,9 +58,12 @@ def quiet_logs(verbose: bool = False) -> None:
     if verbose:
         return
     # vLLM's warnings on CPU are engine notices a user cannot act on (tcmalloc, Triton, dtype casts): 20-odd lines
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    if "VLLM_LOGGING_LEVEL" not in os.environ:
+        os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"
+        os.environ["COTDISTILL_VLLM_QUIETED"] = "1"  # a vLLM server we start logs to its own file at INFO
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "httpx", "datasets", "accelerate"):
+    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "httpx", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*(Failed to load|is an Enum subclass|register_constant).*")

@@ -177,14 +177,19 @@ def _score(cfg: EvalConfig, m, b, teacher, index, results: EvalResults) -> Bench
     rows = [{"problem_id": t["problem_id"], "sample_index": t["sample_index"],
              "completion_tokens": t["completion_tokens"], "finish_reason": t["finish_reason"], **v.model_dump()}
             for t, v in zip(traces, found)]
-    write_atomic(out / "verdicts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     per_problem = _per_problem(traces, verdicts)
-    if gsum.get("skipped_too_long"):  # no answer possible: wrong, not left out (a model is not scored on fewer)
-        n, k = gsum["skipped_too_long"], cfg.sampling.n
-        per_problem += [{"correct": [False] * k, "answers": [None] * k, "tokens": [0] * k, "truncated": [True] * k,
-                         "texts": [""] * k} for _ in range(n)]
-        _warn(results, f"model '{m.name}' on '{b.name}': {n} problem(s) longer than its context count as wrong "
-                       f"({out / 'generate' / 'skipped.jsonl'})")
+    skipped = [obj["problem_id"] for _, obj in iter_jsonl(out / "generate" / "skipped.jsonl")] \
+        if gsum.get("skipped_too_long") else []
+    if skipped:  # no answer possible: wrong, not left out (a model is not scored on fewer problems than another)
+        k = cfg.sampling.n
+        per_problem += [{"correct": [False] * k, "answers": [None] * k, "tokens": [], "truncated": [],
+                         "texts": [""] * k} for _ in skipped]
+        rows += [{"problem_id": pid, "sample_index": i, "completion_tokens": 0, "finish_reason": "too_long",
+                  "correct": False, "reason": "prompt longer than the model's context"}
+                 for pid in skipped for i in range(k)]
+        _warn(results, f"model '{m.name}' on '{b.name}': {len(skipped)} problem(s) longer than its context count "
+                       f"as wrong ({out / 'generate' / 'skipped.jsonl'})")
+    write_atomic(out / "verdicts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     scores = summarize(per_problem, cfg.ks, cfg.ci, seed=cfg.sampling.seed)
     errors = [v for v in found if v.reason == "error"]
     scores["verifier_errors"] = len(errors)

@@ -110,9 +110,10 @@ def summarize(per_problem: list[dict], ks: list[int], ci: str = "bootstrap", see
     samples = [
         (t, tr, c) for p in per_problem for t, tr, c in zip(p["tokens"][:n], p["truncated"][:n], p["correct"][:n])
     ]
-    out["mean_completion_tokens"] = round(fmean(s[0] for s in samples), 2)
-    out["truncation_rate"] = round(fmean(float(s[1]) for s in samples), 6)
-    out["cannot_tell_rate"] = round(fmean(float(s[2] is None) for s in samples), 6)
+    # over the samples written (problems skipped as longer than the context have none)
+    out["mean_completion_tokens"] = round(fmean(s[0] for s in samples), 2) if samples else 0.0
+    out["truncation_rate"] = round(fmean(float(s[1]) for s in samples), 6) if samples else 0.0
+    out["cannot_tell_rate"] = round(fmean(float(s[2] is None) for s in samples), 6) if samples else 0.0
     if all("texts" in p for p in per_problem):
         out["diversity"] = diversity([p["texts"][:n] for p in per_problem], [p["answers"][:n] for p in per_problem])
     return out

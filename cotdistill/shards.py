@@ -97,11 +97,17 @@ def _read_shards(out: Path, count: int, cfgs: dict, order: dict, n: int) -> tupl
     return by_key, lp_by_key
 
 
+def _skipped(out: Path) -> set[str]:
+    """Problem ids the shards skipped as longer than the teacher's context, from every skipped*.jsonl."""
+    return {obj["problem_id"] for f in sorted(out.glob("skipped*.jsonl")) for _, obj in iter_jsonl(f)}
+
+
 def _check_complete(out: Path, cfg: GenerateConfig, count: int, problems: list, n: int, by_key: dict,
                     lp_by_key: dict) -> set:
     """The keys the run should have (every problem x sample, or what adaptive rounds chose), all present and,
     with logprobs, each paired with its record. Returns the expected keys."""
-    expected = {(i, s) for i in range(len(problems)) for s in range(n)}
+    skipped = _skipped(out)  # problems longer than the teacher's context: no traces by design (skipped*.jsonl)
+    expected = {(i, s) for i in range(len(problems)) for s in range(n) if problems[i].id not in skipped}
     if cfg.sampling.until_verified:  # adaptive: how many samples a problem needs is known to its shard only
         unfinished = [idx for idx in range(count) if not _finished(out, idx, count)]
         if unfinished:
@@ -133,6 +139,9 @@ def merge(output_dir: str | Path) -> dict:
     if lp_by_key:
         write_atomic(out / "logprobs.jsonl", "".join(lp_by_key[k] + "\n" for k in sorted(lp_by_key)))
     summary = trace_summary(out / "traces.jsonl", len(problems), len(expected))
-    summary.update({"merged_shards": count, "complete": True})
+    parts = sorted(out.glob("skipped-*.jsonl"))
+    if parts:  # the shards' skipped problems in one file, as an unsharded run writes it
+        write_atomic(out / "skipped.jsonl", "".join(f.read_text() for f in parts))
+    summary.update({"merged_shards": count, "complete": True, "skipped_too_long": len(_skipped(out))})
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

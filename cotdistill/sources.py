@@ -134,11 +134,15 @@ def _row_labels(src: HFSource):
     """Row i (0-based in the dataset) as an editor counts it: "row 3", with the file's line where a JSONL file's
     blank lines make the two differ ("row 3 (line 5)")."""
     p = Path(src.path)
-    lines = None
-    if p.suffix.lower() == ".jsonl" and p.is_file():
-        lines = [n for n, x in enumerate(p.read_bytes().splitlines(), 1) if x.strip()]
-    return lambda i: f"row {i + 1}" + (f" (line {lines[i]})" if lines and i < len(lines) and lines[i] != i + 1
-                                       else "")
+    jsonl = p.suffix.lower() == ".jsonl" and p.is_file() and ("[" not in src.split)  # a sliced split shifts rows
+    cache: list = []
+
+    def label(i: int) -> str:  # called for error messages only: the file is read then, once
+        if jsonl and not cache:
+            cache.append([n for n, x in enumerate(p.read_bytes().splitlines(), 1) if x.strip()])
+        lines = cache[0] if cache else None
+        return f"row {i + 1}" + (f" (line {lines[i]})" if lines and i < len(lines) and lines[i] != i + 1 else "")
+    return label
 
 
 def _hf_problems(src: HFSource) -> list[Problem]:

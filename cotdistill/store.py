@@ -21,9 +21,16 @@ MIN_FREE_BYTES = 200 << 20  # below this a stage's outputs (traces, checkpoints)
 def check_output_dir(path: str | os.PathLike, field: str = "output_dir") -> None:
     """Before any work: ``path`` can be (or already is) a folder this process writes into, on a disk with room.
     One line naming it otherwise (a file there or above it, a read-only folder or file system, a full disk)."""
+    p = Path(path).expanduser()
+    try:
+        _check_output_dir(p, path, field)
+    except OSError as e:  # a parent that cannot be searched, an unreadable mount, ...
+        raise CotdistillError(f"{field}: '{path}': {e.strerror or e}; give a folder you can write to") from None
+
+
+def _check_output_dir(p: Path, path, field: str) -> None:
     import shutil
 
-    p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise CotdistillError(f"{field}: '{path}' is a file; give a folder (it is created when missing)")
     nearest = p

@@ -293,3 +293,11 @@ def test_bad_stage_inputs_are_one_line_exit_2_and_write_nothing(stage_inputs, ti
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 2 and lines and lines[-1].startswith("error: ") and expect in lines[-1], err
     assert "Traceback" not in err and not (stage_inputs / "o").exists()
+
+
+def test_student_command_bad_options_are_one_line_naming_the_option(tmp_path):
+    code, _, err = run_cli("student", tmp_path / "s", "--init-std", "0")
+    assert code == 2 and err.strip() == "error: --init-std: Input should be greater than 0"
+    code, _, err = run_cli("student", tmp_path / "s", "--heads", "3")
+    assert code == 2 and err.strip().startswith("error: options: hidden 128 / heads 3: head size must be one of 32")
+    assert not any(tmp_path.iterdir())  # no model, no temp folder

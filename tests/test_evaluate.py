@@ -289,5 +289,9 @@ def test_a_problem_longer_than_the_context_counts_as_wrong_with_a_warning(tiny_m
     res = json.loads((tmp_path / "eval/results.json").read_text())
     assert res["models"]["teacher"]["scores"]["b"]["problems"] == 4
     assert any("1 problem(s) longer than its context count as wrong" in w for w in res["warnings"])
-    assert {r["problem_id"] for r in map(json.loads, (tmp_path / "eval/teacher/b/verdicts.jsonl").read_text()
-                                         .splitlines())} == {"s0", "s1", "s2"}
+    verdicts = [json.loads(x) for x in (tmp_path / "eval/teacher/b/verdicts.jsonl").read_text().splitlines()]
+    assert {r["problem_id"] for r in verdicts} == {"s0", "s1", "s2", "long"}  # the comparisons see it too
+    assert [r["correct"] for r in verdicts if r["problem_id"] == "long"] == [False, False]
+    from cotdistill.compare import load_outcomes
+
+    assert len(load_outcomes(tmp_path / "eval", ["teacher"], "b")["teacher"]) == 4

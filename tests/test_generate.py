@@ -332,3 +332,17 @@ def test_a_problem_longer_than_the_context_is_skipped_and_named_and_the_rest_gen
     assert {r["problem_id"] for r in read_jsonl(tmp_path / "out" / "traces.jsonl")} == {"s0", "s1", "s2"}
     (skip,) = read_jsonl(tmp_path / "out" / "skipped.jsonl")
     assert skip["problem_id"] == "long" and skip["prompt_tokens"] >= 256 and skip["limit"] == 256
+
+
+def test_sharded_runs_merge_complete_when_a_problem_is_skipped(tiny_model, vllm_teacher, tmp_path):
+    """A problem skipped as too long has no traces by design: the merge expects none for it and writes one
+    skipped.jsonl from the shards' files."""
+    rows = [{"id": f"s{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(4)]
+    rows.append({"id": "long", "question": "What is " + " + ".join("1" for _ in range(200)) + "?", "answer": "200"})
+    src = write_jsonl(tmp_path / "p.jsonl", rows)
+    for i in range(2):
+        generate.run(make_cfg(tiny_model, tmp_path / "out", shard={"index": i, "count": 2}, **{
+            "source.path": str(src), "teacher.max_model_len": 256, "sampling.n": 2}), teacher=vllm_teacher)
+    summary = merge(tmp_path / "out")
+    assert summary["complete"] and summary["traces"] == 8 and summary["skipped_too_long"] == 1
+    assert [r["problem_id"] for r in read_jsonl(tmp_path / "out" / "skipped.jsonl")] == ["long"]

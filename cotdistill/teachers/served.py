@@ -68,6 +68,8 @@ class ServedTeacher:
         check_model_location(cfg.model, "teacher.model", model=True)
         port = _free_port()
         env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
+        if env.pop("COTDISTILL_VLLM_QUIETED", None):  # quiet on our stderr, whole in the server's log file
+            env["VLLM_LOGGING_LEVEL"] = "INFO"
         if not cuda_available():
             # on CPU the server shares the cores with the trainer that calls it: its OpenMP threads spinning after
             # each request take the trainer's cores (2 cores, the demo's on_policy, the trainer on one thread: a
