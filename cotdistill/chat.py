@@ -78,7 +78,7 @@ def looks_like_local_path(name: str) -> bool:
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
-WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model*.bin", "*.gguf", "consolidated*.pth")  # not optimizer.pt
 
 
 def tokenizer_problem(name: str) -> str | None:
@@ -100,6 +100,8 @@ def model_folder_problem(path: Path) -> str | None:
         return None  # vLLM and transformers load a single GGUF file
     if not path.is_dir():
         return "is a file, not a model folder; give the folder that holds config.json and the weights"
+    if (path / "adapter_config.json").is_file() or (path / "params.json").is_file():
+        return None  # a PEFT adapter (its base named inside) or a Mistral-format folder: the loaders know them
     if not (path / "config.json").is_file():
         what = "an empty folder" if not any(path.iterdir()) else "a folder without config.json"
         return f"is {what}, not a model; give the folder that holds config.json and the weights"

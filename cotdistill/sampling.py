@@ -138,7 +138,8 @@ def check_same_run(paths: dict[str, Path], cfg: GenerateConfig, template_hash: s
     if problems is not None and paths["problems"].exists():
         saved = read_records(paths["problems"], Problem, "problem")
     moved = saved is not None and moved_source(cfg, load_config(GenerateConfig, paths["config"]), saved, problems)
-    check_same_config(paths["config"], cfg, {"output_dir", "progress", "flush_every", *(["source"] if moved else [])})
+    check_same_config(paths["config"], cfg, {"output_dir", "progress", "flush_every", "too_long",
+                                             *(["source"] if moved else [])})
     if saved is not None:
         check_same_problems(paths, cfg, saved, problems)
 
