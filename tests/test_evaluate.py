@@ -275,7 +275,7 @@ def test_models_of_one_architecture_share_an_engine_and_sample_as_from_their_own
     assert first["a"] != first["b"] and {t[3] for t in first["b"]} == {str(models["b"])}  # lineage names the model
 
 
-def test_a_problem_longer_than_the_context_counts_as_wrong_with_a_warning(tiny_model, tmp_path):
+def test_a_problem_longer_than_the_context_counts_as_wrong_with_a_warning(tiny_model, vllm_teacher, tmp_path):
     """A benchmark problem the model's context cannot hold: its engine never sees it, the other problems are
     answered, and it is scored as wrong (a model is not scored on fewer problems than another), with a warning."""
     rows = [{"id": f"s{i}", "question": f"{i}+{i}", "answer": str(2 * i)} for i in range(3)]
@@ -285,7 +285,7 @@ def test_a_problem_longer_than_the_context_counts_as_wrong_with_a_warning(tiny_m
     cfg = eval_cfg(tiny_model, tmp_path, models=[{"name": "teacher", "role": "teacher", "serve": serve}],
                    benchmarks=[{"name": "b", "source": {"kind": "hf", "path": str(src), "fields": {"id": "id"}},
                                 "template": "arithmetic_cot"}], ks=[1], sampling={"n": 2, "max_tokens": 8, "seed": 0})
-    evaluate.run(cfg)
+    evaluate.run(cfg, teachers={"teacher": vllm_teacher})  # the session's engine; the check reads serve (128)
     res = json.loads((tmp_path / "eval/results.json").read_text())
     assert res["models"]["teacher"]["scores"]["b"]["problems"] == 4
     assert any("1 problem(s) longer than its context count as wrong" in w for w in res["warnings"])

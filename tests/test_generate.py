@@ -315,7 +315,8 @@ def test_cpus_without_fast_bf16_serve_the_teacher_in_float32(tiny_model, tmp_pat
     assert sum(same) >= len(same) // 2
 
 
-def test_a_problem_longer_than_the_context_is_skipped_and_named_and_the_rest_generated(tiny_model, tmp_path):
+def test_a_problem_longer_than_the_context_is_skipped_and_named_and_the_rest_generated(tiny_model, vllm_teacher,
+                                                                                      tmp_path):
     """One ~400-token problem among short ones, teacher context 256: the problem is skipped before any engine starts,
     listed in skipped.jsonl with its length, the run completes the others (a real engine); with too_long: refuse
     the run stops in one line naming it, before anything is written."""
@@ -327,7 +328,9 @@ def test_a_problem_longer_than_the_context_is_skipped_and_named_and_the_rest_gen
                                               r"teacher '.*' \(max_model_len 256\); shorten them, raise"):
         generate.run(make_cfg(tiny_model, tmp_path / "refused", too_long="refuse", **over))
     assert not (tmp_path / "refused").exists()
-    summary = generate.run(make_cfg(tiny_model, tmp_path / "out", **over))
+    # the session's engine (context 512) serves; the check reads the config's teacher (256). A second in-process
+    # engine closed here would tear down vLLM's process-wide state under the session's one
+    summary = generate.run(make_cfg(tiny_model, tmp_path / "out", **over), teacher=vllm_teacher)
     assert summary["skipped_too_long"] == 1 and summary["complete"] and summary["traces"] == 6
     assert {r["problem_id"] for r in read_jsonl(tmp_path / "out" / "traces.jsonl")} == {"s0", "s1", "s2"}
     (skip,) = read_jsonl(tmp_path / "out" / "skipped.jsonl")

@@ -173,11 +173,17 @@ def test_memory_estimate_adds_up_its_parts():
 def test_shipped_first_stage_configs_run_from_a_fresh_clone(name, tmp_path):
     """A CPU chain's first stage runs as shipped (only the problem count and output folder changed): its teacher is
     in the repository, not a runs/ folder a newcomer would have to build first."""
-    cfg = load_config(GenerateConfig, ROOT / "data/configs" / f"{name}.yaml",
-                      [f"output_dir={tmp_path / 'out'}", "sampling.n=1", "progress=false",
-                       "source.limit=3" if name == "generate_demo" else "source.size=3"])
-    assert (ROOT / cfg.teacher.model).is_dir()
-    from cotdistill import generate
+    import json
+    import subprocess
+    import sys
 
-    summary = generate.run(cfg)
+    overrides = [f"output_dir={tmp_path / 'out'}", "sampling.n=1", "progress=false",
+                 "source.limit=3" if name == "generate_demo" else "source.size=3"]
+    cfg = load_config(GenerateConfig, ROOT / "data/configs" / f"{name}.yaml", overrides)
+    assert (ROOT / cfg.teacher.model).is_dir()
+    # its own process, from the repository root, as a newcomer runs it (and no second engine in this one)
+    p = subprocess.run([sys.executable, "-m", "cotdistill", "generate", f"data/configs/{name}.yaml", *overrides],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout)
     assert summary["traces"] == 3 and summary["complete"]
