@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from cotdistill.chat import check_model_location, stop_token_problem, tokenizer_problem
+from cotdistill.chat import stop_token_problem
 from cotdistill.config import EvalConfig, GenerateConfig, HFSource, PromptConfig, VLLMTeacher
 from cotdistill.decontam import NgramIndex
 from cotdistill.env import machine, prepare_vllm_env
@@ -32,7 +32,7 @@ from cotdistill.sampling import generate_shard
 from cotdistill.sources import load_problem_file, load_problems
 from cotdistill.store import iter_jsonl, write_atomic
 from cotdistill.teachers import make_teacher
-from cotdistill.teachers.vllm_offline import reuse_key
+from cotdistill.teachers.vllm_offline import check_servable, reuse_key
 from cotdistill.verify import answer_key
 from cotdistill.verify_pool import verify_pairs
 
@@ -243,10 +243,7 @@ def _preflight(cfg: EvalConfig) -> None:
     whole model with its tokenizer, and every benchmark's problems load."""
     for m in cfg.models:
         if isinstance(m.serve, VLLMTeacher):
-            check_model_location(m.serve.model, f"models '{m.name}': serve.model", model=True)
-            problem = tokenizer_problem(m.serve.tokenizer or m.serve.model)
-            if problem:
-                raise CotdistillError(f"models '{m.name}': {problem}")
+            check_servable(m.serve, f"models '{m.name}': serve")
     for b in cfg.benchmarks:
         load_problems(b.source)
 

@@ -121,14 +121,20 @@ def logprob_arrays(token_ids, logprobs, k: int) -> dict[str, np.ndarray]:
             "top_ids": top_ids, "top_logprobs": top_lp}
 
 
+def check_servable(cfg: VLLMTeacher, field: str = "teacher") -> None:
+    """A local model vLLM can serve: whole weights and config, and a tokenizer (vLLM's own message for a missing one is
+    cut off mid-sentence), in one line naming ``field``; before an engine start (~20 s on CPU)."""
+    check_model_location(cfg.model, f"{field}.model", model=True)
+    if cfg.tokenizer:
+        check_model_location(cfg.tokenizer, f"{field}.tokenizer")
+    problem = tokenizer_problem(cfg.tokenizer or cfg.model)
+    if problem:
+        raise CotdistillError(f"{field}.{'tokenizer' if cfg.tokenizer else 'model'}: {problem}")
+
+
 class VLLMOfflineTeacher:
     def __init__(self, cfg: VLLMTeacher, seed: int = 0, window: int = 2048):
-        check_model_location(cfg.model, "teacher.model", model=True)
-        if cfg.tokenizer:
-            check_model_location(cfg.tokenizer, "teacher.tokenizer")
-        problem = tokenizer_problem(cfg.tokenizer or cfg.model)  # vLLM's own message is cut off mid-sentence
-        if problem:
-            raise CotdistillError(f"teacher.{'tokenizer' if cfg.tokenizer else 'model'}: {problem}")
+        check_servable(cfg)
         template = chat_template_text(cfg.chat_template, "teacher.chat_template") if cfg.chat_template else None
         prepare_vllm_env()
         import vllm
