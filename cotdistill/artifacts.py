@@ -8,6 +8,7 @@ filter's output folder holds Hugging Face datasets (sft/, prompts/) that trainin
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -54,16 +55,45 @@ def replica_file(out: Path, index: int) -> Path:
     return out / "replicas" / f"shard-{index:05d}.json"
 
 
-def load_filter_split(folder: str | Path, name: str, field: str):
-    """A split (sft/, prompts/) of a `cotdistill filter` output; a missing or empty one is a one-line error."""
+IN_MEMORY_MAX_BYTES = 1 << 30  # a split up to this size is read into memory; a larger one is linked (or copied)
+
+
+def load_filter_split(folder: str | Path, name: str, field: str, workdir: str | Path | None = None):
+    """A split (sft/, prompts/) of a `cotdistill filter` output; a missing or empty one is a one-line error.
+
+    The folder is another stage's output, maybe read-only or read by other runs at once, so nothing may be written
+    into it, and a memory-mapped dataset's ``map`` (the trainers' tokenising) writes its cache-*.arrow files next to
+    the data. A split of up to IN_MEMORY_MAX_BYTES is therefore read into memory (RAM about its Arrow files' size);
+    a larger one, given a ``workdir`` (a trainer's own output folder), is hard-linked (copied across file systems)
+    into ``workdir/.dataset/NAME.rankR`` and memory-mapped from there, so its caches land in the trainer's folder."""
     import datasets
 
     path = Path(folder) / name
     if not path.exists():
         raise CotdistillError(f"{field}: {path} not found; point {field} at a `cotdistill filter` output")
-    # in memory: the trainers' tokenising maps would otherwise write cache-*.arrow files into this folder, another
-    # stage's output that may be read-only or read by other runs at the same time
-    ds = datasets.load_from_disk(str(path), keep_in_memory=True)
+    size = sum(f.stat().st_size for f in path.glob("*.arrow"))
+    if workdir is not None and size > IN_MEMORY_MAX_BYTES:
+        rank = os.environ.get("RANK", "0")  # one copy per process: ranks of a distributed run never share one
+        ds = datasets.load_from_disk(str(_linked_copy(path, Path(workdir) / ".dataset" / f"{name}.rank{rank}")))
+    else:
+        ds = datasets.load_from_disk(str(path), keep_in_memory=True)
     if len(ds) == 0:
         raise CotdistillError(f"{path}: the dataset is empty (the filter kept nothing); check its README.md funnel")
     return ds
+
+
+def _linked_copy(src: Path, dst: Path) -> Path:
+    """``src``'s data files (not its cache-*.arrow) in ``dst``: hard links where the file system allows, else copies;
+    rebuilt each time (a re-filtered split is never read stale)."""
+    import shutil
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith("cache-"):
+            try:
+                os.link(f, dst / f.name)
+            except OSError:  # another file system, or links refused (protected_hardlinks on a file not ours)
+                shutil.copy2(f, dst / f.name)
+    return dst

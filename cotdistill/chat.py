@@ -110,15 +110,63 @@ def model_folder_problem(path: Path) -> str | None:
     return None
 
 
+_HUB_REACH: dict[str, str | None] = {}  # endpoint -> why it cannot be reached (None: reachable), once a process
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_problem(name: str, timeout_s: float = 3.0) -> str | None:
+    """Why ``name``, not a path on this machine, cannot come from the hub now, or None: not in the hub cache and
+    either offline mode is set or the hub's host does not answer a TCP connect within ``timeout_s`` (the loaders
+    would retry for most of a minute and end in a connection traceback). A cached id, or a reachable hub, is
+    left to the loaders."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if Path(name).expanduser().exists():
+        return None
+    cache = Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
+    if (cache / f"models--{name.replace('/', '--')}").is_dir():
+        return None
+    here = f"'{name}' is not a folder here (from {Path.cwd()}) nor in the hub cache ({cache})"
+    if _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE")):
+        return (f"{here}, and HF_HUB_OFFLINE is set; give a local model folder, or download it first "
+                f"(hf download {name})")
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if endpoint not in _HUB_REACH:
+        url = urlsplit(endpoint)
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                     timeout=timeout_s).close()
+            _HUB_REACH[endpoint] = None
+        except OSError as e:
+            _HUB_REACH[endpoint] = f"{url.hostname}: {e.strerror or e}"
+    why = _HUB_REACH[endpoint]
+    if why:
+        return (f"{here}, and the hub cannot be reached ({why}); give a local model folder (check the path), "
+                f"or run where the hub is reachable")
+    return None
+
+
 def check_model_location(name: str, field_name: str, model: bool = False) -> None:
-    """A local-looking path that does not exist, or a local model whose weights are cut short (an interrupted
-    download or copy), fails here, in one line, before vLLM or a trainer starts. ``model``: the path must be a
-    model to load, not only a tokenizer (config.json and weights)."""
+    """A local-looking path that does not exist, a hub id that cannot be fetched now (offline, or the hub
+    unreachable, and not cached), or a local model whose weights are cut short (an interrupted download or copy)
+    fails here, in one line, before vLLM or a trainer starts. ``model``: the path must be a model to load, not
+    only a tokenizer (config.json and weights)."""
     path = Path(name).expanduser()
     if looks_like_local_path(name) and not path.exists():
         raise CotdistillError(
             f"{field_name}: model path '{name}' does not exist; give a local model directory or a hub id"
         )
+    if not path.exists():
+        problem = hub_problem(name)
+        if problem:
+            raise CotdistillError(f"{field_name}: {problem}")
     if model and path.exists():
         problem = model_folder_problem(path)
         if problem:

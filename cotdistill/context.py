@@ -1,4 +1,5 @@
-"""Prompts that cannot fit a teacher's context, found before any engine starts (generate and eval).
+"""Prompts that cannot fit a teacher's context, found before any engine starts (generate and eval), and traces
+longer than a scoring teacher's context (the logits stage, ``too_long_traces``).
 
 vLLM refuses a whole batch when one prompt is longer than ``max_model_len`` (a ~270-line traceback, nothing written
 for the prompts that fit); here each problem's rendered prompt is counted with the teacher's tokenizer and chat
@@ -20,9 +21,13 @@ CHARS_PER_TOKEN_BOUND = 64  # a prompt with more characters than this x the cont
 
 def context_length(t: VLLMTeacher) -> int | None:
     """The engine's context: ``max_model_len``, else the local model's config (a hub id without it: None)."""
-    if t.max_model_len:
-        return t.max_model_len
-    cfg = Path(t.model) / "config.json"
+    return t.max_model_len or model_context(t.model)
+
+
+def model_context(model: str) -> int | None:
+    """Positions a local model takes (its config.json), or None: a hub id, no such field, or a RoPE-scaled model
+    (vLLM and transformers stretch its context; left to them)."""
+    cfg = Path(model) / "config.json"
     if not cfg.is_file():
         return None
     c = json.loads(cfg.read_text())
@@ -68,3 +73,28 @@ def describe(over: dict[str, dict], n: int = 3) -> str:
 def refuse(over: dict[str, dict]) -> None:
     raise CotdistillError(f"source: {len(over)} problem(s) too long: {describe(over)}; shorten them, raise "
                           f"teacher.max_model_len, or set too_long: skip to generate the others")
+
+
+def too_long_traces(ds, tok, limit: int, teacher: str) -> dict[int, dict]:
+    """Row index -> {problem_id, sample_index, tokens (or chars), limit, teacher} for every trace of a filter output
+    whose prompt + completion + closing token would not fit ``limit`` positions. Only rows whose rendered text has
+    more bytes than the limit are tokenised (a byte-level or SentencePiece token covers at least one byte; 16 spare
+    for a dummy prefix and the closing token), so data well inside the context costs one template render a row."""
+    over: dict[int, dict] = {}
+    for w in range(0, len(ds), 1024):
+        rows = ds[w:w + 1024]
+        for j, (pid, si, msgs) in enumerate(zip(rows["problem_id"], rows["sample_index"], rows["messages"])):
+            chars = sum(len(m["content"]) for m in msgs)
+            key = {"problem_id": pid, "sample_index": int(si)}
+            if chars > CHARS_PER_TOKEN_BOUND * limit:
+                over[w + j] = {**key, "chars": chars, "limit": limit, "teacher": teacher}
+                continue
+            prompt = tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=False)
+            if len(prompt.encode()) + len(msgs[-1]["content"].encode()) + 16 <= limit:
+                continue
+            n = (len(tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"])
+                 + len(tok(msgs[-1]["content"], add_special_tokens=False)["input_ids"]) + 1)
+            if n > limit:
+                over[w + j] = {**key, "tokens": n, "limit": limit, "teacher": teacher}
+    return over

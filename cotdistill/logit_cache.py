@@ -14,7 +14,7 @@ from cotdistill.chat import assistant_end_token, end_of_turn_ids
 from cotdistill.errors import CotdistillError
 from cotdistill.records import TokenLogprobs, trace_key
 
-CACHE, META = "cache.parquet", "cache.json"
+CACHE, META, SKIPPED = "cache.parquet", "cache.json", "skipped.jsonl"
 LP_FLOOR = -65504.0  # float16's lowest finite value: stands for -inf (a padded top-k slot)
 
 
@@ -93,6 +93,16 @@ def iter_cache(path: Path, batch_rows: int = 256):
                    np.asarray(lps, np.float32).reshape(t, k))
 
 
+def read_skipped(folder: Path) -> set[tuple[str, int]]:
+    """(problem_id, sample_index) of the kept traces the logits stage left out as longer than the teacher's
+    context (its skipped.jsonl)."""
+    path = Path(folder) / SKIPPED
+    if not path.is_file():
+        raise CotdistillError(f"{path} not found, but {Path(folder) / META} counts skipped traces; rebuild the cache "
+                              f"(cotdistill logits)")
+    return {(r["problem_id"], int(r["sample_index"])) for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
 def read_meta(folder: Path) -> dict:
     path = Path(folder) / META
     if not path.exists():
@@ -110,43 +120,66 @@ def closing_token(tok) -> int:
 def in_pass_rows(path: Path, ds, tok, top_k: int | None = None):
     """The kept traces' records of generate's logprobs.jsonl, streamed in dataset order (an index of
     byte offsets, then one seek per trace: memory holds offsets, not logprobs), as iter_cache rows;
-    the first ``top_k`` of each record's entries (all when None)."""
-    import numpy as np
-
-
+    the first ``top_k`` of each record's entries (all when None). The index is read at the call, so a missing
+    file, a bad line or a kept trace without a record is a one-line error before anything is written."""
     path = Path(path)
     if not path.is_file():
         raise CotdistillError(f"logprobs: {path} not found; generate with sampling.logprobs=K, or use mode=score")
     keys = ds.select_columns(["problem_id", "sample_index"]).to_dict()
     wanted = {trace_key(p, s) for p, s in zip(keys["problem_id"], keys["sample_index"])}
-    offsets: dict[str, int] = {}
+    offsets: dict[str, tuple[int, int]] = {}  # key -> (byte offset, line number)
     with open(path, "rb") as f:
         pos = 0
-        for line in f:
+        for lineno, line in enumerate(f, start=1):
             if line.endswith(b"\n") and line.strip():
-                head = json.loads(line)
-                key = trace_key(head["problem_id"], head["sample_index"])
+                try:
+                    head = json.loads(line)
+                    key = trace_key(head["problem_id"], head["sample_index"])
+                except (ValueError, KeyError, TypeError) as e:
+                    what = f"no field {e}" if isinstance(e, KeyError) else "not a JSON object"
+                    raise CotdistillError(f"{path}: line {lineno}: {what}; a generate logprobs.jsonl line holds "
+                                          f"problem_id, sample_index and the token logprobs") from None
                 if key in wanted:
-                    offsets[key] = pos
+                    _record(head, path, lineno, top_k)  # every kept trace's record whole, before any write
+                    offsets[key] = (pos, lineno)
             pos += len(line)
+    missing = [trace_key(p, s) for p, s in zip(keys["problem_id"], keys["sample_index"])
+               if trace_key(p, s) not in offsets]
+    if missing:
+        raise CotdistillError(
+            f"{path}: no logprob record for kept trace {missing[0]} ({len(missing)} kept traces have none); "
+            f"it was generated without logprobs: build the cache with mode=score"
+        )
+    return _in_pass_records(path, keys, offsets, tok, top_k)
+
+
+def _record(obj, path: Path, lineno: int, top_k: int | None) -> TokenLogprobs:
+    """One logprobs.jsonl line as a record holding at least ``top_k`` entries, or a one-line error naming it."""
+    from pydantic import ValidationError
+
+    try:
+        rec = TokenLogprobs.model_validate(obj)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise CotdistillError(f"{path}: line {lineno}: {field}: {err['msg']}; the file is not a generate "
+                              f"logprobs.jsonl, or was damaged") from None
+    if top_k and rec.top_k < top_k:
+        raise CotdistillError(f"{path}: {trace_key(rec.problem_id, rec.sample_index)} holds top-{rec.top_k} "
+                              f"logprobs, top_k is {top_k}; lower top_k or generate with sampling.logprobs={top_k}")
+    return rec
+
+
+def _in_pass_records(path: Path, keys: dict, offsets: dict, tok, top_k: int | None):
+    import numpy as np
+
     closing, eot_ids = closing_token(tok), end_of_turn_ids(tok)
     with open(path, "rb") as f:
         for pid, si in zip(keys["problem_id"], keys["sample_index"]):
-            key = trace_key(pid, si)
-            if key not in offsets:
-                missing = sum(
-                    1 for p, s in zip(keys["problem_id"], keys["sample_index"]) if trace_key(p, s) not in offsets
-                )
-                raise CotdistillError(
-                    f"{path}: no logprob record for kept trace {key} ({missing} kept traces have none); "
-                    f"it was generated without logprobs: build the cache with mode=score"
-                )
-            f.seek(offsets[key])
-            rec = TokenLogprobs.model_validate_json(f.readline())
+            at, lineno = offsets[trace_key(pid, si)]
+            f.seek(at)
+            rec = _record(json.loads(f.readline()), path, lineno, top_k)
             k = top_k or rec.top_k
-            if rec.top_k < k:
-                raise CotdistillError(f"{path}: {key} holds top-{rec.top_k} logprobs, top_k is {k}; lower top_k or "
-                                      f"generate with sampling.logprobs={k}")
             a = rec.arrays()
             comp, tids, tlp = a["token_ids"], a["top_ids"][:, :k], a["top_logprobs"][:, :k]
             if not len(comp) or int(comp[-1]) not in eot_ids:  # the closing token: no teacher entry (padded)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from cotdistill.adaptive import Seen, next_samples, normalise, verifiable
 from cotdistill.artifacts import output_paths, shard_of, trace_summary
-from cotdistill.config import GenerateConfig
+from cotdistill.config import GenerateConfig, VLLMTeacher
 from cotdistill.context import describe, over_context, refuse
 from cotdistill.env import machine
 from cotdistill.errors import CotdistillError
@@ -38,6 +38,7 @@ from cotdistill.store import (
     write_atomic,
 )
 from cotdistill.teachers import Job, Teacher, derive_seed, make_teacher
+from cotdistill.teachers.vllm_offline import check_servable
 from cotdistill.verify_pool import verify_pairs
 
 
@@ -153,6 +154,9 @@ def _prepare(cfg: GenerateConfig) -> tuple[Shard, list[Problem], set[str]]:
     problems = load_problems(cfg.source)
     mine = [p for p in problems if shard_of(p.id, cfg.shard.count) == cfg.shard.index]
     rendered = {p.id: template.render(p, cfg.prompt.variables) for p in mine}
+    for i, t in enumerate([cfg.teacher, *cfg.extra_teachers]):  # a missing or unfetchable model: before any write
+        if isinstance(t, VLLMTeacher):
+            check_servable(t, "teacher" if i == 0 else f"extra_teachers.{i - 1}")
     over = over_context([cfg.teacher, *cfg.extra_teachers], rendered)  # before anything is written
     if over and cfg.too_long == "refuse":
         refuse(over)

@@ -18,7 +18,7 @@ from pathlib import Path
 from cotdistill.config import HFSource, ReasoningGymSource
 from cotdistill.errors import CotdistillError, first_line
 from cotdistill.records import Problem
-from cotdistill.store import read_records
+from cotdistill.store import iter_jsonl, read_records
 
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -66,6 +66,12 @@ def _load_hf(src: HFSource):
             ) from None
         except Exception as e:  # malformed file content
             cause = e.__cause__ or e
+            if p.suffix.lower() == ".jsonl":  # Arrow counts rows from 0: name the line an editor shows instead
+                try:
+                    for _ in iter_jsonl(p, skip_torn_tail=False):
+                        pass
+                except CotdistillError as bad:
+                    raise CotdistillError(f"{where}: {str(bad).split(': ', 1)[1]}") from None
             raise CotdistillError(
                 f"{where}: cannot parse as {builder} ({type(cause).__name__}: {first_line(cause)})"
             ) from None

@@ -245,6 +245,21 @@ def stage_inputs(tmp_path, tiny_model):
         (notok / f).write_bytes((tiny_model / f).read_bytes())
     (tmp_path / "empty").mkdir()
     (tmp_path / "afile").write_text("x")
+    problem = json.dumps({"id": "p0", "question": "1+1", "answer": "2", "source": "hand"}) + "\n"
+    for name, traces in {"gen_badjson": '{"problem_id": "p0", "sample_index": 0\n',
+                         "gen_nofield": json.dumps({"problem_id": "p0"}) + "\n",
+                         "gen_otherrun": json.dumps({"problem_id": "zz", "sample_index": 0}) + "\n"}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "problems.jsonl").write_text(problem)
+        (tmp_path / name / "traces.jsonl").write_text(traces)
+    (tmp_path / "lp_badjson.jsonl").write_text('{"problem_id": "zz", "sample_index": 0}\n[1, 2\n')
+    (tmp_path / "lp_noid.jsonl").write_text(json.dumps({"sample_index": 0}) + "\n")
+    (tmp_path / "lp_badrec.jsonl").write_text(json.dumps({"problem_id": "p0", "sample_index": 0}) + "\n")
+    (tmp_path / "cache_othertok").mkdir()
+    (tmp_path / "cache_othertok" / "cache.json").write_text(json.dumps({"tokenizer_hash": "0" * 16, "top_k": 4,
+                                                                        "traces": 1}))
+    (tmp_path / "bad_problems.jsonl").write_text(problem + "{oops\n")
+    (tmp_path / "good_problems.jsonl").write_text(problem)
     return tmp_path
 
 
@@ -263,6 +278,43 @@ STAGE_BAD_INPUTS = {
         "train", "student: {M}\ndataset_dir: {T}/empty\noutput_dir: {T}/o\nmax_steps: 1\n", "not found"),
     "train: output_dir below a file": (
         "train", "student: {M}\ndataset_dir: {T}/filt\noutput_dir: {T}/afile/o\nmax_steps: 1\n", "is a file"),
+    "filter: a traces line that is not JSON": ("filter", "generate_dir: {T}/gen_badjson\noutput_dir: {T}/o\n",
+                                               "traces.jsonl: line 1: not valid JSON"),
+    "filter: a trace without its fields": ("filter", "generate_dir: {T}/gen_nofield\noutput_dir: {T}/o\n",
+                                           "traces.jsonl: line 1"),
+    "filter: traces of another run's problems": (
+        "filter", "generate_dir: {T}/gen_otherrun\noutput_dir: {T}/o\n", "traces.jsonl: line 1"),
+    "train: logit_kd cache folder without cache.json": (
+        "train", "method: logit_kd\nstudent: {M}\ndataset_dir: {T}/filt\nlogprobs: {T}/empty\noutput_dir: {T}/o\n"
+                 "max_steps: 1\n", "cache.json not found; build the cache"),
+    "train: logit_kd cache of another tokenizer": (
+        "train", "method: logit_kd\nstudent: {M}\ndataset_dir: {T}/filt\nlogprobs: {T}/cache_othertok\n"
+                 "output_dir: {T}/o\nmax_steps: 1\n", "cached logprobs come from tokenizer 0000000000000000"),
+    "train: logit_kd logprobs file missing": (
+        "train", "method: logit_kd\nstudent: {M}\ndataset_dir: {T}/filt\nlogprobs: {T}/nope.jsonl\n"
+                 "output_dir: {T}/o\nmax_steps: 1\n", "not found; build a cache with `cotdistill logits`"),
+    "train: logit_kd logprobs line that is not JSON": (
+        "train", "method: logit_kd\nstudent: {M}\ndataset_dir: {T}/filt\nlogprobs: {T}/lp_badjson.jsonl\n"
+                 "output_dir: {T}/o\nmax_steps: 1\n", "lp_badjson.jsonl: line 2: not a JSON object"),
+    "logits: in_pass logprobs file missing": (
+        "logits", "teacher: {M}\nfilter_dir: {T}/filt\noutput_dir: {T}/o\nmode: in_pass\nlogprobs: {T}/nope.jsonl\n",
+        "not found; generate with sampling.logprobs"),
+    "logits: in_pass logprobs line without problem_id": (
+        "logits", "teacher: {M}\nfilter_dir: {T}/filt\noutput_dir: {T}/o\nmode: in_pass\n"
+                  "logprobs: {T}/lp_noid.jsonl\n",
+        "lp_noid.jsonl: line 1: no field 'problem_id'"),
+    "logits: in_pass logprobs record without its token logprobs": (
+        "logits", "teacher: {M}\nfilter_dir: {T}/filt\noutput_dir: {T}/o\nmode: in_pass\n"
+                  "logprobs: {T}/lp_badrec.jsonl\n", "lp_badrec.jsonl: line 1: "),
+    "logits: filter_dir without sft/": ("logits", "teacher: {M}\nfilter_dir: {T}/empty\noutput_dir: {T}/o\n",
+                                        "not found; point filter_dir at a `cotdistill filter` output"),
+    "generate: a problems line that is not JSON, before any engine": (
+        "generate", "source: {{kind: hf, path: {T}/bad_problems.jsonl}}\nteacher: {{backend: vllm, model: {M}}}\n"
+                    "output_dir: {T}/o\n", "line 2"),
+    "generate: teacher a relative path under no folder here, not a hub lookup": (
+        "generate", "source: {{kind: hf, path: {T}/good_problems.jsonl}}\n"
+                    "teacher: {{backend: vllm, model: nofolder/teacher}}\noutput_dir: {T}/o\n",
+                    "'nofolder/teacher' is not a folder here"),
     "logits: teacher not a model": ("logits", "teacher: {T}/afile\nfilter_dir: {T}/filt\noutput_dir: {T}/o\n",
                                     "is a file, not a model"),
     "eval: model folder without config.json": (

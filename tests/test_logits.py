@@ -163,3 +163,45 @@ def test_building_examples_does_not_grow_with_the_cache(tiny_student, tmp_path):
         built = datasets.Dataset.from_file(str(tmp_path / f"ex{n}.arrow"))
         assert len(built) == n and built[n - 1]["problem_id"] == f"p{n - 1:06d}"
     assert peaks[3000] < 1.6 * peaks[300], peaks  # measured 2026-11-25: 1.02x; holding the top-k lists: 2.1x
+
+
+def test_traces_longer_than_the_teachers_context_are_skipped_or_refused_before_it_loads(tiny_student, tmp_path):
+    """A filter output with two traces longer than the scoring teacher's positions: by default they are skipped
+    (skipped.jsonl, counted in cache.json) and the rest scored; training joins the cache without them. With
+    too_long: refuse the run stops before anything is written, naming them."""
+    import shutil
+
+    from cotdistill.chat import load_tokenizer
+    from cotdistill.train.logit_kd import build_examples
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_student, teacher)
+    cfg = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 64}))
+    tok = load_tokenizer(str(teacher), "teacher")
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": " ".join(["7"] * (80 if i in (1, 4) else 3))}],
+             "problem_id": f"p{i}", "sample_index": 0} for i in range(6)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "flt" / "sft"))
+    base = dict(teacher=str(teacher), filter_dir=str(tmp_path / "flt"), top_k=4, progress=False)
+    with pytest.raises(CotdistillError, match=r"^filter_dir: 2 trace\(s\) longer than teacher .* \(64 positions\): "
+                                              r"p1#0 \(\d+ tokens\), p4#0 \(\d+ tokens\); set too_long: skip"):
+        logits.run(LogitsConfig(**base, output_dir=str(tmp_path / "refused"), too_long="refuse"))
+    assert not (tmp_path / "refused").exists()
+    meta = logits.run(LogitsConfig(**base, output_dir=str(tmp_path / "c")))
+    assert (meta["traces"], meta["skipped"]) == (4, 2)
+    skipped = [json.loads(x) for x in (tmp_path / "c" / logit_cache.SKIPPED).read_text().splitlines()]
+    assert [(s["problem_id"], s["limit"], s["reason"]) for s in skipped] == [("p1", 64, "too_long"),
+                                                                            ("p4", 64, "too_long")]
+    assert all(s["tokens"] > 64 for s in skipped)
+    assert [r[0] for r in logit_cache.iter_cache(tmp_path / "c" / logit_cache.CACHE)] == ["p0", "p2", "p3", "p5"]
+    tcfg = TrainConfig(method="logit_kd", student=str(tiny_student), dataset_dir=str(tmp_path / "flt"),
+                       logprobs=str(tmp_path / "c"), output_dir=str(tmp_path / "o"), max_length=512)
+    ds = datasets.load_from_disk(str(tmp_path / "flt" / "sft"))
+    assert build_examples(tcfg, tok, ds, tmp_path / "ex.arrow") == (4, 0, 4)
+    built = datasets.Dataset.from_file(str(tmp_path / "ex.arrow"))
+    assert built["problem_id"] == ["p0", "p2", "p3", "p5"]
+    # a cache rebuilt with a longer context leaves no stale skipped.jsonl behind
+    (teacher / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 4096}))
+    assert logits.run(LogitsConfig(**base, output_dir=str(tmp_path / "c")))["skipped"] == 0
+    assert not (tmp_path / "c" / logit_cache.SKIPPED).exists()

@@ -10,8 +10,47 @@ from cotdistill.teachers.base import derive_seed
 
 @pytest.mark.parametrize("name", ["Qwen/Qwen2.5-0.5B-Instruct", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "gpt2",
                                   "HuggingFaceTB/SmolLM2-135M-Instruct"])
-def test_hub_ids_are_not_taken_for_paths(name):
+def test_hub_ids_are_not_taken_for_paths(name, hub_answers):
     check_model_location(name, "teacher.model")  # no error: the loader will resolve it
+
+
+@pytest.fixture
+def hub_answers(monkeypatch):
+    """Online, and the hub's host taken as reachable (this machine has no route to it)."""
+    from huggingface_hub import constants
+
+    from cotdistill import chat
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setitem(chat._HUB_REACH, constants.ENDPOINT, None)
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_one_line_at_once(monkeypatch, tmp_path):
+    """Not cached, and offline or the hub unreachable: one line naming the id, the cache and the cause, in well
+    under the loaders' minute of retries; a cached id passes either way."""
+    import time
+
+    from cotdistill import chat
+
+    monkeypatch.setattr(chat, "_HUB_REACH", {})
+    monkeypatch.chdir(tmp_path)  # no runs/ here: 'runs/x' has the shape of a hub id
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CotdistillError, match=r"^teacher.model: 'runs/x' is not a folder here .* nor in the hub "
+                                              r"cache .*HF_HUB_OFFLINE is set; give a local model folder"):
+        check_model_location("runs/x", "teacher.model")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens, refused at once
+    t0 = time.perf_counter()
+    with pytest.raises(CotdistillError, match=r"^student: 'runs/x' is not a folder here .*the hub cannot be reached "
+                                              r"\(127.0.0.1: .*\); give a local model folder"):
+        check_model_location("runs/x", "student", model=True)
+    assert time.perf_counter() - t0 < 10
+    assert "\n" not in str(chat._HUB_REACH["http://127.0.0.1:9"])
+    (tmp_path / "cache" / "models--runs--x").mkdir(parents=True)
+    check_model_location("runs/x", "teacher.model")  # cached: the loaders resolve it offline
 
 
 @pytest.mark.parametrize("name", ["/no/such/model", "./missing", "../missing", "runs/a/missing", "~/nope"])
@@ -202,7 +241,7 @@ def test_a_folder_that_is_not_a_model_is_named_before_any_engine_starts(tiny_mod
     check_model_location(str(tiny_model), "teacher.model", model=True)  # a whole model passes
 
 
-def test_dir_slash_name_under_an_existing_folder_is_a_path(tmp_path, monkeypatch):
+def test_dir_slash_name_under_an_existing_folder_is_a_path(tmp_path, monkeypatch, hub_answers):
     """'runs/tiny-teacher' from a folder that has runs/ is a local path that does not exist, at once; 'org/name'
     with no folder 'org' here is still a hub id."""
     monkeypatch.chdir(tmp_path)

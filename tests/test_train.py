@@ -3,6 +3,7 @@ every preflight refusal, resume, and the cached-logit KD loss."""
 
 import json
 import shutil
+from pathlib import Path
 
 import datasets
 import pytest
@@ -215,13 +216,24 @@ def test_assistant_end_token_comes_from_the_chat_template(tiny_model):
     assert assistant_end_token(tok) is None  # plain text after the turn: no special token to learn
 
 
-@pytest.mark.parametrize("method", ["sft", "gkd"])
-def test_training_leaves_its_input_dataset_folder_as_it_was(tiny_student, tiny_model, tmp_path, method):
+@pytest.mark.parametrize("method,large", [("sft", False), ("gkd", False), ("sft", True)])
+def test_training_leaves_its_input_dataset_folder_as_it_was(tiny_student, tiny_model, tmp_path, method, large,
+                                                            monkeypatch):
     """The filter's output is another stage's folder (maybe read-only, maybe read by other runs): training writes
-    no tokenisation cache (cache-*.arrow) or anything else into it; every file keeps its bytes."""
+    no tokenisation cache (cache-*.arrow) or anything else into it; every file keeps its bytes. A split too large
+    to read into memory is linked into the trainer's own folder, where its caches go."""
+    from cotdistill import artifacts
+
+    if large:
+        monkeypatch.setattr(artifacts, "IN_MEMORY_MAX_BYTES", 0)
     kw = {"teacher": str(tiny_model), "gkd": {"max_new_tokens": 4}} if method == "gkd" else {}
     c = cfg(tiny_student, tmp_path, method=method, max_steps=2, **kw)
     before = {p: p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()}
     train.run(c)
     after = {p: p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()}
     assert sorted(map(str, after)) == sorted(map(str, before)) and after == before
+    linked = Path(c.output_dir) / ".dataset" / "sft.rank0"
+    assert linked.is_dir() == large
+    if large:  # the same data, memory-mapped from the trainer's folder
+        source = {f.name for f in (tmp_path / "data/sft").glob("*.arrow")}
+        assert {f.name for f in linked.glob("data-*.arrow")} == source

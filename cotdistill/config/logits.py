@@ -31,6 +31,9 @@ class LogitsConfig(StrictModel):
     chunk_tokens: int | None = Field(default=None, ge=0, description="score: positions whose logits are made at "
                                      "once (bounded memory at large vocabularies); None: 512, 0: whole sequences")
     rows_per_group: int = Field(default=512, ge=1, description="parquet row group size (traces)")
+    too_long: Literal["skip", "refuse"] | None = Field(
+        default=None, description="score: a kept trace longer than the teacher's context (checked before it loads): "
+                                  "skip it, listed in skipped.jsonl (None: skip), or refuse the run")
     progress: bool = True
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from cotdistill.errors import CotdistillError
 
 
 def load_split(cfg: TrainConfig, name: str):
-    return load_filter_split(cfg.dataset_dir, name, "dataset_dir")
+    return load_filter_split(cfg.dataset_dir, name, "dataset_dir", workdir=cfg.output_dir)
 
 
 def example_name(ds, i: int) -> str:

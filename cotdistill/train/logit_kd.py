@@ -13,6 +13,7 @@ trace's text, or the run is refused naming the example.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from transformers import Trainer
@@ -56,10 +57,11 @@ def collate(pad_id: int, k: int):
 
 
 def teacher_rows(cfg: TrainConfig, tok, ds):
-    """(problem_id, sample_index, token_ids, top_ids [T, k], top_lp [T, k]) for every kept trace, in the
-    dataset's order, streamed: from a `cotdistill logits` cache directory, or generate's logprobs.jsonl."""
+    """(row index in ``ds``, problem_id, sample_index, token_ids, top_ids [T, k], top_lp [T, k]) for every kept
+    trace, in the dataset's order, streamed: from a `cotdistill logits` cache directory (without the traces it
+    skipped as longer than the teacher's context, listed in its skipped.jsonl), or generate's logprobs.jsonl.
+    The cache's own checks (present, tokenizer, counts) run at the call, before anything is written."""
     from pathlib import Path
-
 
     path = Path(cfg.logprobs)
     student_hash = tokenizer_hash(tok)
@@ -70,30 +72,45 @@ def teacher_rows(cfg: TrainConfig, tok, ds):
                 f"preflight: {path}: the cached logprobs come from tokenizer {meta['tokenizer_hash']}, "
                 f"the student's is {student_hash}; cached-logit KD needs the teacher's tokenizer"
             )
-        if meta["traces"] != len(ds):
+        skipped = logit_cache.read_skipped(path) if meta.get("skipped") else set()
+        if meta["traces"] + len(skipped) != len(ds):
             raise CotdistillError(
-                f"preflight: {path} holds {meta['traces']} traces, {cfg.dataset_dir} keeps {len(ds)}; "
-                f"the cache was built from another filter output: rebuild it (cotdistill logits)"
+                f"preflight: {path} holds {meta['traces']} traces (+{len(skipped)} skipped), {cfg.dataset_dir} keeps "
+                f"{len(ds)}; the cache was built from another filter output: rebuild it (cotdistill logits)"
             )
-        keys = ds.select_columns(["problem_id", "sample_index"]).to_dict()
-        for i, (row, pid, si) in enumerate(zip(logit_cache.iter_cache(path / logit_cache.CACHE), keys["problem_id"],
-                                               keys["sample_index"])):
-            if (row[0], row[1]) != (pid, si):
-                raise CotdistillError(
-                    f"preflight: {path}: row {i} is {row[0]}#{row[1]}, {cfg.dataset_dir} has {pid}#{si} "
-                    f"there; the cache was built from another filter output: rebuild it"
-                )
-            yield row
-        return
+        if not (path / logit_cache.CACHE).is_file():
+            raise CotdistillError(f"preflight: {path / logit_cache.CACHE} not found beside its cache.json; rebuild "
+                                  f"the cache (cotdistill logits)")
+        if skipped:
+            print(f"train: {len(skipped)} kept trace(s) longer than the teacher's context have no teacher logprobs "
+                  f"({path / logit_cache.SKIPPED}); left out", file=sys.stderr)
+        return _cache_rows(cfg, path, ds, skipped)
     if not path.is_file():
         raise CotdistillError(f"logprobs: {path} not found; build a cache with `cotdistill logits`, or generate with "
                               f"sampling.logprobs=K")
-    for pid, si, comp, tids, tlp, thash in logit_cache.in_pass_rows(path, ds, tok):
+    return _in_pass_rows(logit_cache.in_pass_rows(path, ds, tok), ds, student_hash)
+
+
+def _cache_rows(cfg: TrainConfig, path, ds, skipped: set):
+    keys = ds.select_columns(["problem_id", "sample_index"]).to_dict()
+    at = ((i, pid, si) for i, (pid, si) in enumerate(zip(keys["problem_id"], keys["sample_index"]))
+          if (pid, si) not in skipped)
+    for n, (row, (i, pid, si)) in enumerate(zip(logit_cache.iter_cache(path / logit_cache.CACHE), at)):
+        if (row[0], row[1]) != (pid, si):
+            raise CotdistillError(
+                f"preflight: {path}: row {n} is {row[0]}#{row[1]}, {cfg.dataset_dir} has {pid}#{si} "
+                f"there; the cache was built from another filter output: rebuild it"
+            )
+        yield (i, *row)
+
+
+def _in_pass_rows(records, ds, student_hash: str):
+    for i, (pid, si, comp, tids, tlp, thash) in enumerate(records):
         if thash != student_hash:
             name = example_name(ds, 0)
             raise CotdistillError(f"preflight: {name}: the cached logprobs come from tokenizer {thash}, the student's "
                                   f"is {student_hash}; cached-logit KD needs the teacher's tokenizer")
-        yield pid, si, comp, tids, tlp
+        yield i, pid, si, comp, tids, tlp
 
 
 def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
@@ -111,10 +128,11 @@ def build_examples(cfg: TrainConfig, tok, ds, path) -> tuple[int, int, int]:
         "problem_id": datasets.Value("string"), "sample_index": datasets.Value("int32")})
     n, k, guard = 0, None, LengthGuard(ds, cfg.max_length, cfg.max_truncated_share)
     eot = end_of_turn_ids(tok)  # once, not per example
+    rows = teacher_rows(cfg, tok, ds)  # the cache's checks, before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = ArrowWriter(features=features, path=str(path), writer_batch_size=256)
     try:
-        for i, (pid, si, comp, tids, tlp) in enumerate(teacher_rows(cfg, tok, ds)):
+        for i, pid, si, comp, tids, tlp in rows:
             row = ds[i]
             k = k or tids.shape[1]
             text = row["messages"][-1]["content"]
