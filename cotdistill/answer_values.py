@@ -95,6 +95,9 @@ def clean_answer(raw: str) -> str | None:
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$|^[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?$")
 
 
+MAX_NUMBER_CHARS, MAX_EXPONENT = 400, 400  # past these a "number" is text (Python prints ints of 4,300 digits at most)
+
+
 def as_number(s: str) -> Fraction | None:
     """Exact value of a plain number, fraction or decimal; commas and single spaces only as thousands
     separators ("1,234", "2 500"), so "1,2" is not 12 and "12, 500" (two answers?) is no number."""
@@ -107,11 +110,16 @@ def as_number(s: str) -> Fraction | None:
     m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", t)
     if m:
         t = f"{m.group(1)}/{m.group(2)}"
+    if len(t) > MAX_NUMBER_CHARS:
+        return None
     try:
         if re.fullmatch(r"[-+]?\d+/\d+", t):
             a, b = t.split("/")
             return Fraction(int(a), int(b)) if int(b) else None
-        if re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", t):
+        m = re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE]([-+]?\d+))?", t)
+        if m:  # a huge exponent or digit string is no answer a key can hold (and would cost memory to expand)
+            if m.group(1) and abs(int(m.group(1))) > MAX_EXPONENT:
+                return None
             return Fraction(t)
     except (ValueError, ZeroDivisionError):
         return None

@@ -9,11 +9,12 @@ records share the key ``(problem_id, sample_index)`` so any stage can join, resu
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -22,8 +23,28 @@ def trace_key(problem_id: str, sample_index: int) -> str:
     return f"{problem_id}#{sample_index}"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_surrogates(value):
+    """Lone UTF-16 surrogates (a JSON "\\ud800" escape in a user's file or a teacher's output) replaced by U+FFFD,
+    in every string of a record: UTF-8 cannot encode them, so a later write (JSONL, Arrow) would fail mid-stage."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {k: _no_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_surrogates(v) for v in value]
+    return value
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_text(cls, data):
+        return _no_surrogates(data) if isinstance(data, dict) else data
 
 
 class Problem(_Record):

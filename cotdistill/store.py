@@ -52,8 +52,12 @@ def write_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # an unencodable string, a full disk, Ctrl-C: no temp file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def repair_tail(path: Path) -> int:

@@ -366,3 +366,38 @@ def test_the_filter_folder_loads_with_datasets_load_dataset(run_dir, tmp_path):
     assert "prompt" in datasets.load_dataset(out, "prompts", split="train").column_names
     assert len(datasets.load_dataset(out, "verdicts", split="train")) == 13
     assert len(datasets.load_from_disk(f"{out}/sft")) == len(sft)
+
+
+def test_hostile_answers_do_not_stop_the_filter(tmp_path):
+    """A ~30-character huge exponent (Python cannot print a 5,000-digit int: the vote's answer key crashed) and a
+    lone UTF-16 surrogate (UTF-8 cannot encode it: writing the outputs crashed, leaving a temp file): each trace is
+    judged like any other, and the stage writes every output."""
+    from cotdistill.verify import answer_key, verify_completion
+
+    probs = [Problem(id="p1", question="q one", answer=None, source="t"),
+             Problem(id="p2", question="q two \ud800", answer="1", source="t")]
+    traces = [trace("p1", 0, "<think>a</think>\\boxed{1e5000}"), trace("p1", 1, "<think>b</think>\\boxed{1e5000}"),
+              trace("p1", 2, "<think>c</think>\\boxed{7}"), trace("p2", 0, "<think>\ud800</think>\\boxed{1}"),
+              trace("p2", 1, "<think>x</think>\\boxed{10^{5000}}")]
+    d = write_run(tmp_path / "gen", probs, traces)
+    lines = (d / "traces.jsonl").read_text().splitlines()
+    raw = json.loads(lines[3])
+    raw["completion"] = "<think>\ud800 raw</think>\\boxed{1}"  # as a JSON escape, the way another tool writes it
+    (d / "traces.jsonl").write_text("\n".join([*lines[:3], json.dumps(raw), lines[4]]) + "\n")
+    assert answer_key("1e5000") == "txt:1e5000" and answer_key("1e400") != answer_key("1e401")
+    assert verify_completion("\\boxed{1e5000}", "1").correct is False
+    import datasets
+
+    out = stage.run(cfg(d, tmp_path, format_check=False))
+    assert out["kept"] >= 2 and not list((tmp_path / "out").rglob("*.tmp"))
+    p2 = [r["messages"][-1]["content"] for r in datasets.load_from_disk(str(tmp_path / "out" / "sft"))
+          if r["problem_id"] == "p2"]
+    assert p2 == ["<think>\ufffd raw</think>\\boxed{1}"]  # kept, the surrogate replaced; 10^{5000} is not 1
+
+
+def test_write_atomic_leaves_no_temp_file_when_the_text_cannot_be_written(tmp_path):
+    from cotdistill.store import write_atomic
+
+    with pytest.raises(UnicodeEncodeError):
+        write_atomic(tmp_path / "x.json", "lone \ud800")
+    assert list(tmp_path.iterdir()) == []
