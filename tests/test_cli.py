@@ -260,6 +260,8 @@ def stage_inputs(tmp_path, tiny_model):
                                                                         "traces": 1}))
     (tmp_path / "bad_problems.jsonl").write_text(problem + "{oops\n")
     (tmp_path / "good_problems.jsonl").write_text(problem)
+    (tmp_path / "long_problems.jsonl").write_text(problem + json.dumps(
+        {"id": "p1", "question": "1+1 " * 200, "answer": "2", "source": "hand"}) + "\n")
     return tmp_path
 
 
@@ -315,6 +317,10 @@ STAGE_BAD_INPUTS = {
         "generate", "source: {{kind: hf, path: {T}/good_problems.jsonl}}\n"
                     "teacher: {{backend: vllm, model: nofolder/teacher}}\noutput_dir: {T}/o\n",
                     "'nofolder/teacher' is not a folder here"),
+    "generate: a problem longer than the teacher's context, too_long: refuse, before any engine": (
+        "generate", "source: {{kind: hf, path: {T}/long_problems.jsonl}}\n"
+                    "teacher: {{backend: vllm, model: {M}, max_model_len: 64}}\ntoo_long: refuse\noutput_dir: {T}/o\n",
+        "1 problem(s) too long: 'p1'"),
     "logits: teacher not a model": ("logits", "teacher: {T}/afile\nfilter_dir: {T}/filt\noutput_dir: {T}/o\n",
                                     "is a file, not a model"),
     "eval: model folder without config.json": (
