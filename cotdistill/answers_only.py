@@ -16,7 +16,7 @@ from cotdistill.config import PromptConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.prompts import load_template
 from cotdistill.sources import load_problem_file
-from cotdistill.store import write_atomic
+from cotdistill.store import save_dataset_atomic, write_atomic
 from cotdistill.verify import final_gold
 
 ANSWER_FORMATS = {"boxed": "\\boxed{{{}}}", "hashes": "#### {}", "final_answer": "Final answer: {}",
@@ -42,5 +42,5 @@ def run(prompt: PromptConfig, generate_dir: Path, output_dir: Path) -> dict:
                               f"baseline needs them (drop the answers_only student)")
     output_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(output_dir / "sft.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    datasets.Dataset.from_list(rows).save_to_disk(str(output_dir / "sft"))
+    save_dataset_atomic(datasets.Dataset.from_list(rows), output_dir / "sft")
     return {"examples": len(rows), "format": fmt}

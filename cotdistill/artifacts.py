@@ -65,14 +65,18 @@ def load_filter_split(folder: str | Path, name: str, field: str, workdir: str | 
     into it, and a memory-mapped dataset's ``map`` (the trainers' tokenising) writes its cache-*.arrow files next to
     the data. A split of up to IN_MEMORY_MAX_BYTES is therefore read into memory (RAM about its Arrow files' size);
     a larger one, given a ``workdir`` (a trainer's own output folder), is hard-linked (copied across file systems)
-    into ``workdir/.dataset/NAME.rankR`` and memory-mapped from there, so its caches land in the trainer's folder."""
+    into ``workdir/.dataset/NAME.rankR`` and memory-mapped from there, so its caches land in the trainer's folder
+    (the filter swaps in a new folder rather than rewriting files, so a link never changes under a trainer); without
+    a ``workdir`` (a reader that never maps) it is memory-mapped in place."""
     import datasets
 
     path = Path(folder) / name
     if not path.exists():
         raise CotdistillError(f"{field}: {path} not found; point {field} at a `cotdistill filter` output")
     size = sum(f.stat().st_size for f in path.glob("*.arrow"))
-    if workdir is not None and size > IN_MEMORY_MAX_BYTES:
+    if size > IN_MEMORY_MAX_BYTES and workdir is None:  # a reader that never maps (logits): memory-mapped in place
+        ds = datasets.load_from_disk(str(path))
+    elif size > IN_MEMORY_MAX_BYTES:
         rank = os.environ.get("RANK", "0")  # one copy per process: ranks of a distributed run never share one
         ds = datasets.load_from_disk(str(_linked_copy(path, Path(workdir) / ".dataset" / f"{name}.rank{rank}")))
     else:

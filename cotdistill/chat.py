@@ -123,8 +123,6 @@ def hub_problem(name: str, timeout_s: float = 3.0) -> str | None:
     would retry for most of a minute and end in a connection traceback). A cached id, or a reachable hub, is
     left to the loaders."""
     import os
-    import socket
-    from urllib.parse import urlsplit
 
     from huggingface_hub import constants
 
@@ -137,20 +135,41 @@ def hub_problem(name: str, timeout_s: float = 3.0) -> str | None:
     if _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE")):
         return (f"{here}, and HF_HUB_OFFLINE is set; give a local model folder, or download it first "
                 f"(hf download {name})")
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")) or _truthy(
+            os.environ.get("VLLM_USE_MODELSCOPE")):
+        return None  # the loaders reach their hub another way than a direct connect: left to them
     endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-    if endpoint not in _HUB_REACH:
-        url = urlsplit(endpoint)
-        try:
-            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                     timeout=timeout_s).close()
-            _HUB_REACH[endpoint] = None
-        except OSError as e:
-            _HUB_REACH[endpoint] = f"{url.hostname}: {e.strerror or e}"
-    why = _HUB_REACH[endpoint]
-    if why:
+    why = _HUB_REACH[endpoint] if endpoint in _HUB_REACH else _probe(endpoint, timeout_s)
+    if why is None:
+        _HUB_REACH[endpoint] = None  # only a success is remembered: a blip does not refuse a run's later stages
+    else:
         return (f"{here}, and the hub cannot be reached ({why}); give a local model folder (check the path), "
                 f"or run where the hub is reachable")
     return None
+
+
+def _probe(endpoint: str, timeout_s: float) -> str | None:
+    """None when ``endpoint``'s host takes a TCP connection within ``timeout_s`` (name lookup included: it runs in a
+    thread that is given up on), else why not."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    result: list[str | None] = []
+
+    def connect():
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                     timeout=timeout_s).close()
+            result.append(None)
+        except OSError as e:
+            result.append(f"{url.hostname}: {e.strerror or e}")
+
+    t = threading.Thread(target=connect, daemon=True)
+    t.start()
+    t.join(timeout_s + 0.5)
+    return result[0] if result else f"{url.hostname}: no answer in {timeout_s:g} s"
 
 
 def check_model_location(name: str, field_name: str, model: bool = False) -> None:

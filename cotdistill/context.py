@@ -35,7 +35,8 @@ def model_context(model: str) -> int | None:
     scaling = c.get("rope_scaling") or c.get("rope_parameters") or {}
     if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type", "default")) != "default":
         return None  # vLLM stretches the context by the scaling factor: leave the check to it
-    return c.get("max_position_embeddings") or c.get("max_sequence_length")
+    return (c.get("max_position_embeddings") or c.get("max_sequence_length") or c.get("n_positions")
+            or c.get("n_ctx"))
 
 
 def over_context(teachers: list, rendered: dict[str, list]) -> dict[str, dict]:

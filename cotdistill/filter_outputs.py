@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cotdistill.config import FilterConfig
 from cotdistill.records import Verdict
-from cotdistill.store import write_atomic
+from cotdistill.store import save_dataset_atomic, write_atomic
 
 FUNNEL = ["truncated", "length", "format", "contaminated", "cannot_tell", "incorrect",
           "duplicate_exact", "near_duplicate", "over_per_problem_cap"]
@@ -80,7 +80,7 @@ def _save(out: Path, rows: list[dict], prompts: list[dict], verdict_lines: list[
         # an empty selection still gets a loadable dataset (no rows, the usual columns)
         ds = datasets.Dataset.from_list(data) if data else datasets.Dataset.from_dict(
             {c: [] for c in EMPTY_COLUMNS[name]})
-        ds.save_to_disk(str(out / name), num_shards=1 if not data else None)  # datasets fails on 0 rows otherwise
+        save_dataset_atomic(ds, out / name, num_shards=1 if not data else None)  # datasets fails on 0 rows else
     write_atomic(out / "verdicts.jsonl", "".join(x + "\n" for x in verdict_lines))
 
 

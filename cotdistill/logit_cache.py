@@ -100,7 +100,16 @@ def read_skipped(folder: Path) -> set[tuple[str, int]]:
     if not path.is_file():
         raise CotdistillError(f"{path} not found, but {Path(folder) / META} counts skipped traces; rebuild the cache "
                               f"(cotdistill logits)")
-    return {(r["problem_id"], int(r["sample_index"])) for r in map(json.loads, path.read_text().splitlines()) if r}
+    out = set()
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            r = json.loads(line) if line.strip() else None
+            if r is not None:
+                out.add((r["problem_id"], int(r["sample_index"])))
+        except (ValueError, KeyError, TypeError):
+            raise CotdistillError(f"{path}: line {lineno}: not a skipped-trace record; rebuild the cache "
+                                  f"(cotdistill logits)") from None
+    return out
 
 
 def read_meta(folder: Path) -> dict:
@@ -176,9 +185,9 @@ def _in_pass_records(path: Path, keys: dict, offsets: dict, tok, top_k: int | No
     closing, eot_ids = closing_token(tok), end_of_turn_ids(tok)
     with open(path, "rb") as f:
         for pid, si in zip(keys["problem_id"], keys["sample_index"]):
-            at, lineno = offsets[trace_key(pid, si)]
+            at, _ = offsets[trace_key(pid, si)]
             f.seek(at)
-            rec = _record(json.loads(f.readline()), path, lineno, top_k)
+            rec = TokenLogprobs.model_construct(**json.loads(f.readline()))  # validated by the index pass
             k = top_k or rec.top_k
             a = rec.arrays()
             comp, tids, tlp = a["token_ids"], a["top_ids"][:, :k], a["top_logprobs"][:, :k]

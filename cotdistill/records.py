@@ -30,7 +30,10 @@ def _no_surrogates(value):
     """Lone UTF-16 surrogates (a JSON "\\ud800" escape in a user's file or a teacher's output) replaced by U+FFFD,
     in every string of a record: UTF-8 cannot encode them, so a later write (JSONL, Arrow) would fail mid-stage."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+        if value.isascii() or not _SURROGATE.search(value):
+            return value
+        # a pair held as two code points is rejoined into its character; a lone one becomes U+FFFD
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     if isinstance(value, dict):
         return {k: _no_surrogates(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

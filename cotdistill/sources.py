@@ -71,7 +71,7 @@ def _load_hf(src: HFSource):
                     for _ in iter_jsonl(p, skip_torn_tail=False):
                         pass
                 except CotdistillError as bad:
-                    raise CotdistillError(f"{where}: {str(bad).split(': ', 1)[1]}") from None
+                    raise CotdistillError(f"{where}: {str(bad).removeprefix(f'{p}: ')}") from None
             raise CotdistillError(
                 f"{where}: cannot parse as {builder} ({type(cause).__name__}: {first_line(cause)})"
             ) from None

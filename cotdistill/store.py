@@ -60,6 +60,24 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def save_dataset_atomic(ds, path: Path, **kwargs) -> None:
+    """``ds.save_to_disk`` into a fresh folder, then swapped in for ``path``: datasets rewrites a folder's Arrow files
+    in place (same inodes), which would change the data under a reader that has them memory-mapped or hard-linked
+    (a trainer's copy); swapped, an old file lives on under its readers until they close it."""
+    import shutil
+
+    path = Path(path)
+    tmp, old = path.with_name(f".{path.name}.{os.getpid()}.new"), path.with_name(f".{path.name}.{os.getpid()}.old")
+    try:
+        ds.save_to_disk(str(tmp), **kwargs)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def repair_tail(path: Path) -> int:
     """Drop an unterminated last line (a torn write). Returns the number of bytes removed."""
     if not path.exists():

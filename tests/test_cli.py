@@ -318,8 +318,9 @@ STAGE_BAD_INPUTS = {
                     "teacher: {{backend: vllm, model: nofolder/teacher}}\noutput_dir: {T}/o\n",
                     "'nofolder/teacher' is not a folder here"),
     "generate: a problem longer than the teacher's context, too_long: refuse, before any engine": (
-        "generate", "source: {{kind: hf, path: {T}/long_problems.jsonl}}\n"
-                    "teacher: {{backend: vllm, model: {M}, max_model_len: 64}}\ntoo_long: refuse\noutput_dir: {T}/o\n",
+        "generate", "source: {{kind: hf, path: {T}/long_problems.jsonl, fields: {{id: id}}}}\n"
+                    "teacher: {{backend: vllm, model: {M}, max_model_len: 400}}\ntoo_long: refuse\n"
+                    "output_dir: {T}/o\n",
         "1 problem(s) too long: 'p1'"),
     "logits: teacher not a model": ("logits", "teacher: {T}/afile\nfilter_dir: {T}/filt\noutput_dir: {T}/o\n",
                                     "is a file, not a model"),

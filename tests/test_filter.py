@@ -401,3 +401,22 @@ def test_write_atomic_leaves_no_temp_file_when_the_text_cannot_be_written(tmp_pa
     with pytest.raises(UnicodeEncodeError):
         write_atomic(tmp_path / "x.json", "lone \ud800")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_saved_dataset_is_swapped_in_never_rewritten_under_its_readers(tmp_path):
+    """datasets rewrites a folder's Arrow files in place (same inodes); a trainer's hard-linked copy of a big split
+    would change under it. save_dataset_atomic writes a new folder and swaps it in: the link keeps its bytes."""
+    import os
+
+    import datasets
+
+    from cotdistill.store import save_dataset_atomic
+
+    save_dataset_atomic(datasets.Dataset.from_dict({"x": ["old"] * 10}), tmp_path / "sft")
+    (arrow,) = (tmp_path / "sft").glob("*.arrow")
+    os.link(arrow, tmp_path / "linked.arrow")
+    before = (tmp_path / "linked.arrow").read_bytes()
+    save_dataset_atomic(datasets.Dataset.from_dict({"x": ["new"] * 10}), tmp_path / "sft")
+    assert (tmp_path / "linked.arrow").read_bytes() == before
+    assert datasets.load_from_disk(str(tmp_path / "sft"))["x"] == ["new"] * 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linked.arrow", "sft"]  # no temp or old folder left

@@ -73,7 +73,8 @@ def teacher_rows(cfg: TrainConfig, tok, ds):
                 f"the student's is {student_hash}; cached-logit KD needs the teacher's tokenizer"
             )
         skipped = logit_cache.read_skipped(path) if meta.get("skipped") else set()
-        if meta["traces"] + len(skipped) != len(ds):
+        keys = set(zip(ds["problem_id"], ds["sample_index"])) if skipped else set()
+        if not skipped <= keys or meta["traces"] + len(skipped) != len(ds):
             raise CotdistillError(
                 f"preflight: {path} holds {meta['traces']} traces (+{len(skipped)} skipped), {cfg.dataset_dir} keeps "
                 f"{len(ds)}; the cache was built from another filter output: rebuild it (cotdistill logits)"
@@ -95,7 +96,7 @@ def _cache_rows(cfg: TrainConfig, path, ds, skipped: set):
     keys = ds.select_columns(["problem_id", "sample_index"]).to_dict()
     at = ((i, pid, si) for i, (pid, si) in enumerate(zip(keys["problem_id"], keys["sample_index"]))
           if (pid, si) not in skipped)
-    for n, (row, (i, pid, si)) in enumerate(zip(logit_cache.iter_cache(path / logit_cache.CACHE), at)):
+    for n, (row, (i, pid, si)) in enumerate(zip(logit_cache.iter_cache(path / logit_cache.CACHE), at, strict=True)):
         if (row[0], row[1]) != (pid, si):
             raise CotdistillError(
                 f"preflight: {path}: row {n} is {row[0]}#{row[1]}, {cfg.dataset_dir} has {pid}#{si} "
