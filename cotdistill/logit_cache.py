@@ -13,6 +13,7 @@ from pathlib import Path
 from cotdistill.chat import assistant_end_token, end_of_turn_ids
 from cotdistill.errors import CotdistillError
 from cotdistill.records import TokenLogprobs, trace_key
+from cotdistill.store import iter_jsonl
 
 CACHE, META, SKIPPED = "cache.parquet", "cache.json", "skipped.jsonl"
 LP_FLOOR = -65504.0  # float16's lowest finite value: stands for -inf (a padded top-k slot)
@@ -101,14 +102,11 @@ def read_skipped(folder: Path) -> set[tuple[str, int]]:
         raise CotdistillError(f"{path} not found, but {Path(folder) / META} counts skipped traces; rebuild the cache "
                               f"(cotdistill logits)")
     out = set()
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            r = json.loads(line) if line.strip() else None
-            if r is not None:
-                out.add((r["problem_id"], int(r["sample_index"])))
-        except (ValueError, KeyError, TypeError):
+    for lineno, r in iter_jsonl(path, skip_torn_tail=False):
+        if "problem_id" not in r or "sample_index" not in r:
             raise CotdistillError(f"{path}: line {lineno}: not a skipped-trace record; rebuild the cache "
-                                  f"(cotdistill logits)") from None
+                                  f"(cotdistill logits)")
+        out.add((r["problem_id"], int(r["sample_index"])))
     return out
 
 
