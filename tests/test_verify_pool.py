@@ -38,6 +38,34 @@ def test_hard_time_limit_kills_and_replaces_worker(monkeypatch):
     assert got[0][0].correct and got[2][0].correct
 
 
+def test_a_dead_worker_is_an_item_error_and_is_replaced(monkeypatch):
+    """The OOM killer (here: the item kills its own worker) ends one item, not the run."""
+    import cotdistill.verify as v
+
+    def dies(completion, gold, *a):
+        import os
+        import signal
+        if completion == "oom":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return v.Verdict(extracted=completion, correct=True, reason="match")
+
+    monkeypatch.setattr(v, "verify_completion", dies)
+    items = [{"completion": c, "gold": "1"} for c in ("ok", "oom", "ok", "oom", "ok", "ok", "ok")]
+    with VerifyPool(workers=1, timeout_s=30) as pool:
+        got = {idx: verdict for idx, verdict, _ in pool.imap(items)}
+    assert sorted(got) == list(range(7))
+    assert [got[i].correct for i in range(7)] == [True, None, True, None, True, True, True]
+    assert got[1].reason == "error" and "the verify worker died (exit code -9" in got[1].detail
+
+
+def test_apps_tests_in_one_json_string_get_the_time_of_every_test():
+    from cotdistill.sandbox import Limits
+    from cotdistill.verify_pool import _code_budget
+
+    tests = json.dumps({"inputs": ["1\n"] * 6, "outputs": ["1"] * 6})
+    assert _code_budget({"tests": tests}) == 6 * (Limits().wall_s + 1.0)
+
+
 def test_a_verifier_exception_keeps_its_message(monkeypatch):
     import cotdistill.verify as v
 
