@@ -21,11 +21,27 @@ _CHAT_TOKEN = re.compile(
 # display math that closes the completion: "So we get \\[ 14 \\]"
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$|^[-+]?\.\d+$")
+# units a number may carry and still be that number: a list, never an arbitrary word ("3 thousand", "3 is wrong",
+# "2.5 dozen", "3x" are not 3 or 2.5)
+_UNIT = (r"(?:[kcmµun]?m|km|mm|cm|[km]?g|mg|lbs?|oz|s|ms|secs?|seconds?|mins?|minutes?|h|hrs?|hours?|days?|weeks?|"
+         r"months?|years?|yrs?|ft|feet|foot|in|inch(?:es)?|yds?|yards?|mi|miles?|mph|kph|[km]?l|liters?|litres?|"
+         r"milliliters?|gallons?|gal|cups?|quarts?|pints?|degrees?|°[CF]?|%|dollars?|cents?|euros?|pounds?|"
+         r"(?:centi|milli|kilo)?(?:meters?|metres?|grams?)|ounces?|tons?|tonnes?|[km]?W|watts?|V|volts?|amps?|J|"
+         r"joules?|N|newtons?|Pa|Hz|[KMGT]B|bytes?|units?|square units|sq\.? ?(?:units|ft|m|cm)|"
+         r"(?:square|cubic) (?:units|feet|meters|metres|centimeters|inches))")
 _NUM_WITH_UNIT = re.compile(
-    r"^[-+]?\$?(\d[\d,]*(?:\.\d+)?)(?:\s*(?:[A-Za-z%°][A-Za-z%°\s/.²³]*|\\%))?$")
+    r"^([-+]?)\$?(\d[\d,]*(?:\.\d+)?)(?:\s*(?:" + _UNIT + r"(?:\s*/\s*" + _UNIT + r")?(?:\^?[23²³])?\.?|\\%))?$")
 _CHOICE = re.compile(r"^\(?([A-J])\)?(?:[.:,]|\s|$)")
+_MORE_LETTERS = re.compile(r"\([A-J]\)|(?:^|,|\bor\b|\band\b|&|/)\s*\(?[A-J]\)?(?![A-Za-z0-9])")
 # LaTeX and typographic spacing used inside numbers ("12,\\!500", "12\\,500", thin spaces)
 _NUM_SPACING = re.compile(r"(?<=\d)(,?)(?:\\[!,;: ]|~|[\u2009\u202f\u00a0])\s*(?=\d)")
+
+
+# the text after an answer takes it back: "The answer is 3. Wait, no, that is wrong: it is 2."
+RETRACTION = re.compile(
+    r"\b(?:wait|oops|scratch\s+that|no,?\s+(?:it(?:'s|\s+is)|actually)|actually,?\s+(?:no|it(?:'s|\s+is))|"
+    r"that(?:'s|\s+is|\s+was)\s+(?:wrong|incorrect|not\s+(?:right|correct))|I\s+(?:was|am)\s+wrong|"
+    r"(?:made|make)\s+(?:a|an)\s+(?:mistake|error)|correction\s*:)", re.I)
 
 
 def boxed_spans(text: str) -> list[tuple[int, str, int]]:
@@ -82,11 +98,12 @@ def clean_answer(raw: str) -> str | None:
     s = re.sub(r"\s*(?:\\%|%|percent|per\s+cent|pct)$", "", s).strip() if _NUMBER.match(
         re.sub(r"\s*(?:\\?%|percent|per\s+cent|pct)$", "", s).strip()) else s
     m = _CHOICE.match(s)
-    if m and (len(s) <= 3 or s[m.end() - 1:m.end()] in (" ", ".", ":", ",") and s.startswith("(")):
+    if m and (len(s) <= 3 or s[m.end() - 1:m.end()] in (" ", ".", ":", ",") and s.startswith("(")) \
+            and not _MORE_LETTERS.search(s, m.end()):  # "(B) or (C)", "B, C": several letters are no choice
         return m.group(1)
     m = _NUM_WITH_UNIT.match(s)
     if m and not _NUMBER.match(s):
-        s = m.group(1)
+        s = m.group(1) + m.group(2)  # the sign stays: "-3 meters" is -3
     s = strip_wrappers(s)
     return s or None
 
@@ -103,6 +120,13 @@ def as_number(s: str) -> Fraction | None:
     separators ("1,234", "2 500"), so "1,2" is not 12 and "12, 500" (two answers?) is no number."""
     t = s.replace("\\$", "").lstrip("$").strip().replace("{,}", ",")
     t = _NUM_SPACING.sub(lambda m: m.group(1), t)
+    m = re.fullmatch(r"(?:([-+]?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|×|\*)\s*|([-+]?))10\s*\^\s*\{?([-+]?\d+)\}?",
+                     t)
+    if m:  # "1.0 \times 10^{18}", "10^{18}": exactly, never to a float's precision
+        if abs(int(m.group(3))) > MAX_EXPONENT or len(t) > MAX_NUMBER_CHARS:
+            return None
+        coef = Fraction(m.group(1)) if m.group(1) else Fraction(-1 if m.group(2) == "-" else 1)
+        return coef * Fraction(10) ** int(m.group(3))
     if "," in t or " " in t:
         if not _THOUSANDS.match(t):
             return None
@@ -260,6 +284,9 @@ def _same_set(g: str, pred: str) -> bool | None:
 
     if not (clearly_set(g) or clearly_set(pred)):
         return None
+    pair = _as_numbers(g if clearly_set(pred) else pred)
+    if clearly_set(g) != clearly_set(pred) and pair and pair[0] == "()" and len(pair[1]) == 2:
+        return False  # "(1, 2)" is a point as much as an interval: never equal to "1 < x < 2" (either way)
     a, b = real_set(g), real_set(pred)
     if a is None or b is None:
         return None
@@ -325,9 +352,37 @@ def _parts(s: str) -> list[str] | None:
     return parts if len(parts) > 1 else None
 
 
+_TOP_EQ = re.compile(r"(?<![<>!=\\])=(?!=)")
+_VARIABLE = re.compile(  # x, x_1, \theta, f(x), (x, y)
+    r"[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|\(\s*[a-zA-Z](?:\s*,\s*[a-zA-Z])+\s*\)")
+_DISJUNCTION = re.compile(r"\\lor\b|\\vee\b|\bor\b|\\text\{\s*or\s*\}")
+
+
+def settle_equation(g: str, pred: str) -> str | None:
+    """An answer written as an equation, read against a gold that is not one: ``x = 3`` is 3 (the left side is the
+    variable), ``3 \\times 4 = 12`` is 12 (both sides agree); ``1 = 3`` is no answer (None): the sides disagree."""
+    if _TOP_EQ.search(g) or not _TOP_EQ.search(pred):
+        return pred
+    sides = [x.strip() for x in _TOP_EQ.split(pred)]
+    if sides and _VARIABLE.fullmatch(sides[0]):
+        sides = sides[1:]
+    if not sides or not all(sides):
+        return None
+    for a, b in zip(sides, sides[1:]):
+        na, nb = as_number(a), as_number(b)
+        same = na == nb if na is not None and nb is not None else _math_verify(b, a)
+        if not same:
+            return None
+    return sides[-1]
+
+
 def _compare_one(g: str, pred: str) -> bool | None:
     if re.fullmatch(r"[A-J]", g):
         return pred.strip().upper() == g
+    settled = settle_equation(g, pred)
+    if settled is None:
+        return False
+    pred = settled
     gn, pn = as_number(g), as_number(pred)
     if gn is not None and pn is not None:
         return _same_number(gn, pn, pred)
@@ -357,10 +412,12 @@ def _unbracket(s: str) -> str:
 def same_value(g: str, pred: str) -> bool | None:
     """Is the cleaned answer ``pred`` equal to the cleaned gold ``g``? A list of answers (several
     boxes, "2 and 3", a set) matches in any order."""
+    gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
+    if gp is None and _DISJUNCTION.search(pred) and not _DISJUNCTION.search(g) and real_set(pred) is None:
+        return False  # "2 \\lor 3", "3 or 4": no single answer for a gold that is one
     one = _compare_one(g, pred)
     if one:
         return True
-    gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
     if (
         gp
         and pp

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from cotdistill.answer_values import answer_body, boxed_spans, clean_answer
+from cotdistill.answer_values import RETRACTION, answer_body, boxed_spans, clean_answer
 
 _L = r"[\"'“(*\[$]*\s*([A-J])(?![A-Za-z0-9'’-])[\"'”)*\]$]*"
 _COMMIT = [
@@ -33,7 +33,7 @@ _NEGATED_BEFORE = re.compile(
     r"\bperhaps|\bprobably|\bmight|\bcould|\bif|\bwhether|\beither|\bbetween|\bthink|\bguess)\b[^.!?\n,;]{0,40}$",
     re.I)
 _NEGATED_AFTER = re.compile(
-    r"^[\"'”)*\]]*\s*(?:or\b|/|\?|is\s+(?:wrong|incorrect|not|false|out)|(?:is\s+)?(?:can't|cannot)|isn't|,?\s*but\b|"
+    r"^[\"'”)*\]]*\s*(?:(?:,|and\b|&|\+)\s*(?:option\s+)?[\"'“(*\[$]*[A-J](?![A-Za-z0-9'’-])|or\b|/|\?|is\s+(?:wrong|incorrect|not|false|out)|(?:is\s+)?(?:can't|cannot)|isn't|,?\s*but\b|"
     r"is\s+unlikely|seems\s+wrong)", re.I)
 
 
@@ -59,4 +59,7 @@ def chosen_letter(text: str) -> str | None:
     listing = len(re.findall(r"^\s*\(?[A-J]\)?[.)]\s", para, re.M)) > 1  # the options repeated, not a choice
     if opens and not listing and not _NEGATED_AFTER.match(para[opens.end(1):]):
         found.append((start + opens.start(1), opens.group(1)))
-    return max(found)[1] if found else None
+    if not found:
+        return None
+    pos, letter = max(found)
+    return None if RETRACTION.search(body, pos + 1) else letter  # "B. No wait, it is actually C.": taken back

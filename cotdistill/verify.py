@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from cotdistill.answer_values import (
+    RETRACTION,
     answer_body,
     as_number,
     boxed_spans,
@@ -50,7 +51,7 @@ _HEDGE_AFTER = re.compile(r"^[^\n]*?(?:\?|\b(?:but|wait|let me|let's|check|verif
 _PROSE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 
 
-def _boxed_answer(text: str) -> tuple[int, str] | None:
+def _boxed_answer(text: str) -> tuple[int, str, int] | None:
     """The last box, joined with the boxes right before it when only separators stand between them
     (all roots boxed one by one): "2, 3"."""
     spans = boxed_spans(text)
@@ -63,7 +64,7 @@ def _boxed_answer(text: str) -> tuple[int, str] | None:
         else:
             break
     contents = list(dict.fromkeys(g[1].strip() for g in group))  # the same answer boxed twice is one answer
-    return group[0][0], ", ".join(contents)
+    return group[0][0], ", ".join(contents), group[-1][2]
 
 
 def _first_clause(s: str) -> str:
@@ -103,15 +104,15 @@ def _heading(content: str, after: str) -> bool:
 def extract_answer(text: str) -> str | None:
     """The last explicitly marked final answer in ``text``, cleaned; None when there is none."""
     text = answer_body(text)
-    cands: list[tuple[int, str]] = []
+    cands: list[tuple[int, str, int]] = []  # (start, raw answer, end)
     boxed = _boxed_answer(text)
     if boxed:
         cands.append(boxed)
     for m in _HASHES.finditer(text):
         if _heading(m.group(1), text[m.end():]):
             continue
-        cands.append((m.start(), m.group(1)))
-    cands += [(m.start(), m.group(1)) for m in _FINAL_LINE.finditer(text)]
+        cands.append((m.start(), m.group(1), m.end()))
+    cands += [(m.start(), m.group(1), m.end()) for m in _FINAL_LINE.finditer(text)]
     for m in _ANSWER_IS.finditer(text):
         line = m.group(1).split("\n", 1)[0]
         clause = _first_clause(line)
@@ -119,11 +120,11 @@ def extract_answer(text: str) -> str | None:
         after = line[len(clause):].lstrip()
         if _HEDGE_BEFORE.search(text[line_start:m.start()]) or _HEDGE_AFTER.match(clause) or after.startswith("?"):
             continue
-        cands.append((m.start(), clause))
-    for _, raw in sorted(cands, key=lambda c: c[0], reverse=True):
+        cands.append((m.start(), clause, m.start(1) + len(clause)))
+    for _, raw, end in sorted(cands, key=lambda c: c[0], reverse=True):
         ans = clean_answer(raw)
         if ans:
-            return ans
+            return None if RETRACTION.search(text, end) else ans  # taken back after it: no committed answer
     if cands:
         return None
     return _bare(text) or (clean_answer(d) if (d := _closing_display(text)) else None)
@@ -209,7 +210,7 @@ def check_format(completion: str, think: bool, answer_format: str = "boxed") -> 
         from cotdistill.code_verify import extract_program
 
         return None if extract_program(completion) else "no final program (```python block)"
-    tail = completion.rsplit("</think>", 1)[1] if "</think>" in completion else completion
+    tail = answer_body(completion)  # after </think> (or OpenThoughts' <|end_of_thought|>)
     lines = tail.split("\n")
     marked = sorted({tail.count("\n", 0, m.start()) for m in _ANY_MARKER.finditer(tail)})
     # a marker line counts when it carries an answer ("I think the answer is 12 but..." does not)

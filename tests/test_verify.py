@@ -28,7 +28,9 @@ EXTRACT = [
     ("So the answer is 3.5. Next question", "3.5"),
     ("The answer is: **73**", "73"),
     ("the final answer is $-4$.", "-4"),
-    ("Thus the answer is 12 apples.", "12"),
+    ("Thus the answer is 12 apples.", "12 apples"),  # a word off the unit list stays: "3 thousand" is not 3
+    ("Thus the answer is 12 meters.", "12"),
+    ("Thus the answer is -12 m/s.", "-12"),
     ("The answer is (B) because it fits.", "B"),
     ("The answer is Paris.", "Paris"),
     ("the answer is 50%", "50"),
@@ -200,3 +202,35 @@ def test_final_gold(gold, final):
     from cotdistill.verify import final_gold
 
     assert final_gold(gold) == final
+
+
+# #44's false accepts, each beside its near miss the other way: (gold, completion, correct)
+FALSE_ACCEPTS = [
+    ("3", r"\boxed{3x}", False), ("3", r"\boxed{3 thousand}", False), ("3", r"\boxed{3 minus one}", False),
+    ("3", r"\boxed{3 is wrong}", False), ("3", r"\boxed{3 or four}", False), ("3x", r"\boxed{3y}", False),
+    ("2.5", r"\boxed{2.5 dozen}", False), ("3", r"\boxed{3 m}", True), ("2.5", r"\boxed{2.5 kg}", True),
+    ("12", r"\boxed{12 dollars}", True), ("5", r"\boxed{5 \text{ cm}}", True),
+    ("3", r"\boxed{-3 meters}", False), ("5", "The answer is -5 m/s.", False), ("-5", r"\boxed{-5 m/s}", True),
+    ("-3", r"\boxed{-3 meters}", True),
+    ("3", r"\boxed{1 = 3}", False), ("3", r"\boxed{2 = 3}", False), ("3", r"\boxed{x = 3}", True),
+    ("12", r"\boxed{3 \times 4 = 12}", True), ("13", r"\boxed{3 \times 4 = 13}", False),
+    ("x = 3", r"\boxed{x = 3}", True),
+    ("3", r"\boxed{2 \lor 3}", False), ("3", r"\boxed{2 \text{ or } 3}", False),
+    ("2, 3", r"\boxed{2 \text{ or } 3}", True),
+    ("(1, 2)", r"\boxed{1 < x < 2}", False), ("1 < x < 2", r"\boxed{(1, 2)}", False),
+    ("(1, 2)", r"\boxed{(1,2)}", True),
+    ("(-\\infty, 2)", r"\boxed{x < 2}", True), ("[1,5]", r"\boxed{[1,3] \cup [3,5]}", True),
+    ("1000000000000000001", r"\boxed{1.0 \times 10^{18}}", False), ("10^{18}", r"\boxed{1.0 \times 10^{18}}", True),
+    ("1000", r"\boxed{10^3}", True), ("1331000", r"\boxed{110^3}", True),
+    ("3", "The answer is 3. Wait, no, that is wrong: it is 2.", False),
+    ("3", "The answer is 3. Let me verify: 1+2=3, correct.", True),
+    ("B", "(B) or (C)", False), ("B", "Answer: B, C", False), ("B", "I pick B, C and D", False),
+    ("B", r"\boxed{A, B, C, D}", False), ("B", "B. No wait, it is actually C.", False),
+    ("B", "The answer is B.", True), ("B", "(B) Paris", True), ("C", "B. No wait, it is actually C.", False),
+]
+
+
+@pytest.mark.parametrize("gold,completion,correct", FALSE_ACCEPTS)
+def test_false_accepts_are_closed_and_near_misses_kept(gold, completion, correct):
+    v = verify_completion(completion, gold)
+    assert v.correct is correct, v
