@@ -44,18 +44,36 @@ RETRACTION = re.compile(
     r"(?:made|make)\s+(?:a|an)\s+(?:mistake|error)|correction\s*:)", re.I)
 
 
+MAX_BOX_DEPTH = 16  # boxes nested deeper are not answers (and would cost quadratic copies of their contents)
+MAX_ANSWER_CHARS = 2000  # an answer longer than this equals only the same text
+_WHITESPACE_RUN = re.compile(r"\s{16,}")
+
+
+def squeeze(text: str) -> str:
+    """Runs of whitespace cut to 15 characters (line breaks kept first): no answer is in them, and regexes that
+    backtrack over a run (``\\s*...\\s*``) stay linear."""
+    return _WHITESPACE_RUN.sub(lambda m: m.group(0)[:15], text)
+
+
 def boxed_spans(text: str) -> list[tuple[int, str, int]]:
-    """(start, content, end) of every closed ``\\boxed{...}`` (nested braces); an unclosed one
-    (a truncated trace) is no answer."""
-    out = []
-    for m in _BOXED.finditer(text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            out.append((m.start(), text[m.end(): i - 1], i))
-    return out
+    """(start, content, end) of every closed ``\\boxed{...}`` (nested braces), in order of start; an unclosed one
+    (a truncated trace) is no answer. One pass over the text."""
+    opens = {m.end() - 1: m.start() for m in _BOXED.finditer(text)}  # the box's "{" -> where "\\boxed" starts
+    if not opens:
+        return []
+    out, stack, boxes = [], [], 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            box = i in opens
+            stack.append((i, box))
+            boxes += box
+        elif ch == "}" and stack:
+            j, box = stack.pop()
+            if box:
+                if boxes <= MAX_BOX_DEPTH:
+                    out.append((opens[j], text[j + 1:i], i + 1))
+                boxes -= 1
+    return sorted(out)
 
 
 def answer_body(text: str) -> str:
@@ -69,8 +87,9 @@ def answer_body(text: str) -> str:
 
 
 def strip_wrappers(s: str) -> str:
-    prev = None
-    while prev != s:
+    prev, rounds = None, 0
+    while prev != s and rounds < MAX_BOX_DEPTH:  # a bounded number of layers: "$\\boxed{**3**}$." needs three
+        rounds += 1
         prev = s
         s = s.strip().strip("`*_\"'“”").strip()  # markdown emphasis and quotes, balanced or not
         for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
@@ -366,7 +385,7 @@ def settle_equation(g: str, pred: str) -> str | None:
     sides = [x.strip() for x in _TOP_EQ.split(pred)]
     if sides and _VARIABLE.fullmatch(sides[0]):
         sides = sides[1:]
-    if not sides or not all(sides):
+    if not sides or not all(sides) or len(sides) > 4:  # a chain of five equal sides is no answer worth parsing
         return None
     for a, b in zip(sides, sides[1:]):
         na, nb = as_number(a), as_number(b)
@@ -412,6 +431,8 @@ def _unbracket(s: str) -> str:
 def same_value(g: str, pred: str) -> bool | None:
     """Is the cleaned answer ``pred`` equal to the cleaned gold ``g``? A list of answers (several
     boxes, "2 and 3", a set) matches in any order."""
+    if len(pred) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
+        return normalize_text(g) == normalize_text(pred)
     gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
     if gp is None and _DISJUNCTION.search(pred) and not _DISJUNCTION.search(g) and real_set(pred) is None:
         return False  # "2 \\lor 3", "3 or 4": no single answer for a gold that is one

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from cotdistill.answer_values import RETRACTION, answer_body, boxed_spans, clean_answer
+from cotdistill.answer_values import RETRACTION, answer_body, boxed_spans, clean_answer, squeeze
 
 _L = r"[\"'“(*\[$]*\s*([A-J])(?![A-Za-z0-9'’-])[\"'”)*\]$]*"
 _COMMIT = [
@@ -39,7 +39,7 @@ _NEGATED_AFTER = re.compile(
 
 def chosen_letter(text: str) -> str | None:
     """The option letter ``text`` commits to last, or None."""
-    body = answer_body(text)
+    body = squeeze(answer_body(text))
     found: list[tuple[int, str]] = []
     for start, content, _ in boxed_spans(body):
         letter = clean_answer(content)

@@ -1,18 +1,25 @@
-"""Assert-style code tests that a program cannot pass by ending early or by an ``__eq__`` that says yes.
+"""Assert-style code tests that a program cannot pass by ending early, by an ``__eq__`` that says yes, or by
+reading the test.
 
     h = prepare("assert add(2, 3) == 5")           # rewrites the test; the 5 stays here
     r = run_python(program, files=h.files, mode="tests")
-    why = judge(h, r.records)                       # None: every assert held
+    why = judge(h, r.records, limits)               # None: every assert held
 
-``prepare`` parses the test (trusted text, never run here) and rewrites every ``assert`` into a call that records a
-value (``cotdistill.sandbox_guard`` runs it after the program):
-- ``assert X == LITERAL`` (either side): the sandbox records X; the literal never enters the sandbox and the
-  comparison is made here, on decoded plain data, with Python's ``==``;
-- any other assert: the sandbox records the expression's value, each value the program's code produces on the way
-  (calls, names, attributes, subscripts) checked to be plain built-in data of exact type first, so comparisons
-  and truth use built-in semantics; its truth is taken here.
-``judge`` wants, behind the run's random nonce: one record per assert site at least, every one holding, and the
-harness's end line with the count of records, which only a harness that ran to the end writes.
+``prepare`` parses the test (trusted text, never run here) and rewrites every ``assert`` into a call that records
+values (``cotdistill.sandbox_guard`` runs it after the program), so that what an assert expects never enters the
+program's run:
+- ``assert X == LITERAL`` (either side): the run records X; the comparison is made here, on decoded plain data,
+  with Python's ``==``;
+- other asserts are split into leaves, the parts that reach the program or the test's own variables (``f(x)``,
+  ``candidate(2)``, ``x``), and a skeleton of operators, literals and standard functions (``abs(_ - 1.5) < 1e-9``,
+  ``not _``, ``sorted(_) == sorted([1, 3])``): the run records the leaves; the skeletons are evaluated afterwards
+  in a second sandboxed run without the program (so its ``abs`` or a patched ``math.isclose`` play no part);
+- an assert that cannot be split (a leaf inside a generator or lambda) records its value, truth taken here: the one
+  kind a program that reads the harness's memory could fake.
+Every value the program's code produces is checked to be plain built-in data of exact type first (a copy is made
+with the base types' methods). ``judge`` wants, behind the run's random nonce: one record per assert site at
+least, every one holding, and the harness's end line with the count of records, which only a harness that ran to
+the end writes.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import ast
 import secrets
 from dataclasses import dataclass
 
+from cotdistill.sandbox import Limits, run_python
+
 RECORD, PLAIN = "__cotdistill_record", "__cotdistill_plain"
 
 
@@ -28,7 +37,7 @@ RECORD, PLAIN = "__cotdistill_record", "__cotdistill_plain"
 class Harness:
     files: dict[str, bytes]
     nonce: str
-    sites: list[tuple[str, object, int]]  # ("eq", expected literal, line) or ("truth", None, line)
+    sites: list[tuple[str, object, int]]  # ("eq", expected literal | "skel", skeleton source | "truth", None; line)
 
 
 def _literal(node: ast.AST):
@@ -75,28 +84,105 @@ class _Plain(ast.NodeTransformer):
         return self._wrap(node) if isinstance(node.ctx, ast.Load) else node
 
 
+SAFE_CALLS = {"abs", "all", "any", "bool", "chr", "complex", "dict", "divmod", "enumerate", "filter", "float",
+              "frozenset", "int", "isinstance", "len", "list", "map", "max", "min", "ord", "pow", "range", "reversed",
+              "round", "set", "sorted", "str", "sum", "tuple", "type", "zip"}
+SAFE_MODULES = {"math", "cmath", "string", "itertools", "functools", "operator", "collections", "heapq", "bisect",
+                "statistics", "fractions", "decimal", "re"}
+_SCOPES = (ast.Lambda, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp, ast.NamedExpr, ast.Starred,
+           ast.Await, ast.Yield, ast.YieldFrom)
+
+
+class _Unsplittable(Exception):
+    pass
+
+
+class _Split(ast.NodeTransformer):
+    """Replace each leaf (a call into anything but a standard function, a name that is not one) by ``_v[i]``."""
+
+    def __init__(self, local: set[str]):
+        self.local, self.leaves = local, []
+
+    def _safe_name(self, name: str) -> bool:
+        return name not in self.local and (name in SAFE_CALLS or name in SAFE_MODULES)
+
+    def _leaf(self, node):
+        if any(isinstance(n, _SCOPES) for n in ast.walk(node)):
+            raise _Unsplittable
+        self.leaves.append(node)
+        return ast.Subscript(ast.Name("_v", ast.Load()), ast.Constant(len(self.leaves) - 1), ast.Load())
+
+    def visit_Call(self, node):
+        f = node.func
+        safe = (isinstance(f, ast.Name) and self._safe_name(f.id) and f.id in SAFE_CALLS) or (
+            isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and self._safe_name(f.value.id)
+            and f.value.id in SAFE_MODULES)
+        if not safe:
+            return self._leaf(node)
+        node.args = [self.visit(a) for a in node.args]
+        node.keywords = [self.visit(k) for k in node.keywords]
+        return node
+
+    def visit_Name(self, node):
+        return node if self._safe_name(node.id) else self._leaf(node)
+
+    def visit_Attribute(self, node):
+        if isinstance(node.value, ast.Name) and self._safe_name(node.value.id) and node.value.id in SAFE_MODULES:
+            return node  # math.pi
+        return self._leaf(node)
+
+    def generic_visit(self, node):
+        if isinstance(node, _SCOPES):
+            raise _Unsplittable
+        return super().generic_visit(node)
+
+
+def _locals(tree: ast.AST) -> set[str]:
+    """Every name the test binds (assignments, loops, parameters, imports, definitions): its own variables."""
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+            out.add(n.id)
+        elif isinstance(n, ast.arg):
+            out.add(n.arg)
+        elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(n.name)
+        elif isinstance(n, ast.alias) and (n.asname or n.name).split(".")[0] not in SAFE_MODULES:
+            out.add((n.asname or n.name).split(".")[0])
+    return out
+
+
 class _Sites(ast.NodeTransformer):
-    def __init__(self):
+    def __init__(self, local: set[str]):
+        self.local = local
         self.sites: list[tuple[str, object, int]] = []
 
     def visit_Assert(self, node):
-        test, kind, expected, value = node.test, "truth", None, node.test
+        test, kind, expected, values = node.test, "truth", None, node.test
         if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
             for mine, theirs in ((test.left, test.comparators[0]), (test.comparators[0], test.left)):
                 ok, lit = _literal(theirs)
                 if ok:
-                    kind, expected, value = "eq", lit, mine
+                    kind, expected, values = "eq", lit, mine
                     break
+        if kind == "truth":
+            split = _Split(self.local)
+            try:
+                skeleton = split.visit(ast.parse(ast.unparse(test), mode="eval").body)
+                kind, expected = "skel", ast.unparse(skeleton)
+                values = ast.Tuple([*split.leaves], ast.Load())
+            except _Unsplittable:
+                pass
         site = len(self.sites)
         self.sites.append((kind, expected, node.lineno))
-        call = ast.Call(ast.Name(RECORD, ast.Load()), [ast.Constant(site), _Plain().visit(value)], [])
+        call = ast.Call(ast.Name(RECORD, ast.Load()), [ast.Constant(site), _Plain().visit(values)], [])
         return ast.copy_location(ast.Expr(call), node)
 
 
 def prepare(test_source: str) -> Harness:
     """The rewritten test and a fresh nonce, as files for the sandbox; SyntaxError when the test is not Python."""
     tree = ast.parse(test_source)
-    sites = _Sites()
+    sites = _Sites(_locals(tree))
     tree = ast.fix_missing_locations(sites.visit(tree))
     nonce = secrets.token_hex(16)
     return Harness({"tests.py": ast.unparse(tree).encode("utf-8", "surrogatepass"), "nonce": nonce.encode()},
@@ -107,12 +193,17 @@ class _Bad(ValueError):
     pass
 
 
+MAX_DEPTH = 70
+
+
 def _decode(tokens: list[str]):
     """Plain data back from the guard's encoding; iterative, so depth costs no recursion here."""
     stack: list[tuple[str, list]] = [("root", [])]
     for tok in tokens:
         tag, body = tok[:1], tok[1:]
         if body == "(" and tag in "luezd":
+            if len(stack) > MAX_DEPTH:  # plain() copies 64 deep at most: deeper is forged (and would crash hash())
+                raise _Bad("nested too deep")
             stack.append((tag, []))
             continue
         if tok == ")":
@@ -153,14 +244,65 @@ class _Opaque:
 
 
 def _short(v) -> str:
-    s = repr(v)
+    try:
+        s = repr(v)
+    except (RecursionError, ValueError):  # too deep, or an int past repr's digit limit
+        return f"<{type(v).__name__}>"
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def judge(h: Harness, records: bytes) -> str | None:
+def _source(v) -> str:
+    """Python source that rebuilds a decoded plain value exactly (floats by their hex, ints by theirs)."""
+    t = type(v)
+    if t is bool or v is None:
+        return repr(v)
+    if t is int:
+        return hex(v)
+    if t is float:
+        return f"float.fromhex({v.hex()!r})"
+    if t is complex:
+        return f"complex(float.fromhex({v.real.hex()!r}), float.fromhex({v.imag.hex()!r}))"
+    if t in (str, bytes):
+        return repr(v)
+    if t is range:
+        return f"range({hex(v.start)}, {hex(v.stop)}, {hex(v.step)})"
+    if t is list:
+        return "[" + ", ".join(map(_source, v)) + "]"
+    if t is tuple:
+        return "(" + "".join(_source(x) + ", " for x in v) + ")"
+    if t in (set, frozenset):
+        return f"{t.__name__}([" + ", ".join(map(_source, v)) + "])"
+    if t is dict:
+        return "{" + ", ".join(f"{_source(a)}: {_source(b)}" for a, b in v.items()) + "}"
+    return "object()"  # a function or class the program returned: equal to nothing
+
+
+def _skeletons(h: Harness, recorded: list[tuple[int, tuple]], limits: Limits) -> str | None:
+    """Evaluate the recorded skeleton sites in a sandboxed run without the program; None when all held."""
+    used = sorted({m for k, src, _ in h.sites if k == "skel" for m in SAFE_MODULES if m in src})
+    lines = [f"import {m}" for m in used] + ["S = {"]
+    lines += [f"    {i}: lambda _v: {src}," for i, (k, src, _) in enumerate(h.sites) if k == "skel"]
+    lines += ["}", "R = ["] + [f"    ({site}, {_source(vals)})," for site, vals in recorded] + ["]"]
+    lines += ["for site, vals in R:", "    try:", "        ok = bool(S[site](vals))", "    except Exception:",
+              "        ok = False", "    print(int(ok), site)"]
+    r = run_python("\n".join(lines), "", limits)
+    got = r.stdout.split("\n")
+    if r.status != "ok" or len(got) < len(recorded):
+        last = (r.stderr.strip().splitlines() or [""])[-1][:80]
+        return f"the assert skeletons could not be evaluated ({r.status}: {last})"
+    for line in got[:len(recorded)]:
+        ok, site = line.split()
+        if ok != "1":
+            vals = next(v for s, v in recorded if s == int(site))
+            return f"assert on test line {h.sites[int(site)][2]} failed (values {_short(vals)})"
+    return None
+
+
+def judge(h: Harness, records: bytes, limits: Limits | None = None) -> str | None:
     """None when every assert held; else why not, naming the assert's line."""
     seen: dict[int, int] = {}
     end = None
+    skel: list[tuple[int, tuple]] = []
     for line in records.decode("ascii", "replace").splitlines():
         parts = line.split(" ")
         if len(parts) < 3 or parts[0] != h.nonce:
@@ -172,12 +314,17 @@ def judge(h: Harness, records: bytes) -> str | None:
             site = int(parts[1])
             kind, expected, lineno = h.sites[site]
             value = _decode(parts[2:])
-        except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, OverflowError):
+        except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, OverflowError, RecursionError):
             return "the harness's record could not be read"
         seen[site] = seen.get(site, 0) + 1
+        if kind == "skel":
+            if type(value) is not tuple:
+                return "the harness's record could not be read"
+            skel.append((site, value))
+            continue
         try:
             held = value == expected if kind == "eq" else bool(value)
-        except Exception:  # e.g. a set of unhashable decoded items: cannot hold
+        except Exception:  # e.g. a set of unhashable decoded items, a comparison too deep: cannot hold
             held = False
         if held is not True:
             if kind == "eq":
@@ -190,4 +337,4 @@ def judge(h: Harness, records: bytes) -> str | None:
     missing = [h.sites[i][2] for i in range(len(h.sites)) if i not in seen]
     if missing:
         return f"the assert on test line {missing[0]} never ran"
-    return None
+    return _skeletons(h, skel, limits or Limits()) if skel else None

@@ -113,7 +113,7 @@ def verify_code(completion: str, tests, limits: Limits | None = None) -> Verdict
                     return Verdict(extracted=program, correct=None, reason="gold_unparseable",
                                    detail=f"test {i + 1}: not Python ({e.msg}, line {e.lineno})")
                 r = run_python(program, "", limits or Limits(), files=harness.files, mode="tests")
-                why = _why(r, {}) or judge(harness, r.records)
+                why = _why(r, {}) or judge(harness, r.records, limits or Limits())
             else:
                 r = run_python(program, t["input"], limits or Limits())
                 why = _why(r, t)

@@ -32,8 +32,8 @@ from cotdistill.problem_checks import consensus
 from cotdistill.prompts import load_template
 from cotdistill.records import Problem, Trace, Verdict
 from cotdistill.store import read_records
-from cotdistill.verify import check_format, compare
-from cotdistill.verify_pool import verify_pairs
+from cotdistill.verify import compare
+from cotdistill.verify_pool import verify_and_check
 
 
 def _read(path: Path, cls, what: str) -> list:
@@ -119,7 +119,7 @@ def _contaminated_problems(index, problems) -> tuple[dict[str, list], list[dict]
 
 
 def _per_trace_drops(
-    cfg: FilterConfig, traces, verdicts, templates, index, problem_hit, contam_hits
+    cfg: FilterConfig, traces, verdicts, why_malformed, index, problem_hit, contam_hits
 ) -> dict[str, str]:
     """The funnel stages that judge one trace alone, in order; the first that fails names the drop."""
     drop: dict[str, str] = {}
@@ -131,8 +131,7 @@ def _per_trace_drops(
         elif t.completion_tokens < cfg.min_completion_tokens or (
                 cfg.max_completion_tokens is not None and t.completion_tokens > cfg.max_completion_tokens):
             reason = "length"
-        elif cfg.format_check and check_format(t.completion, templates[t.template.name].spec.think,
-                                               templates[t.template.name].spec.answer_format):
+        elif cfg.format_check and why_malformed[t.key]:
             reason = "format"
         elif t.problem_id in problem_hit:
             reason = "contaminated"
@@ -204,15 +203,18 @@ def run(cfg: FilterConfig) -> dict:
     index = eval_index(cfg.decontam.eval_sets, cfg.decontam.ngram)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
-    found = verify_pairs([(t.completion, problems[t.problem_id]) for t in traces], cfg.verify_workers,
-                         cfg.verify_timeout_s, cfg.progress)  # pool, hard per-item limit
+    formats = ([(templates[t.template.name].spec.think, templates[t.template.name].spec.answer_format)
+                for t in traces] if cfg.format_check else None)
+    found, malformed = verify_and_check([(t.completion, problems[t.problem_id]) for t in traces], formats,
+                                        cfg.verify_workers, cfg.verify_timeout_s, cfg.progress)  # hard per-item limit
     verdicts: dict[str, Verdict] = {t.key: v for t, v in zip(traces, found)}
+    why_malformed = {t.key: why for t, why in zip(traces, malformed)}  # the format check's answer per trace
     by_problem: dict[str, list[Trace]] = defaultdict(list)
     for t in traces:
         by_problem[t.problem_id].append(t)
     labels = _pseudo_labels(cfg, problems, by_problem, verdicts)
     problem_hit, contam_hits = _contaminated_problems(index, problems)
-    drop = _per_trace_drops(cfg, traces, verdicts, templates, index, problem_hit, contam_hits)
+    drop = _per_trace_drops(cfg, traces, verdicts, why_malformed, index, problem_hit, contam_hits)
     for ts in by_problem.values():
         _dedup_and_cap(cfg, ts, drop)
     fields = {pid: p.fields() for pid, p in problems.items()}

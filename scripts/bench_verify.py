@@ -8,8 +8,11 @@ letters, LaTeX fractions/roots/polynomials, text), with golds that match, mismat
 equivalent in another form (issue #22's families too: thousands separators, percent words, intervals and
 inequalities, matrix brackets, multiple-choice letters in free text); a few are pathological
 (\\(10^{10^{10}}\\) towers). The last line is JSON
-with ``traces_per_s_per_core`` (single process; target >= 300), the pool's rate, and
-``worst_item_s`` (bounded by the per-item limit).
+with ``traces_per_s_per_core`` (single process; target >= 300), the pool's rate,
+``worst_item_s`` (bounded by the per-item limit), and ``hostile_stage_ratio``: the filter stage (``filter.run``,
+format check and votes included) on ``--stage-traces`` of these traces with a set of hostile ones added (800 nested
+boxes, runs of spaces after "####" and "Final answer:", 20k newlines after a letter, huge exponents, equation chains)
+over the same stage without them, each timed twice in alternating order (target <= 2).
 """
 
 from __future__ import annotations
@@ -78,11 +81,68 @@ def pathological() -> dict:
     return {"completion": "Final answer: \\boxed{10^{10^{10^{10}}}}", "gold": "10^{10^{10^{10}}}+1"}
 
 
+HOSTILE = [  # (completion, gold): #44's traces that stalled or crashed a stage, and neighbours
+    ("<think>x</think>" + "\\boxed{" * 800 + "1" + "}" * 800, "1"),
+    ("<think>x</think>\n#### " + " " * 30_000 + "7", "7"),
+    ("<think>x</think>\nFinal answer: " + " " * 30_000 + "x", "7"),
+    ("<think>x</think>\nThe answer is " + " " * 30_000 + "(B)", "7"),
+    ("<think>x</think>\nB" + "\n" * 20_000, "B"),
+    ("<think>x</think>\\boxed{1e5000}", "1"),
+    ("<think>x</think>\\boxed{" + "=".join(["a+b"] * 400) + "}", "7"),
+    ("<think>x</think>" + "\\boxed{1} " * 3000, "1"),
+    ("<think>x</think>" + "{" * 50_000, "7"),
+]
+
+
+def hostile_stage_ratio(traces: list[dict], workers: int, timeout: float) -> dict:
+    """The filter stage on ``traces`` with and without HOSTILE added: whole-stage wall times, alternating order."""
+    import tempfile
+
+    from cotdistill import filter as stage
+    from cotdistill.config import FilterConfig
+    from cotdistill.prompts import load_template
+    from cotdistill.records import Message, Problem, SamplingInfo, TeacherInfo, Trace
+
+    info = load_template("math_boxed_think").info
+    teacher = TeacherInfo(backend="vllm", model="bench", tokenizer_hash="bench")
+    sampling = SamplingInfo(n=1, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=4096, stop=[], logprobs=None)
+
+    def gen_dir(root: Path, items: list[dict]) -> Path:
+        root.mkdir(parents=True)
+        probs = [Problem(id=f"p{i}", question=f"problem {i}", answer=it["gold"], source="bench")
+                 for i, it in enumerate(items)]
+        rows = [Trace(problem_id=f"p{i}", sample_index=0, messages=[Message(role="user", content=f"problem {i}")],
+                      completion=it["completion"], finish_reason="stop", prompt_tokens=5,
+                      completion_tokens=len(it["completion"]) // 4, teacher=teacher, template=info, sampling=sampling,
+                      seed=0) for i, it in enumerate(items)]
+        (root / "problems.jsonl").write_text("".join(p.model_dump_json() + "\n" for p in probs))
+        (root / "traces.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in rows))
+        return root
+
+    hostile = [{"completion": c, "gold": g} for c, g in HOSTILE]
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {"without": gen_dir(Path(tmp) / "without", traces), "with": gen_dir(Path(tmp) / "with",
+                                                                                     traces + hostile)}
+        for rep, name in enumerate(["without", "with", "with", "without"]):
+            cfg = FilterConfig.model_validate({"generate_dir": str(dirs[name]), "output_dir": f"{tmp}/out{rep}",
+                                               "verify_workers": workers, "verify_timeout_s": timeout,
+                                               "progress": False, "near_dup_threshold": None})
+            t = time.perf_counter()
+            stage.run(cfg)
+            times[name].append(time.perf_counter() - t)
+    best = {k: min(v) for k, v in times.items()}
+    return {"hostile_stage_ratio": round(best["with"] / best["without"], 3),
+            "stage_s_without": round(best["without"], 2), "stage_s_with_hostile": round(best["with"], 2),
+            "hostile_traces": len(hostile), "stage_traces": len(traces)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traces", type=int, default=1500)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--stage-traces", type=int, default=400, help="traces in the hostile-stage comparison")
     args = ap.parse_args()
     from cotdistill.verify import verify_completion
     from cotdistill.verify_pool import VerifyPool
@@ -121,7 +181,7 @@ def main() -> None:
         "pool_traces_per_s_per_core": round(len(items) / pool_s / args.workers, 1),
         "worst_item_s": round(worst, 3), "worst_item_single_process_s": round(worst_single, 3),
         "item_limit_s": args.timeout, "single_vs_pool_agreement": round(agree, 4), "traces": len(items),
-        "machine": machine(),
+        **hostile_stage_ratio(items[:args.stage_traces], args.workers, args.timeout), "machine": machine(),
     }))
 
 

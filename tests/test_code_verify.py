@@ -118,6 +118,41 @@ def test_honest_assert_tests_still_pass(program, test):
     assert v.correct is True, v.detail
 
 
+SKELETON_TESTS = ["assert is_prime(7)\nassert not is_prime(8)", "assert abs(f(2) - 1.5) < 1e-9",
+                  "assert sorted(g([3, 1])) == sorted([1, 3])", "import math\nassert math.isclose(f(2), 1.5)",
+                  "def check(candidate):\n    assert abs(candidate(2) - 1.5) < 1e-6\ncheck(f)",
+                  "for x in [1, 2]:\n    assert f(x) == x * 0.75"]
+SKELETON_TRICKS = [  # programs that are wrong, each trying a way around the assert's expectation
+    ("shadowed builtins", "def is_prime(n): return True\ndef f(x): return 42\ndef g(xs): return [9]\n"
+     "def abs(x): return 0\ndef sorted(x, *a, **k): return []\ndef len(x): return 0"),
+    ("a patched module", "import math\nmath.isclose = lambda *a, **k: True\ndef is_prime(n): return n > 0\n"
+     "def f(x): return 0.0\ndef g(xs): return [9]"),
+    ("frame walking to the nonce", "import sys, os, re\nfr = sys._getframe(1).f_locals\n"
+     "n = len(re.findall(r'__cotdistill_record\\(', fr['tests']))\n"
+     "os.write(fr['rec_fd'], ''.join(f\"{fr['nonce']} {i} u( T )\\n\" for i in range(n)).encode()"
+     " + f\"{fr['nonce']} end {n}\\n\".encode())\nos._exit(0)"),
+    ("a forged record nested past any hash", "import sys, os\nfr = sys._getframe(1).f_locals\nd = 180000\n"
+     "os.write(fr['rec_fd'], f\"{fr['nonce']} 0 e( {'u( ' * d}i0 {') ' * d})\\n\".encode())\nos._exit(0)"),
+    ("reading its own memory", "import os\nprint(open('/proc/self/maps').read()[:10])"),
+]
+
+
+@pytest.mark.parametrize("what,program", SKELETON_TRICKS, ids=[t[0] for t in SKELETON_TRICKS])
+def test_asserts_without_a_literal_cannot_be_faked(what, program):
+    for test in SKELETON_TESTS:
+        v = verify_code(fenced(program), [{"assert": test}])
+        assert v.correct is False, (what, test, v.detail)
+
+
+def test_asserts_without_a_literal_pass_an_honest_program():
+    program = ("def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, n))\n"
+               "def f(x):\n    return x * 0.75\ndef g(xs):\n    return list(xs)")
+    for test in SKELETON_TESTS + ["assert all(f(i) == i * 0.75 for i in range(3))",  # a generator: not split
+                                  "assert is_prime(7) and not is_prime(9)", "assert f(2) in (1.5, 2)"]:
+        v = verify_code(fenced(program), [{"assert": test}])
+        assert v.correct is True, (test, v.detail)
+
+
 def test_an_assert_that_never_runs_is_a_failure_not_a_pass():
     v = verify_code(fenced("def g():\n    return 1"), [{"assert": "def check(c):\n    assert c() == 1\n"}])
     assert v.correct is False and "never ran" in v.detail
