@@ -36,11 +36,13 @@ _NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$|^[-+]?\.\d+$")
 _UNIT = (r"(?:[kcmµun]?m|km|mm|cm|[km]?g|mg|lbs?|oz|s|ms|secs?|seconds?|mins?|minutes?|h|hrs?|hours?|days?|weeks?|"
          r"months?|years?|yrs?|ft|feet|foot|in|inch(?:es)?|yds?|yards?|mi|miles?|mph|kph|[km]?l|liters?|litres?|"
          r"milliliters?|gallons?|gal|cups?|quarts?|pints?|degrees?|°[CF]?|%|dollars?|cents?|euros?|pounds?|"
+         r"USD|EUR|GBP|JPY|CNY|INR|yen|yuan|rupees?|"
          r"(?:centi|milli|kilo)?(?:meters?|metres?|grams?)|ounces?|tons?|tonnes?|[km]?W|watts?|V|volts?|amps?|J|"
          r"joules?|N|newtons?|Pa|Hz|[KMGT]B|bytes?|units?|square units|sq\.? ?(?:units|ft|m|cm)|"
          r"(?:square|cubic) (?:units|feet|meters|metres|centimeters|inches))")
 _NUM_WITH_UNIT = re.compile(
-    r"^([-+]?)\$?(\d[\d,]*(?:\.\d+)?)(?:\s*(?:" + _UNIT + r"(?:\s*/\s*" + _UNIT + r")?(?:\^?[23²³])?\.?|\\%))?$")
+    r"^([-+]?)(?:\\?\$|€|£|¥|₹)?(\d[\d,]*(?:\.\d+)?)"
+    r"(?:\s*(?:" + _UNIT + r"(?:\s*/\s*" + _UNIT + r")?(?:\^?[23²³])?\.?|\\%))?$")
 _CHOICE = re.compile(r"^\(?([A-J])\)?(?:[.:,]|\s|$)")
 _MORE_LETTERS = re.compile(r"\([A-J]\)|(?:^|,|\bor\b|\band\b|&|/)\s*\(?[A-J]\)?(?![A-Za-z0-9])")
 

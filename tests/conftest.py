@@ -24,7 +24,7 @@ if _worker.startswith("gw") and _workers > 1:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_per)
     _tmp = os.path.join(tempfile.gettempdir(), f"cotdistill-tests-{os.getuid()}-{_worker}")  # one per worker, reused
     os.makedirs(_tmp, exist_ok=True)
-    os.chmod(_tmp, 0o1777)  # like /tmp: the sandbox's unprivileged uid works under it
+    os.chmod(_tmp, 0o1777)  # like /tmp: any uid a test switches to works under it
     os.environ["TMPDIR"] = tempfile.tempdir = _tmp
 
 # vLLM in-process, all cores, offline hub: set before anything imports vllm/datasets
