@@ -140,3 +140,9 @@ def test_seed_pilot_smoke(tmp_path):
         assert sorted(out["left_plateau_at_step"][name]) == ["0", "1"]  # 10 steps: None (never) or a logged step
     assert json.loads((tmp_path / "sp" / "student_init" / "seed1" / "model" / "cotdistill_tiny.json").read_text())[
         "init_std"] == 0.08
+
+
+def test_bench_verify_smoke():
+    out = _last_json(["scripts/bench_verify.py", "--traces", "30", "--stage-traces", "30", "--workers", "1"])
+    assert out["traces"] == 33 and out["traces_per_s_per_core"] > 0 and out["single_vs_pool_agreement"] == 1.0
+    assert out["hostile_traces"] >= 9 and 0 < out["hostile_stage_ratio"] and out["stage_s_without"] > 0
