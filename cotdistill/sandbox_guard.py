@@ -22,6 +22,7 @@ def _guard():
     root, mode, rec_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
     real, getpid, write, exit_now, join = os.path.realpath, os.getpid, os.write, os._exit, os.path.join
     typ, fmt, fhex, isinst, anyof, allof, fsdecode = type, format, float.hex, isinstance, any, all, os.fsdecode
+    tuple_, list_, set_, fset_, complex_ = tuple, list, set, frozenset, complex  # as they were: a program may patch
     WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     DENY = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
             "os.killpg", "signal.pthread_kill", "socket.__new__", "socket.connect", "socket.bind",
@@ -60,6 +61,17 @@ def _guard():
     nonce = take("nonce").decode("ascii") if mode == "tests" else None
     source = open(join(root, "main.py"), encoding="utf-8", errors="surrogateescape").read()
     pristine = dict(builtins.__dict__)
+    modules = {}  # the standard modules a test may use, as they were before the program could patch them
+    if mode == "tests":
+        for name in ("math", "cmath", "string", "itertools", "functools", "operator", "collections", "heapq",
+                     "bisect", "statistics", "fractions", "decimal", "re"):
+            try:
+                mod = __import__(name)
+                modules[name] = (mod, dict(mod.__dict__))
+            except ImportError:
+                pass
+    iterators = {type(iter([])), type(iter(())), type(iter(range(0))), type(iter({})), type(iter(set())),
+                 type(iter("")), map, filter, zip, enumerate, reversed, types.GeneratorType}
     done = [0]
 
     subclass = issubclass
@@ -89,18 +101,31 @@ def _guard():
         if subclass(t, bytes):
             return to_bytes(v)
         if subclass(t, complex):
-            return complex(re_part(v), im_part(v))
+            return complex_(re_part(v), im_part(v))
         if subclass(t, dict):
             return {plain(k, depth + 1): plain(x, depth + 1) for k, x in dict_items(v)}
         if subclass(t, list):
             return [plain(x, depth + 1) for x in list_it(v)]
         if subclass(t, tuple):
-            return tuple([plain(x, depth + 1) for x in tuple_it(v)])
+            return tuple_([plain(x, depth + 1) for x in tuple_it(v)])
         if subclass(t, frozenset):
-            return frozenset([plain(x, depth + 1) for x in fset_it(v)])
+            return fset_([plain(x, depth + 1) for x in fset_it(v)])
         if subclass(t, set):
-            return set([plain(x, depth + 1) for x in set_it(v)])
+            return set_([plain(x, depth + 1) for x in set_it(v)])
         raise TypeError(f"test value of type {t.__name__} is not plain data (int, float, str, list, dict, ...)")
+
+    def items(v):
+        """A plain copy of v; an iterator (a generator, map, zip, ...) first drained into a tuple, as the standard
+        function that consumes it in the test would (at most a million items)."""
+        if typ(v) in iterators:
+            out, n = [], 0
+            for x in v:
+                out.append(x)
+                n += 1
+                if n > 1_000_000:
+                    raise TypeError("an iterator of more than a million items")
+            v = tuple_(out)
+        return plain(v)
 
     def enc(v, out):
         t = typ(v)
@@ -154,8 +179,13 @@ def _guard():
         exec(code, program.__dict__)
     except SystemExit:
         pass  # its script part ended; its definitions stand and the tests still run
-    space = dict(program.__dict__)
-    space.update(__builtins__=pristine, __cotdistill_record=record, __cotdistill_plain=plain)
+    for mod, saved in modules.values():  # undo the program's patches (math.isclose = lambda *a: True)
+        mod.__dict__.clear()
+        mod.__dict__.update(saved)
+    # the program's functions and classes, but never in place of a builtin or a standard module the test names
+    space = {k: v for k, v in program.__dict__.items() if k not in pristine and k not in modules}
+    space.update(__builtins__=pristine, __cotdistill_record=record, __cotdistill_plain=plain,
+                 __cotdistill_items=items)
     exec(compile(tests, "tests.py", "exec"), space)
     write(rec_fd, (nonce + " end " + str(done[0]) + "\n").encode())
     exit_now(0)

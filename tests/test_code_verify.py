@@ -112,6 +112,11 @@ def test_assert_tests_cannot_be_passed_by_tricks(what, program, why):
      "    assert candidate(2) == {0: '0', 1: '1'}\n    assert candidate(0) == {}\ncheck(f)"),
     ("def f():\n    return float('nan'), 10 ** 5000, 'x\\ud800'", "assert f()[1] == 10 ** 5000\n"
      "assert f()[2] == 'x\\ud800'\nassert f()[0] != f()[0]"),
+    ("def f(n):\n    return (i for i in range(n))", "assert list(f(3)) == [0, 1, 2]"),       # a generator, consumed
+    ("def f(n):\n    return map(str, range(n))", "assert sorted(f(2)) == sorted(['1', '0'])"),
+    ("class Node:\n    def __init__(s, v, n=None):\n        s.v, s.n = v, n\ndef to_list(n):\n    out = []\n"
+     "    while n:\n        out.append(n.v)\n        n = n.n\n    return out",
+     "assert to_list(Node(1, Node(2))) == [1, 2]"),                                           # objects as arguments
 ])
 def test_honest_assert_tests_still_pass(program, test):
     v = verify_code(fenced(program), [{"assert": test}])
@@ -153,9 +158,23 @@ def test_asserts_without_a_literal_pass_an_honest_program():
         assert v.correct is True, (test, v.detail)
 
 
-def test_an_assert_that_never_runs_is_a_failure_not_a_pass():
-    v = verify_code(fenced("def g():\n    return 1"), [{"assert": "def check(c):\n    assert c() == 1\n"}])
-    assert v.correct is False and "never ran" in v.detail
+def test_an_assert_the_tests_own_logic_skips_is_skipped_as_in_python():
+    program = fenced("def f(x):\n    if x < 0:\n        raise ValueError(x)\n    return x")
+    test = "try:\n    f(-1)\n    assert False\nexcept ValueError:\n    pass\nassert f(2) == 2"
+    assert verify_code(program, [{"assert": test}]).correct is True
+    assert verify_code(fenced("def f(x):\n    return x"), [{"assert": test}]).correct is False
+
+
+@pytest.mark.parametrize("program,test", [  # the program's names never stand in for the test's builtins or modules
+    ("def all(*a, **k):\n    return True\ndef f(x):\n    return 0", "assert all(f(i) == 2 * i for i in range(3))"),
+    ("def range(*a):\n    return []\ndef f(x):\n    return 0",
+     "def check(candidate):\n    assert all(candidate(i) == 2 * i for i in range(3))\ncheck(f)"),
+    ("import math\nmath.isclose = lambda *a, **k: True\ndef f(x):\n    return 0",
+     "import math\nassert all(math.isclose(f(i), 2 * i) for i in range(1, 3))"),
+])
+def test_generator_asserts_use_the_real_builtins_and_modules(program, test):
+    v = verify_code(fenced(program), [{"assert": test}])
+    assert v.correct is False, v.detail
 
 
 def test_shipped_code_task_solutions_pass_and_wrong_ones_fail():
