@@ -36,7 +36,7 @@ _NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$|^[-+]?\.\d+$")
 _UNIT = (r"(?:[kcmµun]?m|km|mm|cm|[km]?g|mg|lbs?|oz|s|ms|secs?|seconds?|mins?|minutes?|h|hrs?|hours?|days?|weeks?|"
          r"months?|years?|yrs?|ft|feet|foot|in|inch(?:es)?|yds?|yards?|mi|miles?|mph|kph|[km]?l|liters?|litres?|"
          r"milliliters?|gallons?|gal|cups?|quarts?|pints?|degrees?|°[CF]?|%|dollars?|cents?|euros?|pounds?|"
-         r"USD|EUR|GBP|JPY|CNY|INR|yen|yuan|rupees?|"
+         r"USD|EUR|GBP|JPY|CNY|INR|yen|yuan|rupees?|percent|per cent|pct|"
          r"(?:centi|milli|kilo)?(?:meters?|metres?|grams?)|ounces?|tons?|tonnes?|[km]?W|watts?|V|volts?|amps?|J|"
          r"joules?|N|newtons?|Pa|Hz|[KMGT]B|bytes?|units?|square units|sq\.? ?(?:units|ft|m|cm)|"
          r"(?:square|cubic) (?:units|feet|meters|metres|centimeters|inches))")
@@ -44,14 +44,31 @@ _NUM_WITH_UNIT = re.compile(
     r"^([-+]?)(?:\\?\$|€|£|¥|₹)?(\d[\d,]*(?:\.\d+)?)"
     r"(?:\s*(?:" + _UNIT + r"(?:\s*/\s*" + _UNIT + r")?(?:\^?[23²³])?\.?|\\%))?$")
 _CHOICE = re.compile(r"^\(?([A-J])\)?(?:[.:,]|\s|$)")
-_MORE_LETTERS = re.compile(r"\([A-J]\)|(?:^|,|\bor\b|\band\b|&|/)\s*\(?[A-J]\)?(?![A-Za-z0-9])")
+_MORE_LETTERS = re.compile(r"\([A-J]\)|(?:^|,|;|\||\bor\b|\band\b|&|/)\s*\(?[A-J]\)?(?![A-Za-z0-9])|"
+                           r"(?<![A-Za-z])[A-J](?=\s*(?:$|[.,;:)|/&\n]))")
 
 
 # the text after an answer takes it back: "The answer is 3. Wait, no, that is wrong: it is 2."
 RETRACTION = re.compile(
     r"\b(?:wait|oops|scratch\s+that|no,?\s+(?:it(?:'s|\s+is)|actually)|actually,?\s+(?:no|it(?:'s|\s+is))|"
     r"that(?:'s|\s+is|\s+was)\s+(?:wrong|incorrect|not\s+(?:right|correct))|I\s+(?:was|am)\s+wrong|"
-    r"(?:made|make)\s+(?:a|an)\s+(?:mistake|error)|correction\s*:)", re.I)
+    r"(?:made|make)\s+(?:a|an)\s+(?:mistake|error)|correction\s*:|nope|not\s+it\b|cannot\s+be\s+right|"
+    r"but\s+really)", re.I)
+
+
+# an answer the text around it does not commit to: "Either \\boxed{3} or 4", "It is not \\boxed{3}", "3? No."
+_UNSURE_BEFORE = re.compile(r"(?:\bnot|n't|\bnever|\beither|\bpossibly|\bmaybe|\bperhaps|\bprobably|\bif|\bwhether|"
+                            r"\bunless|\bsuppose|\bassume|\bguess|\bis\s+the\s+answer)\b[^,;:.!?\n]*$", re.I)
+_UNSURE_AFTER = re.compile(r"^[\s.,;:!)*$}\]|]*(?:\?|\(?\s*or\b|\bmaybe\b|\bperhaps\b|\bpossibly\b|\bbut\b|"
+                           r"(?:is|was)\s+(?:the\s+)?(?:not|incorrect|wrong|false)\b)", re.I)
+
+
+def uncommitted(text: str, start: int, end: int) -> bool:
+    """Whether the answer at text[start:end] is hedged, negated, asked about or one of alternatives, judged by its
+    own clause before it and the next 80 characters after it (bounded: 200 characters back at most)."""
+    before = text[max(0, start - 200):start]
+    clause = re.split(r"[,;:.!?\n]", before)[-1]
+    return bool(_UNSURE_BEFORE.search(clause) or _UNSURE_AFTER.match(text[end:end + 80]))
 
 
 MAX_BOX_DEPTH = 16  # boxes nested deeper are not answers (and would cost quadratic copies of their contents)
@@ -108,7 +125,8 @@ def strip_wrappers(s: str) -> str:
         boxed = boxed_spans(s)
         if len(boxed) == 1 and boxed[0][0] == 0 and s.endswith("}"):
             s = boxed[0][1]
-        s = s.rstrip(".,;:!。").strip()
+        s = s.rstrip(".,;:。")
+        s = (s.rstrip("!") if not re.search(r"[\d)}\]]!+$", s) else s).strip()  # "3!" is six, not three
     return s
 
 
@@ -119,7 +137,7 @@ def clean_answer(raw: str) -> str | None:
     if whole:  # \text{(C)}, \text{yes}: the text is the answer
         s = strip_wrappers(whole.group(1))
     else:
-        s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}\s*$", "", s)  # \text{ cm}
+        s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*(" + _UNIT + r")\s*\}\s*$", "", s)  # \text{ cm}, not {thousand}
     s = re.sub(r"\^\s*\{?\\circ\}?$", "", s).strip()
     s = _NUM_SPACING.sub(lambda m: m.group(1), s)
     s = re.sub(r"(?<!\\)\\[!,;:](?![A-Za-z])", "", s)
@@ -196,6 +214,7 @@ def _parts(s: str) -> list[str] | None:
 
 _HUGE_NUMBER = re.compile(  # digits as_number refused (too long, exponent past MAX_EXPONENT)
     r"[-+]?[\d.,]+(?:[eE][-+]?\d+)?|(?:[-+]?[\d.]+\s*(?:\\times|\\cdot)\s*)?10\s*\^\s*\{?[-+]?\d+\}?")
+_EXPLOSIVE = re.compile(r"\d{3,}\s*!|\\binom\s*\{\s*(?:\d{4,}|\d+\s*\^)|\^\s*\{?[^{}^]*\^|\^\s*\{?\s*\d{4,}")
 _TOP_EQ = re.compile(r"(?<![<>!=\\])=(?!=)")
 _VARIABLE = re.compile(  # x, x_1, \theta, f(x), (x, y)
     r"[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|\(\s*[a-zA-Z](?:\s*,\s*[a-zA-Z])+\s*\)")
@@ -220,6 +239,22 @@ def settle_equation(g: str, pred: str) -> str | None:
     return sides[-1]
 
 
+_SUSPICIOUS = re.compile(
+    r"\\(?:not|neg|n?geq?|n?leq?|geqslant|leqslant|approx|sim|simeq|cong|equiv|propto|[Rr]ightarrow|[Ll]eftarrow|to|"
+    r"implies|iff|in|ni|notin|mid|nmid|land|lor|wedge|vee|cap|cup|setminus|subset|subseteq|supset|hspace|hskip|"
+    r"phantom|vphantom|hphantom|ldots|dots|cdots|boxed|fbox|pm|mp|text|textbf|mbox|mathrm)(?![a-zA-Z])|"
+    r"[<>≤≥≈≠∈∉∧∨¬!]|\\[()\[\]]|(?<!\\)\$|[\u200b-\u200f\u2060\ufeff\u0300-\u036f\u20d0-\u20ff]")
+_SAME_TOKEN = {"\\ge": "≥", "\\geq": "≥", "\\geqslant": "≥", "\\le": "≤", "\\leq": "≤", "\\leqslant": "≤",
+               "\\textbf": "\\text", "\\mbox": "\\text", "\\mathrm": "\\text", "\\lor": "\\vee", "\\land": "\\wedge",
+               "\\ldots": "\\dots", "\\cdots": "\\dots", "\\Rightarrow": "\\implies"}
+
+
+def _suspicious(s: str) -> set[str]:
+    """Relations, negations, spacing, delimiters and invisible marks in an answer, written one way each: a
+    prediction with one its gold lacks is not the gold's value, whatever math-verify reads of it."""
+    return {_SAME_TOKEN.get(m.group(0), m.group(0)) for m in _SUSPICIOUS.finditer(s)}
+
+
 def _compare_one(g: str, pred: str) -> bool | None:
     if re.fullmatch(r"[A-J]", g):
         return pred.strip().upper() == g
@@ -238,6 +273,8 @@ def _compare_one(g: str, pred: str) -> bool | None:
     same_set = _same_set(g, pred)
     if same_set is not None:
         return same_set
+    if _suspicious(pred) - _suspicious(g):
+        return False  # "\\not 3", "\\geq 3", "3 \\approx 4", "3\\hspace{1cm}4", "3!", "3 \\text{ thousand}" are not 3
     if normalize_text(g) == normalize_text(pred):
         return True
     if _texty(g) and _texty(pred):
@@ -260,6 +297,8 @@ def same_value(g: str, pred: str) -> bool | None:
     boxes, "2 and 3", a set) matches in any order."""
     if len(pred) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
         return normalize_text(g) == normalize_text(pred)
+    if _EXPLOSIVE.search(pred) and not _EXPLOSIVE.search(g):
+        return False  # 1000000!, 9^{9^{9}}, \\binom{10^6}{...}: no gold's value, and seconds of sympy each
     gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
     if gp is None and _DISJUNCTION.search(pred) and not _DISJUNCTION.search(g) and real_set(pred) is None:
         return False  # "2 \\lor 3", "3 or 4": no single answer for a gold that is one

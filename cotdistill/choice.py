@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from cotdistill.answer_values import RETRACTION, answer_body, boxed_spans, clean_answer, squeeze
+from cotdistill.answer_values import RETRACTION, answer_body, boxed_spans, clean_answer, squeeze, uncommitted
 
 _L = r"[\"'“(*\[$]*\s*([A-J])(?![A-Za-z0-9'’-])[\"'”)*\]$]*"
 _COMMIT = [
@@ -37,29 +37,40 @@ _NEGATED_AFTER = re.compile(
     r"is\s+unlikely|seems\s+wrong)", re.I)
 
 
+_ANOTHER = re.compile(r"[\s.,;:!|/&*]*\(?[A-J](?![A-Za-z0-9'’-])")
+RULED_OUT = r"\b{l}\)?\**\s+(?:is|was)\s+(?:wrong|incorrect|not\b|false)|\bnot\s+(?:option\s+)?\(?{l}\b"
+
+
 def chosen_letter(text: str) -> str | None:
-    """The option letter ``text`` commits to last, or None."""
+    """The option letter ``text`` commits to last, or None; "" when its last letter is not a commitment (taken back,
+    hedged, one of several, ruled out elsewhere): then no other reading of the text may pick one either."""
     body = squeeze(answer_body(text))
-    found: list[tuple[int, str]] = []
-    for start, content, _ in boxed_spans(body):
+    found: list[tuple[int, str, int]] = []  # (where, letter, where its mention ends)
+    for start, content, box_end in boxed_spans(body):
         letter = clean_answer(content)
         m = re.fullmatch(r"\(?([A-J])\)?(?:[.:)]\s.*)?", letter or "", re.S)
         if m:
-            found.append((start, m.group(1)))
+            found.append((start, m.group(1), box_end))
     for pat in _COMMIT:
         for m in pat.finditer(body):
             line_start = body.rfind("\n", 0, m.start()) + 1
-            if _NEGATED_BEFORE.search(body[line_start:m.start(1)]) or _NEGATED_AFTER.match(body[m.end(1):]):
+            if _NEGATED_BEFORE.search(body[max(line_start, m.start(1) - 200):m.start(1)]) \
+                    or _NEGATED_AFTER.match(body[m.end(1):]):
                 continue
-            found.append((m.start(1), m.group(1)))
+            found.append((m.start(1), m.group(1), m.end(1)))
     last = body.rstrip()
     start = max(last.rfind("\n\n"), 0)
     para = body[start:]
     opens = _OPENS.match(para)  # the answer section (or its last paragraph) opens with the letter
     listing = len(re.findall(r"^\s*\(?[A-J]\)?[.)]\s", para, re.M)) > 1  # the options repeated, not a choice
     if opens and not listing and not _NEGATED_AFTER.match(para[opens.end(1):]):
-        found.append((start + opens.start(1), opens.group(1)))
+        found.append((start + opens.start(1), opens.group(1), start + opens.end(1)))
     if not found:
         return None
-    pos, letter = max(found)
-    return None if RETRACTION.search(body, pos + 1) else letter  # "B. No wait, it is actually C.": taken back
+    pos, letter, end = max(found)
+    while end < len(body) and body[end] in ")*}$\"'”]":  # past the letter's own closing marks
+        end += 1
+    if RETRACTION.search(body, end) or uncommitted(body, pos, end) or _ANOTHER.match(body, end) \
+            or re.search(RULED_OUT.format(l=letter), body):
+        return ""  # taken back, hedged, one of several ("B C", "B; C"), or ruled out elsewhere ("B is wrong")
+    return letter

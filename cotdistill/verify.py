@@ -27,8 +27,9 @@ from cotdistill.answer_values import (
     normalize_text,
     same_value,
     squeeze,
+    uncommitted,
 )
-from cotdistill.choice import chosen_letter
+from cotdistill.choice import RULED_OUT, chosen_letter
 from cotdistill.records import Verdict
 
 _HASHES = re.compile(r"^[ \t]*####[ \t]*(.+?)[ \t]*$", re.M)
@@ -37,7 +38,6 @@ _ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*[:：]?\s*(.+)
 _FINAL_LINE = re.compile(
     r"(?:^[ \t>#*_]*answer|\bfinal\s+answer)[ \t]*(?:\*\*|__)?[ \t]*[:：][ \t]*(?:\*\*|__)?[ \t]*(.+?)[ \t]*$",
     re.I | re.M)
-_DISPLAY = re.compile(r"\\\[(.+?)\\\]|\$\$(.+?)\$\$|\\\((.+?)\\\)", re.S)
 
 # what may stand between boxes that together are one answer ("\\boxed{2} and \\boxed{3}", "(a) ... (b) ...")
 _BOX_JOIN = re.compile(
@@ -76,13 +76,16 @@ def _first_clause(s: str) -> str:
 def _closing_display(text: str) -> str | None:
     """The display math that ends the completion, when nothing follows it: "So we get \\[ 14 \\]"
     -> "14"; a closing equation gives its right-hand side ("\\[ 3 \\times 4 = 12 \\]" -> "12")."""
-    found = list(_DISPLAY.finditer(text))
-    last = found[-1] if found else None
-    if last is None or text[last.end():].strip(" \t\n.!。"):
-        return None
-    inner = next(g for g in last.groups() if g is not None).strip()
-    rhs = re.split(r"(?<![<>!\\])=", inner)[-1].strip()
-    return rhs or None
+    t = text.rstrip(" \t\n.!。")
+    for opener, closer in (("\\[", "\\]"), ("$$", "$$"), ("\\(", "\\)")):  # rfind: linear, where a lazy regex
+        if t.endswith(closer):                                         # over "\\[ \\[ \\[ ..." was quadratic
+            i = t.rfind(opener, 0, len(t) - len(closer))
+            if i < 0:
+                return None
+            inner = t[i + len(opener): len(t) - len(closer)].strip()
+            rhs = re.split(r"(?<![<>!\\])=", inner)[-1].strip()
+            return rhs or None
+    return None
 
 
 def _bare(text: str) -> str | None:
@@ -119,13 +122,15 @@ def extract_answer(text: str) -> str | None:
         clause = _first_clause(line)
         line_start = text.rfind("\n", 0, m.start()) + 1
         after = line[len(clause):].lstrip()
-        if _HEDGE_BEFORE.search(text[line_start:m.start()]) or _HEDGE_AFTER.match(clause) or after.startswith("?"):
+        if _HEDGE_BEFORE.search(text[max(line_start, m.start() - 200):m.start()]) or _HEDGE_AFTER.match(clause) \
+                or after.startswith("?"):
             continue
         cands.append((m.start(), clause, m.start(1) + len(clause)))
-    for _, raw, end in sorted(cands, key=lambda c: c[0], reverse=True):
+    for start, raw, end in sorted(cands, key=lambda c: c[0], reverse=True):
         ans = clean_answer(raw)
-        if ans:
-            return None if RETRACTION.search(text, end) else ans  # taken back after it: no committed answer
+        if ans:  # taken back after it, hedged, negated or one of alternatives: no committed answer
+            asked = "?" in raw  # "Final answer: 3? No."
+            return None if asked or RETRACTION.search(text, end) or uncommitted(text, start, end) else ans
     if cands:
         return None
     return _bare(text) or (clean_answer(d) if (d := _closing_display(text)) else None)
@@ -147,9 +152,11 @@ def _choice(completion: str, choices: list[str] | None) -> str | None:
     """The option letter a completion commits to; with the options known, an answer that names one
     option's text ("The answer is Paris") counts as its letter."""
     letter = chosen_letter(answer_body(completion))
+    if letter == "":
+        return None
     said = extract_answer(completion) if letter is None else None
     if said and re.fullmatch(r"[A-J]", said):  # "#### C", "$B$": a marked answer that is a letter
-        return said
+        return None if re.search(RULED_OUT.format(l=said), answer_body(completion)) else said
     if letter is None and choices:
         hits = [i for i, c in enumerate(choices) if said and normalize_text(c) == normalize_text(said)]
         letter = "ABCDEFGHIJ"[hits[0]] if len(hits) == 1 else None

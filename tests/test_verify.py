@@ -235,3 +235,52 @@ FALSE_ACCEPTS = [
 def test_false_accepts_are_closed_and_near_misses_kept(gold, completion, correct):
     v = verify_completion(completion, gold)
     assert v.correct is correct, v
+
+
+# a second attack on the verifier (hedges around boxes, one-sided readings, several letters): each must not count
+NOT_COMMITTED = [
+    ("3", r"Either \boxed{3} or 4."), ("3", r"\boxed{3} (or possibly 4)"), ("3", r"\boxed{3} or maybe 4"),
+    ("3", r"The answer is not \boxed{3}."), ("3", r"It is not \boxed{3}"), ("3", r"Is the answer \boxed{3}?"),
+    ("3", r"If the answer were \boxed{3}, we would be done, but it is not."), ("3", r"\boxed{3} is incorrect."),
+    ("3", r"\boxed{3} is the wrong answer."), ("3", "\\boxed{3}\n\nNope, that is not it."),
+    ("3", r"Possibly \boxed{3}"), ("3", "The answer is 3. Or 4."), ("3", "Final answer: 3\nor 4"),
+    ("3", "#### 3\nor 4"), ("3", "Final answer: 3? No."), ("3", "Answer: 3\n\nBut really it is 4."),
+    ("3", r"\boxed{\not 3}"), ("3", r"\boxed{\geq 3}"), ("3", r"\boxed{< 3}"), ("3", r"\boxed{\approx 3}"),
+    ("3", r"\boxed{3 \approx 4}"), ("3", r"\boxed{3\hspace{1cm}4}"), ("3", r"\boxed{3 \ldots}"),
+    ("3", "\\boxed{3\u200b4}"), ("3", "\\boxed{3\u0338}"), ("3", r"\boxed{\(3\) \(4\)}"),
+    ("3", r"\boxed{3 \text{ thousand}}"), ("3", r"\boxed{3!}"), ("3", "Final answer: !3"),
+    ("4", r"\boxed{3 \Rightarrow 4}"), ("4", r"\boxed{3 \in 4}"), ("4", r"\boxed{3 \cap 4}"),
+    ("4", r"\boxed{$3$ $4$}"), ("4", r"\boxed{3 \boxed{4}}"), ("3", r"\boxed{1000000! + 1}"),
+    ("3", r"\boxed{9^{9^{9}} + 1}"), ("3", r"\boxed{\binom{10^{6}}{500000}}"), ("B", r"\boxed{B} (or C)"),
+    ("B", r"\boxed{B}, maybe C"), ("B", "Answer: B; C"), ("B", "Answer: B|C"), ("B", "Answer: B C"),
+    ("B", "Answer: B\nC"), ("B", "Answer: **B** (C also works)"), ("B", "The answer is B...or C"),
+    ("B", "It is not the case that the answer is B."), ("B", r"B is wrong, so \boxed{B}"),
+    ("B", "\\boxed{B}\n\nHmm, B is wrong. It must be C."),
+]
+COMMITTED = [
+    ("3", r"Therefore, if we add them, the answer is \boxed{3}."), ("3", r"We get $x=3$, so \boxed{3}."),
+    ("3", r"\[\boxed{3}\]"), ("3", r"Thus, the answer is 3. **Final Answer** \boxed{3}"),
+    ("45", r"\boxed{45 \text{ percent}}"), ("x \\geq 2", r"\boxed{x \ge 2}"), ("[2, \\infty)", r"\boxed{x \geq 2}"),
+    ("\\pm 2", r"\boxed{\pm 2}"), ("10", "\\[ 3 + 7 = 10 \\]"), ("B", "I'd pick C? No: it's wrong. So I pick B."),
+    ("B", "The correct option is **B**."),
+]
+
+
+@pytest.mark.parametrize("gold,completion", NOT_COMMITTED)
+def test_uncommitted_or_one_sided_answers_do_not_count(gold, completion):
+    assert verify_completion(completion, gold).correct is not True
+
+
+@pytest.mark.parametrize("gold,completion", COMMITTED)
+def test_committed_answers_still_count(gold, completion):
+    assert verify_completion(completion, gold).correct is True
+
+
+@pytest.mark.parametrize("completion,reason", [
+    ("</think>" + "if " * 16000 + ". the answer is 3", "match"),  # the last clause commits; the hedges are before it
+    ("</think>" + "\\[ " * 16000, "no_answer"), ("</think>" + "\\( " * 16000, "no_answer"),
+    ("<think>x</think>" + "\\boxed{" * 800 + "1" + "}" * 800, "mismatch"),  # boxes past 16 deep are not read
+])
+def test_hostile_traces_get_their_verdict(completion, reason):
+    """Each took seconds (quadratic regexes, nested boxes); bench_verify.py measures the stage with them."""
+    assert verify_completion(completion, "3").reason == reason
