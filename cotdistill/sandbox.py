@@ -228,8 +228,22 @@ def _sweep(uid: int, python: str) -> None:
                    stderr=subprocess.DEVNULL, timeout=30)
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = None
+
+
 def _preexec(limits: Limits, uid: int | None):
-    """Runs in the child between fork and exec of bwrap: limits (inherited by the program), then the fresh uid."""
+    """Runs in the child between fork and exec of bwrap: limits (inherited by the program), then the fresh uid, then
+    death with us. bwrap's own --die-with-parent ties the sandbox to bwrap only once bwrap is set up; a caller killed
+    in the milliseconds before (the verify pool killing an overdue worker) would leave bwrap and the program running
+    with no one to stop them. SIGKILL on our death is set last: a change of uid clears it."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent: nothing to import after the fork
+    libc, parent = _LIBC, os.getpid()
+
     def setup():
         for lim, val in ((resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1)),
                          (resource.RLIMIT_AS, (limits.memory_mb << 20,) * 2),
@@ -241,6 +255,9 @@ def _preexec(limits: Limits, uid: int | None):
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # we died before the line above: go too
+            os._exit(1)
     return setup
 
 

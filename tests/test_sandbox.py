@@ -257,6 +257,32 @@ def test_killing_the_caller_kills_the_sandbox(clean, tmp_path):
 
 
 @ROOT_ONLY
+def test_a_caller_killed_while_bwrap_starts_takes_it_along(public_dir):
+    """The race the test above rarely hits: the caller dies after forking bwrap but before bwrap has set itself up
+    (a wrapper holds bwrap back 2 s on its second call, the first being the probe). Nothing may start after."""
+    real = sandbox._bwrap()
+    calls = public_dir / "calls"
+    wrapper = public_dir / "bwrap"
+    wrapper.write_text(f'#!/bin/sh\necho x >> {calls}\n[ "$(wc -l < {calls})" -ge 2 ] && sleep 2\nexec {real} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    calls.touch()
+    os.chmod(calls, 0o666)
+    caller = subprocess.Popen([sys.executable, "-c", "from cotdistill.sandbox import run_python, Limits\n"
+                               "run_python('import time\\ntime.sleep(60)', limits=Limits(wall_s=60, cpu_s=60))"],
+                              env={**os.environ, "COTDISTILL_BWRAP": str(wrapper)})
+    before = sandboxed_pids()
+    deadline = time.time() + 60
+    while time.time() < deadline and len(calls.read_text().splitlines()) < 2:
+        time.sleep(0.02)
+    assert len(calls.read_text().splitlines()) >= 2, "the run did not start"
+    caller.kill()
+    caller.wait()
+    time.sleep(3)  # past the wrapper's hold: without death-with-us, bwrap and the program would start now
+    left = sandboxed_pids() - before
+    assert not left, f"bwrap or the program started after its caller died: {sorted(left)}"
+
+
+@ROOT_ONLY
 def test_root_runs_get_uids_no_other_live_sandbox_holds(monkeypatch):
     draws = iter([5, 5, 6])
     monkeypatch.setattr(sandbox.secrets, "randbelow", lambda n: next(draws))
