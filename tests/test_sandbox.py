@@ -25,32 +25,56 @@ FAST = Limits(wall_s=3, cpu_s=2, memory_mb=256, output_bytes=64 << 10)
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start an unprivileged user")
 
 
-def sandboxed_pids() -> set[int]:
-    """Processes running under a sandbox uid or bwrap: none may outlive its run."""
-    out = set()
+def _procs() -> dict[int, tuple[int, int, str]]:
+    """pid -> (uid, parent pid, state) of every process now."""
+    out = {}
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            uid = d.stat().st_uid
-            cmd = (d / "cmdline").read_bytes()
-            if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue  # exited, waiting for its parent to collect it: nothing runs
-        except OSError:
-            continue
-        if sandbox._UID_BASE <= uid < sandbox._UID_BASE + sandbox._UID_SPAN or b"/.sandbox/guard.py" in cmd:
-            out.add(int(d.name))
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                out[int(d.name)] = (d.stat().st_uid, int(fields[1]), fields[0])
+            except (OSError, ValueError, IndexError):
+                pass
     return out
 
 
+def running_under(uids: set[int]) -> set[int]:
+    """Processes of these uids that still run (a zombie waiting to be collected runs nothing)."""
+    return {pid for pid, (uid, _, state) in _procs().items() if uid in uids and state != "Z"}
+
+
+def sandbox_uids_below(root: int) -> set[int]:
+    """The fresh uids of the sandbox processes descending from ``root``: this test's own, not another worker's."""
+    procs, kids = _procs(), {}
+    for pid, (_, ppid, _) in procs.items():
+        kids.setdefault(ppid, []).append(pid)
+    todo, uids = [root], set()
+    while todo:
+        pid = todo.pop()
+        uid = procs.get(pid, (0,))[0]
+        if sandbox._UID_BASE <= uid < sandbox._UID_BASE + sandbox._UID_SPAN:
+            uids.add(uid)
+        todo += kids.get(pid, [])
+    return uids
+
+
 @pytest.fixture
-def clean():
-    before = sandboxed_pids()
+def clean(monkeypatch):
+    """Every uid this test's runs claimed has no process left after them (as root; others share the caller's)."""
+    claimed: set[int] = set()
+    real = sandbox._claim_uid
+
+    def claim():
+        got = real()
+        claimed.add(got[0])
+        return got
+
+    monkeypatch.setattr(sandbox, "_claim_uid", claim)
     yield
     deadline = time.time() + 5  # a killed program's exit (freeing its tmpfs) may still be under way
-    while time.time() < deadline and not sandboxed_pids() <= before:
+    while time.time() < deadline and running_under(claimed):
         time.sleep(0.05)
-    assert sandboxed_pids() <= before, "a sandboxed process outlived its run"
+    assert not running_under(claimed), "a sandboxed process outlived its run"
 
 
 def bare(src: str, **kw):
@@ -235,25 +259,26 @@ def test_the_audit_hook_still_stands_as_a_last_line(clean):
         assert r.status == "error" and "not allowed" in r.stderr, src
 
 
-def test_killing_the_caller_kills_the_sandbox(clean, tmp_path):
+@ROOT_ONLY
+def test_killing_the_caller_kills_the_sandbox(tmp_path):
     """The verify pool kills a worker that overruns: the sandboxed program must die with it."""
     script = tmp_path / "caller.py"
     script.write_text("from cotdistill.sandbox import run_python, Limits\n"
                       "run_python('import time\\nprint(1, flush=True)\\ntime.sleep(60)', limits=Limits(wall_s=60, "
                       "cpu_s=60))\n")
-    before = sandboxed_pids()
     caller = subprocess.Popen([sys.executable, str(script)])
     deadline = time.time() + 30
-    while time.time() < deadline and not (sandboxed_pids() - before):
+    uids: set[int] = set()
+    while time.time() < deadline and not running_under(uids - {0}):
+        uids = sandbox_uids_below(caller.pid)
         time.sleep(0.05)
-    started = sandboxed_pids() - before
-    assert started, "the sandbox did not start"
+    assert uids, "the sandbox did not start"
     caller.kill()
     caller.wait()
     deadline = time.time() + 5
-    while time.time() < deadline and (sandboxed_pids() & started):
+    while time.time() < deadline and running_under(uids):
         time.sleep(0.05)
-    assert not (sandboxed_pids() & started), "the sandboxed program outlived its caller"
+    assert not running_under(uids), "the sandboxed program outlived its caller"
 
 
 @ROOT_ONLY
@@ -270,15 +295,16 @@ def test_a_caller_killed_while_bwrap_starts_takes_it_along(public_dir):
     caller = subprocess.Popen([sys.executable, "-c", "from cotdistill.sandbox import run_python, Limits\n"
                                "run_python('import time\\ntime.sleep(60)', limits=Limits(wall_s=60, cpu_s=60))"],
                               env={**os.environ, "COTDISTILL_BWRAP": str(wrapper)})
-    before = sandboxed_pids()
     deadline = time.time() + 60
-    while time.time() < deadline and len(calls.read_text().splitlines()) < 2:
+    uids: set[int] = set()
+    while time.time() < deadline and (len(calls.read_text().splitlines()) < 2 or not uids):
+        uids = sandbox_uids_below(caller.pid)  # the held wrapper runs under the run's fresh uid
         time.sleep(0.02)
-    assert len(calls.read_text().splitlines()) >= 2, "the run did not start"
+    assert len(calls.read_text().splitlines()) >= 2 and uids, "the run did not start"
     caller.kill()
     caller.wait()
     time.sleep(3)  # past the wrapper's hold: without death-with-us, bwrap and the program would start now
-    left = sandboxed_pids() - before
+    left = running_under(uids) - {p for p, (_, _, _) in _procs().items() if b"sleep\x002" in _cmdline(p)}
     assert not left, f"bwrap or the program started after its caller died: {sorted(left)}"
 
 
@@ -298,6 +324,13 @@ def test_root_runs_get_uids_no_other_live_sandbox_holds(monkeypatch):
     monkeypatch.undo()
     uids = {run_python("print(1)", limits=FAST).uid for _ in range(3)}
     assert len(uids) == 3 and all(sandbox._UID_BASE <= u for u in uids)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 @pytest.fixture
