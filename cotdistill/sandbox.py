@@ -284,12 +284,13 @@ def _file(data: bytes):
 
 def _run(setup: _Setup, source: str, stdin: str, limits: Limits, files: dict[str, bytes] | None = None,
          mode: str = "main") -> SandboxResult:
-    claim = _claim_uid() if setup.fresh_uid else None
-    uid = claim[0] if claim else None
     inputs = {"main.py": source.encode("utf-8", "surrogatepass"), **(files or {})}
     opened = [_file(GUARD.encode()), _file(setup.program)] + [_file(v) for v in inputs.values()]
     fin, fout, ferr, frec = _file(stdin.encode("utf-8", "surrogatepass")), _file(b""), _file(b""), _file(b"")
+    claim = None
     try:
+        claim = _claim_uid() if setup.fresh_uid else None  # inside the try: a failure below still frees the uid
+        uid = claim[0] if claim else None
         guard_fd, seccomp_fd, *data_fds = [f.fileno() for f in opened]
         args = [setup.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                 "--new-session", "--hostname", "sandbox", *_rootfs()]

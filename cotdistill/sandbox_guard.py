@@ -22,7 +22,7 @@ def _guard():
     root, mode, rec_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
     real, getpid, write, exit_now, join = os.path.realpath, os.getpid, os.write, os._exit, os.path.join
     typ, fmt, fhex, isinst, anyof, allof, fsdecode = type, format, float.hex, isinstance, any, all, os.fsdecode
-    tuple_, list_, set_, fset_, complex_ = tuple, list, set, frozenset, complex  # as they were: a program may patch
+    tuple_, set_, fset_, complex_ = tuple, set, frozenset, complex  # as they were: a program may patch them
     WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     DENY = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
             "os.killpg", "signal.pthread_kill", "socket.__new__", "socket.connect", "socket.bind",
