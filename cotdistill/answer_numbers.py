@@ -24,7 +24,8 @@ MAX_NUMBER_CHARS, MAX_EXPONENT = 400, 400  # past these a "number" is text (Pyth
 
 def as_number(s: str) -> Fraction | None:
     """Exact value of a plain number, fraction or decimal; commas and single spaces only as thousands
-    separators ("1,234", "2 500"), so "1,2" is not 12 and "12, 500" (two answers?) is no number."""
+    separators ("1,234", "2 500"), a comma before two digits, or after a lone 0, as a decimal comma ("1000,99",
+    "0,111"), so "1,2" and "0,1" (two roots?) are no number and not 12 and "12, 500" (two answers?) is no number."""
     t = s.replace("\\$", "").lstrip("$").strip().replace("{,}", ",")
     t = _NUM_SPACING.sub(lambda m: m.group(1), t)
     m = re.fullmatch(r"(?:([-+]?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|×|\*)\s*|([-+]?))10\s*\^\s*\{?([-+]?\d+)\}?",
@@ -34,6 +35,8 @@ def as_number(s: str) -> Fraction | None:
             return None
         coef = Fraction(m.group(1)) if m.group(1) else Fraction(-1 if m.group(2) == "-" else 1)
         return coef * Fraction(10) ** int(m.group(3))
+    if re.fullmatch(r"[-+]?\d+,\d\d|[-+]?0,\d{3,}", t):  # a decimal comma: "1000,99", "2,74", "0,111"; never a
+        t = t.replace(",", ".")                          # thousands group ("1,000") or a list of roots ("2,3")
     if "," in t or " " in t:
         if not _THOUSANDS.match(t):
             return None
@@ -135,10 +138,14 @@ def _ray(op: str, v: Fraction) -> list[Interval]:
 
 
 def _atom(s: str) -> tuple[str, list[Interval]] | None:
+    flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+    neg = re.fullmatch(r"\s*-\s*([a-zA-Z])\s*(<=|<|>=|>)\s*([^<>!=]+)", s)
+    if neg:  # "-x > -1" is "x < 1"
+        c = as_number(neg.group(3).strip())
+        return _atom(f"{neg.group(1)} {flip[neg.group(2)]} {-c}") if c is not None else None
     m = _ATOM.match(s.strip())
     if not m:
         return None
-    flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
     if m.group("var2"):
         v = _endpoint(m.group("lo2"))
         return (m.group("var2"), _ray(flip[m.group("op3")], v)) if isinstance(v, Fraction) else None

@@ -36,7 +36,7 @@ _NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$|^[-+]?\.\d+$")
 _UNIT = (r"(?:[kcmµun]?m|km|mm|cm|[km]?g|mg|lbs?|oz|s|ms|secs?|seconds?|mins?|minutes?|h|hrs?|hours?|days?|weeks?|"
          r"months?|years?|yrs?|ft|feet|foot|in|inch(?:es)?|yds?|yards?|mi|miles?|mph|kph|[km]?l|liters?|litres?|"
          r"milliliters?|gallons?|gal|cups?|quarts?|pints?|degrees?|°[CF]?|%|dollars?|cents?|euros?|pounds?|"
-         r"USD|EUR|GBP|JPY|CNY|INR|yen|yuan|rupees?|percent|per cent|pct|"
+         r"USD|EUR|GBP|JPY|CNY|INR|yen|yuan|rupees?|percent|per cent|pct|\\?\$|€|£|¥|₹|"
          r"(?:centi|milli|kilo)?(?:meters?|metres?|grams?)|ounces?|tons?|tonnes?|[km]?W|watts?|V|volts?|amps?|J|"
          r"joules?|N|newtons?|Pa|Hz|[KMGT]B|bytes?|units?|square units|sq\.? ?(?:units|ft|m|cm)|"
          r"(?:square|cubic) (?:units|feet|meters|metres|centimeters|inches))")
@@ -57,7 +57,8 @@ RETRACTION = re.compile(
 
 
 # an answer the text around it does not commit to: "Either \\boxed{3} or 4", "It is not \\boxed{3}", "3? No."
-_UNSURE_BEFORE = re.compile(r"(?:\bnot|n't|\bnever|\beither|\bpossibly|\bmaybe|\bperhaps|\bprobably|\bif|\bwhether|"
+_UNSURE_BEFORE = re.compile(r"(?:\bnot|n't|\bcannot|\bnever|\beither|\bpossibly|\bmaybe|\bperhaps|\bprobably|\bif|"
+                            r"\bwhether|"
                             r"\bunless|\bsuppose|\bassume|\bguess|\bis\s+the\s+answer)\b[^,;:.!?\n]*$", re.I)
 _UNSURE_AFTER = re.compile(r"^[\s.,;:!)*$}\]|]*(?:\?|\(?\s*or\b|\bmaybe\b|\bperhaps\b|\bpossibly\b|\bbut\b|"
                            r"(?:is|was)\s+(?:the\s+)?(?:not|incorrect|wrong|false)\b)", re.I)
@@ -118,7 +119,10 @@ def strip_wrappers(s: str) -> str:
     while prev != s and rounds < MAX_BOX_DEPTH:  # a bounded number of layers: "$\\boxed{**3**}$." needs three
         rounds += 1
         prev = s
-        s = s.strip().strip("`*_\"'“”").strip()  # markdown emphasis and quotes, balanced or not
+        s = s.strip()
+        s = s[2:-2] if len(s) > 3 and s.startswith('\\"') and s.endswith('\\"') else s  # JSON-escaped quotes
+        s = s.strip("`*_\"'“”").strip()  # markdown emphasis and quotes, balanced or not
+        s = re.sub(r"^\$([^$]+)\$(\s*(?:,|and|or)\s*)\$([^$]+)\$$", r"$\1\2\3$", s)  # "$12$ and $13$": one answer
         for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
             if len(s) > len(a) + len(b) - 1 and s.startswith(a) and s.endswith(b):
                 s = s[len(a): len(s) - len(b)].strip()
@@ -137,7 +141,8 @@ def clean_answer(raw: str) -> str | None:
     if whole:  # \text{(C)}, \text{yes}: the text is the answer
         s = strip_wrappers(whole.group(1))
     else:
-        s = re.sub(r"\s*\\(?:text|mbox|mathrm)\{\s*(" + _UNIT + r")\s*\}\s*$", "", s)  # \text{ cm}, not {thousand}
+        # \text{ cm}, not \text{ thousand}
+        s = re.sub(r"\s*\\(?:text|textbf|textrm|mbox|mathrm)\{\s*(" + _UNIT + r")\s*\}\s*$", "", s)
     s = re.sub(r"\^\s*\{?\\circ\}?$", "", s).strip()
     s = _NUM_SPACING.sub(lambda m: m.group(1), s)
     s = re.sub(r"(?<!\\)\\[!,;:](?![A-Za-z])", "", s)
@@ -197,7 +202,7 @@ def _math_verify(gold: str, pred: str) -> bool | None:
 def _parts(s: str) -> list[str] | None:
     """Top-level comma / "and" separated parts of an answer list ("2, 3", "2 \\text{ and } 3");
     None for a single answer."""
-    t = re.sub(r"\\text\{\s*(and|or)\s*\}", ",", s)
+    t = re.sub(r"\\text\{\s*(and|or)\s*\}", ",", re.sub(r"\\q?quad\b", " ", s))
     t = re.sub(r"\s+(?:and|or)\s+", ",", t)
     parts, depth, cur = [], 0, ""
     for ch in t:
@@ -224,6 +229,10 @@ _DISJUNCTION = re.compile(r"\\lor\b|\\vee\b|\bor\b|\\text\{\s*or\s*\}")
 def settle_equation(g: str, pred: str) -> str | None:
     """An answer written as an equation, read against a gold that is not one: ``x = 3`` is 3 (the left side is the
     variable), ``3 \\times 4 = 12`` is 12 (both sides agree); ``1 = 3`` is no answer (None): the sides disagree."""
+    for rel in ("\\approx", "\\in"):  # "x \\approx 11" is 11, "x \\in [-2, 7]" is [-2, 7]: the variable's value
+        m = re.fullmatch(r"\s*(" + _VARIABLE.pattern + r")\s*" + re.escape(rel) + r"(?![a-zA-Z])\s*(.+)", pred, re.S)
+        if m and rel not in g:
+            return settle_equation(g, m.group(2))
     if _TOP_EQ.search(g) or not _TOP_EQ.search(pred):
         return pred
     sides = [x.strip() for x in _TOP_EQ.split(pred)]
@@ -299,6 +308,8 @@ def same_value(g: str, pred: str) -> bool | None:
         return normalize_text(g) == normalize_text(pred)
     if _EXPLOSIVE.search(pred) and not _EXPLOSIVE.search(g):
         return False  # 1000000!, 9^{9^{9}}, \\binom{10^6}{...}: no gold's value, and seconds of sympy each
+    if (settled := settle_equation(g, pred)) is not None:
+        pred = settled  # "(x, y) = (5, 8), (8, 5)" is its right side, before it is split into parts
     gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
     if gp is None and _DISJUNCTION.search(pred) and not _DISJUNCTION.search(g) and real_set(pred) is None:
         return False  # "2 \\lor 3", "3 or 4": no single answer for a gold that is one
@@ -309,7 +320,8 @@ def same_value(g: str, pred: str) -> bool | None:
         gp
         and pp
         and len(gp) == len(pp)
-        and not (g.strip().startswith(("(", "[")) and pred.strip().startswith(("(", "[")))
+        and (not (g.strip().startswith(("(", "[")) and pred.strip().startswith(("(", "[")))
+             or all(x.startswith("(") and x.endswith(")") for x in gp + pp))  # points, in any order
     ):
         left = list(pp)
         for a in gp:

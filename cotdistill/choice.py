@@ -17,12 +17,14 @@ from cotdistill.answer_values import RETRACTION, answer_body, boxed_spans, clean
 
 _L = r"[\"'“(*\[$]*\s*([A-J])(?![A-Za-z0-9'’-])[\"'”)*\]$]*"
 _COMMIT = [
-    re.compile(r"\b(?:final\s+)?answer\s*(?:is|:|：|would\s+be|will\s+be|should\s+be)\s*(?:option\s+|choice\s+)?"
-               + _L, re.I),
+    re.compile(r"\b(?:final\s+)?answer\s*(?:is|:|：|would\s+be|will\s+be|should\s+be)\s*"
+               r"(?:for\s+sure\s+|definitely\s+|certainly\s+|clearly\s+|surely\s+)?(?:option\s+|choice\s+)?" + _L,
+               re.I),
     re.compile(r"\b(?:correct|right|best)\s+(?:answer|option|choice)\s*(?:is|:|would\s+be|must\s+be)\s*"
                r"(?:option\s+|choice\s+)?" + _L, re.I),
     re.compile(r"\b(?:pick|choose|select|go\s+with|going\s+with|opt\s+for|answer\s+with)\s+(?:option\s+|choice\s+|"
                r"answer\s+)?" + _L, re.I),
+    re.compile(r"\b(?i:it'?s|it\s+is|it\s+must\s+be)\s+" + _L + r"(?=[\s.!]*$)"),  # "... therefore I think it's B"
     re.compile(r"(?:\boption\s+|\bchoice\s+|^|[\s*])\(?([A-J])\)?\**\s+(?:is|must\s+be)\s+(?:the\s+)?"
                r"(?:correct|right|best|answer)\b", re.M),
 ]
@@ -30,7 +32,7 @@ _COMMIT = [
 _OPENS = re.compile(r"^\s*(?:\*\*)?\(?([A-J])\)?(?:\*\*)?(?:[.:)]\s|\s*$|\s+[-–—]\s)")
 _NEGATED_BEFORE = re.compile(
     r"(?:\bnot|n't|\bnever|\bnor|\brule\s+out|\bruled\s+out|\beliminate|\binstead\s+of|\brather\s+than|\bmaybe|"
-    r"\bperhaps|\bprobably|\bmight|\bcould|\bif|\bwhether|\beither|\bbetween|\bthink|\bguess)\b[^.!?\n,;]{0,40}$",
+    r"\bperhaps|\bprobably|\bmight|\bcould|\bif|\bwhether|\beither|\bbetween|\bguess)\b[^.!?\n,;]{0,40}$",
     re.I)
 _NEGATED_AFTER = re.compile(
     r"^[\"'”)*\]]*\s*(?:(?:,|and\b|&|\+)\s*(?:option\s+)?[\"'“(*\[$]*[A-J](?![A-Za-z0-9'’-])|or\b|/|\?|is\s+(?:wrong|incorrect|not|false|out)|(?:is\s+)?(?:can't|cannot)|isn't|,?\s*but\b|"

@@ -19,6 +19,9 @@ from __future__ import annotations
 import re
 
 from cotdistill.answer_values import (
+    _NUM_WITH_UNIT,
+    _UNIT,
+    MAX_ANSWER_CHARS,
     RETRACTION,
     answer_body,
     as_number,
@@ -42,14 +45,16 @@ _FINAL_LINE = re.compile(
 # what may stand between boxes that together are one answer ("\\boxed{2} and \\boxed{3}", "(a) ... (b) ...")
 _BOX_JOIN = re.compile(
     r"^(?:[\s$,;.:*]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\b[a-zA-Z]\s*=|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b|"
-    r"\(?\b(?:[a-h]|i{1,3}|iv|vi{0,3}|ix|x)\)|\b(?:part|Part)\s*\(?[a-h1-9]\)?|\\item)*$"
+    r"\(?\b(?:[a-h]|i{1,3}|iv|vi{0,3}|ix|x)\)|\b(?:part|Part)\s*\(?[a-h1-9]\)?|\\item|\bfor\b|\\text\{|\})*$"
 )
 # "I think the answer is 12 but let me check": a hedge, not a final answer
 _HEDGE_BEFORE = re.compile(
     r"\b(?:think|maybe|perhaps|might|probably|guess|suppose|assume|if|whether|unless|could)\b[^.!?\n]*$", re.I
 )
 _HEDGE_AFTER = re.compile(r"^[^\n]*?(?:\?|\b(?:but|wait|let me|let's|check|verify|however|unless|or is it)\b)", re.I)
-_PROSE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+# a word that is not math: prose ("pi", "sin", "ln" ... are math; "Is it 18" is a question)
+_PROSE = re.compile(r"(?<![\\a-zA-Z])(?!(?:pi|ln|log|sin|cos|tan|cot|sec|csc|exp|sqrt|mod|inf|oo|min|max|deg)\b)"
+                    r"[a-zA-Z]{2,}")
 
 
 def _boxed_answer(text: str) -> tuple[int, str, int] | None:
@@ -82,7 +87,10 @@ def _closing_display(text: str) -> str | None:
             i = t.rfind(opener, 0, len(t) - len(closer))
             if i < 0:
                 return None
-            inner = t[i + len(opener): len(t) - len(closer)].strip()
+            inner = t[i + len(opener): len(t) - len(closer)]
+            if opener == "\\(" and "\n" in inner:
+                return None  # inline math does not span lines
+            inner = inner.strip()
             rhs = re.split(r"(?<![<>!\\])=", inner)[-1].strip()
             return rhs or None
     return None
@@ -92,12 +100,24 @@ def _bare(text: str) -> str | None:
     """A completion that is one short expression and nothing else ("72", "$\\frac{1}{2}$", "(B)") is
     its own answer; prose (a cut-off sentence) never is."""
     t = text.strip()
-    if not t or "\n" in t or len(t) > 60:
+    if not t or "\n" in t or "?" in t or len(t) > 60:
         return None
+    t = re.sub(r"^(\$\$?)([^$]+)\1\s*(?=\S+$)", r"\2 ", t)  # "$28$ percent" is "28 percent"
     inner = re.sub(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}", "", t)
-    if _PROSE.search(inner) and not re.fullmatch(r"\(?[A-J]\)?", t):
-        return None
+    if _PROSE.search(inner) and not re.fullmatch(r"\(?[A-J]\)?", t) and not _NUM_WITH_UNIT.match(t):
+        return None  # words only as a unit from the list: "28 percent", "1,000.99 dollars"
     return clean_answer(t)
+
+
+_STATEMENT = re.compile(
+    r"^(?:the|this|our|my)\b[^.!?\n]{0,200}?\b(?:is|are|equals|will\s+be)\s+(?!not\b|never\b|n't)(.+)$", re.I)
+
+
+def _stated_value(raw: str) -> str:
+    """A marked answer written as a sentence is the value it states: "Final Answer: The volume of $V$ is 120. I hope
+    it is correct." -> "120"."""
+    m = _STATEMENT.match(_SIGN_OFF.sub("", raw).strip())
+    return _first_clause(m.group(1)) if m else raw
 
 
 def _heading(content: str, after: str) -> bool:
@@ -127,13 +147,78 @@ def extract_answer(text: str) -> str | None:
             continue
         cands.append((m.start(), clause, m.start(1) + len(clause)))
     for start, raw, end in sorted(cands, key=lambda c: c[0], reverse=True):
-        ans = clean_answer(raw)
+        ans = clean_answer(_stated_value(raw))
         if ans:  # taken back after it, hedged, negated or one of alternatives: no committed answer
             asked = "?" in raw  # "Final answer: 3? No."
             return None if asked or RETRACTION.search(text, end) or uncommitted(text, start, end) else ans
     if cands:
         return None
-    return _bare(text) or (clean_answer(d) if (d := _closing_display(text)) else None)
+    return _bare(text) or (clean_answer(d) if (d := _closing_display(text)) else None) or _last_sentence(text)
+
+
+# what a model may write after its last sentence (Minerva's prompt ends every answer with it)
+_SIGN_OFF = re.compile(r"\s*(?:I\s+hope\s+(?:it|this)\s+is\s+correct\s*[.!]?\s*)+$", re.I)
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\$)((?:\\\$|[^$\n])+?)(?<!\\)\$|\\\(([^\n]+?)\\\)|"
+                        r"\\\[(.+?)\\\]", re.S)
+_LAST_NUMBER = re.compile(
+    r"(?<![\w.^_/])[-+]?(?:\\?\$|€|£|¥|₹)?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?(?:\s*(?:\\?%|" + _UNIT
+    + r")(?![\w]))?(?![A-Za-z0-9_])")
+_SENTENCE_END = re.compile(r"(?<!\d)[.!](?=\s)|(?<=\d)\.(?=\s+[A-Z])|[.!]\s*\n")
+
+
+def _last_sentence(text: str) -> str | None:
+    """math-verify's fallback, kept to a complete last sentence: with no marker anywhere, the last math span or
+    number of the last sentence ("Therefore $x \\geq 5$ is the solution.", "... the probability is 2/3."). A
+    completion that does not end a sentence (cut off mid-thought: "... so 9 * 2 = 18") has none; neither has a
+    sentence that asks, hedges or negates."""
+    t = _SIGN_OFF.sub("", text).rstrip()
+    if len(t) > MAX_ANSWER_CHARS * 50 or not t or not (t.endswith((".", "!", "。", "$", "\\]", "\\)"))):
+        return None
+    t = t.rstrip(".!。 \t")
+    cut = 0
+    for m in _SENTENCE_END.finditer(t, max(0, len(t) - 4000)):
+        if not _inside_math(t, m.start()):
+            cut = m.end()
+    sentence = t[cut:]
+    if "?" in sentence:
+        return None
+    spans = [(m.start(), m.end(), next(g for g in m.groups() if g is not None)) for m in _MATH_SPAN.finditer(sentence)]
+    nums = [(m.start(), m.end(), m.group(0)) for m in _LAST_NUMBER.finditer(sentence)
+            if not any(a <= m.start() < b for a, b, _ in spans)]
+    rest = re.sub(r"\d\s*\\?\$(?=\s|$)", "", _MATH_SPAN.sub(" ", sentence))  # "2,74 $": a currency sign
+    if re.search(r"(?<!\\)\$|\\[()\[\]]", rest):
+        return None  # math opened and not closed on its line ("Answer $ \\n 9 \\n $"): no span to read
+    found = max(spans + nums, default=None)
+    if found is None:
+        return None
+    start, end, raw = found
+    before, after = sentence[:start], sentence[end:]
+    if uncommitted(t, cut + start, cut + end) or RETRACTION.search(t, cut + end) or _NOT_THE_VALUE.search(before) \
+            or _QUALIFIED.match(after) or not (_CONCLUDES.search(before) or _LABEL.fullmatch(before)
+                                               or not before.strip() and found in spans):
+        return None
+    return clean_answer(raw)
+
+
+# the last sentence states a result ("Therefore ... is", "we find that", "=") or labels the display that ends it
+# ("Special matrix: $...$"); "Step 1: compute 5." does neither
+_CONCLUDES = re.compile(r"\b(?:is|are|was|were|equals?|gives?|get|gets|got|obtain|obtained|find|found|therefore|thus|"
+                        r"hence|so|answer|result|total|solution|becomes?)\b|=|\\approx", re.I)
+_LABEL = re.compile(r"[A-Za-z][A-Za-z ]{0,40}:\s*")
+# a bound, an estimate or a negation before the value ("less than 2/3", "cannot be 5") ...
+_NOT_THE_VALUE = re.compile(r"\b(?:less|more|greater|fewer|smaller|larger|bigger|higher|lower)\s+than\s*$|\b(?:at\s+"
+                            r"(?:least|most)|about|around|approximately|roughly|nearly|almost|over|under|up\s+to|"
+                            r"cannot(?:\s+be)?|can't(?:\s+be)?|isn't|not(?:\s+be)?|never|or|else|otherwise|either)\s*$",
+                            re.I)
+# ... or a word after it that changes it or makes it conditional ("3 thousand", "3 minus one", "7 when n > 2")
+_QUALIFIED = re.compile(r"\s*(?:[,;]\s*)?(?:thousand|million|billion|trillion|hundred|dozen|minus|plus|times|"
+                        r"divided|over|squared|cubed|factorial|to\s+the|or\b|if|when|unless|provided|assuming|else|"
+                        r"otherwise|at\s+(?:most|least)|and\s+(?:up|above|below|more|less)|but|except)\b", re.I)
+
+
+def _inside_math(t: str, i: int) -> bool:
+    """Whether position i of t is inside $...$ (an odd number of unescaped single dollars before it)."""
+    return len(re.findall(r"(?<!\\)\$", t[max(0, i - 2000):i])) % 2 == 1
 
 
 def final_gold(gold: str) -> str:
@@ -163,6 +248,18 @@ def _choice(completion: str, choices: list[str] | None) -> str | None:
     return letter
 
 
+def _gold_letter(gold: str) -> str | None:
+    """A gold that is one option letter ("C", "(C)"), or a gold text that commits to one in capitals the way a
+    completion would ("... the answer is\\n(C) Cecile")."""
+    m = re.fullmatch(r"\s*\(?([A-J])\)?\s*", gold)
+    if m:
+        return m.group(1)
+    if len(gold) > 500 or not re.search(r"\banswer\b", gold, re.I):
+        return None
+    letter = chosen_letter(gold)
+    return letter if letter and re.search(r"\banswer\s+is\s*\(?" + letter + r"\b", gold) else None
+
+
 def verify_completion(completion: str, gold: str | None, rg_task: str | None = None,
                       rg_entry: dict | None = None, choices: list[str] | None = None, tests=None) -> Verdict:
     """Verdict for one completion. Pure apart from math-verify's own (signal) timeouts. A gold that is
@@ -172,10 +269,10 @@ def verify_completion(completion: str, gold: str | None, rg_task: str | None = N
         from cotdistill.code_verify import verify_code
 
         return verify_code(completion, tests)
-    gold_letter = re.fullmatch(r"\s*\(?([A-J])\)?\s*", str(gold or ""))
-    if gold_letter and rg_task is None:
+    gold_letter = _gold_letter(str(gold or "")) if rg_task is None else None
+    if gold_letter:
         letter = _choice(completion, choices)
-        ok = letter == gold_letter.group(1)
+        ok = letter == gold_letter
         return Verdict(extracted=letter, correct=ok, reason="no_answer" if letter is None else
                        "match" if ok else "mismatch")
     extracted = extract_answer(completion)

@@ -41,6 +41,10 @@ def math_verify_keeps(c: dict) -> bool:
 
 def main(paths: list[str]) -> dict:
     cases = [json.loads(x) for p in paths for x in Path(p).read_text().splitlines() if x.strip()]
+    for c in cases:  # data/peer_cases.jsonl (scripts/make_peer_cases.py): the peers' own cases, by setting
+        c.setdefault("category", c.get("setting", "-"))
+        c.setdefault("note", c.get("source"))
+        c.setdefault("think", False)
     stats: dict[str, dict] = defaultdict(lambda: {"n": 0, "cotdistill": 0, "math_verify": 0})
     split = []
     for c in cases:

@@ -28,8 +28,8 @@ from cotdistill.tasks import chain_answer
     ("The new problem is: How many students have to choose at least 3 books?",
      "How many students have to choose at least 3 books?", None),
     ("Sure! Here is a new problem for you:\n**Problem:** What is 7 * 8?", "What is 7 * 8?", None),
-    ("Problem: Solve for x: 2x + 3 = 11.\nSolution: 2x = 8, so x = 4.", "Solve for x: 2x + 3 = 11.",
-     "2x = 8, so x = 4."),
+    # the solution's last sentence states its value (issue #44: the last value of a complete last sentence)
+    ("Problem: Solve for x: 2x + 3 = 11.\nSolution: 2x = 8, so x = 4.", "Solve for x: 2x + 3 = 11.", "4"),
 ])
 def test_parse_written(text, question, answer):
     assert parse_written(text) == (question, answer)

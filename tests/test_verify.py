@@ -284,3 +284,58 @@ def test_committed_answers_still_count(gold, completion):
 def test_hostile_traces_get_their_verdict(completion, reason):
     """Each took seconds (quadratic regexes, nested boxes); bench_verify.py measures the stage with them."""
     assert verify_completion(completion, "3").reason == reason
+
+
+# issue #44 item 2: the families the peers' own test cases (data/peer_cases.jsonl) read and this verifier missed,
+# each with near misses that must stay rejected
+PEER_FAMILIES = [
+    # no marker at all: the last math span or number of a complete last sentence that states a result
+    ("x >= 5", r"Therefore $x \geq 5$ is the solution.", True), ("x < 3", r"We find that $x \lt 3$.", True),
+    ("x \\neq 5", "The solution is $x != 5$", True), ("2/3", "So the probability that Alice wins is 2/3.", True),
+    ("(7,6)", "So the ordered pair $(x, y)$ that solves the system is $(7, 6)$. <|im_start|>user", True),
+    ("12", "Therefore, there are 12 sequences that meet the three conditions. I hope it is correct.", True),
+    ("100%", "Therefore, the minimum error increases by 100%.", True), ("9", "Answer $ 9 $", True),
+    (r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}",
+     r"Special matrix: $ \left[\begin{array}{cc}1 & 2 \\3 & 4\end{array}\right] $", True),
+    ("18", "She sells them for $2 each, which is 9 * 2 = 18", False),  # cut off: no complete sentence
+    ("5", "We get 2 + 3 = 5. Now multiply by 4.", False), ("5", "Step 1: compute 5.", False),
+    ("5", "The answer cannot be 5.", False), ("5", "It is not 5.", False), ("18", "Is it 18?", False),
+    ("18", "Maybe it is 18.", False), ("18", "It is 18. Wait, no.", False), ("6", "It is 5 or 6.", False),
+    ("18", "The answer must be 18, unless I erred.", False), ("3", "So x is 3 thousand.", False),
+    ("3", "So x = 3x.", False), ("3", "The result is 3 minus one.", False), ("3", "The result is -3 meters.", False),
+    ("5", "It equals 5 if n is even.", False), ("8", "Thus the sum is 7 when n > 2, else 8.", False),
+    ("2/3", "The chance is 2/3 at most.", False), ("2/3", "The chance is less than 2/3.", False),
+    ("5", "x is greater than 5.", False), ("5", "It is at least 5.", False), ("5", "So it is 5 or so.", False),
+    ("5", "The total is 5 but I doubt it.", False), ("5", "The number is 5 squared.", False),
+    ("9", "Answer $ \n 9 \n $", False), ("9", "Answer \\( \n 9 \n \\)", False), ("5", "5? No.", False),
+    # a marked answer written as a sentence is the value it states
+    ("120", "Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", True),
+    ("34", "Final Answer: The largest $n$ is 34.", True), ("5", "Final Answer: The value is not 5.", False),
+    # decimal commas, currency and percent words around a bare number
+    ("1000.99", "1000,99", True), ("1.22", "1,22", True), ("0,111", "0.111", True), ("1000.99", "1,000.99$", True),
+    ("2.74", "Soucis : 2,74 $ a..", True), ("28\\%", "28 percent", True), ("28\\%", "$28$ pct", True),
+    ("2.3", "2,3", False), ("0.1", "0,1", False), ("150", "1,50", False), ("12", "1,2", False),
+    ("28\\%", "28 dozen", False), ("3", "3 apples", False),
+    # relations: a negated variable, a variable's approximate value or its set
+    ("x < 1", "$-x > -1$", True), ("x <= 1", "$-x >= -1$", True), ("x < 1", "$-x > 1$", False),
+    ("11", r"$x\approx11$", True), ("3", r"\boxed{3 \approx 4}", False), ("[-2, 7]", r"$x \in [-2,7]$", True),
+    ("[-2, 7]", r"$x \in [-2,8]$", False), ("1/3", r"$\frac{1}{3} \textbf{meters}$", True),
+    # several answers: points in any order, parts boxed apart, math spans joined by "and"
+    ("(5, 8), (8, 5)", r"$$\boxed{(x, y) = (5, 8) \quad \text{and} \quad (8, 5)}$$", True),
+    ("(5, 8), (8, 5)", r"\boxed{(8, 5), (5, 8)}", True), ("(5, 8), (8, 5)", r"\boxed{(5, 8), (5, 8)}", False),
+    ("(5, 8)", r"\boxed{(8, 5)}", False),
+    ("(3, 3), (1, 1)", r"$$\boxed{(3, 3)} \text{ for part (a) and } \boxed{(1, 1)}$$", True),
+    ("12\\text{ and }13", 'Final Answer: The final answer is \\"$12 $ and $13 $\\". I hope it is correct.', True),
+    ("12", "The answer is $12$ and $13$.", False),
+    # free-text option letters, and a gold text that commits to a letter
+    ("C", "thinking about it I think the correct answer is C", True),
+    ("B", "It's not A because it doesn't make sense, therefore I think it's B", True),
+    ("D", "The answer is for sure D, it can't be A or B", True), ("A", "I think it is a.", False),
+    ("B", "therefore I think it's B or C", False), ("Alina and the answer is\n(C) Cecile", "C", True),
+    ("Alina and the answer is\n(C) Cecile", "A", False), ("The answer is a prime", "A", False),
+]
+
+
+@pytest.mark.parametrize("gold,completion,correct", PEER_FAMILIES)
+def test_peer_families_read_and_near_misses_refused(gold, completion, correct):
+    assert (verify_completion(completion, gold).correct is True) == correct, verify_completion(completion, gold)

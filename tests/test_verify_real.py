@@ -53,3 +53,20 @@ def test_the_built_agreement_set_is_current_and_fully_agreed(tmp_path):
     last = json.loads(out.strip().splitlines()[-1])
     assert last["all"]["n"] == len(BUILT) + len(CASES) and last["cotdistill_false_accepts"] == 0
     assert last["all"]["cotdistill"] > last["all"]["math_verify"]
+
+
+def test_the_peers_own_cases_agree_at_least_as_often_as_raw_math_verify():
+    """Issue #44 item 2: on the test cases of math-verify, lighteval, TRL and open-r1 (data/peer_cases.jsonl, written
+    by scripts/make_peer_cases.py from their checkouts), at least raw math-verify's agreement with the cases' own
+    labels, and no completion they label wrong is accepted."""
+    import subprocess
+    import sys
+
+    peers = [json.loads(x) for x in (ROOT / "data" / "peer_cases.jsonl").read_text().splitlines() if x.strip()]
+    projects = {s.split(":")[0] for c in peers for s in [c["source"], *c.get("also", [])]}
+    assert len(peers) >= 250 and projects == {"math-verify", "lighteval", "trl", "open-r1"}
+    script, cases = ROOT / "scripts/verify_agreement.py", ROOT / "data/peer_cases.jsonl"
+    out = subprocess.run([sys.executable, str(script), str(cases)], capture_output=True, text=True, check=True).stdout
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["all"]["n"] == len(peers) and last["cotdistill_false_accepts"] == 0
+    assert last["all"]["cotdistill"] >= last["all"]["math_verify"], last["all"]
