@@ -179,7 +179,7 @@ def _last_sentence(text: str) -> str | None:
     for m in _SENTENCE_END.finditer(t, max(0, len(t) - 4000)):
         if not _inside_math(t, m.start()):
             cut = m.end()
-    sentence = t[cut:]
+    sentence = t[max(cut, len(t) - 2000):]  # bounded: the span regexes below scan from each opener
     if "?" in sentence:
         return None
     spans = [(m.start(), m.end(), next(g for g in m.groups() if g is not None)) for m in _MATH_SPAN.finditer(sentence)]

@@ -83,6 +83,8 @@ def pathological() -> dict:
 
 HOSTILE = [  # (completion, gold): #44's traces that stalled or crashed a stage, and neighbours
     ("<think>x</think>" + "\\boxed{" * 800 + "1" + "}" * 800, "1"),
+    ("<think>x</think>" + "\\[ 1 " * 20_000 + ".", "1"),  # unclosed displays before a last sentence (no marker)
+    ("<think>x</think>" + "a. " * 30_000 + "so x = 5.", "5"),  # 30,000 sentence ends
     ("<think>x</think>\n#### " + " " * 30_000 + "7", "7"),
     ("<think>x</think>\nFinal answer: " + " " * 30_000 + "x", "7"),
     ("<think>x</think>\nThe answer is " + " " * 30_000 + "(B)", "7"),
