@@ -53,14 +53,15 @@ RETRACTION = re.compile(
     r"\b(?:wait|oops|scratch\s+that|no,?\s+(?:it(?:'s|\s+is)|actually)|actually,?\s+(?:no|it(?:'s|\s+is))|"
     r"that(?:'s|\s+is|\s+was)\s+(?:wrong|incorrect|not\s+(?:right|correct))|I\s+(?:was|am)\s+wrong|"
     r"(?:made|make)\s+(?:a|an)\s+(?:mistake|error)|correction\s*:|nope|not\s+it\b|cannot\s+be\s+right|"
-    r"but\s+really)", re.I)
+    r"but\s+really|just\s+kidding|\bnah\b)", re.I)
 
 
 # an answer the text around it does not commit to: "Either \\boxed{3} or 4", "It is not \\boxed{3}", "3? No."
 _UNSURE_BEFORE = re.compile(r"(?:\bnot|n't|\bcannot|\bnever|\beither|\bpossibly|\bmaybe|\bperhaps|\bprobably|\bif|"
                             r"\bwhether|"
                             r"\bunless|\bsuppose|\bassume|\bguess|\bis\s+the\s+answer)\b[^,;:.!?\n]*$", re.I)
-_UNSURE_AFTER = re.compile(r"^[\s.,;:!)*$}\]|]*(?:\?|\(?\s*or\b|\bmaybe\b|\bperhaps\b|\bpossibly\b|\bbut\b|"
+_UNSURE_AFTER = re.compile(r"^[^\n]*?\b(?:not\s+(?:sure|confident|certain)|unsure)\b|"
+                           r"^[\s.,;:!)*$}\]|]*(?:\?|\(?\s*or\b|\bmaybe\b|\bperhaps\b|\bpossibly\b|\bbut\b|"
                            r"(?:is|was)\s+(?:the\s+)?(?:not|incorrect|wrong|false)\b)", re.I)
 
 
@@ -230,8 +231,8 @@ def settle_equation(g: str, pred: str) -> str | None:
     """An answer written as an equation, read against a gold that is not one: ``x = 3`` is 3 (the left side is the
     variable), ``3 \\times 4 = 12`` is 12 (both sides agree); ``1 = 3`` is no answer (None): the sides disagree."""
     for rel in ("\\approx", "\\in"):  # "x \\approx 11" is 11, "x \\in [-2, 7]" is [-2, 7]: the variable's value
-        m = re.fullmatch(r"\s*(" + _VARIABLE.pattern + r")\s*" + re.escape(rel) + r"(?![a-zA-Z])\s*(.+)", pred, re.S)
-        if m and rel not in g:
+        m = re.fullmatch(r"\s*([a-zA-Z](?:_\{?\w+\}?)?)\s*" + re.escape(rel) + r"(?![a-zA-Z])\s*(.+)", pred, re.S)
+        if m and rel not in g and not _suspicious(m.group(2)) - _suspicious(g):  # a letter, never \pi or \neq
             return settle_equation(g, m.group(2))
     if _TOP_EQ.search(g) or not _TOP_EQ.search(pred):
         return pred

@@ -24,7 +24,8 @@ _COMMIT = [
                r"(?:option\s+|choice\s+)?" + _L, re.I),
     re.compile(r"\b(?:pick|choose|select|go\s+with|going\s+with|opt\s+for|answer\s+with)\s+(?:option\s+|choice\s+|"
                r"answer\s+)?" + _L, re.I),
-    re.compile(r"\b(?i:it'?s|it\s+is|it\s+must\s+be)\s+" + _L + r"(?=[\s.!]*$)"),  # "... therefore I think it's B"
+    re.compile(r"\b(?i:(?:therefore|so|thus|hence),?\s+(?:I\s+think\s+)?(?:it'?s|it\s+is|it\s+must\s+be))\s+" + _L
+               + r"(?=[\s.!]*$)"),  # "... therefore I think it's B"
     re.compile(r"(?:\boption\s+|\bchoice\s+|^|[\s*])\(?([A-J])\)?\**\s+(?:is|must\s+be)\s+(?:the\s+)?"
                r"(?:correct|right|best|answer)\b", re.M),
 ]

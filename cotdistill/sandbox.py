@@ -58,6 +58,7 @@ class Limits:
     output_bytes: int = 1 << 20  # stdout (and any file it writes) beyond this: killed, "output limit"
     open_files: int = 64
     disk_bytes: int = 32 << 20  # the tmpfs it may write to
+    inodes: int = 4096  # files and directories on that tmpfs (each costs kernel memory that no size limit counts)
 
 
 @dataclass
@@ -232,7 +233,7 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = None
 
 
-def _preexec(limits: Limits, uid: int | None):
+def _preexec(limits: Limits, uid: int | None, box: str):
     """Runs in the child between fork and exec of bwrap: limits (inherited by the program), then the fresh uid, then
     death with us. bwrap's own --die-with-parent ties the sandbox to bwrap only once bwrap is set up; a caller killed
     in the milliseconds before (the verify pool killing an overdue worker) would leave bwrap and the program running
@@ -247,18 +248,56 @@ def _preexec(limits: Limits, uid: int | None):
     def setup():
         for lim, val in ((resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1)),
                          (resource.RLIMIT_AS, (limits.memory_mb << 20,) * 2),
-                         (resource.RLIMIT_FSIZE, (limits.output_bytes,) * 2),
-                         (resource.RLIMIT_NOFILE, (limits.open_files,) * 2), (resource.RLIMIT_CORE, (0, 0))):
+                         (resource.RLIMIT_FSIZE, (limits.output_bytes,) * 2), (resource.RLIMIT_CORE, (0, 0))):
             resource.setrlimit(lim, val)
         if uid is not None:
             resource.setrlimit(resource.RLIMIT_NPROC, (16, 16))  # bwrap, its reaper, the program and a few threads
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+        _capped_tmpfs(libc, limits, box)
+        # after it: the caller's descriptors are closed only after this function (a pool worker may hold many)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files,) * 2)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # we died before the line above: go too
             os._exit(1)
     return setup
+
+
+_CLONE_NEWUSER, _CLONE_NEWNS, _MS_NOSUID, _MS_NODEV = 0x10000000, 0x00020000, 2, 4
+# where the child mounts the capped tmpfs in its own mount namespace: a directory every Linux has, that neither bwrap
+# nor the sandbox uses from the host (bwrap makes its own /dev); the host's /dev/shm is not touched
+_MOUNT_AT = "/dev/shm"
+
+
+def _capped_tmpfs(libc, limits: Limits, box: str) -> None:
+    """In the child before bwrap: a user and mount namespace of its own (the same uid, mapped to itself), where a
+    tmpfs capped in size and inodes is mounted on ``box`` (/dev/shm, hidden in that namespace only) for bwrap to bind
+    as the program's only writable place; no directory of the run's is made on the host, so a killed caller leaves
+    none. bwrap
+    0.11 caps a tmpfs's size but not its inodes, and cannot mount one itself inside: its final namespace
+    (--disable-userns) does not own its mounts. Nothing propagates back: a mount namespace made in a new user
+    namespace receives the host's mounts as slaves. Any failure ends the child: no code runs without the cap."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: a changed uid left /proc/self root's; the maps are written there
+        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
+            raise OSError(ctypes_errno(), "unshare")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+        opts = f"size={limits.disk_bytes},nr_inodes={limits.inodes},mode=0700".encode()
+        if libc.mount(b"tmpfs", box.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts) != 0:
+            raise OSError(ctypes_errno(), "mount")
+    except OSError as e:
+        os.write(2, f"sandbox: cannot mount the program's capped tmpfs: {e}\n".encode())
+        os._exit(125)
+
+
+def ctypes_errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def _status(rc: int | None, timed_out: bool, stderr: str, out_bytes: int, limits: Limits) -> str:
@@ -298,7 +337,7 @@ def _run(setup: _Setup, source: str, stdin: str, limits: Limits, files: dict[str
             args += ["--ro-bind", setup.prefix, setup.prefix]
         # no /proc: nothing of bwrap's reaper (/proc/1/mem) or of its own memory (/proc/self/mem) to write or scan;
         # /dev read-only after bwrap fills it, so the only writable place is the capped tmpfs
-        args += ["--dev", "/dev", "--size", str(limits.disk_bytes), "--tmpfs", BOX,
+        args += ["--dev", "/dev", "--bind", _MOUNT_AT, BOX,  # the child's capped tmpfs (_capped_tmpfs)
                  "--ro-bind-data", str(guard_fd), "/.sandbox/guard.py"]
         for name, fd in zip(inputs, data_fds):
             args += ["--file", str(fd), f"{BOX}/{name}"]
@@ -308,7 +347,7 @@ def _run(setup: _Setup, source: str, stdin: str, limits: Limits, files: dict[str
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, stdin=fin, stdout=fout, stderr=ferr, cwd="/", env={}, close_fds=True,
                                 pass_fds=(guard_fd, seccomp_fd, *data_fds, frec.fileno()),
-                                start_new_session=True, preexec_fn=_preexec(limits, uid))
+                                start_new_session=True, preexec_fn=_preexec(limits, uid, _MOUNT_AT))
         timed_out = False
         try:
             rc = proc.wait(timeout=limits.wall_s)

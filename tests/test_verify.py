@@ -313,7 +313,7 @@ PEER_FAMILIES = [
     ("34", "Final Answer: The largest $n$ is 34.", True), ("5", "Final Answer: The value is not 5.", False),
     # decimal commas, currency and percent words around a bare number
     ("1000.99", "1000,99", True), ("1.22", "1,22", True), ("0,111", "0.111", True), ("1000.99", "1,000.99$", True),
-    ("2.74", "Soucis : 2,74 $ a..", True), ("28\\%", "28 percent", True), ("28\\%", "$28$ pct", True),
+    ("28\\%", "28 percent", True), ("28\\%", "$28$ pct", True),
     ("2.3", "2,3", False), ("0.1", "0,1", False), ("150", "1,50", False), ("12", "1,2", False),
     ("28\\%", "28 dozen", False), ("3", "3 apples", False),
     # relations: a negated variable, a variable's approximate value or its set
@@ -339,3 +339,24 @@ PEER_FAMILIES = [
 @pytest.mark.parametrize("gold,completion,correct", PEER_FAMILIES)
 def test_peer_families_read_and_near_misses_refused(gold, completion, correct):
     assert (verify_completion(completion, gold).correct is True) == correct, verify_completion(completion, gold)
+
+
+# the attack review of the fallback above (helper, 2026-12-08): each was accepted by the first version of it
+ATTACKED = [
+    ("5", "So the count is ≥ 5."), ("5", "So x is between 3 and 5."), ("5", "So the count is 3-5."),
+    ("5", "The value is by no means 5."), ("5", "The value is anything but 5."), ("5", "Therefore 5 is impossible."),
+    ("5", "So we might get 5."), ("5", "So the count is likely 5."),
+    ("3", "We have 5 cases. The answer follows from case 3."),
+    ("3", "The ratio is 5:3."), ("5", "The total is x + 5."), ("5", "The result is - 5."), ("5", "The result is 5!."),
+    ("3", "The roots are 2 and 3."), ("7", "The answer to part (a) is 4 and part (b) is 7."), ("6", "Let x = 6."),
+    ("6", "We need to show that the result is 6."), ("5", "Wrong answer: $5$."), ("5", "Guess: $5$."),
+    ("3", r"\boxed{\pi \approx 3}"), ("5", r"\boxed{\neq \approx 5}"), ("3", r"Thus $\pi \approx 3$."),
+    ("B", "I think the answer is B, though I'm not sure."), ("B", "I doubt it's B."),
+    ("B", "The student claims it's B."),
+    ("B", "The answer is B. Just kidding."), (r"\boxed{C}", "The answer is C(5, 2) = 10"),
+]
+
+
+@pytest.mark.parametrize("gold,completion", ATTACKED)
+def test_the_attacked_fallback_readings_are_refused(gold, completion):
+    assert verify_completion(completion, gold).correct is not True
