@@ -24,8 +24,8 @@ MAX_NUMBER_CHARS, MAX_EXPONENT = 400, 400  # past these a "number" is text (Pyth
 
 def as_number(s: str) -> Fraction | None:
     """Exact value of a plain number, fraction or decimal; commas and single spaces only as thousands
-    separators ("1,234", "2 500"), a comma before two digits, or after a lone 0, as a decimal comma ("1000,99",
-    "0,111"), so "1,2" and "0,1" (two roots?) are no number and not 12 and "12, 500" (two answers?) is no number."""
+    separators ("1,234", "2 500"), so "1,2" and "1,25" (two roots? a decimal comma?) are no number, not 12, and
+    "12, 500" (two answers?) is no number."""
     t = s.replace("\\$", "").lstrip("$").strip().replace("{,}", ",")
     t = _NUM_SPACING.sub(lambda m: m.group(1), t)
     m = re.fullmatch(r"(?:([-+]?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|×|\*)\s*|([-+]?))10\s*\^\s*\{?([-+]?\d+)\}?",
@@ -35,8 +35,6 @@ def as_number(s: str) -> Fraction | None:
             return None
         coef = Fraction(m.group(1)) if m.group(1) else Fraction(-1 if m.group(2) == "-" else 1)
         return coef * Fraction(10) ** int(m.group(3))
-    if re.fullmatch(r"[-+]?\d+,\d\d|[-+]?0,\d{3,}", t):  # a decimal comma: "1000,99", "2,74", "0,111"; never a
-        t = t.replace(",", ".")                          # thousands group ("1,000") or a list of roots ("2,3")
     if "," in t or " " in t:
         if not _THOUSANDS.match(t):
             return None

@@ -27,7 +27,7 @@ from cotdistill.answer_numbers import (  # noqa: F401 (MAX_* re-exported: the nu
 # a chat template's turn markers: what follows one is not the completion (a model that ran past its stop)
 _CHAT_TOKEN = re.compile(
     r"<\|im_(?:start|end)\|>|<\|eot_id\|>|<\|start_header_id\|>|<\|endoftext\|>|<end_of_turn>|<start_of_turn>|"
-    r"<｜end▁of▁sentence｜>|<｜(?:User|Assistant)｜>|<\|(?:user|assistant|end)\|>|</s>")
+    r"<｜end▁of▁sentence｜>|<｜(?:User|Assistant)｜>|<\|(?:user|assistant|end)\|>|</s>|<eos>|<\|end_of_text\|>|<\|eom_id\|>")
 # display math that closes the completion: "So we get \\[ 14 \\]"
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$|^[-+]?\.\d+$")
@@ -53,7 +53,7 @@ RETRACTION = re.compile(
     r"\b(?:wait|oops|scratch\s+that|no,?\s+(?:it(?:'s|\s+is)|actually)|actually,?\s+(?:no|it(?:'s|\s+is))|"
     r"that(?:'s|\s+is|\s+was)\s+(?:wrong|incorrect|not\s+(?:right|correct))|I\s+(?:was|am)\s+wrong|"
     r"(?:made|make)\s+(?:a|an)\s+(?:mistake|error)|correction\s*:|nope|not\s+it\b|cannot\s+be\s+right|"
-    r"but\s+really|just\s+kidding|\bnah\b)", re.I)
+    r"but\s+really|just\s+kidding|\bnah\b|(?<!\w)no\s*[.!,;])", re.I)
 
 
 # an answer the text around it does not commit to: "Either \\boxed{3} or 4", "It is not \\boxed{3}", "3? No."
@@ -227,6 +227,14 @@ _VARIABLE = re.compile(  # x, x_1, \theta, f(x), (x, y)
 _DISJUNCTION = re.compile(r"\\lor\b|\\vee\b|\bor\b|\\text\{\s*or\s*\}")
 
 
+_TOKEN = re.compile(r"\\[a-zA-Z]+|[\^_{]")
+
+
+def _complexity(s: str) -> int:
+    """LaTeX commands, scripts and groups: what sympy's parse and simplify cost grows with."""
+    return len(_TOKEN.findall(s))
+
+
 def settle_equation(g: str, pred: str) -> str | None:
     """An answer written as an equation, read against a gold that is not one: ``x = 3`` is 3 (the left side is the
     variable), ``3 \\times 4 = 12`` is 12 (both sides agree); ``1 = 3`` is no answer (None): the sides disagree."""
@@ -243,6 +251,8 @@ def settle_equation(g: str, pred: str) -> str | None:
         return None
     for a, b in zip(sides, sides[1:]):
         na, nb = as_number(a), as_number(b)
+        if na is None and _complexity(a) + _complexity(b) > 3 * _complexity(g) + 48:
+            return None  # a chain too involved to check against a gold this simple
         same = na == nb if na is not None and nb is not None else _math_verify(b, a)
         if not same:
             return None
@@ -265,9 +275,24 @@ def _suspicious(s: str) -> set[str]:
     return {_SAME_TOKEN.get(m.group(0), m.group(0)) for m in _SUSPICIOUS.finditer(s)}
 
 
+def _decimal_comma(g: str, pred: str) -> bool:
+    """A decimal comma, read only where the other side writes the same digits with a point: a prediction "1000,99"
+    for 1000.99, a gold "0,111" or "1000,99" that cannot be a list of roots. "1,25" stays two roots for a gold, and
+    "0,50" is not 0.5 (nor is "2,3" 2.3 as a gold)."""
+    p, gs = pred.strip(), g.strip()
+    if re.fullmatch(r"[-+]?\d+,\d\d|[-+]?0,\d{3,}", p) and p.replace(",", ".") == gs:
+        return True
+    return bool(re.fullmatch(r"[-+]?0,\d{3,}|[-+]?\d{4,},\d\d", gs)) and gs.replace(",", ".") == p
+
+
 def _compare_one(g: str, pred: str) -> bool | None:
     if re.fullmatch(r"[A-J]", g):
         return pred.strip().upper() == g
+    if _decimal_comma(g, pred):
+        return True
+    parts = _parts(pred) if re.match(r"\s*[(\[]", g) and not re.match(r"\s*[(\[]", pred) else None
+    if parts and all(as_number(x) is not None for x in parts):
+        return False  # "12 and 13", "1, 2": several answers, not the point or interval (12, 13)
     settled = settle_equation(g, pred)
     if settled is None:
         return False
@@ -291,6 +316,8 @@ def _compare_one(g: str, pred: str) -> bool | None:
         return False
     if gn is not None and pn is None and not re.search(r"\\|\d", pred):
         return False  # numeric gold, wordy prediction
+    if _complexity(pred) > 3 * _complexity(g) + 24:
+        return False  # 60 nested \\frac for a gold of 1: no written answer; seconds of sympy (no timeout in threads)
     res = _math_verify(g, pred)
     if res is None and _texty(g):
         return False
@@ -311,6 +338,13 @@ def same_value(g: str, pred: str) -> bool | None:
         return False  # 1000000!, 9^{9^{9}}, \\binom{10^6}{...}: no gold's value, and seconds of sympy each
     if (settled := settle_equation(g, pred)) is not None:
         pred = settled  # "(x, y) = (5, 8), (8, 5)" is its right side, before it is split into parts
+    ordered = re.fullmatch(r"⟨(.*)⟩", pred, re.S)
+    if ordered:  # parts labelled (a), (b), ... in the completion: each part against the gold's part in its place
+        gp, pp = _parts(_unbracket(g)), _parts(ordered.group(1))
+        if gp and pp:
+            return len(gp) == len(pp) and all(
+                bool(_compare_one(clean_answer(a) or a, clean_answer(b) or b)) for a, b in zip(gp, pp))
+        pred = ordered.group(1)
     gp, pp = _parts(_unbracket(g)), _parts(_unbracket(pred))
     if gp is None and _DISJUNCTION.search(pred) and not _DISJUNCTION.search(g) and real_set(pred) is None:
         return False  # "2 \\lor 3", "3 or 4": no single answer for a gold that is one

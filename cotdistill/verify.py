@@ -44,9 +44,10 @@ _FINAL_LINE = re.compile(
 
 # what may stand between boxes that together are one answer ("\\boxed{2} and \\boxed{3}", "(a) ... (b) ...")
 _BOX_JOIN = re.compile(
-    r"^(?:[\s$,;.:*]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\b[a-zA-Z]\s*=|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b|"
+    r"^(?:[\s$,;.:*]|\\\]|\\\[|\\\(|\\\)|\\quad|\\qquad|\b[a-zA-Z](?:_\{?\w+\}?)?\s*=|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b|"
     r"\(?\b(?:[a-h]|i{1,3}|iv|vi{0,3}|ix|x)\)|\b(?:part|Part)\s*\(?[a-h1-9]\)?|\\item|\bfor\b|\\text\{|\})*$"
 )
+_PART_LABEL = re.compile(r"\(?\b(?:[a-h]|i{1,3}|iv)\)|\b(?:part|Part)\b")  # parts in order: (a) ..., (b) ...
 # "I think the answer is 12 but let me check": a hedge, not a final answer
 _HEDGE_BEFORE = re.compile(
     r"\b(?:think|maybe|perhaps|might|probably|guess|suppose|assume|if|whether|unless|could)\b[^.!?\n]*$", re.I
@@ -70,7 +71,9 @@ def _boxed_answer(text: str) -> tuple[int, str, int] | None:
         else:
             break
     contents = list(dict.fromkeys(g[1].strip() for g in group))  # the same answer boxed twice is one answer
-    return group[0][0], ", ".join(contents), group[-1][2]
+    labelled = any(_PART_LABEL.search(text[a[2]:b[0]]) for a, b in zip(group, group[1:]))
+    joined = ", ".join(contents)
+    return group[0][0], f"⟨{joined}⟩" if labelled and len(contents) > 1 else joined, group[-1][2]
 
 
 def _first_clause(s: str) -> str:
@@ -88,8 +91,8 @@ def _closing_display(text: str) -> str | None:
             if i < 0:
                 return None
             inner = t[i + len(opener): len(t) - len(closer)]
-            if opener == "\\(" and "\n" in inner:
-                return None  # inline math does not span lines
+            if opener == "\\(" and "\n" in inner or uncommitted(t, i, len(t)):
+                return None  # inline math spans no lines; "It is not \\( 5 \\)", "Perhaps \\[ 5 \\]" commit to nothing
             inner = inner.strip()
             rhs = re.split(r"(?<![<>!\\])=", inner)[-1].strip()
             return rhs or None
@@ -236,6 +239,16 @@ def _inside_math(t: str, i: int) -> bool:
 def final_gold(gold: str) -> str:
     """The final answer of a gold field that holds a whole solution: GSM8K's ``... #### 72`` or
     MATH's worked solution ending in ``\\boxed{...}``."""
+    spans = boxed_spans(gold) if "####" not in gold else []
+    if len(spans) > 1:  # a gold's last boxes are its parts when a few words at most stand between them ("\\boxed{1}
+        group = [spans[-1]]  # papers and \\boxed{2} bins"); a sentence between them ends the earlier box's claim
+        for prev in reversed(spans[:-1]):
+            gap = gold[prev[2]:group[0][0]]
+            if len(gap) > 40 or len(re.findall(r"[A-Za-z]+", gap)) > 3 or re.search(r"[.!?]\s", gap):
+                break
+            group.insert(0, prev)
+        if len(group) > 1:
+            return ", ".join(dict.fromkeys(s[1].strip() for s in group))
     return (extract_answer(gold) or gold) if "####" in gold or "\\boxed" in gold else gold
 
 
@@ -263,9 +276,9 @@ def _choice(completion: str, choices: list[str] | None) -> str | None:
 def _gold_letter(gold: str) -> str | None:
     """A gold that is one option letter ("C", "(C)"), or a gold text that commits to one in capitals the way a
     completion would ("... the answer is\\n(C) Cecile")."""
-    m = re.fullmatch(r"\s*\(?([A-J])\)?\s*", gold)
-    if m:
-        return m.group(1)
+    m = re.fullmatch(r"\s*\(?([A-J])\)?\s*|\s*\(?([A-J])\)?[ \t]+[A-Z][a-z]+[ \t]*(?:\n[\s\S]*)?", gold)
+    if m:  # "C", "(C)", or a letter and its option's text on the first line ("C Cecile")
+        return m.group(1) or m.group(2)
     if len(gold) > 500 or not re.search(r"\banswer\b", gold, re.I):
         return None
     letter = chosen_letter(gold)

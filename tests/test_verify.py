@@ -360,3 +360,27 @@ ATTACKED = [
 @pytest.mark.parametrize("gold,completion", ATTACKED)
 def test_the_attacked_fallback_readings_are_refused(gold, completion):
     assert verify_completion(completion, gold).correct is not True
+
+
+# the rest of the review's findings, and the peers' gold shapes read since
+REVIEWED = [
+    ("1,25", r"\boxed{1.25}", False), ("1,25", r"\boxed{1, 25}", True), ("0.5", "So the roots are 0,50.", False),
+    ("0.1", r"\boxed{0,100}", False), ("1000.99", "1000,99", True), ("0,111", "0.111", True),
+    ("2, 3", r"\boxed{3} \text{ for part (a) and } \boxed{2}", False),
+    ("2, 3", r"\boxed{2} \text{ for part (a) and } \boxed{3}", True), ("3, 2", r"\boxed{2} and \boxed{3}", True),
+    ("(12, 13)", "Final answer: $12$ and $13$", False), ("(1, 2)", r"\boxed{1, 2}", False),
+    ("5", r"It is not \( 5 \)", False), ("5", r"It cannot be \[5\]", False), ("5", r"Perhaps \[ 5 \]", False),
+    ("5", r"So we get \[ 5 \]", True), ("42", "I don't know.<eos>The answer is 42.", False),
+    ("42", "I don't know.<|end_of_text|>The answer is 42.", False), ("B", "The answer is B. No.", False),
+    ("B", "The answer is B. Nah, D.", False), ("B", "\\boxed{B}\nNo, D.", False),
+    ("5", "The answer is 5. No other value works.", True),
+    (r"\boxed{1} papers and \boxed{2} bins", r"$\boxed{1,2}$", True),
+    (r"\boxed{1} no no no no no \boxed{2}", r"$\boxed{1,2}$", False),
+    ("C Cecile", "The answer is C", True), ("C Cecile", "The answer is A", False),
+    ("1", r"\boxed{x \approx " + "+".join(f"\\frac{{{i}}}{{x+{i}}}" for i in range(60)) + "}", False),
+]
+
+
+@pytest.mark.parametrize("gold,completion,correct", REVIEWED)
+def test_the_reviewed_readings(gold, completion, correct):
+    assert (verify_completion(completion, gold).correct is True) == correct, verify_completion(completion, gold)

@@ -69,6 +69,4 @@ def test_the_peers_own_cases_agree_at_least_as_often_as_raw_math_verify():
     out = subprocess.run([sys.executable, str(script), str(cases)], capture_output=True, text=True, check=True).stdout
     last = json.loads(out.strip().splitlines()[-1])
     assert last["all"]["n"] == len(peers) and last["cotdistill_false_accepts"] == 0
-    # issue #44 asks for at least math-verify's agreement; 2026-12-08 it is 242 vs 243 (the allow-list fallback after
-    # the attack review gave back "Soucis : 2,74 $ a.."): this holds the line against regressions, not the target
-    assert last["all"]["cotdistill"] >= last["all"]["math_verify"] - 1, last["all"]
+    assert last["all"]["cotdistill"] >= last["all"]["math_verify"], last["all"]
