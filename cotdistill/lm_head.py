@@ -25,7 +25,11 @@ def head_fn(model):
     head = inner.get_output_embeddings()
     cap = getattr(inner.config.get_text_config(), "final_logit_softcapping", None)
 
+    weight = getattr(head, "weight", None)
+
     def fn(h: torch.Tensor) -> torch.Tensor:
+        if weight is not None and h.dtype != weight.dtype and not torch.is_autocast_enabled(h.device.type):
+            h = h.to(weight.dtype)  # a bf16 teacher whose last hidden state comes out in fp32 (its final norm)
         z = head(h)
         return torch.tanh(z / cap) * cap if cap else z
     return fn

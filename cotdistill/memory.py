@@ -66,7 +66,7 @@ def train(student: Arch, method: str, max_length: int, batch: int, lora: bool = 
     trained = student.params * (0.01 if lora else 1.0)
     acts = (student.layers * 2 + 34) * tokens * student.hidden if gradient_checkpointing else \
         student.layers * 34 * tokens * student.hidden
-    if method == "gkd":  # TRL's GKD computes full logits; its SFT and DistillationTrainer tile the LM head
+    if method == "gkd" and not chunk:  # TRL's GKD loss on full logits; chunked (loss_chunk_tokens) like the rest
         logits = tokens * student.vocab * 4 * 3
     else:
         logits = chunk * student.vocab * 4 * 6
@@ -74,7 +74,8 @@ def train(student: Arch, method: str, max_length: int, batch: int, lora: bool = 
              "logits": logits}
     if method in ("gkd", "distill", "kd") and teacher is not None:
         parts["teacher_weights"] = teacher.params * 2
-        parts["teacher_logits"] = (chunk if method == "kd" else tokens) * teacher.vocab * (2 if method == "kd" else 6)
+        chunked = method == "kd" or method == "gkd" and chunk
+        parts["teacher_logits"] = (chunk if chunked else tokens) * teacher.vocab * (2 if chunked else 6)
     return {k: _gib(v) for k, v in parts.items()} | {"total": _gib(sum(parts.values()))}
 
 

@@ -11,11 +11,13 @@ process, one at a time:
   logits    `cotdistill logits` score mode: the teacher's top-8 at every completion position
   logit_kd  one whole optimizer step of the logit_kd trainer (forward, loss, backward, AdamW) on that cache
   kd        one whole step of the live-teacher kd trainer (soft targets at T = 2, forward KL)
+  gkd       one whole off-policy step of the GKD trainer (generalized JSD, beta 0.5), ``--kd-tokens`` long: TRL's
+            unchunked loss keeps ~12 fp32 [L, V] tensors
 
 Peak memory is the process's peak resident set (ru_maxrss) above its resident set right before the
 measured work (models and data already loaded); the totals are printed too. The last line is JSON:
-{"logit_kd_ratio", "kd_ratio", "logits_ratio" (chunked / unchunked peak), "max_loss_diff" (largest relative
-difference between the chunked and unchunked losses, and the top-k logprobs' largest absolute one), ...}.
+{"logit_kd_ratio", "kd_ratio", "gkd_ratio", "logits_ratio" (chunked / unchunked peak), "max_loss_diff" (largest
+relative difference between the chunked and unchunked losses, and the top-k logprobs' largest absolute one), ...}.
 """
 
 from __future__ import annotations
@@ -113,8 +115,11 @@ def measure(kind: str, work: Path, chunk: int, tokens: int, cache_chunk: int = 0
         row = next(iter(logit_cache.iter_cache(out / logit_cache.CACHE)))
         value = {"top_lp": row[4].ravel().tolist()}
     else:
-        from cotdistill.train import kd, logit_kd
+        from cotdistill.train import gkd, kd, logit_kd
 
+        extra = {"logprobs": str(work / f"cache{cache_chunk}")} if kind == "logit_kd" else \
+            {"teacher": str(work / "teacher"), "kd": {"temperature": 2.0, "alpha": 0.5}} if kind == "kd" else \
+            {"teacher": str(work / "teacher"), "gkd": {"lmbda": 0.0, "beta": 0.5}}
         c = TrainConfig.model_validate(
             dict(
                 method=kind,
@@ -127,14 +132,10 @@ def measure(kind: str, work: Path, chunk: int, tokens: int, cache_chunk: int = 0
                 progress=False,
                 loss_chunk_tokens=chunk,
                 bf16=False,
-                **(
-                    {"logprobs": str(work / f"cache{cache_chunk}")}
-                    if kind == "logit_kd"
-                    else {"teacher": str(work / "teacher"), "kd": {"temperature": 2.0, "alpha": 0.5}}
-                ),
+                **extra,
             )
         )
-        trainer = (logit_kd if kind == "logit_kd" else kd).build(c)[0]
+        trainer = {"logit_kd": logit_kd, "kd": kd, "gkd": gkd}[kind].build(c)[0]
         trainer.create_optimizer_and_scheduler(num_training_steps=1)
         batch = next(iter(trainer.get_train_dataloader()))
         trainer.model.train()
@@ -186,8 +187,9 @@ def main() -> None:
         build(work, a.vocab, a.tokens, a.kd_tokens)
         res = {}
         sides = (a.chunk,) if a.chunked_only else (0, a.chunk)
-        for kind in ("logits", "logit_kd", "kd"):  # logits first: its cache feeds logit_kd
-            res[kind] = {c: child(kind, work, c, a.kd_tokens if kind == "kd" else a.tokens, sides[0]) for c in sides}
+        for kind in ("logits", "logit_kd", "kd", "gkd"):  # logits first: its cache feeds logit_kd
+            length = a.kd_tokens if kind in ("kd", "gkd") else a.tokens
+            res[kind] = {c: child(kind, work, c, length, sides[0]) for c in sides}
     if a.chunked_only:
         out = {f"{k}_chunked_step_peak_mib": r[a.chunk]["step_peak_mib"] for k, r in res.items()}
         for k, r in res.items():
@@ -205,7 +207,8 @@ def main() -> None:
         out[f"{kind}_ratio"] = round(ratio, 4)
         print(f"{kind:10} {full['step_peak_mib']:>14.0f} {part['step_peak_mib']:>12.0f} {ratio:>6.3f}   "
               f"({full['peak_mib']:.0f} / {part['peak_mib']:.0f} MiB; {full['wall_s']} s / {part['wall_s']} s)")
-    diffs = {k: abs(res[k][a.chunk]["loss"] - res[k][0]["loss"]) / abs(res[k][0]["loss"]) for k in ("logit_kd", "kd")}
+    diffs = {k: abs(res[k][a.chunk]["loss"] - res[k][0]["loss"]) / abs(res[k][0]["loss"])
+             for k in ("logit_kd", "kd", "gkd")}
     lp_diff = max(abs(x - y) for x, y in zip(res["logits"][0]["top_lp"], res["logits"][a.chunk]["top_lp"]))
     out.update({"max_loss_diff": max(diffs.values()), "loss_diff": diffs, "logits_top_lp_max_abs_diff": lp_diff,
                 "vocab": a.vocab, "tokens": a.tokens, "kd_tokens": a.kd_tokens, "chunk": a.chunk,

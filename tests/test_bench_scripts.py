@@ -67,8 +67,9 @@ def test_bench_logit_cache_smoke():
 def test_bench_memory_smoke():
     out = _last_json(["scripts/bench_memory.py", "--vocab", "8192", "--tokens", "512", "--kd-tokens", "256",
                       "--chunk", "64"])
-    for key in ("logit_kd_ratio", "kd_ratio", "logits_ratio"):
+    for key in ("logit_kd_ratio", "kd_ratio", "gkd_ratio", "logits_ratio"):
         assert 0 < out[key] < 1.5
+    assert set(out["loss_diff"]) == {"logit_kd", "kd", "gkd"}
     assert out["max_loss_diff"] < 1e-4 and out["logits_top_lp_max_abs_diff"] < 1e-3
     assert out["machine"]["cores"] >= 1 and "amx" in out["machine"]
 

@@ -140,3 +140,61 @@ def test_teacher_scoring_in_chunks_equals_whole_sequences(tiny_model, tmp_path):
     for a, b in zip(*rows):
         assert (a[0], a[1]) == (b[0], b[1]) and (a[2] == b[2]).all() and (a[3] == b[3]).all()
         assert abs(a[4] - b[4]).max() < 1e-5
+
+
+@pytest.mark.parametrize("beta,num_items,chunk", [(0.5, None, 4), (0.0, 40, 1), (1.0, None, 7), (0.3, 40, 1000)])
+def test_gkd_jsd_chunked_equals_trls_loss(beta, num_items, chunk):
+    """#40 item 3: the chunked JSD is TRL's generalized_jsd_loss (as GKDTrainer.compute_loss calls it), value and
+    gradient, for forward KL, reverse KL and the mixture."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.gkd import GKDTrainer
+
+    from cotdistill.train.losses import gkd_jsd_chunked
+
+    hidden, head, labels, _, _ = _case()
+    t_hidden, t_head, _, _, _ = _case(seed=1)
+    t_hidden = t_hidden.detach()
+    full = GKDTrainer.generalized_jsd_loss(head(hidden)[:, :-1], t_head(t_hidden)[:, :-1], labels=labels[:, 1:],
+                                           beta=beta, num_items_in_batch=num_items)
+    g_full = torch.autograd.grad(full, [hidden, head.weight])
+    part = gkd_jsd_chunked(hidden, head, t_hidden, t_head, labels, beta, num_items, chunk)
+    g_part = torch.autograd.grad(part, [hidden, head.weight])
+    assert float(part) == pytest.approx(float(full), rel=1e-5)
+    for a, b in zip(g_full, g_part):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_gkd_jsd_chunked_never_makes_more_than_a_chunk_of_logits_at_a_real_vocabulary():
+    """At V = 151,936 every call of either head (forward and the recomputation in the backward) gets at most
+    ``chunk`` rows; TRL's loss would make [B, L, V] logits of both models and ~12 such fp32 tensors."""
+    from cotdistill.train.losses import gkd_jsd_chunked
+
+    v, d, chunk = 151_936, 8, 16
+    hidden, head, labels, _, _ = _case(b=2, length=40, d=d, v=v, k=1)
+    t_hidden, t_head, _, _, _ = _case(seed=1, b=2, length=40, d=d, v=v, k=1)
+    rows = []
+    for h in (head, t_head):
+        h.register_forward_hook(lambda m, args, out: rows.append(args[0].reshape(-1, d).shape[0]))
+    loss = gkd_jsd_chunked(hidden, head, t_hidden.detach(), t_head, labels, 0.5, None, chunk)
+    loss.backward()
+    trained = int((labels[:, 1:] != -100).sum())
+    assert rows and max(rows) <= chunk < trained
+    assert sum(rows) >= 2 * trained  # student and teacher rows, each trained token once at least
+
+
+def test_gkd_trainer_chunked_equals_trls_full_logits(tiny_student, tiny_model, tmp_path):
+    """The trainer's chunked loss (the default) and TRL's own (loss_chunk_tokens: 0) on the same off-policy batch."""
+    from test_train import cfg
+
+    from cotdistill.train import gkd
+
+    losses = []
+    for chunk in (0, 3):
+        trainer, _, _ = gkd.build(cfg(tiny_student, tmp_path / f"c{chunk}", method="gkd", teacher=str(tiny_model),
+                                      loss_chunk_tokens=chunk, gkd={"lmbda": 0.0, "beta": 0.4}))
+        assert trainer.chunk == chunk
+        batch = next(iter(trainer.get_train_dataloader()))
+        losses.append(float(trainer.compute_loss(trainer.model, batch, num_items_in_batch=None)))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4) and losses[0] > 0

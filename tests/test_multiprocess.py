@@ -62,20 +62,24 @@ def generated(tiny_model, vllm_teacher, tmp_path_factory):
     return d
 
 
-def train_yaml(method, generated, student, tmp_path, steps: int) -> Path:
+def train_yaml(method, generated, student, tmp_path, steps: int, teacher=None) -> Path:
     cfg = {"method": method, "student": str(student), "dataset_dir": str(generated / "flt"),
            "output_dir": str(tmp_path / "unused"), "max_steps": steps, "logging_steps": 1, "learning_rate": 5e-3,
            "max_length": 256, "length_grouped": False, "progress": False, "save_steps": 100}
     if method == "logit_kd":
         cfg.update(logprobs=str(generated / "gen/logprobs.jsonl"), kd={"alpha": 0.5, "temperature": 2.0})
+    if method == "gkd":  # off-policy steps (lmbda 0): the same data in both layouts, no sampling to differ
+        cfg.update(teacher=str(teacher), gkd={"lmbda": 0.0, "beta": 0.5})
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-@pytest.mark.parametrize("method", ["sft", "logit_kd"])
-def test_two_processes_match_one_with_the_same_global_batch(method, generated, tiny_student, tmp_path):
-    path = train_yaml(method, generated, tiny_student, tmp_path, steps=5)
+@pytest.mark.parametrize("method", ["sft", "logit_kd", "gkd"])
+def test_two_processes_match_one_with_the_same_global_batch(method, generated, tiny_student, tiny_model, tmp_path):
+    """gkd (#40 item 4): TRL divides an off-policy step by the tokens of all processes and leaves out the x processes
+    that DDP's averaging needs, so on 2 processes the weights moved half as far."""
+    path = train_yaml(method, generated, tiny_student, tmp_path, steps=5, teacher=tiny_model)
     one = launch(path, tmp_path / "one", processes=1, batch=8)
     two = launch(path, tmp_path / "two", processes=2, batch=4)
     assert (one["processes"], two["processes"]) == (1, 2) and one["steps"] == two["steps"] == 5

@@ -165,7 +165,9 @@ def test_memory_estimate_adds_up_its_parts():
     assert t["total"] == pytest.approx(sum(v for k, v in t.items() if k != "total"), abs=0.4)
     lora = memory.train(q15, "sft", 4096, 2, lora=True)
     assert lora["grads_and_adamw"] < t["grads_and_adamw"] / 50
-    assert memory.train(q15, "logit_kd", 4096, 2)["logits"] < t["logits"] / 5  # chunked vs GKD's full logits
+    full = memory.train(q15, "gkd", 4096, 2, teacher=q7, chunk=0)  # TRL's unchunked JSD (sharded runs)
+    assert memory.train(q15, "logit_kd", 4096, 2)["logits"] < full["logits"] / 5  # chunked vs full logits
+    assert t["logits"] < full["logits"] / 5 and t["teacher_logits"] < full["teacher_logits"] / 5  # gkd chunked
 
 
 @pytest.mark.slow

@@ -165,7 +165,7 @@ class TrainConfig(StrictModel):
     use_liger_kernel: bool | None = Field(
         default=None, description="true: Liger's Triton layer kernels (RMSNorm, RoPE, SwiGLU; CUDA only, pip install "
         "'cotdistill[gpu]') through the trainer's use_liger_kernel. The [tokens x vocab] logits are already avoided "
-        "by TRL's fused LM head (sft) and loss_chunk_tokens (logit_kd, kd); TRL 1.16's GKD has no fused JSD")
+        "by TRL's fused LM head (sft) and loss_chunk_tokens (logit_kd, kd, gkd)")
     bf16: bool | None = Field(default=None, description="None: bf16 where the GPU supports it, fp32 on CPU")
     gradient_checkpointing: bool | None = Field(default=None, description="None: on for GPUs, off on CPU")
     lora: LoraConfig | None = None
@@ -242,6 +242,9 @@ class TrainGKD(_RolloutMethod):
     method: Literal["gkd", "distill"]
     teacher: str | None = Field(default=None, description="hub id or local directory")
     gkd: GKDOptions = GKDOptions()
+    loss_chunk_tokens: int | None = Field(default=None, ge=0, description="gkd: trained tokens whose logits (both "
+                                          "models') are made at once (activation-checkpointed chunks: memory "
+                                          "O(chunk x vocab)); None: 512, 0: TRL's unchunked loss")
 
     @model_validator(mode="after")
     def _needs_a_teacher(self):

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 
 from cotdistill.chat import load_tokenizer
-from cotdistill.config import TrainConfig
+from cotdistill.config import TrainConfig, chunk_size
 from cotdistill.errors import CotdistillError
-from cotdistill.train.common import device_defaults, load_student, training_args
+from cotdistill.train.common import chunk_for, device_defaults, global_token_loss, load_student, training_args
 from cotdistill.train.data import (
     check_loss_masks,
     check_same_vocab,
@@ -54,7 +54,7 @@ def teacher_for(cfg: TrainConfig, tok):
 
 
 def gkd_trainer_class():
-    """TRL's GKDTrainer with two fixes for runs on GPUs:
+    """TRL's GKDTrainer with four fixes for runs on GPUs:
 
     - rollouts use the KV cache: TRL turns ``use_cache`` off whenever gradient checkpointing is on (the
       GPU default), so every generated token recomputed the whole prefix; generation happens with
@@ -63,15 +63,26 @@ def gkd_trainer_class():
       (``num_items_in_batch``) from the data: the sum over the rollout's tokens was divided by the data's
       count, weighting the step by generated length / data length. After a rollout the loss is the mean
       over the rollout's own trained tokens (divided by the accumulation steps, as transformers does).
+    - an off-policy step is divided by the trained tokens counted over all processes, and DDP then averages the
+      gradients over processes: TRL leaves out the x num_processes that transformers' own losses apply, so on P
+      processes off-policy steps weighed 1/P of on-policy ones and of a one-process run (``global_token_loss``).
+    - the loss is made ``loss_chunk_tokens`` trained tokens at a time from both models' final hidden states
+      (``gkd_jsd_chunked``): TRL's keeps ~12 fp32 [B, L, V] tensors (~55 GiB at 2 x 4k tokens on Qwen's vocabulary).
     """
     from trl.experimental.gkd import GKDTrainer
 
+    from cotdistill.lm_head import check_head
+
     class CotGKDTrainer(GKDTrainer):
-        def __init__(self, *args, **kw):
+        def __init__(self, *args, chunk: int = 0, **kw):
             super().__init__(*args, **kw)
             self.generation_config.use_cache = True
             self.generation_kwargs["use_cache"] = True
             self._rolled_out = False
+            self.chunk = chunk_for(self, chunk)
+            if self.chunk:
+                check_head(self.accelerator.unwrap_model(self.model), "student")
+                check_head(self.accelerator.unwrap_model(self.teacher_model), "teacher")
 
         def generate_on_policy_outputs(self, model, inputs, generation_config):
             self._rolled_out = True
@@ -89,9 +100,37 @@ def gkd_trainer_class():
                 trained = (inputs["labels"][:, 1:] != -100).sum().clamp(min=1)
                 num_items_in_batch = trained * getattr(self, "current_gradient_accumulation_steps",
                                                        self.args.gradient_accumulation_steps)
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if self.chunk:
+                loss, out = _chunked_loss(self, model, inputs, num_items_in_batch)
+                result = (loss, out) if return_outputs else loss
+            else:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if self._rolled_out:  # normalised by this process's own tokens above: nothing to undo
+                return result
+            if return_outputs:
+                return global_token_loss(self, result[0], num_items_in_batch), result[1]
+            return global_token_loss(self, result, num_items_in_batch)
 
     return CotGKDTrainer
+
+
+def _chunked_loss(trainer, model, inputs, num_items_in_batch):
+    """GKD's JSD from both models' final hidden states, ``trainer.chunk`` trained tokens at a time."""
+    import torch
+
+    from cotdistill.lm_head import final_hidden, head_fn
+    from cotdistill.train.losses import gkd_jsd_chunked
+
+    ids, att = inputs["input_ids"], inputs["attention_mask"]
+    out, hidden = final_hidden(model, input_ids=ids, attention_mask=att)
+    teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+    teacher.eval()
+    with torch.no_grad():
+        _, t_hidden = final_hidden(trainer.teacher_model, input_ids=ids, attention_mask=att)
+    with torch.autocast(hidden.device.type, dtype=torch.bfloat16, enabled=bool(trainer.args.bf16)):
+        loss = gkd_jsd_chunked(hidden, head_fn(trainer.accelerator.unwrap_model(model)), t_hidden, head_fn(teacher),
+                               inputs["labels"], trainer.beta, num_items_in_batch, trainer.chunk)
+    return loss, out
 
 
 def _collated_view(trainer, ds):
@@ -122,7 +161,7 @@ def build(cfg: TrainConfig):
                          temperature=g.temperature, seq_kd=g.seq_kd, max_new_tokens=g.max_new_tokens,
                          teacher_model_init_kwargs=None if resized else _teacher_kwargs(cfg))
         trainer = gkd_trainer_class()(model=load_student(cfg), teacher_model=teacher, args=args, train_dataset=ds,
-                             processing_class=tok)
+                                      processing_class=tok, chunk=chunk_size(cfg.loss_chunk_tokens))
         preflight = check_loss_masks(_collated_view(trainer, ds), tok, source_ds=ds)
         preflight.update({"dropped_too_long": dropped, "teacher_embedding_resized": resized})
         return trainer, tok, preflight

@@ -206,6 +206,30 @@ def divergence(log_q: torch.Tensor, log_p: torch.Tensor, kind: str = "forward", 
     raise ValueError(f"divergence: unknown kind '{kind}' (forward, reverse, jsd)")
 
 
+def gkd_jsd_chunked(hidden, head, teacher_hidden, teacher_head, labels, beta: float, num_items=None,
+                    chunk: int = 512):
+    """TRL's ``GKDTrainer.generalized_jsd_loss`` (temperature 1, as its ``compute_loss`` calls it; beta 0 = forward
+    KL(teacher || student), 1 = reverse KL, else the JSD of the beta-mixture) from the final hidden states of the
+    student (with grad) and the teacher (without) and their output heads, ``chunk`` trained tokens at a time
+    (``token_chunks``): the same value and gradient, never a [B, L, V] tensor of either model. The sum over trained
+    tokens is divided by ``num_items`` (TRL's gradient-accumulation count), else by the trained tokens."""
+    labels = labels[:, 1:]
+    trained = labels != -100
+    h, th = hidden[:, :-1][trained], teacher_hidden[:, :-1][trained]
+    n = num_items if num_items is not None else trained.sum()
+    n = torch.as_tensor(n, device=hidden.device, dtype=torch.float32).clamp(min=1)
+    kind = "forward" if beta == 0 else "reverse" if beta == 1 else "jsd"
+
+    def per_token(h, th):
+        log_p = torch.log_softmax(head(h).float(), -1)
+        with torch.no_grad():
+            log_q = torch.log_softmax(teacher_head(th).float(), -1)
+        return (divergence(log_q, log_p, kind, beta),)
+
+    (d,) = token_chunks(per_token, [h, th], chunk)
+    return d.sum() / n
+
+
 def soft_target_loss(student_logits, teacher_log_q_T, mask, temperature: float, kind: str = "forward",
                      beta: float = 0.5, weights=None, num_items=None) -> torch.Tensor:
     """Hinton's soft-target term on the full vocabulary:
