@@ -165,3 +165,27 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_student, tmp_path, t):
     counts = [int((r["labels"][:, 1:] != -100).sum()) for r in rows]
     assert len(set(counts)) > 1  # unequal token counts: a mean of means would differ
     assert torch.allclose(g1, g4, atol=1e-6, rtol=1e-4), (g1 - g4).abs().max()
+
+
+def test_a_float16_cache_rounding_is_no_tail_but_a_real_tail_stays():
+    """#40 item 9: log-probs stored in float16 (`cotdistill logits`) lose ~1e-4 of mass; read as a tail bucket and
+    tempered at T = 2 it became ~1% of the mass. Within the cache's own rounding the leftover is no tail."""
+    import numpy as np
+
+    from cotdistill.train.losses import FP16_ROUNDING, teacher_buckets, tempered_kl
+
+    g = torch.Generator().manual_seed(0)
+    exact = torch.log_softmax(torch.randn(64, 8, generator=g, dtype=torch.float64) * 2, -1)  # top-8 of V = 8: no tail
+    stored = torch.from_numpy(exact.numpy().astype(np.float16).astype(np.float32))
+    valid = torch.ones_like(stored, dtype=torch.bool)
+    neg = torch.finfo(torch.float32).min
+    old, new = teacher_buckets(stored, valid), teacher_buckets(stored, valid, FP16_ROUNDING)
+    assert (old[:, -1] > neg).any()  # the defect: rounding read as a tail
+    assert (new[:, -1] == neg).all()
+    student = torch.cat([exact.float(), torch.full((64, 1), neg)], -1)  # the teacher's own distribution, no tail
+    assert tempered_kl(new, student, 2.0).max() < 1e-3 < tempered_kl(old, student, 2.0).max()
+    real = torch.log_softmax(torch.randn(64, 8, generator=g, dtype=torch.float64) * 2, -1)[:, :4]  # top-4 of 8
+    kept = teacher_buckets(torch.from_numpy(real.numpy().astype(np.float16).astype(np.float32)),
+                           torch.ones(64, 4, dtype=torch.bool), FP16_ROUNDING)
+    tail = 1 - real.exp().sum(-1)
+    assert torch.allclose(kept[:, -1].double().exp(), tail, rtol=5e-3, atol=1e-4)

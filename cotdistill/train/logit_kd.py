@@ -25,13 +25,14 @@ from cotdistill.errors import CotdistillError
 from cotdistill.lm_head import check_head, final_hidden, head_fn
 from cotdistill.train.common import chunk_for, global_token_loss, load_student, training_args
 from cotdistill.train.data import LengthGuard, example_name, load_split, pad_collator
-from cotdistill.train.losses import kd_loss, kd_loss_chunked
+from cotdistill.train.losses import FP16_ROUNDING, kd_loss, kd_loss_chunked
 
 
 class CachedKDTrainer(Trainer):
-    def __init__(self, *args, alpha: float, temperature: float, chunk: int = 0, **kw):
+    def __init__(self, *args, alpha: float, temperature: float, chunk: int = 0, rounding: float = 0.0, **kw):
         super().__init__(*args, **kw)
         self.alpha, self.temperature, self.chunk = alpha, temperature, chunk_for(self, chunk)
+        self.rounding = rounding  # FP16_ROUNDING for a `cotdistill logits` cache (float16 log-probs)
         if self.chunk:
             check_head(self.accelerator.unwrap_model(self.model), "student")
 
@@ -43,11 +44,12 @@ class CachedKDTrainer(Trainer):
             head = head_fn(self.accelerator.unwrap_model(model))
             with torch.autocast(hidden.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16)):
                 loss, _, _ = kd_loss_chunked(hidden, head, inputs["labels"], inputs["top_ids"], inputs["top_lp"],
-                                             self.alpha, self.temperature, num_items_in_batch, self.chunk)
+                                             self.alpha, self.temperature, num_items_in_batch, self.chunk,
+                                             self.rounding)
         else:
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
             loss, _, _ = kd_loss(out.logits, inputs["labels"], inputs["top_ids"], inputs["top_lp"],
-                                 self.alpha, self.temperature, num_items=num_items_in_batch)
+                                 self.alpha, self.temperature, num_items=num_items_in_batch, rounding=self.rounding)
         loss = global_token_loss(self, loss, num_items_in_batch)
         return (loss, out) if return_outputs else loss
 
@@ -174,7 +176,8 @@ def build(cfg: TrainConfig):
     model = load_student(cfg)
     trainer = CachedKDTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
                               data_collator=collate(tok.pad_token_id, k), alpha=cfg.kd.alpha,
-                              temperature=cfg.kd.temperature, chunk=chunk_size(cfg.loss_chunk_tokens))
+                              temperature=cfg.kd.temperature, chunk=chunk_size(cfg.loss_chunk_tokens),
+                              rounding=FP16_ROUNDING if Path(cfg.logprobs).is_dir() else 0.0)
     preflight = {"examples": count, "dropped_too_long": dropped, "top_k": k,
                  "trained_tokens": int(sum(train_ds["length"]) - sum(train_ds["prompt_len"]))}
     return trainer, tok, preflight

@@ -14,17 +14,24 @@ import torch.nn.functional as F
 # A cached top-k whose probabilities sum to within this of 1 covers the distribution: the remainder
 # is float rounding, not a tail. (Tempering a 1e-7 rounding tail at T=4 would give it 1.8% mass.)
 EMPTY_TAIL = 1e-6
+# relative precision of log-probs stored as float16 (`cotdistill logits` caches): half a unit in the last place
+FP16_ROUNDING = 2.0 ** -11
 
 
-def teacher_buckets(top_lp: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def teacher_buckets(top_lp: torch.Tensor, valid: torch.Tensor, rounding: float = 0.0) -> torch.Tensor:
     """Log-probabilities of the k + 1 buckets at T = 1: the cached top-k tokens and one tail bucket
-    holding 1 - sum(top-k). top_lp [..., k]; invalid entries (no cache) get zero mass."""
+    holding 1 - sum(top-k). top_lp [..., k]; invalid entries (no cache) get zero mass. ``rounding``: the relative
+    precision the log-probs were stored at (``FP16_ROUNDING`` for a float16 cache): leftover mass within what that
+    rounding can make (sum p_i |lp_i| rounding, ~1e-4 in float16) is no tail either; tempered at T = 2 it would
+    become ~1% of the mass."""
     neg = torch.finfo(torch.float32).min
     lp = top_lp.float().masked_fill(~valid, neg)
     covered = torch.exp(torch.logsumexp(lp.double(), -1))
     tail_mass = (1 - covered).clamp(min=0)
+    noise = (lp.double().exp() * lp.double().abs().clamp(max=1e4) * rounding).sum(-1) if rounding else 0.0
+    empty = torch.clamp(torch.as_tensor(noise, dtype=torch.float64, device=lp.device) * 2, min=EMPTY_TAIL)
     tail = torch.where(
-        tail_mass > EMPTY_TAIL, torch.log(tail_mass.clamp(min=EMPTY_TAIL)), torch.full_like(tail_mass, neg)
+        tail_mass > empty, torch.log(tail_mass.clamp(min=EMPTY_TAIL)), torch.full_like(tail_mass, neg)
     )
     return torch.cat([lp, tail.float().unsqueeze(-1)], -1)
 
@@ -51,7 +58,8 @@ def tempered_kl(log_q: torch.Tensor, log_p: torch.Tensor, temperature: float) ->
     return (q * (lq - lp)).masked_fill(q == 0, 0).sum(-1)
 
 
-def kd_loss(logits, labels, top_ids, top_lp, alpha: float, temperature: float, num_items=None):
+def kd_loss(logits, labels, top_ids, top_lp, alpha: float, temperature: float, num_items=None,
+            rounding: float = 0.0):
     """Hinton's soft-target loss on cached top-k teacher logprobs:
 
         loss = alpha * T^2 * sum_pos KL(q_T || p_T) / N + (1 - alpha) * sum_pos CE / N
@@ -62,7 +70,7 @@ def kd_loss(logits, labels, top_ids, top_lp, alpha: float, temperature: float, n
     With k = V this is the full-vocabulary KL(softmax(z_t/T) || softmax(z_s/T)).
 
     logits [B,L,V]; labels [B,L] (-100 = no loss); top_ids/top_lp [B,L,k] aligned with labels (id -1 =
-    no teacher entry). Position t of the targets is predicted by logits at t-1.
+    no teacher entry). Position t of the targets is predicted by logits at t-1. ``rounding``: see teacher_buckets.
     Returns (loss, ce per trained token, kl per KD position), the last two detached, for logging.
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
@@ -77,7 +85,7 @@ def kd_loss(logits, labels, top_ids, top_lp, alpha: float, temperature: float, n
     pos = trained & valid[..., 0]
     if alpha == 0 or not pos.any():
         return (1 - alpha) * ce_sum / n, ce_mean, torch.zeros((), device=logits.device)
-    log_q = teacher_buckets(tlp[pos], valid[pos])
+    log_q = teacher_buckets(tlp[pos], valid[pos], rounding)
     log_p = student_buckets(torch.log_softmax(logits[pos], -1), tids[pos], valid[pos])
     kl = tempered_kl(log_q, log_p, temperature)
     t2 = temperature * temperature
@@ -102,7 +110,7 @@ def token_chunks(fn, tensors: list[torch.Tensor], chunk: int) -> tuple[torch.Ten
 
 
 def kd_loss_chunked(hidden, head, labels, top_ids, top_lp, alpha: float, temperature: float, num_items=None,
-                    chunk: int = 512):
+                    chunk: int = 512, rounding: float = 0.0):
     """``kd_loss`` from the final hidden states [B,L,d] and the output head (``z = head(h)``) instead of the
     logits, ``chunk`` trained tokens at a time (``token_chunks``): the same value and gradient, never a
     [B, L, V] tensor. Only trained positions are projected (the prompt's logits are never made)."""
@@ -116,7 +124,7 @@ def kd_loss_chunked(hidden, head, labels, top_ids, top_lp, alpha: float, tempera
         z = head(h).float()
         ce = F.cross_entropy(z, lab, reduction="none")
         valid = tids >= 0
-        log_q = teacher_buckets(tlp, valid)
+        log_q = teacher_buckets(tlp, valid, rounding)
         log_p = student_buckets(torch.log_softmax(z, -1), tids, valid)
         return ce, torch.where(valid[:, 0], tempered_kl(log_q, log_p, temperature), torch.zeros_like(ce))
 
