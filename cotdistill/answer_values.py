@@ -50,10 +50,10 @@ _MORE_LETTERS = re.compile(r"\([A-J]\)|(?:^|,|;|\||\bor\b|\band\b|&|/)\s*\(?[A-J
 
 # the text after an answer takes it back: "The answer is 3. Wait, no, that is wrong: it is 2."
 RETRACTION = re.compile(
-    r"\b(?:wait|oops|scratch\s+that|no,?\s+(?:it(?:'s|\s+is)|actually)|actually,?\s+(?:no|it(?:'s|\s+is))|"
+    r"\b(?:wait|oops|scratch\s+that|(?<!\?\s)(?<!\?\s\s)no,?\s+(?:it(?:'s|\s+is)|actually)|actually,?\s+(?:no|it(?:'s|\s+is))|"
     r"that(?:'s|\s+is|\s+was)\s+(?:wrong|incorrect|not\s+(?:right|correct))|I\s+(?:was|am)\s+wrong|"
     r"(?:made|make)\s+(?:a|an)\s+(?:mistake|error)|correction\s*:|nope|not\s+it\b|cannot\s+be\s+right|"
-    r"but\s+really|just\s+kidding|\bnah\b|(?<!\w)no\s*[.!,;])", re.I)
+    r"but\s+really|just\s+kidding|\bnah\b|(?<![?\w])(?<!\?\s)no\s*[.!,;]|^\s*no\s*$)", re.I | re.M)
 
 
 # an answer the text around it does not commit to: "Either \\boxed{3} or 4", "It is not \\boxed{3}", "3? No."
@@ -137,7 +137,7 @@ def strip_wrappers(s: str) -> str:
 
 def clean_answer(raw: str) -> str | None:
     """Normalise a marked answer: emphasis, $...$, trailing punctuation/units, choice letters."""
-    s = strip_wrappers(raw)
+    s = strip_wrappers(re.sub(r"(?<!\\)\\\\(?=[a-zA-Z])", r"\\", raw))  # "\\\\le": a JSON-escaped "\\le"
     whole = re.fullmatch(r"\\(?:text|textbf|mbox|mathrm|textrm)\{([^{}]*)\}", s)
     if whole:  # \text{(C)}, \text{yes}: the text is the answer
         s = strip_wrappers(whole.group(1))
@@ -220,7 +220,8 @@ def _parts(s: str) -> list[str] | None:
 
 _HUGE_NUMBER = re.compile(  # digits as_number refused (too long, exponent past MAX_EXPONENT)
     r"[-+]?[\d.,]+(?:[eE][-+]?\d+)?|(?:[-+]?[\d.]+\s*(?:\\times|\\cdot)\s*)?10\s*\^\s*\{?[-+]?\d+\}?")
-_EXPLOSIVE = re.compile(r"\d{3,}\s*!|\\binom\s*\{\s*(?:\d{4,}|\d+\s*\^)|\^\s*\{?[^{}^]*\^|\^\s*\{?\s*\d{4,}")
+_EXPLOSIVE = re.compile(r"\d{3,}\s*!|[)}]\s*!|!\s*!|\\binom\s*\{\s*(?:\d{4,}|\d+\s*\^)|\^\s*\{[^{}]*\^|\^\s*\w+\s*\^|"
+                        r"\^\s*\{?\s*\d{4,}")
 _TOP_EQ = re.compile(r"(?<![<>!=\\])=(?!=)")
 _VARIABLE = re.compile(  # x, x_1, \theta, f(x), (x, y)
     r"[a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|[a-zA-Z]\([a-zA-Z]\)|\(\s*[a-zA-Z](?:\s*,\s*[a-zA-Z])+\s*\)")
@@ -262,8 +263,9 @@ def settle_equation(g: str, pred: str) -> str | None:
 _SUSPICIOUS = re.compile(
     r"\\(?:not|neg|n?geq?|n?leq?|geqslant|leqslant|approx|sim|simeq|cong|equiv|propto|[Rr]ightarrow|[Ll]eftarrow|to|"
     r"implies|iff|in|ni|notin|mid|nmid|land|lor|wedge|vee|cap|cup|setminus|subset|subseteq|supset|hspace|hskip|"
-    r"phantom|vphantom|hphantom|ldots|dots|cdots|boxed|fbox|pm|mp|text|textbf|mbox|mathrm)(?![a-zA-Z])|"
-    r"[<>≤≥≈≠∈∉∧∨¬!]|\\[()\[\]]|(?<!\\)\$|[\u200b-\u200f\u2060\ufeff\u0300-\u036f\u20d0-\u20ff]")
+    r"phantom|vphantom|hphantom|ldots|dots|cdots|boxed|fbox|pm|mp|text|textbf|mbox|mathrm|vert|Vert|enspace|"
+    r"nobreakspace|cr|ldotp|newline|quad|qquad)(?![a-zA-Z])|\\\\(?![a-zA-Z])|\\\||"
+    r"[<>≤≥≈≠∈∉∧∨¬!~|\n]|\\[()\[\]]|(?<!\\)\$|[\u200b-\u200f\u2060\ufeff\u0300-\u036f\u20d0-\u20ff]")
 _SAME_TOKEN = {"\\ge": "≥", "\\geq": "≥", "\\geqslant": "≥", "\\le": "≤", "\\leq": "≤", "\\leqslant": "≤",
                "\\textbf": "\\text", "\\mbox": "\\text", "\\mathrm": "\\text", "\\lor": "\\vee", "\\land": "\\wedge",
                "\\ldots": "\\dots", "\\cdots": "\\dots", "\\Rightarrow": "\\implies"}
@@ -297,6 +299,9 @@ def _compare_one(g: str, pred: str) -> bool | None:
     if settled is None:
         return False
     pred = settled
+    gold_sides = _TOP_EQ.split(g)
+    if len(gold_sides) == 2 and not _TOP_EQ.search(pred) and _VARIABLE.fullmatch(gold_sides[0].strip()):
+        g = gold_sides[1].strip()  # a gold "y_1 = -2x^2 + 4x + 3" states y_1's value: "-2(x - 1)^2 + 5" is that value
     gn, pn = as_number(g), as_number(pred)
     if gn is not None and pn is not None:
         return _same_number(gn, pn, pred)
@@ -308,6 +313,8 @@ def _compare_one(g: str, pred: str) -> bool | None:
     same_set = _same_set(g, pred)
     if same_set is not None:
         return same_set
+    if re.search(r"[.;!?]\s+\S", pred) and not re.search(r"[.;!?]\s+\S", g):
+        return False  # "5. Hmm, could also be 7", "3. Possibly 7": math-verify would read the last number
     if _suspicious(pred) - _suspicious(g):
         return False  # "\\not 3", "\\geq 3", "3 \\approx 4", "3\\hspace{1cm}4", "3!", "3 \\text{ thousand}" are not 3
     if normalize_text(g) == normalize_text(pred):

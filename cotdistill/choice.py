@@ -56,9 +56,9 @@ def chosen_letter(text: str) -> str | None:
             found.append((start, m.group(1), box_end))
     for pat in _COMMIT:
         for m in pat.finditer(body):
-            line_start = body.rfind("\n", 0, m.start()) + 1
+            line_start = body.rfind("\n", max(0, m.start() - 200), m.start()) + 1  # bounded: linear overall
             if _NEGATED_BEFORE.search(body[max(line_start, m.start(1) - 200):m.start(1)]) \
-                    or _NEGATED_AFTER.match(body[m.end(1):]):
+                    or _NEGATED_AFTER.match(body[m.end(1):m.end(1) + 200]):  # a window: linear in the text
                 continue
             found.append((m.start(1), m.group(1), m.end(1)))
     last = body.rstrip()

@@ -70,8 +70,10 @@ def _boxed_answer(text: str) -> tuple[int, str, int] | None:
             group.insert(0, prev)
         else:
             break
-    contents = list(dict.fromkeys(g[1].strip() for g in group))  # the same answer boxed twice is one answer
     labelled = any(_PART_LABEL.search(text[a[2]:b[0]]) for a, b in zip(group, group[1:]))
+    contents = [g[1].strip() for g in group]  # labelled parts: each in its place, repeats kept
+    if not labelled:
+        contents = list(dict.fromkeys(contents))  # the same answer boxed twice is one answer
     joined = ", ".join(contents)
     return group[0][0], f"⟨{joined}⟩" if labelled and len(contents) > 1 else joined, group[-1][2]
 
@@ -116,6 +118,10 @@ _STATEMENT = re.compile(
     r"^(?:the|this|our|my)\b[^.!?\n]{0,200}?\b(?:is|are|equals|will\s+be)\s+(?!not\b|never\b|n't)(.+)$", re.I)
 
 
+_LATER_DOUBT = re.compile(r"\?|\b(?:or|maybe|perhaps|not\s+sure|unsure|wrong|incorrect|disregard|ignore)\b|" +
+                          RETRACTION.pattern, re.I)
+
+
 def _stated_value(raw: str) -> str:
     """A marked answer written as a sentence is the value it states: "Final Answer: The volume of $V$ is 120. I hope
     it is correct." -> "120"."""
@@ -143,14 +149,17 @@ def extract_answer(text: str) -> str | None:
     for m in _ANSWER_IS.finditer(text):
         line = m.group(1).split("\n", 1)[0]
         clause = _first_clause(line)
-        line_start = text.rfind("\n", 0, m.start()) + 1
+        line_start = text.rfind("\n", max(0, m.start() - 200), m.start()) + 1
         after = line[len(clause):].lstrip()
         if _HEDGE_BEFORE.search(text[max(line_start, m.start() - 200):m.start()]) or _HEDGE_AFTER.match(clause) \
                 or after.startswith("?"):
             continue
         cands.append((m.start(), clause, m.start(1) + len(clause)))
     for start, raw, end in sorted(cands, key=lambda c: c[0], reverse=True):
-        ans = clean_answer(_stated_value(raw))
+        stated = _stated_value(raw := _SIGN_OFF.sub("", raw).strip() or raw)
+        if stated != raw and _LATER_DOUBT.search(raw[raw.find(stated) + len(stated):]):
+            return None  # "Final Answer: The total is 5. Wait, no, it's 6."
+        ans = clean_answer(stated)
         if ans:  # taken back after it, hedged, negated or one of alternatives: no committed answer
             asked = "?" in raw  # "Final answer: 3? No."
             return None if asked or RETRACTION.search(text, end) or uncommitted(text, start, end) else ans
@@ -198,7 +207,8 @@ def _last_sentence(text: str) -> str | None:
     clause = max((m.end() for m in _CLAUSE_START.finditer(sentence, 0, start)), default=0)  # "... = 6$ So, the pair"
     lead, after = sentence[clause:start].strip(), sentence[end:].strip()
     outside = _MATH_SPAN.sub(" ", sentence[clause:])
-    if _DOUBT.search(outside) or uncommitted(t, cut + start, cut + end) or RETRACTION.search(t, cut + end):
+    if _DOUBT.search(outside) or uncommitted(t, cut + start, cut + end) or RETRACTION.search(t, cut + end) \
+            or _DOUBT_BEFORE.search(t, max(0, cut - 300), cut):
         return None
     if after and not _CLOSING.fullmatch(after) and not (_THERE_ARE.fullmatch(lead) and re.fullmatch(r"[A-Za-z ]+",
                                                                                                       after)):
@@ -217,7 +227,10 @@ _LEAD_IN = re.compile(r"(?:(?:so|thus|therefore|hence|finally|overall)\b,?\s*)?(
 _THERE_ARE = re.compile(r"(?:(?:so|thus|therefore|hence|in\s+total|altogether)\b,?\s*)?there\s+(?:is|are)", re.I)
 _LABEL = re.compile(r"(?:[A-Za-z ]{0,30}\b(?:answer|result|solution|matrix|identity|sum|product|total|value|inverse|"
                     r"determinant)s?\b[A-Za-z ]{0,30}:|(?:final\s+)?answer)", re.I)
-_CLAUSE_START = re.compile(r"(?:[;\n]|\$)\s+(?=[A-Z])")
+_CLAUSE_START = re.compile(r"\$\s+(?=[A-Z])")
+# a doubt in the sentences right before the last one still holds for it ("I'm not sure at all. The total is 5.")
+_DOUBT_BEFORE = re.compile(r"\b(?:not\s+sure|unsure|no\s+idea|guess|give\s+up|unclear|uncertain|don't\s+know|random|"
+                           r"not\s+verified|cannot\s+tell|can't\s+tell)\b", re.I)
 # ... and only these may follow it
 _CLOSING = re.compile(r"(?:is|are)\s+(?:the|our|my)\s+(?:final\s+)?(?:answer|solution|result)s?|" + _UNIT, re.I)
 # a sentence that doubts, bounds, negates, supposes or is one part of several states no answer
@@ -227,7 +240,11 @@ _DOUBT = re.compile(
     r"show|suppose|assume|guess|tempting|mistake|than|between|close|near|far|other|different|unequal|below|above|"
     r"under|over|within|least|most|bound|estimate|estimated|conjecture|conjectured|approximately|"
     r"about|around|roughly|nearly|almost|impossible|contradiction|false|incorrect|lie|fail|fails|except|but|or|either|"
-    r"more|fewer|less|part|case|plus|minus|times|half|twice|multiple|whenever|otherwise|else)\b|\bwhen\b[^:]*,|n't|"
+    r"more|fewer|less|part|case|plus|minus|times|half|twice|thrice|double|triple|multiple|whenever|otherwise|else|"
+    r"think|believe|apparently|supposedly|seemingly|tentative|tentatively|hypothetical|hypothetically|ideally|"
+    r"initial|initially|guessing|uncertain|unclear|supposing|assuming|before|step|scenario|attempt|errors|"
+    r"mistakes|key|rejected|candidate|partial|first|answers|squared|cubed|thousand|million|billion|trillion|hundred|"
+    r"dozen|factorial|extra|remaining|left|random)\b|\bwhen\b[^:]*,|n't|"
     r"[≥≤~≈<>≠±∓]|\\(?:geq?|leq?|approx|sim|neq?|pm|mp)\b", re.I)
 
 
@@ -276,9 +293,9 @@ def _choice(completion: str, choices: list[str] | None) -> str | None:
 def _gold_letter(gold: str) -> str | None:
     """A gold that is one option letter ("C", "(C)"), or a gold text that commits to one in capitals the way a
     completion would ("... the answer is\\n(C) Cecile")."""
-    m = re.fullmatch(r"\s*\(?([A-J])\)?\s*|\s*\(?([A-J])\)?[ \t]+[A-Z][a-z]+[ \t]*(?:\n[\s\S]*)?", gold)
-    if m:  # "C", "(C)", or a letter and its option's text on the first line ("C Cecile")
-        return m.group(1) or m.group(2)
+    m = re.fullmatch(r"\s*\(?([A-J])\)?\s*", gold)
+    if m:  # "C", "(C)"; never "C Major" or "A Lion", which are text
+        return m.group(1)
     if len(gold) > 500 or not re.search(r"\banswer\b", gold, re.I):
         return None
     letter = chosen_letter(gold)

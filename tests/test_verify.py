@@ -376,7 +376,7 @@ REVIEWED = [
     ("5", "The answer is 5. No other value works.", True),
     (r"\boxed{1} papers and \boxed{2} bins", r"$\boxed{1,2}$", True),
     (r"\boxed{1} no no no no no \boxed{2}", r"$\boxed{1,2}$", False),
-    ("C Cecile", "The answer is C", True), ("C Cecile", "The answer is A", False),
+    ("C Cecile", "The answer is C", False), ("C Major", r"\boxed{C}", False), ("A Lion", r"\boxed{A}", False),
     ("1", r"\boxed{x \approx " + "+".join(f"\\frac{{{i}}}{{x+{i}}}" for i in range(60)) + "}", False),
 ]
 
@@ -384,3 +384,42 @@ REVIEWED = [
 @pytest.mark.parametrize("gold,completion,correct", REVIEWED)
 def test_the_reviewed_readings(gold, completion, correct):
     assert (verify_completion(completion, gold).correct is True) == correct, verify_completion(completion, gold)
+
+
+# the second attack review (helper, 2026-12-08): each was accepted before
+SECOND_REVIEW = [
+    ("7", "Final answer: 5. Hmm, could also be 7."), ("7", r"\boxed{3. Possibly 7}"), ("7", "#### 3. Maybe 7"),
+    ("8", "Final answer: 5. 6. 7. 8."), ("7", r"So we get \[ 3. Hmm 7 \]"), ("7", "The total is $3. Hmm 7$."),
+    ("7", r"\boxed{3 \\ 7}"), ("7", r"\boxed{3 ~ 7}"), ("7", r"\boxed{3 | 7}"), ("7", r"\boxed{3 \vert 7}"),
+    ("7", r"\boxed{3 \enspace 7}"), ("7", r"\boxed{3 \cr 7}"), ("7", "\\boxed{3\n7}"),
+    ("6", "Final Answer: The total is 5. Wait, no, it's 6."), ("5", "Final Answer: The total is 5. Or maybe 6."),
+    ("5", "Final answer: The number of apples is 5. Wait, I made an error; the number is 9."),
+    ("5", "I am not sure about the setup; The total is 5."), ("5", "I'm not sure at all. The total is 5."),
+    ("5", "I think the total is 5."), ("5", "Assuming x = 3: the total is 5."), ("5", "At step 2 the total is 5."),
+    ("5", "There are 5 million people."), ("5", "There are 5 extra apples."), ("5", "Answer key: $5$."),
+    ("5", "Sum of errors: $5$."), ("5", "Partial sum: $5$."), ("5", "First answer: $5$."),
+    ("15", "Thrice the total is 15."), ("5", "My first attempt is 5."),
+    (r"\boxed{2} and \boxed{3}", r"(a) \boxed{2} (b) \boxed{2} (c) \boxed{3}"),
+    ("5", r"\boxed{((4!)!)! = 5}"), ("5", r"\boxed{(10!)! = 5}"),
+]
+# and its wrong refusals: a "No." that answers a question is no retraction
+STILL_COMMITTED = [
+    ("5", "The answer is 5. Is 5 odd? No."), ("5", "The answer is 5.\n\nIs it negative? No, it's positive."),
+    ("x < 1", "$-x > -1$"), ("y_{1}=-2 x^{2}+4 x+3, y_{2}=3 x^{2}+12 x+10",
+                            r"\(y_1 = \boxed{-2(x - 1)^2 + 5} \) and \( y_2 = \boxed{3(x + 2)^2 - 2} \)"),
+    ("x^2 + 9", r"\boxed{x^2 + 3^2}"),
+]
+
+
+@pytest.mark.parametrize("gold,completion", SECOND_REVIEW)
+def test_the_second_review_readings_are_refused(gold, completion):
+    import time
+
+    t = time.perf_counter()
+    assert verify_completion(completion, gold).correct is not True
+    assert time.perf_counter() - t < 3  # the factorial towers spent two 5 s math-verify timeouts
+
+
+@pytest.mark.parametrize("gold,completion", STILL_COMMITTED)
+def test_answers_the_review_fixes_must_still_read(gold, completion):
+    assert verify_completion(completion, gold).correct is True, verify_completion(completion, gold)
