@@ -22,7 +22,6 @@ METHODS = typing.get_args(_RolloutMethod.model_fields["method"].annotation)
 UNBOUNDED = {
     "distill": "TRL's DistillationTrainer makes the full logits of student and teacher (issue #40, item 4 names "
                "gkd only)",
-    "mutual": "each peer's full logits (README: not chunked)",
     "on_policy": "issue #40 item 2: the student's full [B, L, V] logits",
 }
 ROWS = {m: m not in UNBOUNDED for m in ("sft", "gkd", "distill", "logit_kd", "kd", "on_policy", "mutual")}

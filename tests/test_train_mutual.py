@@ -107,3 +107,24 @@ def test_mutual_config_checks(tiny_student, tmp_path):
         cfg(tiny_student, tmp_path, method="mutual", mutual={"peers": 1})
     ok = cfg(tiny_student, tmp_path, method="mutual", teacher=str(tiny_student), mutual={"teacher_weight": 0.5})
     assert ok.mutual.alpha == 0.5
+
+
+@pytest.mark.parametrize("with_teacher", [False, True])
+def test_mutual_chunked_equals_full_logits(tiny_student, tiny_model, tmp_path, with_teacher):
+    """#40: the peers' (and the teacher's) logits made a chunk of trained tokens at a time give the full-logits loss
+    and the same logged terms."""
+    from cotdistill.train import mutual
+
+    kw = {"mutual": {"peers": 3, "alpha": 0.4, "temperature": 2.0}}
+    if with_teacher:
+        kw = {"teacher": str(tiny_model), "mutual": {**kw["mutual"], "teacher_weight": 0.5}}
+    losses, logged = [], []
+    for chunk in (0, 3):
+        trainer, _, _ = mutual.build(cfg(tiny_student, tmp_path / f"c{chunk}", method="mutual",
+                                         loss_chunk_tokens=chunk, **kw))
+        assert trainer.chunk == chunk
+        batch = next(iter(trainer.get_train_dataloader()))
+        losses.append(float(trainer.compute_loss(trainer.model, batch)))
+        logged.append({k: v[-1] for k, v in trainer._logged.items()})
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert logged[1] == pytest.approx(logged[0], rel=1e-5)

@@ -243,8 +243,7 @@ class TrainGKD(_RolloutMethod):
     teacher: str | None = Field(default=None, description="hub id or local directory")
     gkd: GKDOptions = GKDOptions()
     loss_chunk_tokens: int | None = Field(default=None, ge=0, description="gkd: trained tokens whose logits (both "
-                                          "models') are made at once (activation-checkpointed chunks: memory "
-                                          "O(chunk x vocab)); None: 512, 0: TRL's unchunked loss")
+                                          "models') are made at once; None: 512, 0: TRL's unchunked loss")
 
     @model_validator(mode="after")
     def _needs_a_teacher(self):
@@ -368,6 +367,8 @@ class TrainMutual(TrainConfig):
     method: Literal["mutual"]
     teacher: str | None = Field(default=None, description="optional fixed teacher (hub id or local directory)")
     mutual: MutualOptions = MutualOptions()
+    loss_chunk_tokens: int | None = Field(default=None, ge=0, description="trained tokens whose logits (all peers', "
+                                          "the teacher's) are made at once; None: 512, 0: unchunked")
 
     @model_validator(mode="after")
     def _teacher_and_weight(self):

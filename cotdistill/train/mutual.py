@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from cotdistill.chat import load_tokenizer
-from cotdistill.config import TrainConfig
+from cotdistill.config import TrainConfig, chunk_size
 from cotdistill.errors import CotdistillError
+from cotdistill.lm_head import check_head, final_hidden, head_fn
 from cotdistill.train import losses as L
-from cotdistill.train.common import TrainsAlongside, global_token_loss, load_student, training_args
+from cotdistill.train.common import TrainsAlongside, chunk_for, global_token_loss, load_student, training_args
 from cotdistill.train.data import check_same_vocab, load_split, pad_collator
 from cotdistill.train.kd import build_examples
 
@@ -40,6 +41,48 @@ class MutualTrainer(TrainsAlongside, Trainer):
         if teacher is not None:
             teacher.to(self.args.device)
         self._logged: dict[str, list[float]] = {}
+        self.chunk = chunk_for(self, chunk_size(cfg.loss_chunk_tokens))
+        if self.chunk:
+            for m, what in ((self.accelerator.unwrap_model(self.model), "student"), *((p, "peer") for p in peers),
+                            *(((teacher, "teacher"),) if teacher is not None else ())):
+                check_head(m, what)
+
+    def _hidden(self, m, kw):
+        with torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16)):
+            return final_hidden(m, **kw)
+
+    def _chunked_terms(self, model, kw, trained, lab, t, o):
+        """Per trained token, every peer's CE, its mean KL from the other peers and its teacher KL, and whether all
+        peers' argmax agree, ``self.chunk`` tokens at a time from the final hidden states: no [B, L, V] tensor."""
+        out, h0 = self._hidden(model, kw)
+        hidden = [h0] + [self._hidden(p, kw)[1] for p in self.peers]
+        heads = [head_fn(self.accelerator.unwrap_model(model))] + [head_fn(p) for p in self.peers]
+        hs = [h[:, :-1][trained] for h in hidden]
+        th = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                th = self._hidden(self.teacher, kw)[1][:, :-1][trained]
+        v = min(self.accelerator.unwrap_model(m).get_output_embeddings().weight.shape[0]
+                for m in [model, *self.peers])
+        k_peers = len(hs)
+
+        def per_token(lab, *hs_chunk):
+            with torch.autocast(lab.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16)):
+                z = [head(h)[:, :v].float() for head, h in zip(heads, hs_chunk[:k_peers])]
+                q = None
+                if th is not None:
+                    with torch.no_grad():
+                        q = torch.log_softmax(head_fn(self.teacher)(hs_chunk[k_peers])[:, :v].float() / t, -1)
+            log_p = [torch.log_softmax(x / t, -1) for x in z]
+            cols = [F.cross_entropy(x, lab, reduction="none") for x in z]
+            cols += [torch.stack([L.divergence(log_p[j].detach(), log_p[k]) for j in range(k_peers) if j != k]).mean(0)
+                     for k in range(k_peers)]
+            cols += [L.divergence(q, lp) for lp in log_p] if q is not None else []
+            top = torch.stack([x.argmax(-1) for x in z])
+            return (*cols, (top == top[0]).all(0).float())
+
+        cols = L.token_chunks(per_token, [lab, *hs, *([th] if th is not None else [])], self.chunk)
+        return out, cols[:k_peers], cols[k_peers:2 * k_peers], cols[2 * k_peers:-1], cols[-1]
 
     def _forward(self, m, kw):
         # compute_loss runs outside autocast: the peers (not wrapped by accelerate) and the teacher get it here
@@ -47,6 +90,8 @@ class MutualTrainer(TrainsAlongside, Trainer):
             return m(**kw).logits
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.chunk:
+            return self._compute_chunked(model, inputs, return_outputs, num_items_in_batch)
         o = self.cfg.mutual
         kw = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         out = model(**kw)
@@ -78,6 +123,31 @@ class MutualTrainer(TrainsAlongside, Trainer):
             top = torch.stack([x.argmax(-1) for x in z])
             agree = float((top == top[0]).all(0).float().mean()) if top.numel() else 1.0
         for key, val in (("ce", sum(ce_all) / len(ce_all)), ("kl", sum(kl_all) / len(kl_all)), ("agreement", agree)):
+            self._logged.setdefault(key, []).append(val / (share if key != "agreement" and share else 1))
+        loss = global_token_loss(self, loss, num_items_in_batch)
+        return (loss, out) if return_outputs else loss
+
+    def _compute_chunked(self, model, inputs, return_outputs, num_items_in_batch):
+        o = self.cfg.mutual
+        kw = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        labels = inputs["labels"][:, 1:]
+        trained = labels != -100
+        n = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else trained.sum(),
+                            dtype=torch.float32, device=labels.device).clamp(min=1)
+        t = o.temperature
+        out, ces, kls, tkls, agree = self._chunked_terms(model, kw, trained, labels[trained], t, o)
+        loss, ce_all, kl_all = 0.0, [], []
+        for k in range(len(ces)):
+            ce, kl = ces[k].sum() / n, t * t * kls[k].sum() / n
+            loss = loss + (1 - o.alpha) * ce + o.alpha * kl
+            if tkls:
+                loss = loss + o.teacher_weight * t * t * tkls[k].sum() / n
+            ce_all.append(float(ce.detach()))
+            kl_all.append(float(kl.detach()))
+        share = float(trained.sum() / n)
+        agreement = float(agree.mean()) if agree.numel() else 1.0
+        for key, val in (("ce", sum(ce_all) / len(ce_all)), ("kl", sum(kl_all) / len(kl_all)),
+                         ("agreement", agreement)):
             self._logged.setdefault(key, []).append(val / (share if key != "agreement" and share else 1))
         loss = global_token_loss(self, loss, num_items_in_batch)
         return (loss, out) if return_outputs else loss
