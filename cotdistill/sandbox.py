@@ -278,26 +278,22 @@ def _capped_tmpfs(libc, limits: Limits, box: str) -> None:
     0.11 caps a tmpfs's size but not its inodes, and cannot mount one itself inside: its final namespace
     (--disable-userns) does not own its mounts. Nothing propagates back: a mount namespace made in a new user
     namespace receives the host's mounts as slaves. Any failure ends the child: no code runs without the cap."""
+    import ctypes  # loaded in the parent with libc (_preexec): a lookup here, nothing imported after the fork
+
     uid, gid = os.getuid(), os.getgid()
     try:
         libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: a changed uid left /proc/self root's; the maps are written there
         if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
-            raise OSError(ctypes_errno(), "unshare")
+            raise OSError(ctypes.get_errno(), "unshare")
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
             with open(f"/proc/self/{name}", "w") as f:
                 f.write(text)
         opts = f"size={limits.disk_bytes},nr_inodes={limits.inodes},mode=0700".encode()
         if libc.mount(b"tmpfs", box.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts) != 0:
-            raise OSError(ctypes_errno(), "mount")
+            raise OSError(ctypes.get_errno(), "mount")
     except OSError as e:
         os.write(2, f"sandbox: cannot mount the program's capped tmpfs: {e}\n".encode())
         os._exit(125)
-
-
-def ctypes_errno() -> int:
-    import ctypes
-
-    return ctypes.get_errno()
 
 
 def _status(rc: int | None, timed_out: bool, stderr: str, out_bytes: int, limits: Limits) -> str:

@@ -51,14 +51,14 @@ class MutualTrainer(TrainsAlongside, Trainer):
         with torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16)):
             return final_hidden(m, **kw)
 
-    def _chunked_terms(self, model, kw, trained, lab, t, o):
+    def _chunked_terms(self, model, kw, trained, lab, t):
         """Per trained token, every peer's CE, its mean KL from the other peers and its teacher KL, and whether all
         peers' argmax agree, ``self.chunk`` tokens at a time from the final hidden states: no [B, L, V] tensor."""
         out, h0 = self._hidden(model, kw)
         hidden = [h0] + [self._hidden(p, kw)[1] for p in self.peers]
         heads = [head_fn(self.accelerator.unwrap_model(model))] + [head_fn(p) for p in self.peers]
         hs = [h[:, :-1][trained] for h in hidden]
-        th = None
+        th, t_head = None, head_fn(self.teacher) if self.teacher is not None else None
         if self.teacher is not None:
             with torch.no_grad():
                 th = self._hidden(self.teacher, kw)[1][:, :-1][trained]
@@ -72,7 +72,7 @@ class MutualTrainer(TrainsAlongside, Trainer):
                 q = None
                 if th is not None:
                     with torch.no_grad():
-                        q = torch.log_softmax(head_fn(self.teacher)(hs_chunk[k_peers])[:, :v].float() / t, -1)
+                        q = torch.log_softmax(t_head(hs_chunk[k_peers])[:, :v].float() / t, -1)
             log_p = [torch.log_softmax(x / t, -1) for x in z]
             cols = [F.cross_entropy(x, lab, reduction="none") for x in z]
             cols += [torch.stack([L.divergence(log_p[j].detach(), log_p[k]) for j in range(k_peers) if j != k]).mean(0)
@@ -135,7 +135,7 @@ class MutualTrainer(TrainsAlongside, Trainer):
         n = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else trained.sum(),
                             dtype=torch.float32, device=labels.device).clamp(min=1)
         t = o.temperature
-        out, ces, kls, tkls, agree = self._chunked_terms(model, kw, trained, labels[trained], t, o)
+        out, ces, kls, tkls, agree = self._chunked_terms(model, kw, trained, labels[trained], t)
         loss, ce_all, kl_all = 0.0, [], []
         for k in range(len(ces)):
             ce, kl = ces[k].sum() / n, t * t * kls[k].sum() / n
